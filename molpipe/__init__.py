@@ -1,0 +1,3 @@
+"""molpipe: graph neural networks on molecules, trained with asynchronous model-parallel pipelining."""
+
+__version__ = "0.1.0"

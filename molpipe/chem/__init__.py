@@ -1,0 +1,1 @@
+"""RDKit molecules to MolGraph: featurizers, plans (rounds, rings), rejects."""

@@ -1,0 +1,1 @@
+"""CSV/SDF readers, bundled data set registry, graph store, splits, instances."""

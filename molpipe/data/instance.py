@@ -1,0 +1,81 @@
+"""Instances: several molecules packed into one unit that travels the pipeline together."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from molpipe.chem.molgraph import MolGraph
+
+
+@dataclass(frozen=True, eq=False)
+class Instance:
+    """A packed group of molecules; every molecule keeps its own plan.
+
+    Fields
+    ------
+    V : (n_atoms, d_v) float32          atom features of all molecules, concatenated
+    E : (n_edges, d_e) float32          directed-bond features
+    src, dst : (n_edges,) int32         edge endpoints (instance-wide atom indices)
+    etype : (n_edges,) int32            bond type of every edge
+    atom_mol : (n_atoms,) int32         molecule (0..n_mols-1) of every atom
+    atom_rounds : (n_atoms,) int32      rounds of the atom's molecule: atoms stay frozen
+                                        in rounds >= their molecule's own count
+    ring_atoms : (n_ring_atoms,) int32  ring members (instance-wide atom indices)
+    ring_offsets : (n_rings + 1,) int32
+    Y : (n_mols, n_targets) float32     targets in data units, NaN where missing
+    rows : (n_mols,) int64              store row of every molecule
+    n_rounds : int                      rounds the instance loops (max over its molecules)
+    has_rings : bool                    whether the instance visits the ring stage
+    """
+
+    V: np.ndarray
+    E: np.ndarray
+    src: np.ndarray
+    dst: np.ndarray
+    etype: np.ndarray
+    atom_mol: np.ndarray
+    atom_rounds: np.ndarray
+    ring_atoms: np.ndarray
+    ring_offsets: np.ndarray
+    Y: np.ndarray
+    rows: np.ndarray
+    n_rounds: int
+    has_rings: bool
+
+    @property
+    def n_mols(self) -> int:
+        return self.Y.shape[0]
+
+    @property
+    def n_atoms(self) -> int:
+        return self.V.shape[0]
+
+
+def pack(graphs: list[MolGraph], Y: np.ndarray, rows: np.ndarray | None = None) -> Instance:
+    """Concatenate ``graphs`` (with targets ``Y``: (n_mols, n_targets)) into one Instance."""
+    n_atoms = np.array([g.n_atoms for g in graphs], dtype=np.int64)
+    atom_start = np.concatenate([[0], np.cumsum(n_atoms)[:-1]])
+    n_edges = np.array([g.n_edges for g in graphs], dtype=np.int64)
+    edge_shift = np.repeat(atom_start, n_edges)
+    edge_index = np.concatenate([g.edge_index for g in graphs], axis=1)
+    n_ring_atoms = np.array([g.ring_atoms.shape[0] for g in graphs], dtype=np.int64)
+    ring_sizes = np.concatenate([np.diff(g.ring_offsets) for g in graphs])
+    rounds = np.array([g.n_rounds for g in graphs], dtype=np.int32)
+    return Instance(
+        V=np.concatenate([g.V for g in graphs]),
+        E=np.concatenate([g.E for g in graphs]),
+        src=(edge_index[0] + edge_shift).astype(np.int32),
+        dst=(edge_index[1] + edge_shift).astype(np.int32),
+        etype=np.concatenate([g.edge_type for g in graphs]).astype(np.int32),
+        atom_mol=np.repeat(np.arange(len(graphs), dtype=np.int32), n_atoms),
+        atom_rounds=np.repeat(rounds, n_atoms),
+        ring_atoms=(np.concatenate([g.ring_atoms for g in graphs])
+                    + np.repeat(atom_start, n_ring_atoms)).astype(np.int32),
+        ring_offsets=np.concatenate([[0], np.cumsum(ring_sizes)]).astype(np.int32),
+        Y=np.ascontiguousarray(Y, dtype=np.float32).reshape(len(graphs), -1),
+        rows=np.arange(len(graphs), dtype=np.int64) if rows is None else np.asarray(rows, np.int64),
+        n_rounds=int(rounds.max()),
+        has_rings=any(g.has_rings for g in graphs),
+    )

@@ -1,0 +1,1 @@
+"""Stages of the network (parameters + forward/backward over kernels), losses, optimizers."""

@@ -1,0 +1,58 @@
+"""Stage: a part of the network that owns its parameters, caches under (key, step), adds grads."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+Arrays = dict[str, np.ndarray]
+
+
+class Stage:
+    """Base of every stage.
+
+    A stage owns ``params`` (name -> array) and ``grads`` (same shapes). ``forward`` computes
+    the stage's outputs from its inputs; when ``train`` is true it caches what ``backward``
+    needs under ``(key, step)``. ``backward`` pops that entry, *adds* parameter gradients to
+    ``grads`` and returns the gradients of the inputs. The stage knows nothing about threads,
+    messages or other stages: ``inst`` is the immutable packed instance (graph structure and
+    targets) that travels with every message.
+    """
+
+    name: str = "stage"
+
+    def __init__(self, params: Arrays):
+        self.params = params
+        self.grads = {k: np.zeros_like(v) for k, v in params.items()}
+        self._cache: dict[tuple[Any, int], Any] = {}
+
+    # -- to implement -------------------------------------------------------------------
+    def forward(self, key, step: int, x: Arrays, inst, train: bool) -> Arrays:
+        raise NotImplementedError
+
+    def backward(self, key, step: int, dy: Arrays, inst) -> Arrays:
+        raise NotImplementedError
+
+    # -- shared -------------------------------------------------------------------------
+    def save(self, key, step: int, value) -> None:
+        self._cache[(key, step)] = value
+
+    def pop(self, key, step: int):
+        return self._cache.pop((key, step))
+
+    @property
+    def n_cached(self) -> int:
+        """Cache entries still held; zero once every instance's backward has passed."""
+        return len(self._cache)
+
+    def clear_cache(self) -> None:
+        self._cache.clear()
+
+    def zero_grad(self) -> None:
+        for g in self.grads.values():
+            g.fill(0.0)
+
+    @property
+    def n_parameters(self) -> int:
+        return int(sum(p.size for p in self.params.values()))

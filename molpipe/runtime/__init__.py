@@ -1,0 +1,1 @@
+"""Messages, workers, control node, accumulators, schedules, backends. Knows no chemistry."""
