@@ -79,3 +79,31 @@ def pack(graphs: list[MolGraph], Y: np.ndarray, rows: np.ndarray | None = None) 
         n_rounds=int(rounds.max()),
         has_rings=any(g.has_rings for g in graphs),
     )
+
+
+def group_by_plan(
+    n_rounds: np.ndarray,
+    has_rings: np.ndarray,
+    size: int,
+    rng: np.random.Generator | None = None,
+    bucket: bool = True,
+) -> list[np.ndarray]:
+    """Split molecule positions ``0..n-1`` into groups of at most ``size`` molecules.
+
+    With ``bucket`` the molecules of a group share a plan (same rounds, rings or not), so every
+    instance takes one control flow; groups are shuffled by ``rng`` (None keeps the order,
+    for evaluation). The groups cover every position exactly once.
+    """
+    n = len(n_rounds)
+    order = rng.permutation(n) if rng is not None else np.arange(n)
+    if bucket:
+        plan = np.asarray(n_rounds, np.int64)[order] * 2 + np.asarray(has_rings, np.int64)[order]
+        by_plan = np.argsort(plan, kind="stable")
+        order, plan = order[by_plan], plan[by_plan]
+        buckets = np.split(order, np.flatnonzero(np.diff(plan)) + 1)
+    else:
+        buckets = [order]
+    groups = [b[i:i + size] for b in buckets for i in range(0, len(b), size)]
+    if rng is not None:
+        groups = [groups[i] for i in rng.permutation(len(groups))]
+    return groups
