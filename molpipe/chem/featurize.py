@@ -121,10 +121,13 @@ def featurize(smiles_or_mol: str | Chem.Mol, *, min_rounds: int = 2, max_rounds:
 
 def _atom_features(mol: Chem.Mol, n: int) -> np.ndarray:
     """(n_atoms, ATOM_DIM) float32 one-hot blocks, aromatic and ring bits (ring sizes later)."""
-    raw = np.empty((n, 6), dtype=np.int64)
-    for i, a in enumerate(mol.GetAtoms()):
-        raw[i] = (a.GetAtomicNum(), a.GetDegree(), a.GetFormalCharge(), a.GetTotalNumHs(),
-                  int(a.GetHybridization()), a.GetIsAromatic())
+    atom = mol.GetAtomWithIdx
+    flat = []
+    for i in range(n):
+        a = atom(i)
+        flat += (a.GetAtomicNum(), a.GetDegree(), a.GetFormalCharge(), a.GetTotalNumHs(),
+                 int(a.GetHybridization()), a.GetIsAromatic())
+    raw = np.array(flat, dtype=np.int64).reshape(n, 6)
     codes = np.empty((n, 5), dtype=np.int64)
     codes[:, 0] = _Z_CODE[np.minimum(raw[:, 0], 127)]
     codes[:, 1] = np.minimum(raw[:, 1], len(DEGREES))
@@ -146,10 +149,13 @@ def _bond_features(mol: Chem.Mol) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     if m == 0:
         return (np.zeros((0, BOND_DIM), np.float32), np.zeros((2, 0), np.int32),
                 np.zeros(0, np.int32))
-    raw = np.empty((m, 6), dtype=np.int64)
-    for k, b in enumerate(mol.GetBonds()):
-        raw[k] = (b.GetBeginAtomIdx(), b.GetEndAtomIdx(), _BOND_CODE.get(b.GetBondType(), 0),
-                  b.GetIsConjugated(), b.IsInRing(), b.GetStereo() not in _STEREO_NONE)
+    bond = mol.GetBondWithIdx
+    flat = []
+    for k in range(m):
+        b = bond(k)
+        flat += (b.GetBeginAtomIdx(), b.GetEndAtomIdx(), _BOND_CODE.get(b.GetBondType(), 0),
+                 b.GetIsConjugated(), b.IsInRing(), b.GetStereo() not in _STEREO_NONE)
+    raw = np.array(flat, dtype=np.int64).reshape(m, 6)
     order = np.argsort(raw[:, 2], kind="stable")
     raw = raw[np.repeat(order, 2)]              # every bond twice, i->j then j->i
     raw[1::2, :2] = raw[0::2, 1::-1]
@@ -177,6 +183,8 @@ def _rings(mol: Chem.Mol, V: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.nda
 
 def _ring_systems(rings: tuple[tuple[int, ...], ...]) -> np.ndarray:
     """(n_rings,) int32 system id: rings sharing a bond (two or more atoms) are one system."""
+    if len(rings) == 1:
+        return np.zeros(1, np.int32)
     parent = list(range(len(rings)))
 
     def root(r: int) -> int:
@@ -199,5 +207,7 @@ def _fragments_and_diameter(mol: Chem.Mol) -> tuple[np.ndarray, int]:
     near = D < _FAR
     diameter = int(D[near].max())
     first = near.argmax(axis=1)                  # lowest atom index in the same fragment
+    if not first.any():
+        return np.zeros(len(first), np.int32), diameter
     fragment = np.unique(first, return_inverse=True)[1].astype(np.int32)
     return fragment, diameter

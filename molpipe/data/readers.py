@@ -1,0 +1,258 @@
+"""Streaming CSV and SDF readers: rows of (row number, SMILES or Mol, targets)."""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import math
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from rdkit import Chem, rdBase
+
+from molpipe.chem.featurize import FeaturizationError
+from molpipe.data.errors import DataError
+
+CSV_SUFFIXES = (".csv",)
+SDF_SUFFIXES = (".sdf", ".sd")
+_PEEK = 200                         # rows looked at to guess numeric target columns
+_PROP = re.compile(r"^>.*?<([^>]*)>")
+
+#: one input row: (1-based row number, SMILES or Mol or the reason it is broken, targets)
+Row = tuple[int, "str | Chem.Mol | FeaturizationError", np.ndarray]
+
+
+@dataclass(frozen=True)
+class Table:
+    """An opened (validated, not yet read) CSV or SDF file; iterate it for its rows.
+
+    Fields
+    ------
+    path : the file.
+    kind : "csv" or "sdf".
+    smiles_column : the CSV column holding SMILES (None for SDF).
+    target_names : target columns (CSV) or properties (SDF), in order.
+    """
+
+    path: Path
+    kind: str
+    smiles_column: str | None
+    target_names: tuple[str, ...]
+
+    def __iter__(self) -> Iterator[Row]:
+        return _iter_csv(self) if self.kind == "csv" else _iter_sdf(self)
+
+    def estimate_rows(self) -> int:
+        """Cheap row count (newlines or ``$$$$`` markers) for progress bars."""
+        marker = b"\n" if self.kind == "csv" else b"$$$$"
+        count, last = 0, b""
+        with open(self.path, "rb") as f:
+            while block := f.read(1 << 20):
+                count += (last + block).count(marker) - last.count(marker)
+                last = block[-3:]
+        return max(count - (self.kind == "csv"), 0)
+
+
+def open_table(path: str | Path, *, smiles_column: str | None = None,
+               targets: list[str] | tuple[str, ...] | None = None) -> Table:
+    """Open and validate a CSV or SDF file (raises DataError with what to do).
+
+    Parameters
+    ----------
+    path : a ``.csv`` (SMILES column + target columns) or ``.sdf`` file (targets from
+        named properties).
+    smiles_column : CSV column with SMILES; default the column named ``smiles`` (any case).
+    targets : target columns/properties; default the bundled set's targets if ``path`` is
+        a bundled file, else every numeric column but the SMILES.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: no such file; check the path")
+    if path.is_dir():
+        raise DataError(f"{path}: is a directory, not a CSV or SDF file")
+    suffix = path.suffix.lower()
+    if suffix not in CSV_SUFFIXES + SDF_SUFFIXES:
+        raise DataError(f"{path}: not a CSV or SDF file (suffix {suffix or 'none'!r}); "
+                        "use a .csv or .sdf file")
+    if path.stat().st_size == 0:
+        raise DataError(f"{path}: empty file; it needs a header row and data rows")
+    if targets is None:
+        from molpipe.data.registry import find_by_path
+        entry = find_by_path(path)
+        if entry is not None:
+            targets = entry.targets
+            smiles_column = smiles_column or entry.smiles_column
+    if suffix in CSV_SUFFIXES:
+        return _open_csv(path, smiles_column, targets)
+    return _open_sdf(path, targets)
+
+
+def _utf8_error(path: Path, where: str, err: UnicodeDecodeError) -> DataError:
+    return DataError(f"{path}: not UTF-8 text ({where}, byte {err.start}); "
+                     "re-save the file as UTF-8")
+
+
+def _match(name: str, available: list[str], path: Path, what: str) -> str:
+    """The column called ``name`` (exact, else unique case-insensitive match)."""
+    if name in available:
+        return name
+    folded = [c for c in available if c.lower() == name.lower()]
+    if len(folded) == 1:
+        return folded[0]
+    shown = ", ".join(repr(c) for c in available) or "none"
+    raise DataError(f"{path}: no {what} {name!r}; available: {shown}")
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _to_float(text: str | None) -> float:
+    try:
+        value = float(text)
+    except (TypeError, ValueError):
+        return math.nan
+    return value if math.isfinite(value) else math.nan
+
+
+def _numeric(columns: list[str], records: list[dict[str, str]]) -> list[str]:
+    """Columns whose non-empty values (in ``records``) are all numbers, and not all empty."""
+    found = []
+    for c in columns:
+        values = [r.get(c, "") for r in records]
+        values = [v.strip() for v in values if v is not None and v.strip()]
+        if c.strip() and values and all(_is_number(v) for v in values):
+            found.append(c)
+    return found
+
+
+def _open_csv(path: Path, smiles_column: str | None, targets) -> Table:
+    try:
+        with open(path, encoding="utf-8-sig", newline="") as f:
+            reader = csv.reader(f)
+            header = next(reader, None)
+            peek = list(itertools.islice(reader, _PEEK)) if targets is None else []
+    except UnicodeDecodeError as err:
+        raise _utf8_error(path, "in the first rows", err) from None
+    except csv.Error as err:
+        raise DataError(f"{path}: not a readable CSV file ({err})") from None
+    if not header or not any(h.strip() for h in header):
+        raise DataError(f"{path}: empty file; it needs a header row and data rows")
+    if smiles_column is None:
+        smiles = [c for c in header if c.strip().lower() == "smiles"]
+        if not smiles:
+            shown = ", ".join(repr(c) for c in header)
+            raise DataError(f"{path}: no 'smiles' column; available: {shown}; "
+                            "name one with --smiles-column")
+        smiles_column = smiles[0]
+    else:
+        smiles_column = _match(smiles_column, header, path, "SMILES column")
+    if targets is None:
+        records = [dict(zip(header, row)) for row in peek]
+        targets = [c for c in _numeric(header, records) if c != smiles_column]
+    else:
+        targets = [_match(t, header, path, "target column") for t in targets]
+    return Table(path, "csv", smiles_column, tuple(targets))
+
+
+def _iter_csv(table: Table) -> Iterator[Row]:
+    path = table.path
+    row = 0
+    try:
+        with open(path, encoding="utf-8-sig", newline="") as f:
+            reader = csv.reader(f)
+            header = next(reader)
+            s = header.index(table.smiles_column)
+            cols = [header.index(t) for t in table.target_names]
+            for fields in reader:
+                row += 1
+                if not fields:                           # blank line: not a data row
+                    row -= 1
+                    continue
+                n = len(fields)
+                smiles = fields[s].strip() if s < n else ""
+                y = np.array([_to_float(fields[c]) if c < n else math.nan for c in cols],
+                             dtype=np.float32)
+                yield row, smiles, y
+    except UnicodeDecodeError as err:
+        raise _utf8_error(path, f"after data row {row}", err) from None
+    except csv.Error as err:
+        raise DataError(f"{path}: CSV error after data row {row} ({err})") from None
+
+
+def _sdf_records(path: Path) -> Iterator[tuple[str, dict[str, str]]]:
+    """(mol block, properties) of every record, streamed."""
+    lines: list[str] = []
+    n_records = 0
+    try:
+        with open(path, encoding="utf-8-sig") as f:
+            for line in f:
+                if line.startswith("$$$$"):
+                    n_records += 1
+                    yield _split_record(lines)
+                    lines = []
+                else:
+                    lines.append(line)
+    except UnicodeDecodeError as err:
+        raise _utf8_error(path, f"in record {n_records + 1}", err) from None
+    if any(line.strip() for line in lines):
+        yield _split_record(lines)
+
+
+def _split_record(lines: list[str]) -> tuple[str, dict[str, str]]:
+    """Split an SDF record into its mol block and its ``> <name>`` data items."""
+    end = next((i for i, line in enumerate(lines) if line.startswith("M  END")), len(lines) - 1)
+    props: dict[str, str] = {}
+    name, value = None, []
+    for line in lines[end + 1:]:
+        m = _PROP.match(line)
+        if m:
+            name, value = m.group(1), []
+        elif name is not None and line.strip():
+            value.append(line.strip())
+        elif name is not None:
+            props[name] = "\n".join(value)
+            name = None
+    if name is not None:
+        props[name] = "\n".join(value)
+    return "".join(lines[:end + 1]), props
+
+
+def _open_sdf(path: Path, targets) -> Table:
+    peek = list(itertools.islice(_sdf_records(path), _PEEK))
+    if not peek:
+        raise DataError(f"{path}: empty file; it holds no SDF records")
+    names = list(dict.fromkeys(k for _, props in peek for k in props))
+    if targets is None:
+        targets = _numeric(names, [props for _, props in peek])
+    else:
+        targets = [_match(t, names, path, "SDF property") for t in targets]
+    return Table(path, "sdf", None, tuple(targets))
+
+
+def _iter_sdf(table: Table) -> Iterator[Row]:
+    for row, (block, props) in enumerate(_sdf_records(table.path), start=1):
+        y = np.array([_to_float(props.get(t)) for t in table.target_names], dtype=np.float32)
+        yield row, _mol_from_block(block), y
+
+
+def _mol_from_block(block: str) -> Chem.Mol | FeaturizationError:
+    """Sanitized molecule of a mol block, or the reason it is broken."""
+    with rdBase.BlockLogs():
+        mol = Chem.MolFromMolBlock(block)
+        if mol is not None:
+            return mol
+        raw = Chem.MolFromMolBlock(block, sanitize=False)
+        if raw is None:
+            return FeaturizationError("unparsable SDF record")
+        failed = Chem.SanitizeMol(raw, catchErrors=True)
+    if failed == Chem.SanitizeFlags.SANITIZE_PROPERTIES:
+        return FeaturizationError("bad valence")
+    return FeaturizationError(f"SDF record fails sanitization ({failed})")

@@ -1,0 +1,97 @@
+"""Bundled data sets: the manifest in ``datasets/``, looked up by name or by file."""
+
+from __future__ import annotations
+
+import difflib
+import json
+import os
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+from molpipe.data.errors import DataError
+
+MANIFEST = "manifest.json"
+
+
+@dataclass(frozen=True)
+class DatasetEntry:
+    """One bundled data set, as described by ``datasets/manifest.json``."""
+
+    name: str
+    path: Path
+    smiles_column: str
+    targets: tuple[str, ...]
+    task: str
+    units: dict
+    rows: int
+    description: str
+    source: dict
+    citation: str
+    licence: str
+
+
+def datasets_dir() -> Path:
+    """The ``datasets/`` directory: ``$MOLPIPE_DATASETS``, else beside the package."""
+    candidates = []
+    if os.environ.get("MOLPIPE_DATASETS"):
+        candidates.append(Path(os.environ["MOLPIPE_DATASETS"]))
+    package = Path(__file__).resolve().parents[1]        # .../molpipe
+    candidates += [package.parent / "datasets", package / "datasets"]
+    for d in candidates:
+        if (d / MANIFEST).is_file():
+            return d
+    shown = ", ".join(str(d) for d in candidates)
+    raise DataError(f"bundled data sets not found (looked in {shown}); "
+                    "set MOLPIPE_DATASETS to the datasets/ directory")
+
+
+@lru_cache(maxsize=4)
+def _load(directory: Path) -> tuple[DatasetEntry, ...]:
+    manifest = json.loads((directory / MANIFEST).read_text(encoding="utf-8"))
+    return tuple(
+        DatasetEntry(name=d["name"], path=directory / d["file"], smiles_column=d["smiles_column"],
+                     targets=tuple(d["targets"]), task=d["task"], units=d["units"],
+                     rows=d["rows"], description=d["description"], source=d["source"],
+                     citation=d["citation"], licence=d["licence"])
+        for d in manifest["datasets"])
+
+
+def list_datasets() -> list[DatasetEntry]:
+    """Every bundled data set, in manifest order."""
+    return list(_load(datasets_dir()))
+
+
+def _aliases(entry: DatasetEntry) -> set[str]:
+    return {entry.name.lower(), entry.path.stem.lower()}
+
+
+def is_dataset_name(name: str) -> bool:
+    """Whether ``name`` names a bundled data set (by name or file stem, any case)."""
+    try:
+        return any(name.lower() in _aliases(e) for e in list_datasets())
+    except DataError:
+        return False
+
+
+def get_dataset(name: str) -> DatasetEntry:
+    """The bundled data set called ``name``; DataError with close names if unknown."""
+    entries = list_datasets()
+    for e in entries:
+        if name.lower() in _aliases(e):
+            return e
+    known = sorted({a for e in entries for a in _aliases(e)})
+    close = difflib.get_close_matches(name.lower(), known, n=3, cutoff=0.5)
+    hint = f"did you mean {', '.join(close)}?" if close else "run `molpipe datasets` to list them"
+    names = ", ".join(e.name for e in entries)
+    raise DataError(f"unknown data set {name!r} (bundled: {names}); {hint}")
+
+
+def find_by_path(path: str | Path) -> DatasetEntry | None:
+    """The bundled data set whose file is ``path``, or None."""
+    try:
+        entries = list_datasets()
+    except DataError:
+        return None
+    target = Path(path).resolve()
+    return next((e for e in entries if e.path.resolve() == target), None)
