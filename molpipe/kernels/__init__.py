@@ -1,1 +1,1 @@
-"""numba kernels: each op_fwd beside its op_bwd; arrays in, arrays out."""
+"""numba kernels: pure functions on arrays and scalars, each ``op_fwd`` beside its ``op_bwd``."""

@@ -1,0 +1,69 @@
+"""Ring pooling: rings as super-nodes (mean over members) and broadcast back to members."""
+
+import numpy as np
+from numba import njit
+
+
+@njit(nogil=True, cache=True)
+def ring_pool_fwd(H, ring_atoms, ring_offsets):
+    """``R[r] = mean(H[ring_atoms[ring_offsets[r]:ring_offsets[r+1]]])``; R: (n_rings, d_h)."""
+    n_rings = ring_offsets.shape[0] - 1
+    d_h = H.shape[1]
+    R = np.zeros((n_rings, d_h), dtype=H.dtype)
+    for r in range(n_rings):
+        a0 = ring_offsets[r]
+        a1 = ring_offsets[r + 1]
+        for k in range(a0, a1):
+            a = ring_atoms[k]
+            for j in range(d_h):
+                R[r, j] += H[a, j]
+        if a1 > a0:
+            inv = H.dtype.type(1.0) / H.dtype.type(a1 - a0)
+            for j in range(d_h):
+                R[r, j] *= inv
+    return R
+
+
+@njit(nogil=True, cache=True)
+def ring_pool_bwd(dR, ring_atoms, ring_offsets, n_atoms):
+    """Backward of ``ring_pool_fwd``: every member gets ``dR[r] / size(r)``; dH: (n_atoms, d_h)."""
+    n_rings, d_h = dR.shape
+    dH = np.zeros((n_atoms, d_h), dtype=dR.dtype)
+    for r in range(n_rings):
+        a0 = ring_offsets[r]
+        a1 = ring_offsets[r + 1]
+        if a1 == a0:
+            continue
+        inv = dR.dtype.type(1.0) / dR.dtype.type(a1 - a0)
+        for k in range(a0, a1):
+            a = ring_atoms[k]
+            for j in range(d_h):
+                dH[a, j] += dR[r, j] * inv
+    return dH
+
+
+@njit(nogil=True, cache=True)
+def ring_broadcast_fwd(H, Rt, ring_atoms, ring_offsets):
+    """``H_out[a] = H[a] + sum over rings r containing a of Rt[r]``; H_out: (n_atoms, d_h)."""
+    H_out = H.copy()
+    n_rings, d_h = Rt.shape
+    for r in range(n_rings):
+        for k in range(ring_offsets[r], ring_offsets[r + 1]):
+            a = ring_atoms[k]
+            for j in range(d_h):
+                H_out[a, j] += Rt[r, j]
+    return H_out
+
+
+@njit(nogil=True, cache=True)
+def ring_broadcast_bwd(dH_out, ring_atoms, ring_offsets):
+    """Backward of ``ring_broadcast_fwd``: ``dH = dH_out``, ``dRt[r] = sum over members of dH_out``."""
+    n_rings = ring_offsets.shape[0] - 1
+    d_h = dH_out.shape[1]
+    dRt = np.zeros((n_rings, d_h), dtype=dH_out.dtype)
+    for r in range(n_rings):
+        for k in range(ring_offsets[r], ring_offsets[r + 1]):
+            a = ring_atoms[k]
+            for j in range(d_h):
+                dRt[r, j] += dH_out[a, j]
+    return dH_out.copy(), dRt
