@@ -41,4 +41,5 @@ def test_functions_are_jitted_nogil_cached(name):
     assert funcs
     for f in funcs:
         assert isinstance(f, CPUDispatcher), f"{name}.{f} is not jitted"
-        assert f.targetoptions.get("nogil") and f.targetoptions.get("cache")
+        assert f.targetoptions.get("nogil"), f"{name}.{f} lacks nogil=True"
+        assert type(f._cache).__name__ != "NullCache", f"{name}.{f} lacks cache=True"
