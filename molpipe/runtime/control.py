@@ -1,0 +1,171 @@
+"""Control node: admits instances, tracks them in flight, collects results, runs the watchdog."""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable
+
+import numpy as np
+
+from molpipe.runtime.message import Kind, Message
+from molpipe.runtime.trace import utilization
+
+
+class PipelineError(RuntimeError):
+    """A worker failed or the pipeline stalled; the message names worker, stage and key."""
+
+
+@dataclass
+class RunResult:
+    """What one ``run`` returns.
+
+    Fields
+    ------
+    loss : dict[key, float]        loss of every instance (training and evaluation)
+    pred : dict[key, ndarray]      prediction of every instance
+    train_keys : list              keys trained on, in completion order
+    eval_keys : list               keys only evaluated, in completion order
+    wall : float                   seconds from first admission to the last worker report
+    n_in_flight_max : int          most instances in flight at once
+    n_updates : dict[str, int]     optimizer steps of every stage so far (all runs)
+    busy : dict[int, float]        seconds every worker was busy during this run
+    trace : list[tuple]            (worker, t_start, t_end, key, stage, step, direction),
+                                   times in seconds from the start of the run
+    """
+
+    loss: dict = field(default_factory=dict)
+    pred: dict = field(default_factory=dict)
+    train_keys: list = field(default_factory=list)
+    eval_keys: list = field(default_factory=list)
+    wall: float = 0.0
+    n_in_flight_max: int = 0
+    n_updates: dict = field(default_factory=dict)
+    busy: dict = field(default_factory=dict)
+    trace: list = field(default_factory=list)
+
+    @property
+    def utilization(self) -> dict[int, float]:
+        """Busy fraction of the run's wall time, per worker."""
+        return utilization(self.busy, self.wall)
+
+
+Item = tuple[Any, Any, bool]  # (key, inst, train)
+
+
+class ControlNode:
+    """Pumps instances through the workers with at most ``max_active_keys`` in flight."""
+
+    def __init__(self, send: Callable[[Message], None], recv: Callable, n_workers: int, *,
+                 first: str, max_active_keys: int, schedule, stall_timeout: float,
+                 describe: Callable[[Any], str] | None = None,
+                 status: Callable[[], list] | None = None):
+        if max_active_keys < 1:
+            raise ValueError(f"max_active_keys must be >= 1, got {max_active_keys}")
+        self.send, self.recv, self.n_workers = send, recv, n_workers
+        self.first, self.mak, self.schedule = first, max_active_keys, schedule
+        self.stall_timeout, self.describe = stall_timeout, describe
+        self.status = status or (lambda: [None] * n_workers)
+
+    def run(self, items: Iterable[Item], on_result=None) -> RunResult:
+        """Train on / evaluate ``items`` ((key, inst, train) triples, keys unique)."""
+        pending = deque(items)
+        keys = [k for k, _, _ in pending]
+        if len(set(keys)) != len(keys):
+            raise ValueError("keys of one run must be unique")
+        res, flight = RunResult(), {}          # flight: key -> train
+        self._awaiting = 0                      # UPDATED acknowledgements still expected
+        t0 = time.perf_counter()
+        while pending or flight or self._awaiting:
+            while (pending and not self._awaiting and len(flight) < self.mak
+                   and self.schedule.can_admit(pending[0][2])):
+                key, inst, train = pending.popleft()
+                self.schedule.admitted(train)
+                flight[key] = bool(train)
+                res.n_in_flight_max = max(res.n_in_flight_max, len(flight))
+                kind = Kind.FORWARD if train else Kind.EVAL
+                self.send(Message(kind, key, self.first, 0, {}, (), inst))
+            msg = self._next(flight)
+            if msg.kind is Kind.RESULT:
+                if msg.key not in flight or msg.key in res.loss:
+                    raise PipelineError(f"unexpected result for key {msg.key!r}")
+                res.loss[msg.key] = float(np.asarray(msg.payload["loss"]).reshape(-1)[0])
+                res.pred[msg.key] = msg.payload.get("pred")
+                if on_result is not None:
+                    on_result(msg.key, res.loss[msg.key], res.pred[msg.key])
+                if not flight[msg.key]:
+                    self._complete(msg.key, flight, res)
+            elif msg.kind is Kind.DONE:
+                if not flight.get(msg.key) or msg.key not in res.loss:
+                    raise PipelineError(f"unexpected completion for key {msg.key!r}")
+                self._complete(msg.key, flight, res)
+            elif msg.kind is Kind.UPDATED:
+                self._awaiting -= 1
+            else:
+                raise PipelineError(f"control node got an unexpected {msg.kind.value!r}")
+        if self.schedule.flush():
+            self._update_all()
+            while self._awaiting:
+                self._awaiting -= self._next(flight).kind is Kind.UPDATED
+        self._gather(res, t0)
+        return res
+
+    def _complete(self, key, flight: dict, res: RunResult) -> None:
+        train = flight.pop(key)
+        (res.train_keys if train else res.eval_keys).append(key)
+        if self.schedule.completed(train):
+            self._update_all()
+
+    def _update_all(self) -> None:
+        for w in range(self.n_workers):
+            self.send(Message(Kind.UPDATE, worker=w))
+        self._awaiting += self.n_workers
+
+    def _gather(self, res: RunResult, t0: float) -> None:
+        """Ask every worker for its counters and trace since the last run."""
+        for w in range(self.n_workers):
+            self.send(Message(Kind.REPORT, worker=w))
+        for _ in range(self.n_workers):
+            msg = self._next({})
+            if msg.kind is not Kind.STATS:
+                raise PipelineError(f"expected stats, got {msg.kind.value!r} from {msg.worker}")
+            res.busy[msg.worker] = msg.info["busy"]
+            for name, n in msg.info["n_updates"].items():
+                res.n_updates[name] = n
+            res.trace += [(msg.worker, a - t0, b - t0, *rest) for a, b, *rest in msg.info["trace"]]
+        res.wall = time.perf_counter() - t0
+        res.trace.sort(key=lambda e: e[1])
+
+    def _next(self, flight: dict) -> Message:
+        """The next message, or PipelineError when none comes within ``stall_timeout``."""
+        msg = self.recv(self.stall_timeout)
+        if msg is None:
+            raise PipelineError(self._stall_report(flight))
+        if msg.kind is Kind.ERROR:
+            raise PipelineError(
+                f"worker {msg.worker} failed in stage {msg.stage!r} (step {msg.step}) "
+                f"on key {msg.key!r} [{self._describe(msg.key)}]:\n{msg.info}")
+        return msg
+
+    def _stall_report(self, flight: dict) -> str:
+        lines = [f"pipeline stalled: no message for {self.stall_timeout:g} s "
+                 f"with {len(flight)} instance(s) in flight"]
+        now = time.perf_counter()
+        for w, cur in enumerate(self.status()):
+            if cur is not None:
+                stage, key, step, direction, t_start = cur
+                lines.append(f"  worker {w} busy {now - t_start:.1f} s in stage {stage!r} "
+                             f"({direction}, step {step}) on key {key!r} "
+                             f"[{self._describe(key)}]")
+        for key in list(flight)[:10]:
+            lines.append(f"  in flight: key {key!r} [{self._describe(key)}]")
+        return "\n".join(lines)
+
+    def _describe(self, key) -> str:
+        if self.describe is None or key is None:
+            return "no description"
+        try:
+            return str(self.describe(key))
+        except Exception as exc:  # a failing description must not hide the real error
+            return f"describe failed: {exc!r}"

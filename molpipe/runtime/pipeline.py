@@ -1,0 +1,146 @@
+"""Pipeline: stages + optimizers + route -> workers on a backend, driven by a control node."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+from threadpoolctl import threadpool_limits
+
+from molpipe.runtime.accumulator import Criterion, EveryN, Never
+from molpipe.runtime.control import ControlNode, PipelineError, RunResult
+from molpipe.runtime.schedule import make_schedule
+from molpipe.runtime.threads import ThreadBackend
+from molpipe.runtime.trace import utilization, write_trace
+from molpipe.runtime.worker import Route, Worker
+
+BACKENDS = {"thread": ThreadBackend}
+
+
+class Pipeline:
+    """Asynchronous model-parallel training of ``stages`` (AMPNet style).
+
+    Parameters
+    ----------
+    stages : dict[str, Stage]          the network, cut into stages (one is the loss stage)
+    optimizers : dict[str, optimizer]  per stage; ``opt.step(grads, scale)`` updates in place
+    route : (stage, step, inst) -> (stage, step) | None
+                                        control flow of an instance; None after the loss
+    first : str                         the stage every instance starts at (step 0)
+    max_active_keys : int               most instances in flight at once
+    min_update_frequency : int          gradients a stage gathers before it updates
+    criterion : Criterion | dict[str, Criterion] | None
+                                        update rule replacing ``EveryN(min_update_frequency)``
+    schedule : "async" | "sync"         own updates per worker, or group-wise updates of all
+    placement : dict[str, int] | None   stage -> worker id (0..n-1); default one per stage
+    backend : "thread"                  what runs the workers
+    trace : bool                        record every busy interval of every worker
+    stall_timeout : float               seconds without any message before giving up
+    describe : (key) -> str             description of an instance for error messages
+    """
+
+    def __init__(self, stages: dict, optimizers: dict, route: Route, first: str, *,
+                 max_active_keys: int = 8, min_update_frequency: int = 1,
+                 criterion: Criterion | dict | None = None, schedule: str = "async",
+                 placement: dict[str, int] | None = None, backend: str = "thread",
+                 trace: bool = False, stall_timeout: float = 60.0,
+                 describe: Callable[[Any], str] | None = None):
+        if first not in stages:
+            raise ValueError(f"first stage {first!r} is not among the stages")
+        if set(optimizers) != set(stages):
+            raise ValueError("every stage needs exactly one optimizer")
+        placement = dict(placement) if placement else {s: i for i, s in enumerate(stages)}
+        if set(placement) != set(stages):
+            raise ValueError("placement must give a worker to every stage, and only to them")
+        n_workers = max(placement.values()) + 1
+        if sorted(set(placement.values())) != list(range(n_workers)):
+            raise ValueError("worker ids in placement must be 0..n-1 with none unused")
+        if backend not in BACKENDS:
+            raise ValueError(f"unknown backend {backend!r} (have {sorted(BACKENDS)})")
+        self.schedule = make_schedule(schedule, max_active_keys)
+        crit = self._criteria(stages, criterion, min_update_frequency)
+        self.stages, self.placement = stages, placement
+        self.workers = [
+            Worker(w, {s: stages[s] for s in stages if placement[s] == w},
+                   {s: optimizers[s] for s in stages if placement[s] == w},
+                   crit, route, auto_update=self.schedule.auto_update, record=trace)
+            for w in range(n_workers)]
+        self.backend = BACKENDS[backend](self.workers, placement)
+        self.control = ControlNode(self.backend.send, self.backend.recv, n_workers,
+                                   first=first, max_active_keys=max_active_keys,
+                                   schedule=self.schedule, stall_timeout=stall_timeout,
+                                   describe=describe, status=self.backend.status)
+        self.last: RunResult | None = None
+        self.n_in_flight_max = 0
+        self._state = "new"   # new -> running -> closed | failed
+
+    @staticmethod
+    def _criteria(stages, criterion, muf) -> dict[str, Criterion]:
+        if isinstance(criterion, dict):
+            return {s: criterion.get(s, EveryN(muf)) for s in stages}
+        return {s: criterion or EveryN(muf) for s in stages}
+
+    # -- lifecycle ---------------------------------------------------------------------
+    def start(self) -> "Pipeline":
+        if self._state != "new":
+            raise RuntimeError(f"cannot start a {self._state} pipeline")
+        self.backend.start()
+        self._state = "running"
+        return self
+
+    def close(self, timeout: float = 5.0) -> list[int]:
+        """Stop and join every worker; return the ids of workers still alive (stuck)."""
+        if self._state == "running":
+            self._state = "closed"
+            return self.backend.stop(timeout)
+        return self.backend.alive() if self.backend.threads else []
+
+    def __enter__(self) -> "Pipeline":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- running -----------------------------------------------------------------------
+    def run(self, items: Iterable[tuple[Any, Any, bool]],
+            on_result: Callable[[Any, float, Any], None] | None = None) -> RunResult:
+        """Train on / evaluate ``(key, inst, train)`` items; one call per epoch.
+
+        Raises PipelineError (after stopping every worker) when a stage fails or nothing
+        happens for ``stall_timeout`` seconds.
+        """
+        if self._state == "new":
+            self.start()
+        if self._state != "running":
+            raise RuntimeError(f"cannot run a {self._state} pipeline")
+        try:
+            with threadpool_limits(1):
+                res = self.control.run(items, on_result)
+        except BaseException:
+            self._state = "failed"
+            stuck = self.backend.abort()
+            for w in self.workers:
+                if w.wid not in stuck:
+                    for stage in w.stages.values():
+                        stage.clear_cache()
+            raise
+        self.last = res
+        self.n_in_flight_max = max(self.n_in_flight_max, res.n_in_flight_max)
+        return res
+
+    # -- reports -----------------------------------------------------------------------
+    def utilization(self) -> dict[int, float]:
+        """Busy fraction of the last run's wall time, per worker."""
+        return utilization(self.last.busy, self.last.wall) if self.last else {}
+
+    def trace(self) -> list[tuple]:
+        """Last run's (worker, t_start, t_end, key, stage, step, direction) entries."""
+        return list(self.last.trace) if self.last else []
+
+    def write_trace(self, path: str | Path) -> Path:
+        """Write the last run's timeline as JSON or CSV (by the file's suffix)."""
+        wall = self.last.wall if self.last else None
+        return write_trace(path, self.trace(), util=self.utilization(), wall=wall)
+
+
+__all__ = ["Pipeline", "PipelineError", "RunResult"]

@@ -1,0 +1,90 @@
+"""Thread backend: each worker in a daemon thread, one queue per worker and one for control.
+
+The seam every backend implements (an MPI backend moves the same messages between ranks):
+
+- ``start()`` / ``stop(timeout)`` / ``abort(timeout)``: run, then end, the workers; the
+  last two return the workers still alive after ``timeout`` seconds (empty when all ended);
+  ``abort`` makes every worker leave its loop after its current message.
+- ``send(msg)``: deliver a message, routed by ``message.destination``.
+- ``recv(timeout) -> Message | None``: the control node's next message, None on timeout.
+- ``status()``: for each worker, ``(stage, key, step, direction, t_start)`` while busy,
+  else None (diagnostics for the watchdog; a backend may return all None).
+
+Workers only ever see the ``send`` and ``recv()`` handed to ``Worker.run``.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+
+from molpipe.runtime.message import CONTROL, STOP, Message, destination
+from molpipe.runtime.worker import Worker
+
+
+class ThreadBackend:
+    """Runs workers in daemon threads of this process (numba and BLAS release the GIL)."""
+
+    def __init__(self, workers: list[Worker], placement: dict[str, int]):
+        self.workers = workers
+        self.placement = placement
+        self._queues = [queue.SimpleQueue() for _ in workers]
+        self._control: queue.SimpleQueue = queue.SimpleQueue()
+        self._abort = threading.Event()
+        self.threads: list[threading.Thread] = []
+
+    def send(self, msg: Message) -> None:
+        d = destination(msg, self.placement)
+        (self._control if d == CONTROL else self._queues[d]).put(msg)
+
+    def recv(self, timeout: float | None = None) -> Message | None:
+        try:
+            return self._control.get(timeout=timeout)
+        except queue.Empty:
+            return None
+
+    def _worker_recv(self, wid: int):
+        q, abort = self._queues[wid], self._abort
+
+        def recv() -> Message:
+            return STOP if abort.is_set() else q.get()
+
+        return recv
+
+    def start(self) -> None:
+        if self.threads:
+            raise RuntimeError("backend already started")
+        for w in self.workers:
+            t = threading.Thread(target=w.run, args=(self.send, self._worker_recv(w.wid)),
+                                 name=f"molpipe-worker-{w.wid}", daemon=True)
+            t.start()
+            self.threads.append(t)
+
+    def stop(self, timeout: float = 5.0) -> list[int]:
+        for q in self._queues:
+            q.put(STOP)
+        return self._join(timeout)
+
+    def abort(self, timeout: float = 2.0) -> list[int]:
+        self._abort.set()
+        return self.stop(timeout)
+
+    def _join(self, timeout: float) -> list[int]:
+        deadline = time.monotonic() + timeout
+        for t in self.threads:
+            t.join(max(0.0, deadline - time.monotonic()))
+        return [w.wid for w, t in zip(self.workers, self.threads) if t.is_alive()]
+
+    def alive(self) -> list[int]:
+        return [w.wid for w, t in zip(self.workers, self.threads) if t.is_alive()]
+
+    def status(self) -> list[tuple | None]:
+        return [w.current for w in self.workers]
+
+    def __enter__(self) -> "ThreadBackend":
+        self.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

@@ -1,0 +1,139 @@
+"""Worker: a queue loop that runs its stages' forward and backward and updates them itself."""
+
+from __future__ import annotations
+
+import time
+import traceback
+from collections import deque
+from typing import Any, Callable, Iterator
+
+from molpipe.runtime.accumulator import Accumulator, Criterion
+from molpipe.runtime.message import DATA_KINDS, Kind, Message
+
+Route = Callable[[str, int, Any], "tuple[str, int] | None"]
+
+
+class Worker:
+    """Hosts one or more stages, each with its optimizer and gradient accumulator.
+
+    The worker's whole contract with a backend is ``run(send, recv)``: ``recv()`` blocks
+    until the next message, ``send(msg)`` delivers one (the backend routes it by
+    ``message.destination``). A worker never learns whether it lives in a thread or an MPI
+    rank, and shares no mutable state with other workers: everything arrives in messages.
+    """
+
+    def __init__(self, wid: int, stages: dict, optimizers: dict,
+                 criteria: dict[str, Criterion], route: Route, *,
+                 auto_update: bool = True, record: bool = False):
+        self.wid = wid
+        self.stages = stages
+        self.optimizers = optimizers
+        self.acc = {name: Accumulator(criteria[name]) for name in stages}
+        self.route = route
+        self.auto_update = auto_update    # False under the sync schedule
+        self.record = record              # keep a trace of every busy interval
+        self.trace: list[tuple] = []      # (t_start, t_end, key, stage, step, direction)
+        self.busy = 0.0                   # seconds spent in stage calls and updates
+        self.n_updates = {name: 0 for name in stages}
+        self.current: tuple | None = None  # (stage, key, step, direction, t_start) while busy
+        self._version_at_fwd: dict[tuple[str, Any], int] = {}
+
+    # -- the loop ----------------------------------------------------------------------
+    def run(self, send: Callable[[Message], None], recv: Callable[[], Message]) -> None:
+        """Serve messages until STOP; messages between hosted stages skip the queue."""
+        while True:
+            msg = recv()
+            if msg.kind is Kind.STOP:
+                return
+            local = deque([msg])
+            while local:
+                m = local.popleft()
+                try:
+                    for out in self._handle(m):
+                        if out.kind in DATA_KINDS and out.stage in self.stages:
+                            local.append(out)
+                        else:
+                            send(out)
+                except Exception:
+                    send(Message(Kind.ERROR, m.key, m.stage, m.step, worker=self.wid,
+                                 info=traceback.format_exc()))
+
+    def _handle(self, m: Message) -> Iterator[Message]:
+        if m.kind is Kind.FORWARD or m.kind is Kind.EVAL:
+            yield from self._forward(m)
+        elif m.kind is Kind.BACKWARD:
+            stage = self.stages[m.stage]
+            dx = self._timed(m.key, m.stage, m.step, "backward",
+                             stage.backward, m.key, m.step, m.payload, m.inst)
+            yield from self._backward_done(m.stage, m.key, dx, m.path, m.inst)
+        elif m.kind is Kind.UPDATE:
+            for name, acc in self.acc.items():
+                if acc.n > 0:
+                    self._update(name)
+            yield Message(Kind.UPDATED, worker=self.wid)
+        elif m.kind is Kind.REPORT:
+            yield Message(Kind.STATS, worker=self.wid, info=self._report())
+        else:
+            raise ValueError(f"worker {self.wid} cannot handle a {m.kind.value!r} message")
+
+    # -- forward, backward, update --------------------------------------------------------
+    def _forward(self, m: Message) -> Iterator[Message]:
+        train = m.kind is Kind.FORWARD
+        stage = self.stages[m.stage]
+        y = self._timed(m.key, m.stage, m.step, m.kind.value,
+                        stage.forward, m.key, m.step, m.payload, m.inst, train)
+        path = m.path + ((m.stage, m.step),) if train else ()
+        if train:
+            self._version_at_fwd.setdefault((m.stage, m.key), self.acc[m.stage].version)
+        nxt = self.route(m.stage, m.step, m.inst)
+        if nxt is not None:
+            yield Message(m.kind, m.key, nxt[0], int(nxt[1]), y, path, m.inst)
+            return
+        # loss stage: report, then start the backward at once
+        yield Message(Kind.RESULT, m.key, m.stage, m.step, y, worker=self.wid, info=train)
+        if train:
+            dx = self._timed(m.key, m.stage, m.step, "backward",
+                             stage.backward, m.key, m.step, {}, m.inst)
+            yield from self._backward_done(m.stage, m.key, dx, path[:-1], m.inst)
+
+    def _backward_done(self, name: str, key, dx, path, inst) -> Iterator[Message]:
+        """Send the input gradient back along the path, then count and maybe update."""
+        if path:
+            prev, step = path[-1]
+            yield Message(Kind.BACKWARD, key, prev, step, dx, path[:-1], inst)
+        else:
+            yield Message(Kind.DONE, key, name, worker=self.wid)
+        if all(s != name for s, _ in path):   # the instance's last visit to this stage
+            acc = self.acc[name]
+            acc.add(acc.version - self._version_at_fwd.pop((name, key)))
+            if self.auto_update and acc.ready():
+                self._update(name)
+
+    def _update(self, name: str) -> None:
+        """Step the stage's optimizer with the mean of its gathered gradients."""
+        stage, acc = self.stages[name], self.acc[name]
+        self._timed(None, name, acc.version, "update",
+                    self.optimizers[name].step, stage.grads, 1.0 / acc.n)
+        stage.zero_grad()
+        acc.reset()
+        self.n_updates[name] += 1
+
+    # -- bookkeeping --------------------------------------------------------------------
+    def _timed(self, key, stage: str, step: int, direction: str, fn, *args):
+        t0 = time.perf_counter()
+        self.current = (stage, key, step, direction, t0)
+        try:
+            return fn(*args)
+        finally:
+            t1 = time.perf_counter()
+            self.busy += t1 - t0
+            self.current = None
+            if self.record:
+                self.trace.append((t0, t1, key, stage, step, direction))
+
+    def _report(self) -> dict:
+        """Counters and trace since the last report (then reset)."""
+        out = {"busy": self.busy, "trace": self.trace, "n_updates": dict(self.n_updates),
+               "pending": {name: acc.n for name, acc in self.acc.items()}}
+        self.busy, self.trace = 0.0, []
+        return out

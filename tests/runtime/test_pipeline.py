@@ -1,0 +1,78 @@
+"""Pipeline end to end on the toy network: equivalence with the sequential references."""
+
+import numpy as np
+import pytest
+
+from molpipe.runtime import Pipeline
+
+from .toy import FIRST, make_items, make_net, max_param_diff, reference, route
+
+
+def test_async_mak1_muf1_reproduces_sequential_reference():
+    items = make_items(400, seed=3)
+    assert {it[1].n_rounds for it in items} == {0, 1, 2, 3}      # loops, and skipped loops
+    assert {it[1].gated for it in items} == {True, False}        # a skipped stage
+    ref_stages, ref_opts = make_net(seed=7)
+    ref_loss = reference(ref_stages, ref_opts, items, group=1)
+    stages, opts = make_net(seed=7)
+    with Pipeline(stages, opts, route, FIRST, max_active_keys=1) as p:
+        res = p.run(items)
+    assert max_param_diff(stages, ref_stages) < 1e-9
+    assert max(abs(res.loss[k] - ref_loss[k]) for k in ref_loss) < 1e-9
+    assert max_param_diff(stages, make_net(seed=7)[0]) > 1e-2     # training did move them
+    assert opts["loop"].n_steps == sum(it[1].n_rounds > 0 for it in items)
+    assert opts["gate"].n_steps == sum(it[1].gated for it in items)
+
+
+@pytest.mark.parametrize("mak", [2, 5])
+def test_sync_schedule_matches_group_mean_reference(mak):
+    items = make_items(203, seed=4)  # the last group is partial
+    ref_stages, ref_opts = make_net(seed=8)
+    reference(ref_stages, ref_opts, items, group=mak)
+    stages, opts = make_net(seed=8)
+    with Pipeline(stages, opts, route, FIRST, max_active_keys=mak, schedule="sync") as p:
+        res = p.run(items)
+    assert max_param_diff(stages, ref_stages) < 1e-9
+    assert res.n_in_flight_max == mak
+
+
+@pytest.mark.parametrize("mak,muf", [(4, 1), (8, 3)])
+def test_mak_bounds_flight_and_completes_everything_once(mak, muf):
+    items = make_items(300, seed=5, eval_every=4)
+    stages, opts = make_net(seed=9)
+    seen = []
+    placement = {"embed": 0, "loop": 1, "gate": 1, "head": 0, "loss": 2}
+    with Pipeline(stages, opts, route, FIRST, max_active_keys=mak, min_update_frequency=muf,
+                  placement=placement) as p:
+        for epoch in range(2):   # workers persist between runs
+            seen.clear()
+            res = p.run(items, on_result=lambda k, loss, pred: seen.append(k))
+            assert sorted(seen) == [k for k, _, _ in items]
+            assert sorted(res.train_keys) == [k for k, _, t in items if t]
+            assert sorted(res.eval_keys) == [k for k, _, t in items if not t]
+            assert set(res.loss) == set(res.pred) == {k for k, _, _ in items}
+            assert 1 < res.n_in_flight_max <= mak
+            assert all(st.n_cached == 0 for st in stages.values())
+        assert p.n_in_flight_max <= mak
+    assert all(np.isfinite(v) for v in res.loss.values())
+
+
+def test_evaluation_does_not_change_parameters():
+    items = [(k, inst, False) for k, inst, _ in make_items(50, seed=6)]
+    stages, opts = make_net(seed=10)
+    before = make_net(seed=10)[0]
+    with Pipeline(stages, opts, route, FIRST, max_active_keys=4) as p:
+        res = p.run(items)
+    assert max_param_diff(stages, before) == 0.0
+    assert all(o.n_steps == 0 for o in opts.values())
+    assert len(res.eval_keys) == 50 and not res.train_keys
+
+
+def test_training_reduces_loss():
+    items = make_items(200, seed=11)
+    stages, opts = make_net(seed=12, lr=0.05)
+    with Pipeline(stages, opts, route, FIRST, max_active_keys=4) as p:
+        first = np.mean(list(p.run(items).loss.values()))
+        for _ in range(5):
+            last = np.mean(list(p.run(items).loss.values()))
+    assert last < 0.8 * first
