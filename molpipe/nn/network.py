@@ -1,0 +1,168 @@
+"""The network: its stages in order, the control flow as a pure function, and whole-path helpers."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+import numpy as np
+
+from molpipe.nn.embed import EmbedStage
+from molpipe.nn.loss import TASKS, LossStage
+from molpipe.nn.propagate import PropagateStage
+from molpipe.nn.readout import ReadoutStage
+from molpipe.nn.rings import RingStage
+from molpipe.nn.stage import Stage
+
+DTYPES = ("float32", "float64")
+
+
+@dataclass
+class NetworkConfig:
+    """Architecture and initialization of the network (JSON-able)."""
+
+    hidden: int = 128                 # d_h
+    ffn: int | None = None            # d_ffn; None means ``hidden``
+    rings: bool = True                # ring stage on/off
+    task: str = "regression"          # "regression" | "classification"
+    dtype: str = "float32"            # "float32" | "float64"
+    seed: int = 0                     # initialization seed
+
+    def __post_init__(self):
+        if self.ffn is None:
+            self.ffn = self.hidden
+        if self.task not in TASKS:
+            raise ValueError(f"task must be one of {TASKS}, got {self.task!r}")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {DTYPES}, got {self.dtype!r}")
+        if self.hidden < 1 or self.ffn < 1:
+            raise ValueError("hidden and ffn must be positive")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "NetworkConfig":
+        names = {f.name for f in fields(cls)}
+        unknown = set(d) - names
+        if unknown:
+            raise ValueError(f"unknown NetworkConfig fields: {sorted(unknown)}")
+        return cls(**d)
+
+
+class Network:
+    """Stages keyed by name (in path order) plus the route every instance follows."""
+
+    first = "embed"
+
+    def __init__(self, config: NetworkConfig, stages: dict[str, Stage]):
+        self.config = config
+        self.stages = stages
+
+    # -- control flow -------------------------------------------------------------------
+    def route(self, stage_name: str, step: int, inst) -> tuple[str, int] | None:
+        """Where an instance goes after ``(stage_name, step)``; None after the loss."""
+        if stage_name == "embed":
+            return ("propagate", 0)
+        if stage_name == "propagate":
+            if step + 1 < inst.n_rounds:
+                return ("propagate", step + 1)
+            if inst.has_rings and "rings" in self.stages:
+                return ("rings", 0)
+            return ("readout", 0)
+        if stage_name == "rings":
+            return ("readout", 0)
+        if stage_name == "readout":
+            return ("loss", 0)
+        if stage_name == "loss":
+            return None
+        raise KeyError(f"unknown stage {stage_name!r}")
+
+    def path(self, inst) -> list[tuple[str, int]]:
+        """The whole forward path of ``inst``: [(stage, step), ...]."""
+        out = [(self.first, 0)]
+        nxt = self.route(self.first, 0, inst)
+        while nxt is not None:
+            out.append(nxt)
+            nxt = self.route(*nxt, inst)
+        return out
+
+    # -- sequential execution ------------------------------------------------------------
+    def _forward(self, key, inst, train: bool):
+        x: dict = {}
+        for name, step in self.path(inst):
+            x = self.stages[name].forward(key, step, x, inst, train)
+        return x
+
+    def forward_backward(self, key, inst) -> tuple[float, np.ndarray]:
+        """Forward the whole path (caching), then backward in reverse; adds to every stage's grads."""
+        path = self.path(inst)
+        out = self._forward(key, inst, train=True)
+        dy: dict = {}
+        for name, step in reversed(path):
+            dy = self.stages[name].backward(key, step, dy, inst)
+        return float(out["loss"][0]), out["pred"]
+
+    def predict(self, inst) -> np.ndarray:
+        """Predictions (n_mols, n_targets) in data units; caches nothing."""
+        return self._forward(None, inst, train=False)["pred"]
+
+    def loss(self, inst) -> float:
+        """Loss of ``inst`` without caching (for finite differences and evaluation)."""
+        return float(self._forward(None, inst, train=False)["loss"][0])
+
+    def zero_grad(self) -> None:
+        for s in self.stages.values():
+            s.zero_grad()
+
+    # -- parameters ----------------------------------------------------------------------
+    def _arrays(self) -> dict[str, np.ndarray]:
+        out = {}
+        for sname, stage in self.stages.items():
+            for pname, arr in stage.params.items():
+                out[f"{sname}.{pname}"] = arr
+            for bname, arr in getattr(stage, "buffers", {}).items():
+                out[f"{sname}.{bname}"] = arr
+        return out
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """Copies of every parameter and buffer, keyed "stage.name" (e.g. "propagate.W_m")."""
+        return {k: v.copy() for k, v in self._arrays().items()}
+
+    def load_state_dict(self, d: dict[str, np.ndarray]) -> None:
+        """Copy ``d`` into the parameters in place (optimizers keep their references)."""
+        own = self._arrays()
+        missing = sorted(set(own) - set(d))
+        unknown = sorted(set(d) - set(own))
+        if missing or unknown:
+            raise ValueError(f"state dict mismatch: missing {missing}, unexpected {unknown}")
+        for k, arr in own.items():
+            src = np.asarray(d[k])
+            if src.shape != arr.shape:
+                raise ValueError(f"{k}: shape {src.shape} in state dict, network has {arr.shape}")
+        for k, arr in own.items():
+            arr[...] = d[k]
+
+    @property
+    def n_parameters(self) -> int:
+        return sum(s.n_parameters for s in self.stages.values())
+
+
+def build_network(config: NetworkConfig, d_v: int, d_e: int, n_targets: int,
+                  target_mean=None, target_std=None, seed: int | None = None) -> Network:
+    """Build and initialize the network; ``seed`` overrides ``config.seed``."""
+    rng = np.random.default_rng(config.seed if seed is None else seed)
+    dtype = np.dtype(config.dtype)
+    d_h = config.hidden
+    mean = np.zeros(n_targets) if target_mean is None else np.asarray(target_mean)
+    std = np.ones(n_targets) if target_std is None else np.asarray(target_std)
+    if mean.size != n_targets or std.size != n_targets:
+        raise ValueError(f"target mean/std must have {n_targets} entries")
+    stages: dict[str, Stage] = {
+        "embed": EmbedStage.create(rng, d_v, d_e, d_h, dtype),
+        "propagate": PropagateStage.create(rng, d_h, dtype),
+    }
+    if config.rings:
+        stages["rings"] = RingStage.create(rng, d_h, dtype)
+    stages["readout"] = ReadoutStage.create(rng, d_h, config.ffn, n_targets, dtype)
+    stages["loss"] = LossStage(mean, std, config.task, dtype)
+    return Network(config, stages)

@@ -1,0 +1,170 @@
+import json
+
+import numpy as np
+import pytest
+
+from molpipe.nn.network import Network, NetworkConfig, build_network
+
+from .fd import num_grad, rel_err
+from .graphs import (D_E, D_V, benzene_like, chain, instance, naphthalene_like, one_atom,
+                     salt)
+
+MEAN, STD = np.array([0.5, -1.0]), np.array([2.0, 0.5])
+
+
+def net(task="regression", rings=True, dtype="float64", seed=0, hidden=4, ffn=5):
+    cfg = NetworkConfig(hidden=hidden, ffn=ffn, rings=rings, task=task, dtype=dtype, seed=seed)
+    return build_network(cfg, D_V, D_E, 2, MEAN, STD)
+
+
+def instances():
+    rng = np.random.default_rng(0)
+    return {
+        "rings": instance([benzene_like(rng)], [[1.0, -2.0]]),
+        "no_rings": instance([chain(rng, 5, 2)], [[0.3, 0.1]]),
+        "one_atom": instance([one_atom(rng)], [[2.0, -0.5]]),
+        "fragments": instance([salt(rng)], [[1.5, np.nan]]),
+        "packed_rounds": instance([chain(rng, 4, 1), naphthalene_like(rng, 3), benzene_like(rng, 2),
+                                   one_atom(rng, 2)],
+                                  [[1.0, np.nan], [np.nan, -2.0], [0.0, 0.5], [3.0, 1.0]]),
+    }
+
+
+def check_network_gradient(network, inst):
+    network.zero_grad()
+    network.forward_backward("k", inst)
+    for sname, stage in network.stages.items():
+        assert stage.n_cached == 0
+        for pname, p in stage.params.items():
+            fd = num_grad(lambda: network.loss(inst), p)
+            err = rel_err(stage.grads[pname], fd)
+            assert err < 1e-6, f"{sname}.{pname}: relative error {err:.2e}"
+    # the check is not vacuous: the core parameters do get gradient
+    for name in ("embed.W_v", "propagate.b_x", "propagate.U_h", "readout.W_2"):
+        s, p = name.split(".")
+        assert np.abs(network.stages[s].grads[p]).sum() > 0, name
+
+
+@pytest.mark.parametrize("case", ["rings", "no_rings", "one_atom", "fragments", "packed_rounds"])
+def test_regression_gradient_finite_differences(case):
+    inst = instances()[case]
+    network = net()
+    check_network_gradient(network, inst)
+    if inst.has_rings:
+        assert np.abs(network.stages["rings"].grads["W_r"]).sum() > 0
+    if inst.E.shape[0]:
+        assert np.abs(network.stages["propagate"].grads["W_x"]).sum() > 0
+        assert np.abs(network.stages["embed"].grads["W_e"]).sum() > 0
+        assert np.abs(network.stages["propagate"].grads["W_m"]).sum() > 0
+
+
+@pytest.mark.parametrize("rings", [True, False])
+def test_classification_gradient_finite_differences(rings):
+    rng = np.random.default_rng(5)
+    inst = instance([naphthalene_like(rng), chain(rng, 3, 1)], [[1.0, np.nan], [0.0, 1.0]])
+    check_network_gradient(net("classification", rings=rings), inst)
+
+
+def test_path_and_route():
+    insts = instances()
+    network = net()
+    assert list(network.stages) == ["embed", "propagate", "rings", "readout", "loss"]
+    assert network.first == "embed"
+    assert network.path(insts["rings"]) == [("embed", 0), ("propagate", 0), ("propagate", 1),
+                                            ("rings", 0), ("readout", 0), ("loss", 0)]
+    assert network.path(insts["packed_rounds"])[1:5] == [("propagate", 0), ("propagate", 1),
+                                                         ("propagate", 2), ("rings", 0)]
+    assert network.path(insts["no_rings"]) == [("embed", 0), ("propagate", 0), ("propagate", 1),
+                                               ("readout", 0), ("loss", 0)]
+    assert network.route("loss", 0, insts["rings"]) is None
+    off = net(rings=False)
+    assert "rings" not in off.stages
+    assert ("rings", 0) not in off.path(insts["rings"])
+    assert off.route("propagate", 1, insts["rings"]) == ("readout", 0)
+
+
+def test_missing_targets_and_predictions():
+    network = net()
+    inst = instances()["packed_rounds"]
+    loss, pred = network.forward_backward("a", inst)
+    assert np.isfinite(loss) and loss > 0
+    assert pred.shape == (4, 2)
+    np.testing.assert_allclose(network.predict(inst), pred)
+    assert all(s.n_cached == 0 for s in network.stages.values())
+    # all targets missing: loss 0, no gradient reaches the parameters
+    rng = np.random.default_rng(1)
+    empty = instance([chain(rng)], [[np.nan, np.nan]])
+    network.zero_grad()
+    loss, _ = network.forward_backward("b", empty)
+    assert loss == 0.0
+    assert all(not g.any() for s in network.stages.values() for g in s.grads.values())
+
+
+def test_predictions_in_data_units():
+    network = net()
+    inst = instances()["rings"]
+    x = {}
+    for name, step in network.path(inst)[:-1]:
+        x = network.stages[name].forward(None, step, x, inst, False)
+    np.testing.assert_allclose(network.predict(inst), x["Y"] * STD + MEAN)
+    cls = net("classification")
+    p = cls.predict(inst)
+    assert np.all((p > 0) & (p < 1))
+
+
+def test_grads_accumulate():
+    network = net()
+    inst = instances()["rings"]
+    network.forward_backward(1, inst)
+    once = {k: v.copy() for k, v in network.stages["propagate"].grads.items()}
+    network.forward_backward(2, inst)
+    for k, v in network.stages["propagate"].grads.items():
+        np.testing.assert_allclose(v, 2 * once[k])
+
+
+def test_same_seed_same_network_and_different_seed_differs():
+    a, b, c = net(seed=3), net(seed=3), net(seed=4)
+    sa, sb, sc = a.state_dict(), b.state_dict(), c.state_dict()
+    assert sa.keys() == sb.keys()
+    for k in sa:
+        np.testing.assert_array_equal(sa[k], sb[k])
+    assert any(not np.array_equal(sa[k], sc[k]) for k in sa)
+
+
+def test_state_dict_roundtrip_and_errors():
+    a, b = net(seed=1), net(seed=2)
+    sd = a.state_dict()
+    assert "propagate.W_m" in sd and "loss.mean" in sd and "loss.std" in sd
+    assert sd["propagate.W_m"].shape == (4, 16)
+    inst = instances()["rings"]
+    b.load_state_dict(sd)
+    np.testing.assert_array_equal(a.predict(inst), b.predict(inst))
+    bad = dict(sd, **{"readout.W_1": np.zeros((3, 3))})
+    with pytest.raises(ValueError, match="readout.W_1"):
+        b.load_state_dict(bad)
+    with pytest.raises(ValueError, match="missing"):
+        b.load_state_dict({k: v for k, v in sd.items() if k != "embed.b_v"})
+
+
+def test_config_json_roundtrip_and_defaults():
+    cfg = NetworkConfig(hidden=32, task="classification", dtype="float64", seed=7)
+    assert cfg.ffn == 32
+    again = NetworkConfig.from_dict(json.loads(json.dumps(cfg.to_dict())))
+    assert again == cfg
+    assert NetworkConfig().hidden == 128 and NetworkConfig().ffn == 128
+    with pytest.raises(ValueError):
+        NetworkConfig(task="ranking")
+    with pytest.raises(ValueError):
+        NetworkConfig.from_dict({"hiden": 3})
+
+
+def test_float32_network_stays_float32():
+    network = net(dtype="float32", hidden=8, ffn=8)
+    inst = instances()["packed_rounds"]
+    loss, pred = network.forward_backward(0, inst)
+    assert np.isfinite(loss)
+    for s in network.stages.values():
+        for k, g in s.grads.items():
+            assert g.dtype == np.float32 and s.params[k].dtype == np.float32
+    assert pred.dtype == np.float32
+    assert isinstance(network, Network)
