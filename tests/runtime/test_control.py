@@ -1,0 +1,87 @@
+"""Control node failure paths: a failing stage and a stalled stage stop the run, clearly."""
+
+import time
+
+import pytest
+
+from molpipe.runtime import Pipeline, PipelineError
+
+from .conftest import worker_threads
+from .toy import FIRST, make_items, make_net, route
+
+
+def describe(key) -> str:
+    return f"toy molecule #{key}"
+
+
+def test_exception_in_stage_raises_naming_stage_worker_key_and_description():
+    items = make_items(100, seed=2)
+    stages, opts = make_net(seed=3)
+    stages["head"].fail_keys.add(37)
+    p = Pipeline(stages, opts, route, FIRST, max_active_keys=4, describe=describe)
+    t0 = time.perf_counter()
+    with p, pytest.raises(PipelineError) as err:
+        p.run(items)
+    assert time.perf_counter() - t0 < 3.0
+    text = str(err.value)
+    assert "'head'" in text and "worker 3" in text and "key 37" in text
+    assert "toy molecule #37" in text and "toy failure at key 37" in text  # the traceback
+    assert not worker_threads()
+    with pytest.raises(RuntimeError):   # a failed pipeline refuses to run again
+        p.run(items)
+
+
+def test_exception_in_backward_is_reported_too():
+    items = make_items(30, seed=2)
+    stages, opts = make_net(seed=3)
+    stages["loop"].backward = lambda *a: 1 / 0
+    with Pipeline(stages, opts, route, FIRST, max_active_keys=2, describe=describe) as p:
+        with pytest.raises(PipelineError, match="ZeroDivisionError") as err:
+            p.run(items)
+    assert "'loop'" in str(err.value)
+
+
+def test_stalled_stage_trips_the_watchdog_and_threads_end():
+    items = make_items(60, seed=2)
+    stages, opts = make_net(seed=3)
+    stall = next(k for k, inst, _ in items if inst.n_rounds > 0 and k > 10)
+    stages["loop"].stall_keys.add(stall)
+    p = Pipeline(stages, opts, route, FIRST, max_active_keys=3, stall_timeout=0.5,
+                 describe=describe)
+    try:
+        t0 = time.perf_counter()
+        with pytest.raises(PipelineError) as err:
+            p.run(items)
+        elapsed = time.perf_counter() - t0
+        text = str(err.value)
+        assert "stalled" in text and "'loop'" in text and f"key {stall}" in text
+        assert f"toy molecule #{stall}" in text
+        assert elapsed < 0.5 + 3.0    # stall_timeout plus the abort's join timeout
+        assert p.close() == [1]       # the loop worker is stuck in its stage
+    finally:
+        stages["loop"].release.set()
+    deadline = time.monotonic() + 3.0
+    while worker_threads() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not worker_threads()
+
+
+def test_duplicate_keys_are_refused():
+    items = make_items(3, seed=2)
+    stages, opts = make_net(seed=3)
+    with Pipeline(stages, opts, route, FIRST) as p:
+        with pytest.raises(ValueError, match="unique"):
+            p.run(items + items[:1])
+
+
+def test_bad_configuration_is_refused():
+    stages, opts = make_net(seed=3)
+    with pytest.raises(ValueError, match="first"):
+        Pipeline(stages, opts, route, "nope")
+    with pytest.raises(ValueError, match="placement"):
+        Pipeline(stages, opts, route, FIRST, placement={"embed": 0})
+    with pytest.raises(ValueError, match="0..n-1"):
+        Pipeline(stages, opts, route, FIRST, placement={s: 2 * i for i, s in enumerate(stages)})
+    with pytest.raises(ValueError, match="schedule"):
+        Pipeline(stages, opts, route, FIRST, schedule="lockstep")
+    assert not worker_threads()
