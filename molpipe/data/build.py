@@ -25,7 +25,7 @@ from molpipe.data.errors import DataError
 from molpipe.data.npyfile import NpyAppender
 from molpipe.data.readers import Row, open_table
 
-CHUNK = 512                     # rows per multiprocessing task
+CHUNK = 256                     # rows per multiprocessing task
 META = "meta.json"
 REJECTS = "rejects.csv"
 # per-atom, per-edge and per-ring arrays: name -> (dtype, tail shape)
@@ -110,7 +110,7 @@ def _map_chunks(chunks: Iterator[list[Row]], n_jobs: int, args: tuple) -> Iterat
         pending: deque = deque()
         for c in chunks:
             pending.append(pool.apply_async(_featurize_chunk, (c, *args)))
-            if len(pending) >= 2 * n_jobs:
+            if len(pending) >= 3 * n_jobs:
                 yield pending.popleft().get()
         while pending:
             yield pending.popleft().get()

@@ -95,3 +95,16 @@ def find_by_path(path: str | Path) -> DatasetEntry | None:
         return None
     target = Path(path).resolve()
     return next((e for e in entries if e.path.resolve() == target), None)
+
+
+def resolve_source(data: str | Path) -> tuple[Path, DatasetEntry | None]:
+    """A CSV/SDF path or a bundled data set name -> (file, its bundled entry or None)."""
+    path = Path(data)
+    if path.exists():
+        return path, find_by_path(path)
+    if is_dataset_name(str(data)):
+        entry = get_dataset(str(data))
+        return entry.path, entry
+    if not path.suffix and "/" not in str(data) and os.sep not in str(data):
+        get_dataset(str(data))                      # unknown name: raises with close names
+    return path, None

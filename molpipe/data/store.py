@@ -16,7 +16,7 @@ from molpipe.chem.molgraph import MolGraph
 from molpipe.data.build import META, Progress, build_store, sha256_file
 from molpipe.data.errors import DataError
 from molpipe.data.readers import open_table
-from molpipe.data.registry import get_dataset, is_dataset_name
+from molpipe.data.registry import resolve_source
 
 __all__ = ["GraphStore", "build_store", "open_data", "default_cache_root"]
 
@@ -136,13 +136,10 @@ def open_data(data: str | Path, *, targets: Sequence[str] | None = None,
             raise DataError(f"{path}: store has targets {store.target_names}, not "
                             f"{list(targets)}; preprocess the source again with those targets")
         return store
-    if not path.exists() and is_dataset_name(str(data)):
-        entry = get_dataset(str(data))
-        path = entry.path
+    path, entry = resolve_source(data)
+    if entry is not None:
         targets = entry.targets if targets is None else targets
         smiles_column = smiles_column or entry.smiles_column
-    elif not path.exists() and not path.suffix and os.sep not in str(data):
-        get_dataset(str(data))                              # raises with close names
     table = open_table(path, smiles_column=smiles_column, targets=targets)
     key = json.dumps({"sha256": sha256_file(path), "featurizer": FEATURIZER_VERSION,
                       "smiles_column": table.smiles_column, "targets": table.target_names,
