@@ -18,6 +18,7 @@ from molpipe.data.errors import DataError
 
 CSV_SUFFIXES = (".csv",)
 SDF_SUFFIXES = (".sdf", ".sd")
+_NA = {"na", "n/a", "nan", "none", "null", "-", "?"}
 _PEEK = 200                         # rows looked at to guess numeric target columns
 _PROP = re.compile(r"^>.*?<([^>]*)>")
 
@@ -123,12 +124,13 @@ def _to_float(text: str | None) -> float:
 
 
 def _numeric(columns: list[str], records: list[dict[str, str]]) -> list[str]:
-    """Columns whose non-empty values (in ``records``) are all numbers, and not all empty."""
+    """Named columns whose values (in ``records``) are mostly numbers, ignoring NA markers."""
     found = []
     for c in columns:
-        values = [r.get(c, "") for r in records]
-        values = [v.strip() for v in values if v is not None and v.strip()]
-        if c.strip() and values and all(_is_number(v) for v in values):
+        values = [(r.get(c) or "").strip() for r in records]
+        values = [v for v in values if v and v.lower() not in _NA]
+        n_num = sum(_is_number(v) for v in values)
+        if c.strip() and n_num and n_num >= 0.8 * len(values):
             found.append(c)
     return found
 

@@ -1,0 +1,124 @@
+"""Graph store: round trip equals direct featurization; every row kept or rejected."""
+
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from molpipe.chem.featurize import FEATURIZER_VERSION, featurize
+from molpipe.data.errors import DataError
+from molpipe.data.store import GraphStore, build_store, open_data
+
+from .conftest import CSV_ROWS
+
+FIELDS = ("V", "E", "edge_index", "edge_type", "ring_atoms", "ring_offsets", "ring_system",
+          "fragment", "n_rounds", "has_rings")
+MIXED = ["c1ccc2ccccc2c1", "C", "[Na+].[Cl-]", "CC(=O)[O-].[Na+]", "C1CC12CC2", "CCCCCCCCCC",
+         "C1=CC=CN=C1", "F/C=C/F", "[13CH4]", "OC1CCCCC1c1ccccc1"]
+
+
+def assert_same_graph(a, b):
+    for f in FIELDS:
+        x, y = getattr(a, f), getattr(b, f)
+        if isinstance(x, np.ndarray):
+            assert x.dtype == y.dtype and x.shape == y.shape and np.array_equal(x, y), f
+        else:
+            assert x == y, f
+
+
+@pytest.fixture
+def mixed_csv(tmp_path):
+    path = tmp_path / "mixed.csv"
+    path.write_text("smiles,y\n" + "".join(f"{s},{i}\n" for i, s in enumerate(MIXED)))
+    return path
+
+
+@pytest.mark.parametrize("n_jobs, chunk", [(1, 256), (2, 3)])
+def test_round_trip(mixed_csv, tmp_path, n_jobs, chunk):
+    summary = build_store(mixed_csv, tmp_path / "store", n_jobs=n_jobs, chunk_size=chunk)
+    assert summary["rows_kept"] == len(MIXED) and summary["rows_rejected"] == 0
+    store = GraphStore.open(tmp_path / "store")
+    assert len(store) == len(MIXED) and store.smiles == MIXED
+    assert store.target_names == ["y"] and store.targets[:, 0].tolist() == list(range(len(MIXED)))
+    assert store.source_row.tolist() == list(range(1, len(MIXED) + 1))
+    for i, s in enumerate(MIXED):
+        g = featurize(s)
+        assert_same_graph(store[i], g)
+        assert store.n_rounds[i] == g.n_rounds and store.has_rings[i] == g.has_rings
+    assert store.n_rounds.dtype == np.int32 and store.has_rings.dtype == bool
+    assert_same_graph(store[-1], featurize(MIXED[-1]))
+    assert [g.n_atoms for g in store.graphs([2, 0])] == [2, 10]
+
+
+def test_arrays_are_plain_npy(mixed_csv, tmp_path):
+    build_store(mixed_csv, tmp_path / "s", n_jobs=1)
+    for f in (tmp_path / "s").glob("*.npy"):
+        np.load(f, mmap_mode="r", allow_pickle=False)
+    assert isinstance(GraphStore.open(tmp_path / "s")._V, np.memmap)
+
+
+def test_rejects_and_counts(bad_csv, tmp_path):
+    out = tmp_path / "store"
+    summary = build_store(bad_csv, out, n_jobs=2, chunk_size=2)
+    assert summary["rows_read"] == len(CSV_ROWS) == summary["rows_kept"] + summary["rows_rejected"]
+    with open(out / "rejects.csv", newline="") as f:
+        rejects = list(csv.DictReader(f))
+    assert [int(r["row"]) for r in rejects] == [3, 4, 6]
+    assert [r["reason"] for r in rejects] == ["unparsable SMILES", "bad valence", "empty SMILES"]
+    assert rejects[0]["smiles"] == "C1CC"
+    store = GraphStore.open(out)
+    assert store.source_row.tolist() == [1, 2, 5, 7]
+    assert np.isnan(store.targets[2, 0]) and store.targets[2, 1] == 3.0   # "n/a" masked, kept
+    meta = json.loads((out / "meta.json").read_text())
+    assert (meta["rows_read"], meta["rows_kept"], meta["rows_rejected"]) == (7, 4, 3)
+    assert meta["featurizer_version"] == FEATURIZER_VERSION and len(meta["source"]["sha256"]) == 64
+    assert store.meta["smiles_column"] == "SMILES"
+
+
+def test_sdf_store(sdf_with_broken_record, tmp_path):
+    summary = build_store(sdf_with_broken_record, tmp_path / "s", n_jobs=1)
+    assert (summary["rows_read"], summary["rows_kept"], summary["rows_rejected"]) == (3, 2, 1)
+    store = GraphStore.open(tmp_path / "s")
+    assert store.smiles == ["CCO", "Oc1ccccc1"] and store.source_row.tolist() == [1, 3]
+    rejects = (tmp_path / "s" / "rejects.csv").read_text().splitlines()
+    assert rejects[1].startswith("2,,")
+
+
+def test_header_only_is_an_error_and_leaves_nothing(tmp_path):
+    path = tmp_path / "h.csv"
+    path.write_text("smiles,y\n")
+    with pytest.raises(DataError, match="no data rows"):
+        build_store(path, tmp_path / "s", n_jobs=1)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["h.csv"]
+
+
+def test_rebuild_replaces_and_refuses_foreign_dir(mixed_csv, tmp_path):
+    build_store(mixed_csv, tmp_path / "s", n_jobs=1)
+    build_store(mixed_csv, tmp_path / "s", n_jobs=1, targets=[])
+    assert GraphStore.open(tmp_path / "s").targets.shape == (len(MIXED), 0)
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "keep.txt").write_text("x")
+    with pytest.raises(DataError, match="not a graph store"):
+        build_store(mixed_csv, tmp_path / "other", n_jobs=1)
+
+
+def test_open_data_caches(mixed_csv, tmp_path):
+    a = open_data(mixed_csv, cache_root=tmp_path / "cache", n_jobs=1)
+    b = open_data(mixed_csv, cache_root=tmp_path / "cache", n_jobs=1)
+    assert a.path == b.path and len(list((tmp_path / "cache").iterdir())) == 1
+    c = open_data(mixed_csv, cache_root=tmp_path / "cache", n_jobs=1, max_rounds=3)
+    assert c.path != a.path and c.n_rounds.max() <= 3
+    assert open_data(a.path).path == a.path                  # a store directory opens directly
+
+
+def test_open_data_bundled_name(tmp_path, monkeypatch):
+    monkeypatch.setenv("MOLPIPE_CACHE", str(tmp_path))
+    store = open_data("freesolv", n_jobs=1)
+    assert store.target_names == ["freesolv"] and len(store) == 642
+    assert store.path.parent == tmp_path
+
+
+def test_open_data_unknown_name(tmp_path):
+    with pytest.raises(DataError, match="did you mean lipo"):
+        open_data("lipoo", cache_root=tmp_path)

@@ -1,0 +1,83 @@
+"""CLI: preprocess and datasets; errors are one red line, exit code 2, no traceback."""
+
+import pytest
+from typer.testing import CliRunner
+
+from cli import app
+from molpipe.data.store import GraphStore
+
+runner = CliRunner()
+
+
+def run(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def assert_one_line_error(result, *fragments):
+    assert result.exit_code == 2, result.output
+    assert isinstance(result.exception, SystemExit)
+    assert "Traceback" not in result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:"), result.stderr
+    for frag in fragments:
+        assert frag in lines[0]
+
+
+def test_no_args_shows_help():
+    result = run()
+    assert "preprocess" in result.output and "datasets" in result.output
+
+
+def test_datasets_table():
+    result = run("datasets")
+    assert result.exit_code == 0
+    for name in ("esol", "freesolv", "lipo", "qm9", "14862"):
+        assert name in result.output
+
+
+def test_preprocess(tmp_path):
+    src = tmp_path / "in.csv"
+    src.write_text("Smiles,logS,note\nCCO,1.0,x\nC1CC,2.0,y\nc1ccccc1,3.0,z\n")
+    result = run("preprocess", src, "-o", tmp_path / "store", "--jobs", "1")
+    assert result.exit_code == 0, result.output
+    assert "3 rows read, 2 kept, 1 rejected" in result.output
+    assert "rejects.csv" in result.output
+    store = GraphStore.open(tmp_path / "store")
+    assert store.target_names == ["logS"] and len(store) == 2
+
+
+def test_preprocess_options(tmp_path):
+    src = tmp_path / "in.csv"
+    src.write_text("mol,a,b\nCCCCCCCCCC,1,2\n")
+    result = run("preprocess", src, "-o", tmp_path / "s", "--smiles-column", "mol",
+                 "--target", "b", "--target", "a", "--max-rounds", "3", "--jobs", "1")
+    assert result.exit_code == 0, result.output
+    store = GraphStore.open(tmp_path / "s")
+    assert store.target_names == ["b", "a"] and store.n_rounds.tolist() == [3]
+
+
+@pytest.mark.parametrize("content, extra, fragments", [
+    (None, [], ["no such file"]),
+    (b"smiles,y\nCCO,1\n", ["--smiles-column", "mol"], ["no SMILES column 'mol'", "'smiles', 'y'"]),
+    (b"smiles,y\nCCO,1\n", ["--target", "z"], ["no target column 'z'"]),
+    (b"", [], ["empty file"]),
+    ("smiles,y\nCC\xe9,1\n".encode("latin-1"), [], ["not UTF-8"]),
+])
+def test_preprocess_errors(tmp_path, content, extra, fragments):
+    src = tmp_path / "in.csv"
+    if content is not None:
+        src.write_bytes(content)
+    result = run("preprocess", src, "-o", tmp_path / "s", "--jobs", "1", *extra)
+    assert_one_line_error(result, str(src), *fragments)
+    assert not (tmp_path / "s").exists()
+
+
+def test_preprocess_not_csv(tmp_path):
+    src = tmp_path / "in.xlsx"
+    src.write_bytes(b"PK\x03\x04")
+    assert_one_line_error(run("preprocess", src, "-o", tmp_path / "s"), "not a CSV or SDF")
+
+
+def test_preprocess_unknown_dataset(tmp_path):
+    result = run("preprocess", "qm8", "-o", tmp_path / "s")
+    assert_one_line_error(result, "unknown data set 'qm8'", "did you mean qm9")
