@@ -7,14 +7,21 @@ take either (``Y > 0`` iff ``X > 0``).
 import numpy as np
 from numba import njit
 
+from molpipe.kernels._math import sigmoid_s, tanh_s
 
-@njit(nogil=True, cache=True)
+
+@njit(nogil=True, cache=True, error_model="numpy")
 def tanh_fwd(X):
     """``Y = tanh(X)``."""
-    return np.tanh(X)
+    Y = np.empty_like(X)
+    n, d = X.shape
+    for i in range(n):
+        for j in range(d):
+            Y[i, j] = tanh_s(X[i, j])
+    return Y
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, error_model="numpy")
 def tanh_bwd(Y, dY):
     """``dX = dY (1 - Y^2)`` with ``Y = tanh(X)``."""
     one = Y.dtype.type(1.0)
@@ -26,24 +33,18 @@ def tanh_bwd(Y, dY):
     return dX
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, error_model="numpy")
 def sigmoid_fwd(X):
     """``Y = 1 / (1 + exp(-X))``, stable for large |X|."""
-    one = X.dtype.type(1.0)
     Y = np.empty_like(X)
     n, d = X.shape
     for i in range(n):
         for j in range(d):
-            x = X[i, j]
-            if x >= 0:
-                Y[i, j] = one / (one + np.exp(-x))
-            else:
-                e = np.exp(x)
-                Y[i, j] = e / (one + e)
+            Y[i, j] = sigmoid_s(X[i, j])
     return Y
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, error_model="numpy")
 def sigmoid_bwd(Y, dY):
     """``dX = dY Y (1 - Y)`` with ``Y = sigmoid(X)``."""
     one = Y.dtype.type(1.0)
@@ -55,7 +56,7 @@ def sigmoid_bwd(Y, dY):
     return dX
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, error_model="numpy")
 def relu_fwd(X):
     """``Y = max(X, 0)``."""
     zero = X.dtype.type(0.0)
@@ -67,7 +68,7 @@ def relu_fwd(X):
     return Y
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, error_model="numpy")
 def relu_bwd(Y, dY):
     """``dX = dY [Y > 0]``."""
     zero = Y.dtype.type(0.0)

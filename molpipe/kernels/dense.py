@@ -4,7 +4,7 @@ import numpy as np
 from numba import njit
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, error_model="numpy")
 def dense_fwd(X, W, b):
     """``Y = X W + b``; X: (n, d_in), W: (d_in, d_out), b: (d_out,) -> Y: (n, d_out)."""
     Y = np.dot(X, W)
@@ -15,7 +15,7 @@ def dense_fwd(X, W, b):
     return Y
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, error_model="numpy")
 def dense_bwd(X, W, dY):
     """Backward of ``dense_fwd``: ``dX = dY W^T``, ``dW = X^T dY``, ``db = sum_i dY[i]``."""
     dX = np.dot(dY, W.T)
@@ -28,7 +28,7 @@ def dense_bwd(X, W, dY):
     return dX, dW, db
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, error_model="numpy")
 def dense_bwd_params(X, dY):
     """Parameter part of ``dense_bwd`` alone (when dX is not needed): ``dW, db``."""
     dW = np.dot(X.T, dY)

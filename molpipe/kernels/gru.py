@@ -8,16 +8,10 @@ With ``MX = M W_x + b_x`` and ``HU = H U_h + b_h`` split in (r, z, n) blocks of 
 import numpy as np
 from numba import njit
 
-
-@njit(nogil=True, cache=True)
-def _sigmoid(x, one):
-    if x >= 0:
-        return one / (one + np.exp(-x))
-    e = np.exp(x)
-    return e / (one + e)
+from molpipe.kernels._math import sigmoid_s, tanh_s
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, error_model="numpy")
 def gru_fwd(MX, HU, H, atom_rounds, step):
     """GRU update of the atoms still active at ``step``.
 
@@ -34,9 +28,9 @@ def gru_fwd(MX, HU, H, atom_rounds, step):
                 H_out[i, j] = H[i, j]
             continue
         for j in range(d_h):
-            r = _sigmoid(MX[i, j] + HU[i, j], one)
-            z = _sigmoid(MX[i, d_h + j] + HU[i, d_h + j], one)
-            n = np.tanh(MX[i, 2 * d_h + j] + r * HU[i, 2 * d_h + j])
+            r = sigmoid_s(MX[i, j] + HU[i, j])
+            z = sigmoid_s(MX[i, d_h + j] + HU[i, d_h + j])
+            n = tanh_s(MX[i, 2 * d_h + j] + r * HU[i, 2 * d_h + j])
             gates[i, j] = r
             gates[i, d_h + j] = z
             gates[i, 2 * d_h + j] = n
@@ -44,7 +38,7 @@ def gru_fwd(MX, HU, H, atom_rounds, step):
     return H_out, gates
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, error_model="numpy")
 def gru_bwd(dH_out, H, HU, gates, atom_rounds, step):
     """Backward of ``gru_fwd``.
 

@@ -7,7 +7,7 @@ import numpy as np
 from numba import njit
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, error_model="numpy")
 def _count(T):
     c = 0
     n, d = T.shape
@@ -18,7 +18,7 @@ def _count(T):
     return max(c, 1)
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, error_model="numpy")
 def masked_mse_fwd(Y, T):
     """Masked mean squared error ``sum mask (Y - T)^2 / max(1, sum mask)``; returns a scalar."""
     acc = Y.dtype.type(0.0)
@@ -32,7 +32,7 @@ def masked_mse_fwd(Y, T):
     return acc / Y.dtype.type(_count(T))
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, error_model="numpy")
 def masked_mse_bwd(Y, T, dloss):
     """Backward of ``masked_mse_fwd``: ``dY = dloss * 2 mask (Y - T) / max(1, sum mask)``."""
     scale = Y.dtype.type(2.0) * Y.dtype.type(dloss) / Y.dtype.type(_count(T))
@@ -46,7 +46,7 @@ def masked_mse_bwd(Y, T, dloss):
     return dY
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, error_model="numpy")
 def masked_bce_fwd(Y, T):
     """Masked binary cross-entropy on logits Y, targets T in {0, 1}; returns a scalar.
 
@@ -64,7 +64,7 @@ def masked_bce_fwd(Y, T):
     return acc / Y.dtype.type(_count(T))
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, error_model="numpy")
 def masked_bce_bwd(Y, T, dloss):
     """Backward of ``masked_bce_fwd``: ``dY = dloss * mask (sigmoid(Y) - T) / max(1, sum mask)``."""
     one = Y.dtype.type(1.0)

@@ -4,7 +4,7 @@ import numpy as np
 from numba import njit
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, error_model="numpy")
 def message_fwd(HW, Eh, src, dst, etype, n_atoms):
     """Sum incoming messages per atom.
 
@@ -24,7 +24,7 @@ def message_fwd(HW, Eh, src, dst, etype, n_atoms):
     return M
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, error_model="numpy")
 def message_bwd(dM, src, dst, etype, n_types):
     """Backward of ``message_fwd``: ``dHW[src[e], etype[e] block] += dM[dst[e]]``, ``dEh[e] = dM[dst[e]]``.
 

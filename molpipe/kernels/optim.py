@@ -7,7 +7,7 @@ import numpy as np
 from numba import njit
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, error_model="numpy")
 def adam_step(p, g, m, v, lr, beta1, beta2, eps, weight_decay, scale, t):
     """One Adam step (L2 weight decay added to the gradient, bias-corrected), in place.
 
@@ -31,7 +31,7 @@ def adam_step(p, g, m, v, lr, beta1, beta2, eps, weight_decay, scale, t):
         p[i] -= lr_ * (m[i] * c1) / (np.sqrt(v[i] * c2) + eps_)
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, error_model="numpy")
 def sgd_step(p, g, buf, lr, momentum, scale):
     """One SGD step with (heavy-ball) momentum, in place: ``buf = mu buf + scale g; p -= lr buf``."""
     f = p.dtype.type

@@ -4,7 +4,7 @@ import numpy as np
 from numba import njit
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, error_model="numpy")
 def ring_pool_fwd(H, ring_atoms, ring_offsets):
     """``R[r] = mean(H[ring_atoms[ring_offsets[r]:ring_offsets[r+1]]])``; R: (n_rings, d_h)."""
     n_rings = ring_offsets.shape[0] - 1
@@ -24,7 +24,7 @@ def ring_pool_fwd(H, ring_atoms, ring_offsets):
     return R
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, error_model="numpy")
 def ring_pool_bwd(dR, ring_atoms, ring_offsets, n_atoms):
     """Backward of ``ring_pool_fwd``: every member gets ``dR[r] / size(r)``; dH: (n_atoms, d_h)."""
     n_rings, d_h = dR.shape
@@ -42,7 +42,7 @@ def ring_pool_bwd(dR, ring_atoms, ring_offsets, n_atoms):
     return dH
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, error_model="numpy")
 def ring_broadcast_fwd(H, Rt, ring_atoms, ring_offsets):
     """``H_out[a] = H[a] + sum over rings r containing a of Rt[r]``; H_out: (n_atoms, d_h)."""
     H_out = H.copy()
@@ -55,7 +55,7 @@ def ring_broadcast_fwd(H, Rt, ring_atoms, ring_offsets):
     return H_out
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, error_model="numpy")
 def ring_broadcast_bwd(dH_out, ring_atoms, ring_offsets):
     """Backward of ``ring_broadcast_fwd``: ``dH = dH_out``, ``dRt[r] = sum over members of dH_out``."""
     n_rings = ring_offsets.shape[0] - 1

@@ -4,7 +4,7 @@ import numpy as np
 from numba import njit
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, error_model="numpy")
 def segment_sum_fwd(X, seg, n_seg):
     """``S[s] = sum of X[i] with seg[i] == s``; X: (n, d), seg: (n,) -> S: (n_seg, d)."""
     n, d = X.shape
@@ -16,7 +16,7 @@ def segment_sum_fwd(X, seg, n_seg):
     return S
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, error_model="numpy")
 def segment_sum_bwd(dS, seg):
     """Backward of ``segment_sum_fwd``: ``dX[i] = dS[seg[i]]``."""
     n = seg.shape[0]
@@ -29,7 +29,7 @@ def segment_sum_bwd(dS, seg):
     return dX
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, error_model="numpy")
 def gated_sum_fwd(G, J, seg, n_seg):
     """``S[s] = sum over i with seg[i] == s of G[i] ⊙ J[i]``; G, J: (n, d) -> S: (n_seg, d)."""
     n, d = G.shape
@@ -41,7 +41,7 @@ def gated_sum_fwd(G, J, seg, n_seg):
     return S
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, error_model="numpy")
 def gated_sum_bwd(dS, G, J, seg):
     """Backward of ``gated_sum_fwd``: ``dG[i] = dS[seg[i]] ⊙ J[i]``, ``dJ[i] = dS[seg[i]] ⊙ G[i]``."""
     n, d = G.shape

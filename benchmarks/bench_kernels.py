@@ -1,0 +1,169 @@
+"""Per-kernel forward/backward times, full forward_backward per molecule, numba compile times.
+
+Usage: python benchmarks/bench_kernels.py [--hidden 64 128 300] [--repeat 50] [--no-compile]
+Instance: 16 molecules of ~25 heavy atoms from datasets/lipophilicity.csv (featurized).
+One BLAS thread (the trainer runs one worker per core).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from threadpoolctl import threadpool_limits
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from molpipe.chem.featurize import featurize  # noqa: E402
+from molpipe.data.instance import pack  # noqa: E402
+from molpipe.kernels import activations as A  # noqa: E402
+from molpipe.kernels import dense, gru, loss, message, optim, rings, segment  # noqa: E402
+from molpipe.nn.network import NetworkConfig, build_network  # noqa: E402
+from molpipe.nn.optim import Adam  # noqa: E402
+
+
+def bench_instance(n_mols: int = 16, lo: int = 22, hi: int = 28):
+    """n_mols molecules with lo..hi heavy atoms from lipophilicity.csv, packed."""
+    graphs, ys = [], []
+    with open(ROOT / "datasets" / "lipophilicity.csv") as f:
+        for row in csv.DictReader(f):
+            g = featurize(row["smiles"])
+            if lo <= g.n_atoms <= hi:
+                graphs.append(g)
+                ys.append([float(row["lipo"])])
+            if len(graphs) == n_mols:
+                break
+    return pack(graphs, np.array(ys, np.float32))
+
+
+def timeit(f, repeat: int) -> float:
+    """Median wall time of f() in microseconds (after one warm-up call)."""
+    f()
+    ts = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        f()
+        ts.append(time.perf_counter() - t0)
+    return 1e6 * float(np.median(ts))
+
+
+def kernel_table(inst, d_h: int, repeat: int) -> list[tuple[str, float, float]]:
+    rng = np.random.default_rng(0)
+    f32 = np.float32
+    n, ne = inst.n_atoms, inst.E.shape[0]
+    H = rng.normal(size=(n, d_h)).astype(f32)
+    W = (rng.normal(size=(d_h, 3 * d_h)) / np.sqrt(d_h)).astype(f32)
+    W_m = (rng.normal(size=(d_h, 4 * d_h)) / np.sqrt(d_h)).astype(f32)
+    b = np.zeros(3 * d_h, f32)
+    HW = dense.dense_fwd(H, W_m, np.zeros(4 * d_h, f32))
+    Eh = rng.normal(size=(ne, d_h)).astype(f32)
+    MX, HU = dense.dense_fwd(H, W, b), dense.dense_fwd(H, W, b)
+    H2, gates = gru.gru_fwd(MX, HU, H, inst.atom_rounds, 0)
+    dY3 = rng.normal(size=(n, 3 * d_h)).astype(f32)
+    R = rings.ring_pool_fwd(H, inst.ring_atoms, inst.ring_offsets)
+    Y = rng.normal(size=(inst.n_mols, 1)).astype(f32)
+    p = rng.normal(size=d_h * 3 * d_h).astype(f32)
+    g, m, v = p.copy(), np.zeros_like(p), np.zeros_like(p)
+    rows = [
+        ("dense H W (d_h x 3d_h)", lambda: dense.dense_fwd(H, W, b),
+         lambda: dense.dense_bwd(H, W, dY3)),
+        ("dense H W_m (d_h x 4d_h)", lambda: dense.dense_fwd(H, W_m, np.zeros(4 * d_h, f32)),
+         lambda: dense.dense_bwd(H, W_m, HW)),
+        ("tanh", lambda: A.tanh_fwd(H), lambda: A.tanh_bwd(H, H)),
+        ("sigmoid", lambda: A.sigmoid_fwd(H), lambda: A.sigmoid_bwd(H, H)),
+        ("message", lambda: message.message_fwd(HW, Eh, inst.src, inst.dst, inst.etype, n),
+         lambda: message.message_bwd(H, inst.src, inst.dst, inst.etype, 4)),
+        ("gru", lambda: gru.gru_fwd(MX, HU, H, inst.atom_rounds, 0),
+         lambda: gru.gru_bwd(H2, H, HU, gates, inst.atom_rounds, 0)),
+        ("ring_pool", lambda: rings.ring_pool_fwd(H, inst.ring_atoms, inst.ring_offsets),
+         lambda: rings.ring_pool_bwd(R, inst.ring_atoms, inst.ring_offsets, n)),
+        ("ring_broadcast", lambda: rings.ring_broadcast_fwd(H, R, inst.ring_atoms, inst.ring_offsets),
+         lambda: rings.ring_broadcast_bwd(H, inst.ring_atoms, inst.ring_offsets)),
+        ("gated_sum", lambda: segment.gated_sum_fwd(H, H, inst.atom_mol, inst.n_mols),
+         lambda: segment.gated_sum_bwd(H[:inst.n_mols], H, H, inst.atom_mol)),
+        ("masked_mse", lambda: loss.masked_mse_fwd(Y, Y), lambda: loss.masked_mse_bwd(Y, Y, 1.0)),
+        ("adam_step (3 d_h^2)", lambda: optim.adam_step(p, g, m, v, 1e-9, .9, .999, 1e-8, 0., 1., 1),
+         lambda: None),
+    ]
+    return [(name, timeit(f, repeat), timeit(bw, repeat)) for name, f, bw in rows]
+
+
+def network_times(inst, d_h: int, repeat: int) -> tuple[float, float, float]:
+    """(forward_backward, predict, optimizer step over all stages), microseconds per instance."""
+    net = build_network(NetworkConfig(hidden=d_h), inst.V.shape[1], inst.E.shape[1], 1)
+    opts = {k: Adam(s.params, lr=1e-9) for k, s in net.stages.items()}
+
+    def step():
+        for k, s in net.stages.items():
+            opts[k].step(s.grads, 1.0)
+
+    return (timeit(lambda: net.forward_backward(0, inst), repeat),
+            timeit(lambda: net.predict(inst), repeat), timeit(step, repeat))
+
+
+COMPILE_SNIPPET = """
+import time, sys
+t0 = time.perf_counter()
+sys.path.insert(0, {root!r})
+sys.argv = ['x']
+import benchmarks.bench_kernels as b
+inst = b.bench_instance(4)
+from molpipe.nn.network import NetworkConfig, build_network
+from molpipe.nn.optim import Adam
+t1 = time.perf_counter()
+net = build_network(NetworkConfig(hidden=16), inst.V.shape[1], inst.E.shape[1], 1)
+net.forward_backward(0, inst)
+for s in net.stages.values():
+    Adam(s.params).step(s.grads, 1.0)
+print(t1 - t0, time.perf_counter() - t1)
+"""
+
+
+def compile_times() -> tuple[float, float]:
+    """First forward_backward + Adam step in a fresh process: (cold cache, warm cache) seconds."""
+    with tempfile.TemporaryDirectory() as cache:
+        env = dict(os.environ, NUMBA_CACHE_DIR=cache)
+        out = []
+        for _ in range(2):
+            r = subprocess.run([sys.executable, "-c", COMPILE_SNIPPET.format(root=str(ROOT))],
+                               env=env, capture_output=True, text=True, check=True)
+            out.append(float(r.stdout.split()[-1]))
+    return out[0], out[1]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--hidden", type=int, nargs="+", default=[64, 128, 300])
+    ap.add_argument("--repeat", type=int, default=50)
+    ap.add_argument("--no-compile", action="store_true", help="skip the compile-time runs")
+    args = ap.parse_args()
+    inst = bench_instance()
+    print(f"instance: {inst.n_mols} molecules, {inst.n_atoms} atoms, {inst.E.shape[0]} edges, "
+          f"{int(np.diff(inst.ring_offsets).size)} rings, rounds {inst.n_rounds} "
+          f"(per molecule {sorted(set(inst.atom_rounds.tolist()))}), float32, 1 BLAS thread")
+    with threadpool_limits(1):
+        for d_h in args.hidden:
+            print(f"\nhidden {d_h}: kernel times (median, us)")
+            print(f"  {'kernel':28s} {'forward':>9s} {'backward':>9s}")
+            for name, tf, tb in kernel_table(inst, d_h, args.repeat):
+                print(f"  {name:28s} {tf:9.1f} {tb:9.1f}")
+            fb, pr, st = network_times(inst, d_h, max(5, args.repeat // 5))
+            print(f"  forward_backward: {fb / 1e3:.2f} ms/instance = {fb / inst.n_mols:.0f} us/molecule "
+                  f"({1e6 * inst.n_mols / fb:.0f} molecules/s); predict {pr / inst.n_mols:.0f} "
+                  f"us/molecule; Adam step over all stages {st / 1e3:.2f} ms")
+    if not args.no_compile:
+        cold, warm = compile_times()
+        print(f"\nfirst forward_backward + Adam step in a new process: cold numba cache {cold:.1f} s, "
+              f"warm cache {warm:.2f} s")
+
+
+if __name__ == "__main__":
+    main()
