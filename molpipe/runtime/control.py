@@ -135,6 +135,7 @@ class ControlNode:
                 res.n_updates[name] = n
             res.trace += [(msg.worker, a - t0, b - t0, *rest) for a, b, *rest in msg.info["trace"]]
         res.wall = time.perf_counter() - t0
+        res.busy = dict(sorted(res.busy.items()))
         res.trace.sort(key=lambda e: e[1])
 
     def _next(self, flight: dict) -> Message:

@@ -5,8 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from threadpoolctl import threadpool_limits
-
 from molpipe.runtime.accumulator import Criterion, EveryN, Never
 from molpipe.runtime.control import ControlNode, PipelineError, RunResult
 from molpipe.runtime.schedule import make_schedule
@@ -114,7 +112,7 @@ class Pipeline:
         if self._state != "running":
             raise RuntimeError(f"cannot run a {self._state} pipeline")
         try:
-            with threadpool_limits(1):
+            with self.backend.session():
                 res = self.control.run(items, on_result)
         except BaseException:
             self._state = "failed"
