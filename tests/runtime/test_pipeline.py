@@ -8,14 +8,18 @@ from molpipe.runtime import Pipeline
 from .toy import FIRST, make_items, make_net, max_param_diff, reference, route
 
 
-def test_async_mak1_muf1_reproduces_sequential_reference():
+COLOCATED = {"embed": 0, "loop": 0, "gate": 1, "head": 1, "loss": 1}
+
+
+@pytest.mark.parametrize("placement", [None, COLOCATED])
+def test_async_mak1_muf1_reproduces_sequential_reference(placement):
     items = make_items(400, seed=3)
     assert {it[1].n_rounds for it in items} == {0, 1, 2, 3}      # loops, and skipped loops
     assert {it[1].gated for it in items} == {True, False}        # a skipped stage
     ref_stages, ref_opts = make_net(seed=7)
     ref_loss = reference(ref_stages, ref_opts, items, group=1)
     stages, opts = make_net(seed=7)
-    with Pipeline(stages, opts, route, FIRST, max_active_keys=1) as p:
+    with Pipeline(stages, opts, route, FIRST, max_active_keys=1, placement=placement) as p:
         res = p.run(items)
     assert max_param_diff(stages, ref_stages) < 1e-9
     assert max(abs(res.loss[k] - ref_loss[k]) for k in ref_loss) < 1e-9
@@ -24,9 +28,9 @@ def test_async_mak1_muf1_reproduces_sequential_reference():
     assert opts["gate"].n_steps == sum(it[1].gated for it in items)
 
 
-@pytest.mark.parametrize("mak", [2, 5])
-def test_sync_schedule_matches_group_mean_reference(mak):
-    items = make_items(203, seed=4)  # the last group is partial
+@pytest.mark.parametrize("mak,eval_every", [(2, 0), (5, 0), (4, 3)])
+def test_sync_schedule_matches_group_mean_reference(mak, eval_every):
+    items = make_items(203, seed=4, eval_every=eval_every)  # the last group is partial
     ref_stages, ref_opts = make_net(seed=8)
     reference(ref_stages, ref_opts, items, group=mak)
     stages, opts = make_net(seed=8)
