@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -38,16 +39,18 @@ ATOM_DIM = _RING_SIZE0 + len(RING_SIZES)
 #: E columns: bond type one-hot (BOND_TYPES order), conjugated, in ring, has E/Z stereo
 BOND_DIM = len(BOND_TYPES) + 3
 
-# lookup tables from RDKit integers to one-hot slots (the last slot of a block is "other")
-_Z_CODE = np.full(128, len(ELEMENTS), dtype=np.int64)
-_PT = Chem.GetPeriodicTable()
-for _k, _sym in enumerate(ELEMENTS):
-    _Z_CODE[_PT.GetAtomicNumber(_sym)] = _k
-_HYB_CODE = np.full(32, len(HYBRIDIZATIONS), dtype=np.int64)
-for _k, _h in enumerate(HYBRIDIZATIONS):
-    _HYB_CODE[int(_h)] = _k
+# column of every one-hot value in V (the last column of a block is "other")
+_Z_COL = {Chem.GetPeriodicTable().GetAtomicNumber(e): k for k, e in enumerate(ELEMENTS)}
+_Z_OTHER = len(ELEMENTS)
+_DEG0, _DEG_OTHER = int(_STARTS[1]), len(DEGREES)
+_Q_COL = {q: int(_STARTS[2]) + k for k, q in enumerate(CHARGES)}
+_Q_OTHER = int(_STARTS[2]) + len(CHARGES)
+_H0, _H_OTHER = int(_STARTS[3]), len(HYDROGENS)
+_HYB_COL = {h: int(_STARTS[4]) + k for k, h in enumerate(HYBRIDIZATIONS)}
+_HYB_OTHER = int(_STARTS[4]) + len(HYBRIDIZATIONS)
 _BT = Chem.BondType
 _BOND_CODE = {_BT.SINGLE: 0, _BT.DOUBLE: 1, _BT.TRIPLE: 2, _BT.AROMATIC: 3}  # others -> single
+_CONJUGATED, _BOND_IN_RING, _STEREO = len(BOND_TYPES), len(BOND_TYPES) + 1, len(BOND_TYPES) + 2
 _STEREO_NONE = (Chem.BondStereo.STEREONONE, Chem.BondStereo.STEREOANY)
 _FAR = 1e7   # GetDistanceMatrix puts 1e8 between atoms of different fragments
 
@@ -109,9 +112,10 @@ def featurize(smiles_or_mol: str | Chem.Mol, *, min_rounds: int = 2, max_rounds:
     if n > max_atoms:
         raise FeaturizationError(f"too many atoms ({n} > {max_atoms})")
 
-    V = _atom_features(mol, n)
+    rings = mol.GetRingInfo().AtomRings()
+    V = _atom_features(mol, n, rings)
     E, edge_index, edge_type = _bond_features(mol)
-    ring_atoms, ring_offsets, ring_system = _rings(mol, V)
+    ring_atoms, ring_offsets, ring_system = _rings(rings)
     fragment, diameter = _fragments_and_diameter(mol)
     n_rounds = min(max(math.ceil(diameter / 2), min_rounds), max_rounds)
     return MolGraph(V=V, E=E, edge_index=edge_index, edge_type=edge_type,
@@ -119,65 +123,76 @@ def featurize(smiles_or_mol: str | Chem.Mol, *, min_rounds: int = 2, max_rounds:
                     fragment=fragment, n_rounds=int(n_rounds), has_rings=len(ring_offsets) > 1)
 
 
-def _atom_features(mol: Chem.Mol, n: int) -> np.ndarray:
-    """(n_atoms, ATOM_DIM) float32 one-hot blocks, aromatic and ring bits (ring sizes later)."""
+def _atom_features(mol: Chem.Mol, n: int,
+                   rings: tuple[tuple[int, ...], ...]) -> np.ndarray:
+    """(n_atoms, ATOM_DIM) float32: one-hot blocks, aromatic, in ring, ring sizes (multi-hot)."""
     atom = mol.GetAtomWithIdx
-    flat = []
+    on = []                                     # flat indices of the ones in V
     for i in range(n):
         a = atom(i)
-        flat += (a.GetAtomicNum(), a.GetDegree(), a.GetFormalCharge(), a.GetTotalNumHs(),
-                 int(a.GetHybridization()), a.GetIsAromatic())
-    raw = np.array(flat, dtype=np.int64).reshape(n, 6)
-    codes = np.empty((n, 5), dtype=np.int64)
-    codes[:, 0] = _Z_CODE[np.minimum(raw[:, 0], 127)]
-    codes[:, 1] = np.minimum(raw[:, 1], len(DEGREES))
-    q = raw[:, 2] - CHARGES[0]
-    codes[:, 2] = np.where((q >= 0) & (q < len(CHARGES)), q, len(CHARGES))
-    codes[:, 3] = np.minimum(raw[:, 3], len(HYDROGENS))
-    codes[:, 4] = _HYB_CODE[np.minimum(raw[:, 4], 31)]
-    V = np.zeros((n, ATOM_DIM), dtype=np.float32)
-    rows = np.arange(n)
-    for b in range(5):
-        V[rows, _STARTS[b] + codes[:, b]] = 1.0
-    V[:, _AROMATIC] = raw[:, 5]
-    return V
+        base = i * ATOM_DIM
+        d, h = a.GetDegree(), a.GetTotalNumHs()
+        on += (base + _Z_COL.get(a.GetAtomicNum(), _Z_OTHER),
+               base + _DEG0 + (d if d < _DEG_OTHER else _DEG_OTHER),
+               base + _Q_COL.get(a.GetFormalCharge(), _Q_OTHER),
+               base + _H0 + (h if h < _H_OTHER else _H_OTHER),
+               base + _HYB_COL.get(a.GetHybridization(), _HYB_OTHER))
+        if a.GetIsAromatic():
+            on.append(base + _AROMATIC)
+    for ring in rings:
+        size_col = _RING_SIZE0 + len(ring) - RING_SIZES[0]
+        sized = RING_SIZES[0] <= len(ring) <= RING_SIZES[-1]
+        for i in ring:
+            on.append(i * ATOM_DIM + _IN_RING)
+            if sized:
+                on.append(i * ATOM_DIM + size_col)
+    V = np.zeros(n * ATOM_DIM, dtype=np.float32)
+    V[on] = 1.0
+    return V.reshape(n, ATOM_DIM)
 
 
 def _bond_features(mol: Chem.Mol) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Directed edges (both directions), sorted by bond type: E, edge_index, edge_type."""
+    """Directed edges (both directions), grouped by bond type: E, edge_index, edge_type."""
     m = mol.GetNumBonds()
     if m == 0:
         return (np.zeros((0, BOND_DIM), np.float32), np.zeros((2, 0), np.int32),
                 np.zeros(0, np.int32))
     bond = mol.GetBondWithIdx
-    flat = []
+    by_type: tuple[list, ...] = tuple([] for _ in BOND_TYPES)
     for k in range(m):
         b = bond(k)
-        flat += (b.GetBeginAtomIdx(), b.GetEndAtomIdx(), _BOND_CODE.get(b.GetBondType(), 0),
-                 b.GetIsConjugated(), b.IsInRing(), b.GetStereo() not in _STEREO_NONE)
-    raw = np.array(flat, dtype=np.int64).reshape(m, 6)
-    order = np.argsort(raw[:, 2], kind="stable")
-    raw = raw[np.repeat(order, 2)]              # every bond twice, i->j then j->i
-    raw[1::2, :2] = raw[0::2, 1::-1]
-    E = np.zeros((2 * m, BOND_DIM), dtype=np.float32)
-    E[np.arange(2 * m), raw[:, 2]] = 1.0
-    E[:, len(BOND_TYPES):] = raw[:, 3:6]
-    return E, np.ascontiguousarray(raw[:, :2].T, dtype=np.int32), raw[:, 2].astype(np.int32)
+        by_type[_BOND_CODE.get(b.GetBondType(), 0)].append(b)
+    src, dst, etype, on = [], [], [], []
+    base = 0
+    for t, bonds in enumerate(by_type):
+        for b in bonds:
+            i, j = b.GetBeginAtomIdx(), b.GetEndAtomIdx()
+            src += (i, j)
+            dst += (j, i)
+            etype += (t, t)
+            cols = [t]
+            if b.GetIsConjugated():
+                cols.append(_CONJUGATED)
+            if b.IsInRing():
+                cols.append(_BOND_IN_RING)
+            if b.GetStereo() not in _STEREO_NONE:
+                cols.append(_STEREO)
+            on += [base + c for c in cols]
+            on += [base + BOND_DIM + c for c in cols]
+            base += 2 * BOND_DIM
+    E = np.zeros(2 * m * BOND_DIM, dtype=np.float32)
+    E[on] = 1.0
+    return (E.reshape(2 * m, BOND_DIM), np.array((src, dst), dtype=np.int32),
+            np.array(etype, dtype=np.int32))
 
 
-def _rings(mol: Chem.Mol, V: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Symmetrized SSSR rings (atoms, offsets) and fused ring systems; sets V's ring bits."""
-    rings = mol.GetRingInfo().AtomRings()
+def _rings(rings: tuple[tuple[int, ...], ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Symmetrized SSSR rings as (ring_atoms, ring_offsets) and their fused ring systems."""
     if not rings:
         return np.zeros(0, np.int32), np.zeros(1, np.int32), np.zeros(0, np.int32)
-    sizes = np.fromiter((len(r) for r in rings), dtype=np.int64, count=len(rings))
-    ring_atoms = np.fromiter((i for r in rings for i in r), dtype=np.int32, count=int(sizes.sum()))
-    member_size = np.repeat(sizes, sizes)
-    V[ring_atoms, _IN_RING] = 1.0
-    fits = (member_size >= RING_SIZES[0]) & (member_size <= RING_SIZES[-1])
-    V[ring_atoms[fits], _RING_SIZE0 + member_size[fits] - RING_SIZES[0]] = 1.0
-    ring_offsets = np.zeros(len(rings) + 1, dtype=np.int32)
-    np.cumsum(sizes, out=ring_offsets[1:])
+    ring_atoms = np.fromiter(itertools.chain.from_iterable(rings), dtype=np.int32)
+    ring_offsets = np.fromiter(itertools.accumulate((len(r) for r in rings), initial=0),
+                               dtype=np.int32, count=len(rings) + 1)
     return ring_atoms, ring_offsets, _ring_systems(rings)
 
 
@@ -197,8 +212,8 @@ def _ring_systems(rings: tuple[tuple[int, ...], ...]) -> np.ndarray:
         for b in range(a + 1, len(rings)):
             if len(sets[a] & sets[b]) >= 2:
                 parent[root(b)] = root(a)
-    roots = [root(r) for r in range(len(rings))]
-    return np.unique(roots, return_inverse=True)[1].astype(np.int32)
+    ids: dict[int, int] = {}
+    return np.array([ids.setdefault(root(r), len(ids)) for r in range(len(rings))], np.int32)
 
 
 def _fragments_and_diameter(mol: Chem.Mol) -> tuple[np.ndarray, int]:

@@ -20,7 +20,6 @@ import numpy as np
 from rdkit import Chem
 
 from molpipe.chem.featurize import ATOM_DIM, BOND_DIM, FEATURIZER_VERSION, featurize
-from molpipe.chem.molgraph import MolGraph
 from molpipe.data.errors import DataError
 from molpipe.data.npyfile import NpyAppender
 from molpipe.data.readers import Row, open_table
