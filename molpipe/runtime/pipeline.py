@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from molpipe.runtime.accumulator import Criterion, EveryN, Never
+from molpipe.runtime.accumulator import Criterion, EveryN
 from molpipe.runtime.control import ControlNode, PipelineError, RunResult
 from molpipe.runtime.schedule import make_schedule
 from molpipe.runtime.threads import ThreadBackend

@@ -2,12 +2,13 @@
 
 from collections import deque
 
+import numpy as np
+
 from molpipe.runtime.accumulator import EveryN
 from molpipe.runtime.message import STOP, Kind, Message
 from molpipe.runtime.worker import Worker
 
 from .toy import ToyInst, make_net, route
-import numpy as np
 
 INST = ToyInst(np.array([0.1, -0.2, 0.3]), 0.5, n_rounds=3, gated=False)
 
