@@ -30,6 +30,9 @@ class RunResult:
     wall : float                   seconds from first admission to the last worker report
     n_in_flight_max : int          most instances in flight at once
     n_updates : dict[str, int]     optimizer steps of every stage so far (all runs)
+    staleness : dict[str, int]     largest staleness of a gradient of every stage during
+                                   this run (updates between an instance's forward and its
+                                   backward at that stage; 0 = never stale)
     busy : dict[int, float]        seconds every worker was busy during this run
     trace : list[tuple]            (worker, t_start, t_end, key, stage, step, direction),
                                    times in seconds from the start of the run
@@ -42,6 +45,7 @@ class RunResult:
     wall: float = 0.0
     n_in_flight_max: int = 0
     n_updates: dict = field(default_factory=dict)
+    staleness: dict = field(default_factory=dict)
     busy: dict = field(default_factory=dict)
     trace: list = field(default_factory=list)
 
@@ -111,6 +115,13 @@ class ControlNode:
         self._gather(res, t0)
         return res
 
+    def flush(self) -> None:
+        """Make every worker apply what it gathered but has not applied yet; wait for it."""
+        self._awaiting = 0
+        self._update_all()
+        while self._awaiting:
+            self._awaiting -= self._next({}).kind is Kind.UPDATED
+
     def _complete(self, key, flight: dict, res: RunResult) -> None:
         train = flight.pop(key)
         (res.train_keys if train else res.eval_keys).append(key)
@@ -131,8 +142,8 @@ class ControlNode:
             if msg.kind is not Kind.STATS:
                 raise PipelineError(f"expected stats, got {msg.kind.value!r} from {msg.worker}")
             res.busy[msg.worker] = msg.info["busy"]
-            for name, n in msg.info["n_updates"].items():
-                res.n_updates[name] = n
+            res.n_updates.update(msg.info["n_updates"])
+            res.staleness.update(msg.info["staleness"])
             res.trace += [(msg.worker, a - t0, b - t0, *rest) for a, b, *rest in msg.info["trace"]]
         res.wall = time.perf_counter() - t0
         res.busy = dict(sorted(res.busy.items()))

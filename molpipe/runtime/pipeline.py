@@ -126,6 +126,21 @@ class Pipeline:
         self.n_in_flight_max = max(self.n_in_flight_max, res.n_in_flight_max)
         return res
 
+    def flush(self) -> None:
+        """Apply every stage's gathered-but-unapplied gradients now (e.g. before a checkpoint).
+
+        Without it they carry over into the next ``run``: an accumulator persists between runs.
+        """
+        if self._state != "running":
+            raise RuntimeError(f"cannot flush a {self._state} pipeline")
+        try:
+            with self.backend.session():
+                self.control.flush()
+        except BaseException:
+            self._state = "failed"
+            self.backend.abort()
+            raise
+
     # -- reports -----------------------------------------------------------------------
     def utilization(self) -> dict[int, float]:
         """Busy fraction of the last run's wall time, per worker."""

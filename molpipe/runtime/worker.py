@@ -35,6 +35,7 @@ class Worker:
         self.trace: list[tuple] = []      # (t_start, t_end, key, stage, step, direction)
         self.busy = 0.0                   # seconds spent in stage calls and updates
         self.n_updates = {name: 0 for name in stages}
+        self.staleness = {name: 0 for name in stages}  # largest since the last report
         self.current: tuple | None = None  # (stage, key, step, direction, t_start) while busy
         self._version_at_fwd: dict[tuple[str, Any], int] = {}
 
@@ -105,7 +106,9 @@ class Worker:
             yield Message(Kind.DONE, key, name, worker=self.wid)
         if all(s != name for s, _ in path):   # the instance's last visit to this stage
             acc = self.acc[name]
-            acc.add(acc.version - self._version_at_fwd.pop((name, key)))
+            stale = acc.version - self._version_at_fwd.pop((name, key))
+            acc.add(stale)
+            self.staleness[name] = max(self.staleness[name], stale)
             if self.auto_update and acc.ready():
                 self._update(name)
 
@@ -134,6 +137,8 @@ class Worker:
     def _report(self) -> dict:
         """Counters and trace since the last report (then reset)."""
         out = {"busy": self.busy, "trace": self.trace, "n_updates": dict(self.n_updates),
-               "pending": {name: acc.n for name, acc in self.acc.items()}}
+               "pending": {name: acc.n for name, acc in self.acc.items()},
+               "staleness": self.staleness}
         self.busy, self.trace = 0.0, []
+        self.staleness = {name: 0 for name in self.stages}
         return out

@@ -50,16 +50,21 @@ def test_count_or_wait_uses_time():
 def test_muf_steps_once_every_muf_instances(muf):
     items = make_items(103, seed=21)
     stages, opts = make_net(seed=22)
-    with Pipeline(stages, opts, route, FIRST, max_active_keys=3,
-                  min_update_frequency=muf) as p:
-        res = p.run(items)
     visits = {"embed": 103, "head": 103, "loss": 103,
               "loop": sum(it[1].n_rounds > 0 for it in items),
               "gate": sum(it[1].gated for it in items)}
+    with Pipeline(stages, opts, route, FIRST, max_active_keys=3,
+                  min_update_frequency=muf) as p:
+        res = p.run(items)
+        for s, n in visits.items():
+            assert opts[s].n_steps == n // muf, s
+            assert res.n_updates[s] == n // muf
+            assert opts[s].scales == [1.0 / muf] * (n // muf)
+        p.flush()                                        # the leftovers are applied
     for s, n in visits.items():
-        assert opts[s].n_steps == n // muf, s
-        assert res.n_updates[s] == n // muf
-        assert opts[s].scales == [1.0 / muf] * (n // muf)
+        assert opts[s].n_steps == -(-n // muf), s
+        if n % muf:
+            assert opts[s].scales[-1] == 1.0 / (n % muf)
 
 
 def test_per_stage_criterion():
@@ -69,3 +74,14 @@ def test_per_stage_criterion():
                   criterion={"embed": EveryN(10)}) as p:
         p.run(items)
     assert opts["embed"].n_steps == 4 and opts["head"].n_steps == 40
+
+
+def test_staleness_is_zero_at_mak1_and_positive_when_pipelined():
+    items = make_items(120, seed=25)
+    for mak, stale in [(1, False), (8, True)]:
+        stages, opts = make_net(seed=26)
+        with Pipeline(stages, opts, route, FIRST, max_active_keys=mak) as p:
+            res = p.run(items)
+        assert set(res.staleness) == set(stages)
+        assert (max(res.staleness.values()) > 0) == stale
+        assert res.staleness["loss"] == 0           # its backward follows its forward at once
