@@ -22,7 +22,7 @@ def sigmoid_s(x):
     return 1.0 / (1.0 + np.exp(-x))
 
 
-@njit(inline="always")
+@njit(error_model="numpy")
 def _tanh32(x):
     f32 = np.float32
     a = min(abs(x), f32(9.0))                    # tanh(9) == 1 in float32
@@ -37,7 +37,7 @@ def _tanh32(x):
     return r if x >= f32(0.0) else -r
 
 
-@njit(inline="always")
+@njit(error_model="numpy")
 def _sigmoid64(x):
     if x >= 0:
         return 1.0 / (1.0 + np.exp(-x))
@@ -45,14 +45,14 @@ def _sigmoid64(x):
     return e / (1.0 + e)
 
 
-@overload(tanh_s, inline="always")
+@overload(tanh_s)
 def _ov_tanh(x):
     if x == types.float32:
         return lambda x: _tanh32(x)
     return lambda x: np.tanh(x)
 
 
-@overload(sigmoid_s, inline="always")
+@overload(sigmoid_s)
 def _ov_sigmoid(x):
     if x == types.float32:
         return lambda x: np.float32(0.5) + np.float32(0.5) * _tanh32(np.float32(0.5) * x)

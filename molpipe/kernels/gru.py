@@ -17,24 +17,31 @@ def gru_fwd(MX, HU, H, atom_rounds, step):
 
     MX, HU : (n_atoms, 3 d_h); H : (n_atoms, d_h); atom_rounds : (n_atoms,).
     Returns H_out : (n_atoms, d_h) and gates : (n_atoms, 3 d_h) = [r, z, n] (zero when frozen).
+    Gates go through per-row buffers so that every inner loop vectorizes.
     """
     one = H.dtype.type(1.0)
     n_atoms, d_h = H.shape
     H_out = np.empty_like(H)
     gates = np.zeros((n_atoms, 3 * d_h), dtype=H.dtype)
+    r = np.empty(d_h, dtype=H.dtype)
+    z = np.empty(d_h, dtype=H.dtype)
+    n = np.empty(d_h, dtype=H.dtype)
     for i in range(n_atoms):
         if atom_rounds[i] <= step:
             for j in range(d_h):
                 H_out[i, j] = H[i, j]
             continue
         for j in range(d_h):
-            r = sigmoid_s(MX[i, j] + HU[i, j])
-            z = sigmoid_s(MX[i, d_h + j] + HU[i, d_h + j])
-            n = tanh_s(MX[i, 2 * d_h + j] + r * HU[i, 2 * d_h + j])
-            gates[i, j] = r
-            gates[i, d_h + j] = z
-            gates[i, 2 * d_h + j] = n
-            H_out[i, j] = (one - z) * n + z * H[i, j]
+            r[j] = sigmoid_s(MX[i, j] + HU[i, j])
+        for j in range(d_h):
+            z[j] = sigmoid_s(MX[i, d_h + j] + HU[i, d_h + j])
+        for j in range(d_h):
+            n[j] = tanh_s(MX[i, 2 * d_h + j] + r[j] * HU[i, 2 * d_h + j])
+        for j in range(d_h):
+            H_out[i, j] = (one - z[j]) * n[j] + z[j] * H[i, j]
+            gates[i, j] = r[j]
+            gates[i, d_h + j] = z[j]
+            gates[i, 2 * d_h + j] = n[j]
     return H_out, gates
 
 
@@ -44,30 +51,41 @@ def gru_bwd(dH_out, H, HU, gates, atom_rounds, step):
 
     Returns dMX, dHU : (n_atoms, 3 d_h) (zero on frozen atoms) and dH : (n_atoms, d_h), the
     direct gradient through ``z ⊙ H`` (or the identity on frozen atoms).
+    ``da_n = g (1 - z)(1 - n^2)``, ``da_z = g (H - n) z (1 - z)``, ``da_r = da_n HU_n r (1 - r)``;
+    dMX = [da_r, da_z, da_n], dHU = [da_r, da_z, da_n ⊙ r].
     """
     one = H.dtype.type(1.0)
     n_atoms, d_h = H.shape
-    dMX = np.zeros((n_atoms, 3 * d_h), dtype=H.dtype)
-    dHU = np.zeros((n_atoms, 3 * d_h), dtype=H.dtype)
+    dMX = np.empty((n_atoms, 3 * d_h), dtype=H.dtype)
+    dHU = np.empty((n_atoms, 3 * d_h), dtype=H.dtype)
     dH = np.empty_like(H)
+    da_n = np.empty(d_h, dtype=H.dtype)   # per-row buffers: every inner loop vectorizes
+    da_z = np.empty(d_h, dtype=H.dtype)
+    da_r = np.empty(d_h, dtype=H.dtype)
     for i in range(n_atoms):
         if atom_rounds[i] <= step:
             for j in range(d_h):
                 dH[i, j] = dH_out[i, j]
+            for j in range(3 * d_h):
+                dMX[i, j] = 0
+                dHU[i, j] = 0
             continue
         for j in range(d_h):
             g = dH_out[i, j]
-            r = gates[i, j]
             z = gates[i, d_h + j]
             n = gates[i, 2 * d_h + j]
-            da_n = g * (one - z) * (one - n * n)        # through n = tanh(a_n)
-            da_z = g * (H[i, j] - n) * z * (one - z)    # through z = σ(a_z)
-            da_r = da_n * HU[i, 2 * d_h + j] * r * (one - r)
-            dMX[i, j] = da_r
-            dMX[i, d_h + j] = da_z
-            dMX[i, 2 * d_h + j] = da_n
-            dHU[i, j] = da_r
-            dHU[i, d_h + j] = da_z
-            dHU[i, 2 * d_h + j] = da_n * r
+            da_n[j] = g * (one - z) * (one - n * n)
+            da_z[j] = g * (H[i, j] - n) * z * (one - z)
             dH[i, j] = g * z
+        for j in range(d_h):
+            r = gates[i, j]
+            da_r[j] = da_n[j] * HU[i, 2 * d_h + j] * r * (one - r)
+        for j in range(d_h):
+            dMX[i, j] = da_r[j]
+            dMX[i, d_h + j] = da_z[j]
+            dMX[i, 2 * d_h + j] = da_n[j]
+        for j in range(d_h):
+            dHU[i, j] = da_r[j]
+            dHU[i, d_h + j] = da_z[j]
+            dHU[i, 2 * d_h + j] = da_n[j] * gates[i, j]
     return dMX, dHU, dH
