@@ -50,6 +50,7 @@ _HYB_COL = {h: int(_STARTS[4]) + k for k, h in enumerate(HYBRIDIZATIONS)}
 _HYB_OTHER = int(_STARTS[4]) + len(HYBRIDIZATIONS)
 _BT = Chem.BondType
 _BOND_CODE = {_BT.SINGLE: 0, _BT.DOUBLE: 1, _BT.TRIPLE: 2, _BT.AROMATIC: 3}  # others -> single
+_DOUBLE = BOND_TYPES.index("double")
 _CONJUGATED, _BOND_IN_RING, _STEREO = len(BOND_TYPES), len(BOND_TYPES) + 1, len(BOND_TYPES) + 2
 _STEREO_NONE = (Chem.BondStereo.STEREONONE, Chem.BondStereo.STEREOANY)
 _FAR = 1e7   # GetDistanceMatrix puts 1e8 between atoms of different fragments
@@ -112,26 +113,32 @@ def featurize(smiles_or_mol: str | Chem.Mol, *, min_rounds: int = 2, max_rounds:
     if n > max_atoms:
         raise FeaturizationError(f"too many atoms ({n} > {max_atoms})")
 
-    rings = mol.GetRingInfo().AtomRings()
-    V = _atom_features(mol, n, rings)
-    E, edge_index, edge_type = _bond_features(mol)
+    ring_info = mol.GetRingInfo()
+    rings = ring_info.AtomRings()
+    D = Chem.GetDistanceMatrix(mol)
+    V = _atom_features(mol, (D == 1).sum(axis=1).tolist(), rings)
+    E, edge_index, edge_type = _bond_features(mol, ring_info.BondRings())
     ring_atoms, ring_offsets, ring_system = _rings(rings)
-    fragment, diameter = _fragments_and_diameter(mol)
+    fragment, diameter = _fragments_and_diameter(D)
     n_rounds = min(max(math.ceil(diameter / 2), min_rounds), max_rounds)
     return MolGraph(V=V, E=E, edge_index=edge_index, edge_type=edge_type,
                     ring_atoms=ring_atoms, ring_offsets=ring_offsets, ring_system=ring_system,
                     fragment=fragment, n_rounds=int(n_rounds), has_rings=len(ring_offsets) > 1)
 
 
-def _atom_features(mol: Chem.Mol, n: int,
+def _atom_features(mol: Chem.Mol, degrees: list[int],
                    rings: tuple[tuple[int, ...], ...]) -> np.ndarray:
-    """(n_atoms, ATOM_DIM) float32: one-hot blocks, aromatic, in ring, ring sizes (multi-hot)."""
+    """(n_atoms, ATOM_DIM) float32: one-hot blocks, aromatic, in ring, ring sizes (multi-hot).
+
+    ``degrees`` (heavy-atom neighbours of every atom) come from the distance matrix.
+    """
     atom = mol.GetAtomWithIdx
+    n = len(degrees)
     on = []                                     # flat indices of the ones in V
-    for i in range(n):
+    for i, d in enumerate(degrees):
         a = atom(i)
         base = i * ATOM_DIM
-        d, h = a.GetDegree(), a.GetTotalNumHs()
+        h = a.GetTotalNumHs()
         on += (base + _Z_COL.get(a.GetAtomicNum(), _Z_OTHER),
                base + _DEG0 + (d if d < _DEG_OTHER else _DEG_OTHER),
                base + _Q_COL.get(a.GetFormalCharge(), _Q_OTHER),
@@ -151,21 +158,23 @@ def _atom_features(mol: Chem.Mol, n: int,
     return V.reshape(n, ATOM_DIM)
 
 
-def _bond_features(mol: Chem.Mol) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _bond_features(mol: Chem.Mol, bond_rings: tuple[tuple[int, ...], ...]
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Directed edges (both directions), grouped by bond type: E, edge_index, edge_type."""
     m = mol.GetNumBonds()
     if m == 0:
         return (np.zeros((0, BOND_DIM), np.float32), np.zeros((2, 0), np.int32),
                 np.zeros(0, np.int32))
     bond = mol.GetBondWithIdx
+    in_ring = set(itertools.chain.from_iterable(bond_rings))
     by_type: tuple[list, ...] = tuple([] for _ in BOND_TYPES)
     for k in range(m):
         b = bond(k)
-        by_type[_BOND_CODE.get(b.GetBondType(), 0)].append(b)
+        by_type[_BOND_CODE.get(b.GetBondType(), 0)].append((k, b))
     src, dst, etype, on = [], [], [], []
     base = 0
     for t, bonds in enumerate(by_type):
-        for b in bonds:
+        for k, b in bonds:
             i, j = b.GetBeginAtomIdx(), b.GetEndAtomIdx()
             src += (i, j)
             dst += (j, i)
@@ -173,9 +182,9 @@ def _bond_features(mol: Chem.Mol) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
             cols = [t]
             if b.GetIsConjugated():
                 cols.append(_CONJUGATED)
-            if b.IsInRing():
+            if k in in_ring:
                 cols.append(_BOND_IN_RING)
-            if b.GetStereo() not in _STEREO_NONE:
+            if t == _DOUBLE and b.GetStereo() not in _STEREO_NONE:
                 cols.append(_STEREO)
             on += [base + c for c in cols]
             on += [base + BOND_DIM + c for c in cols]
@@ -216,9 +225,11 @@ def _ring_systems(rings: tuple[tuple[int, ...], ...]) -> np.ndarray:
     return np.array([ids.setdefault(root(r), len(ids)) for r in range(len(rings))], np.int32)
 
 
-def _fragments_and_diameter(mol: Chem.Mol) -> tuple[np.ndarray, int]:
-    """(n_atoms,) int32 fragment ids and the largest topological distance in any fragment."""
-    D = Chem.GetDistanceMatrix(mol)
+def _fragments_and_diameter(D: np.ndarray) -> tuple[np.ndarray, int]:
+    """(n_atoms,) int32 fragment ids and the largest topological distance in any fragment.
+
+    ``D`` is RDKit's distance matrix: 1e8 between atoms of different fragments.
+    """
     near = D < _FAR
     diameter = int(D[near].max())
     first = near.argmax(axis=1)                  # lowest atom index in the same fragment
