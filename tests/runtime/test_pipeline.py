@@ -2,6 +2,8 @@
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from molpipe.runtime import Pipeline
 
@@ -80,3 +82,21 @@ def test_training_reduces_loss():
         for _ in range(5):
             last = np.mean(list(p.run(items).loss.values()))
     assert last < 0.8 * first
+
+
+@settings(max_examples=15, deadline=None)
+@given(mak=st.integers(1, 9), muf=st.integers(1, 5), schedule=st.sampled_from(["async", "sync"]),
+       n_workers=st.integers(1, 5), eval_every=st.sampled_from([0, 2, 7]), seed=st.integers(0, 99))
+def test_any_configuration_completes_every_key_once(mak, muf, schedule, n_workers, eval_every,
+                                                     seed):
+    items = make_items(40, seed=seed, eval_every=eval_every)
+    stages, opts = make_net(seed=seed)
+    placement = {s: i % n_workers for i, s in enumerate(stages)}
+    with Pipeline(stages, opts, route, FIRST, max_active_keys=mak, min_update_frequency=muf,
+                  schedule=schedule, placement=placement, stall_timeout=10.0) as p:
+        res = p.run(items)
+    assert sorted(res.train_keys + res.eval_keys) == list(range(40))
+    assert len(res.train_keys) == sum(t for _, _, t in items)
+    assert res.n_in_flight_max <= mak
+    assert all(st_.n_cached == 0 for st_ in stages.values())
+    assert not any(w._version_at_fwd for w in p.workers)   # no worker-side record leaks
