@@ -79,6 +79,8 @@ class ControlNode:
         if len(set(keys)) != len(keys):
             raise ValueError("keys of one run must be unique")
         res, flight = RunResult(), {}          # flight: key -> train
+        owed: dict = {}                         # key -> messages still owed (result, done)
+        done: set = set()
         self._awaiting = 0                      # UPDATED acknowledgements still expected
         t0 = time.perf_counter()
         while pending or flight or self._awaiting:
@@ -86,11 +88,12 @@ class ControlNode:
                    and self.schedule.can_admit(pending[0][2])):
                 key, inst, train = pending.popleft()
                 self.schedule.admitted(train)
-                flight[key] = bool(train)
+                flight[key], owed[key] = bool(train), 2 if train else 1
                 res.n_in_flight_max = max(res.n_in_flight_max, len(flight))
                 kind = Kind.FORWARD if train else Kind.EVAL
                 self.send(Message(kind, key, self.first, 0, {}, (), inst))
             msg = self._next(flight)
+            # a backend need not keep RESULT (loss worker) and DONE (first worker) in order
             if msg.kind is Kind.RESULT:
                 if msg.key not in flight or msg.key in res.loss:
                     raise PipelineError(f"unexpected result for key {msg.key!r}")
@@ -98,16 +101,19 @@ class ControlNode:
                 res.pred[msg.key] = msg.payload.get("pred")
                 if on_result is not None:
                     on_result(msg.key, res.loss[msg.key], res.pred[msg.key])
-                if not flight[msg.key]:
-                    self._complete(msg.key, flight, res)
             elif msg.kind is Kind.DONE:
-                if not flight.get(msg.key) or msg.key not in res.loss:
+                if not flight.get(msg.key) or msg.key in done:
                     raise PipelineError(f"unexpected completion for key {msg.key!r}")
-                self._complete(msg.key, flight, res)
+                done.add(msg.key)
             elif msg.kind is Kind.UPDATED:
                 self._awaiting -= 1
+                continue
             else:
                 raise PipelineError(f"control node got an unexpected {msg.kind.value!r}")
+            owed[msg.key] -= 1
+            if owed[msg.key] == 0:
+                del owed[msg.key]
+                self._complete(msg.key, flight, res)
         if self.schedule.flush():
             self._update_all()
             while self._awaiting:

@@ -85,3 +85,35 @@ def test_bad_configuration_is_refused():
     with pytest.raises(ValueError, match="schedule"):
         Pipeline(stages, opts, route, FIRST, schedule="lockstep")
     assert not worker_threads()
+
+
+def test_control_node_alone_accepts_done_before_result():
+    """Driven by a fake backend that answers in the order an MPI backend may deliver."""
+    from collections import deque
+
+    import numpy as np
+
+    from molpipe.runtime.control import ControlNode
+    from molpipe.runtime.message import Kind, Message
+    from molpipe.runtime.schedule import AsyncSchedule
+
+    inbox, admitted = deque(), []
+
+    def send(msg):
+        if msg.kind is Kind.REPORT:
+            inbox.append(Message(Kind.STATS, worker=0, info={
+                "busy": 0.0, "trace": [], "n_updates": {}, "staleness": {}}))
+            return
+        admitted.append(msg.key)
+        if msg.kind is Kind.FORWARD:
+            inbox.append(Message(Kind.DONE, msg.key, "a", worker=0))
+        inbox.append(Message(Kind.RESULT, msg.key, "z", payload={
+            "loss": np.array([float(msg.key)]), "pred": np.zeros(1)}, worker=0))
+
+    node = ControlNode(send, lambda timeout: inbox.popleft() if inbox else None, 1,
+                       first="a", max_active_keys=2, schedule=AsyncSchedule(),
+                       stall_timeout=0.1)
+    res = node.run([(k, None, k % 2 == 0) for k in range(6)])
+    assert admitted == list(range(6))
+    assert res.loss == {k: float(k) for k in range(6)}
+    assert sorted(res.train_keys) == [0, 2, 4] and sorted(res.eval_keys) == [1, 3, 5]
