@@ -95,5 +95,84 @@ def datasets() -> None:
     console.print(table)
 
 
+def _default_run_dir(data: str) -> Path:
+    """runs/<data set name>, or the first free runs/<name>-N."""
+    stem = Path(data).stem if Path(data).suffix else Path(data).name
+    base = Path("runs") / (stem or "run")
+    out, n = base, 1
+    while out.exists():
+        n += 1
+        out = base.with_name(f"{base.name}-{n}")
+    return out
+
+
+@app.command()
+def train(
+    data: Annotated[str, typer.Argument(
+        help="Bundled data set name (esol, freesolv, lipo, qm9), CSV/SDF path or graph store.")],
+    target: Annotated[Optional[list[str]], typer.Option(
+        help="Target column; repeat for several (default: the bundled set's targets, "
+             "else every numeric column).")] = None,
+    smiles_column: Annotated[Optional[str], typer.Option(help="SMILES column of a CSV.")] = None,
+    task: Annotated[Optional[str], typer.Option(
+        help="regression or classification (default: inferred from the targets).")] = None,
+    split: Annotated[str, typer.Option(
+        help="random, scaffold, or a JSON file with train/val/test row indices.")] = "random",
+    seed: Annotated[int, typer.Option(help="Seed of the split, the initialization and the data order.")] = 0,
+    epochs: Annotated[int, typer.Option(help="Most epochs to train.")] = 50,
+    patience: Annotated[int, typer.Option(help="Stop after this many epochs without a better validation score.")] = 20,
+    hidden: Annotated[int, typer.Option(help="Hidden size d_h.")] = 128,
+    rounds: Annotated[int, typer.Option(help="Most propagation rounds per molecule.")] = 6,
+    lr: Annotated[float, typer.Option(help="Peak learning rate (Adam).")] = 1e-3,
+    schedule: Annotated[str, typer.Option(
+        help="async (each worker updates itself), sync (all update together) or reference "
+             "(sequential).")] = "async",
+    max_active_keys: Annotated[int, typer.Option(help="Most instances in flight at once (mak).")] = 8,
+    min_update_frequency: Annotated[int, typer.Option(
+        help="Gradients a worker gathers before it updates (muf).")] = 1,
+    molecules_per_instance: Annotated[int, typer.Option(
+        help="Molecules packed into one instance (sharing one plan).")] = 16,
+    backend: Annotated[str, typer.Option(help="thread (one machine).")] = "thread",
+    out: Annotated[Optional[Path], typer.Option(help="Run directory to write (default: runs/<data>).")] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing run directory.")] = False,
+    quiet: Annotated[bool, typer.Option(help="No live display.")] = False,
+) -> None:
+    """Train a model on DATA and write a run directory (model, report.json, metrics.csv, split).
+
+    Example: molpipe train esol --epochs 30 --out runs/esol
+    """
+    import shutil
+
+    from molpipe.display import TrainDisplay
+    from molpipe.model import ModelError
+    from molpipe.runtime.control import PipelineError
+    from molpipe.train import TrainConfig, train as run_training
+
+    if schedule not in ("async", "sync", "reference"):
+        fail(f"--schedule must be async, sync or reference, not {schedule!r}")
+    if task is not None and task not in ("regression", "classification"):
+        fail(f"--task must be regression or classification, not {task!r}")
+    if out is None:
+        out = _default_run_dir(data)
+    elif out.exists() and any(out.iterdir()):
+        if not overwrite:
+            fail(f"{out} exists; pass --overwrite to replace it (or another --out)")
+        shutil.rmtree(out)
+    config = TrainConfig(data=data, targets=target, smiles_column=smiles_column, task=task,
+                         split=split, seed=seed, epochs=epochs, patience=patience, hidden=hidden,
+                         max_rounds=rounds, lr=lr, schedule=schedule,
+                         max_active_keys=max_active_keys, min_update_frequency=min_update_frequency,
+                         molecules_per_instance=molecules_per_instance, backend=backend)
+    display = TrainDisplay(console=console, quiet=quiet)
+    try:
+        run_training(config, out, progress=display)
+    except (DataError, ModelError, PipelineError, ValueError) as err:
+        display.close()
+        fail(str(err))
+    finally:
+        display.close()
+    console.print(f"run directory: [bold]{out}[/bold]")
+
+
 if __name__ == "__main__":
     app()

@@ -1,0 +1,103 @@
+"""Rich live displays for long commands: training progress, worker utilization, tables."""
+
+from __future__ import annotations
+
+import time
+
+from rich.console import Console, Group
+from rich.live import Live
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+
+def utilization_table(utilization: dict) -> Table:
+    """One bar per worker: the fraction of wall time it spent computing."""
+    table = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
+    table.add_column("worker")
+    table.add_column("utilization", min_width=30)
+    for name, frac in utilization.items():
+        n = int(round(24 * max(0.0, min(1.0, frac))))
+        table.add_row(name, f"[green]{'█' * n}[/][dim]{'·' * (24 - n)}[/] {100 * frac:5.1f}%")
+    return table
+
+
+def metrics_rich_table(title: str, metrics: dict) -> Table:
+    """{target: {metric: value}} as a table (metric columns in first-seen order)."""
+    names = [m for m in next(iter(metrics.values()), {}) if m != "n"]
+    table = Table(title=title, title_justify="left")
+    table.add_column("target")
+    for m in names:
+        table.add_column(m.upper() if m != "r2" else "R²", justify="right")
+    table.add_column("n", justify="right")
+    for target, ms in metrics.items():
+        table.add_row(target, *(f"{ms[m]:.4f}" for m in names), str(ms.get("n", "")))
+    return table
+
+
+class TrainDisplay:
+    """The ``progress`` callback of ``molpipe.train.train``, drawn with rich."""
+
+    def __init__(self, console: Console | None = None, quiet: bool = False):
+        self.console = console or Console()
+        self.quiet = quiet
+        self.progress = Progress(
+            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("{task.fields[info]}"), TimeElapsedColumn(), console=self.console,
+        )
+        self.live: Live | None = None
+        self.epoch_task = self.mol_task = None
+        self.utilization: dict = {}
+        self.t_epoch = time.perf_counter()
+        self.n_epoch = 0
+        self.loss_sum = self.loss_n = 0.0
+
+    def _render(self):
+        parts = [self.progress]
+        if self.utilization:
+            parts.append(utilization_table(self.utilization))
+        return Group(*parts)
+
+    def __call__(self, event: str, **kw) -> None:
+        if self.quiet:
+            return
+        if event == "preprocess":
+            self.console.print(f"[dim]{kw.get('message', '')}[/]")
+        elif event == "start":
+            self.console.print(
+                f"train {kw['n_train']} · val {kw['n_val']} · test {kw['n_test']} molecules · "
+                f"{kw['parameters']:,} parameters")
+            self.epoch_task = self.progress.add_task("epochs", total=kw["epochs"], info="")
+            self.mol_task = self.progress.add_task("epoch 1", total=kw["n_train"], info="")
+            self.live = Live(self._render(), console=self.console, refresh_per_second=8,
+                             transient=False)
+            self.live.start()
+        elif event == "instance":
+            self.n_epoch += kw["n"]
+            self.loss_sum += kw["loss"]
+            self.loss_n += 1
+            rate = self.n_epoch / max(time.perf_counter() - self.t_epoch, 1e-9)
+            self.progress.update(self.mol_task, completed=self.n_epoch,
+                                 info=f"loss {self.loss_sum / self.loss_n:.4f} · {rate:,.0f} mol/s")
+        elif event == "epoch":
+            self.utilization = kw.get("utilization") or {}
+            self.progress.update(
+                self.epoch_task, advance=1,
+                info=f"train loss {kw['train_loss']:.4f} · val {kw['val_score']:.4f} · "
+                     f"{kw['train_molecules_per_second']:,.0f} mol/s")
+            self.progress.reset(self.mol_task, description=f"epoch {kw['epoch'] + 1}")
+            self.t_epoch, self.n_epoch, self.loss_sum, self.loss_n = time.perf_counter(), 0, 0.0, 0
+            if self.live:
+                self.live.update(self._render())
+        elif event == "done":
+            if self.live:
+                self.live.stop()
+            report = kw["report"]
+            self.console.print(metrics_rich_table("test", report["test"]))
+            self.console.print(
+                f"{report['epochs']} epochs in {report['wall_seconds']:.1f} s · "
+                f"{report['train_molecules_per_second']:,.0f} training molecules/s · "
+                f"best epoch {report['best_epoch']}")
+
+    def close(self) -> None:
+        if self.live:
+            self.live.stop()

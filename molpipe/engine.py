@@ -1,0 +1,99 @@
+"""Engines: the schedules that move instances through the network's stages.
+
+``reference`` runs one instance after another through every stage and steps every stage's
+optimizer after each instance (the oracle). ``sync`` and ``async`` run the same stages as
+workers of the pipeline runtime. Every engine offers the same two calls: ``train(items)``
+and ``predict(items)``, where ``items`` is a list of ``(key, Instance)``.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+from threadpoolctl import threadpool_limits
+
+from molpipe.nn.optim import Adam
+
+
+@dataclass
+class EpochResult:
+    """What one pass over instances returned, per key."""
+
+    losses: dict = field(default_factory=dict)
+    preds: dict = field(default_factory=dict)
+    seconds: float = 0.0
+    utilization: dict = field(default_factory=dict)
+
+
+def make_optimizers(network, lr: float) -> dict:
+    """One Adam per stage that has parameters: every stage updates itself."""
+    return {name: Adam(stage.params, lr=lr) for name, stage in network.stages.items() if stage.params}
+
+
+class ReferenceEngine:
+    """The sequential reference trainer: forward the whole path, backward, step every stage."""
+
+    schedule = "reference"
+
+    def __init__(self, network, optimizers: dict, describe=None):
+        self.network, self.optimizers = network, optimizers
+        self._blas = None
+
+    def train(self, items, on_result=None) -> EpochResult:
+        out, t0 = EpochResult(), time.perf_counter()
+        for key, inst in items:
+            loss, pred = self.network.forward_backward(key, inst)
+            # only the stages on the instance's own path step (an Adam step on a zero
+            # gradient would still move a skipped stage's parameters)
+            for name in dict.fromkeys(name for name, _ in self.network.path(inst)):
+                if name in self.optimizers:
+                    self.optimizers[name].step(self.network.stages[name].grads, 1.0)
+                    self.network.stages[name].zero_grad()
+            out.losses[key], out.preds[key] = float(loss), pred
+            if on_result is not None:
+                on_result(key, float(loss), inst.n_mols)
+        out.seconds = time.perf_counter() - t0
+        return out
+
+    def predict(self, items) -> EpochResult:
+        out, t0 = EpochResult(), time.perf_counter()
+        for key, inst in items:
+            out.preds[key] = self.network.predict(inst)
+        out.seconds = time.perf_counter() - t0
+        return out
+
+    def close(self) -> None:
+        if self._blas is not None:
+            self._blas.unregister()
+            self._blas = None
+
+    def __enter__(self):
+        # one core: small matmuls run fastest on one BLAS thread
+        self._blas = threadpool_limits(limits=1)
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def make_engine(schedule: str, network, optimizers: dict, *, max_active_keys: int = 8,
+                min_update_frequency: int = 1, backend: str = "thread", trace: bool = False,
+                describe=None, stall_timeout: float = 120.0):
+    """Build the engine for ``schedule`` (reference, sync or async)."""
+    if schedule == "reference":
+        return ReferenceEngine(network, optimizers)
+    from molpipe.pipeline_engine import PipelineEngine
+
+    return PipelineEngine(network, optimizers, schedule=schedule, max_active_keys=max_active_keys,
+                          min_update_frequency=min_update_frequency, backend=backend, trace=trace,
+                          describe=describe, stall_timeout=stall_timeout)
+
+
+def gather_predictions(preds: dict, groups: dict, n_rows: int, n_targets: int) -> np.ndarray:
+    """Scatter per-instance predictions back to rows: ``groups[key]`` lists each key's rows."""
+    P = np.full((n_rows, n_targets), np.nan, dtype=np.float64)
+    for key, rows in groups.items():
+        P[rows] = preds[key]
+    return P
