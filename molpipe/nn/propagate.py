@@ -1,6 +1,7 @@
 """Propagate stage: one round of GGNN edge messages + GRU update (same parameters every round).
 
-``HW = H W_m``; ``M[dst[e]] += HW[src[e], etype[e] block] + Eh[e]``;
+``HW = H W_m``; ``M[dst[e]] += HW[src[e], etype[e] block] + Eh[e]`` (computed by (type, atom)
+pairs in ``typed_message_fwd``: the same sum with fewer multiplications);
 ``MX = M W_x + b_x``; ``HU = H U_h + b_h``; ``H' = GRU(MX, HU, H)``;
 ``H_out = where(atom_rounds > step, H', H)``. Eh passes through unchanged.
 """
@@ -10,9 +11,9 @@ from __future__ import annotations
 import numpy as np
 
 from molpipe.chem.molgraph import BOND_TYPES
-from molpipe.kernels.dense import dense_bwd, dense_bwd_params, dense_fwd
+from molpipe.kernels.dense import dense_bwd, dense_fwd
 from molpipe.kernels.gru import gru_bwd, gru_fwd
-from molpipe.kernels.message import message_bwd, message_fwd
+from molpipe.kernels.typed_message import pair_plan, typed_message_bwd, typed_message_fwd
 from molpipe.nn.init import glorot, zeros
 from molpipe.nn.stage import Arrays, Stage
 
@@ -30,25 +31,20 @@ class PropagateStage(Stage):
                     "W_x": glorot(rng, d_h, d_h, 3, dtype), "b_x": zeros(3 * d_h, dtype),
                     "U_h": glorot(rng, d_h, d_h, 3, dtype), "b_h": zeros(3 * d_h, dtype)})
 
-    def __init__(self, params: Arrays):
-        super().__init__(params)
-        d_h = params["W_m"].shape[0]
-        self._b_m = np.zeros(N_TYPES * d_h, dtype=params["W_m"].dtype)
-
     def forward(self, key, step: int, x: Arrays, inst, train: bool) -> Arrays:
         p = self.params
         H, Eh = x["H"], x["Eh"]
-        HW = dense_fwd(H, p["W_m"], self._b_m)
-        M = message_fwd(HW, Eh, inst.src, inst.dst, inst.etype, H.shape[0])
+        plan = pair_plan(inst.dst, inst.etype, H.shape[0], N_TYPES)
+        M, S = typed_message_fwd(H, Eh, p["W_m"], inst.src, inst.dst, *plan)
         MX = dense_fwd(M, p["W_x"], p["b_x"])
         HU = dense_fwd(H, p["U_h"], p["b_h"])
         H_out, gates = gru_fwd(MX, HU, H, inst.atom_rounds, step)
         if train:
-            self.save(key, step, (H, M, HU, gates))
+            self.save(key, step, (H, M, HU, gates, S, plan))
         return {"H": H_out, "Eh": Eh}
 
     def backward(self, key, step: int, dy: Arrays, inst) -> Arrays:
-        H, M, HU, gates = self.pop(key, step)
+        H, M, HU, gates, S, plan = self.pop(key, step)
         p, g = self.params, self.grads
         dMX, dHU, dH = gru_bwd(np.ascontiguousarray(dy["H"]), H, HU, gates, inst.atom_rounds, step)
         dM, dW, db = dense_bwd(M, p["W_x"], dMX)
@@ -57,8 +53,7 @@ class PropagateStage(Stage):
         dH_u, dW, db = dense_bwd(H, p["U_h"], dHU)
         g["U_h"] += dW
         g["b_h"] += db
-        dHW, dEh = message_bwd(dM, inst.src, inst.dst, inst.etype, N_TYPES)
-        dH_m, dW, _ = dense_bwd(H, p["W_m"], dHW)
+        dH_m, dW, dEh = typed_message_bwd(dM, S, p["W_m"], inst.src, inst.dst, *plan)
         g["W_m"] += dW
         dH += dH_u
         dH += dH_m

@@ -1,0 +1,113 @@
+"""Edge messages by (bond type, destination atom) pairs: the same sum as ``message_fwd``, cheaper.
+
+``M[a] = Σ_{e: dst[e]=a} (H[src[e]] W_{etype[e]} + Eh[e])`` is computed as
+``S[p] = Σ_{e -> pair p} H[src[e]]`` over the pairs p = (type t, atom a) that occur, then
+``M[a] += S[p] W_t`` per type: the matmuls cover only existing pairs (~1.2 n_atoms rows for
+drug-like molecules) instead of the 4 n_atoms rows of ``H W_m``.
+"""
+
+import numpy as np
+from numba import njit
+
+
+@njit(nogil=True, cache=True, error_model="numpy")
+def pair_plan(dst, etype, n_atoms, n_types):
+    """Group edges by (type, destination) pair.
+
+    Returns pair_atom : (n_pairs,) destination atom of every pair (pairs sorted by type, then
+    atom), type_offsets : (n_types + 1,) pairs of type t are ``type_offsets[t]:type_offsets[t+1]``,
+    edge_pair : (n_edges,) pair of every edge.
+    """
+    n_edges = dst.shape[0]
+    slot = np.full(n_types * n_atoms, -1, dtype=np.int32)
+    for e in range(n_edges):
+        slot[etype[e] * n_atoms + dst[e]] = 0
+    type_offsets = np.zeros(n_types + 1, dtype=np.int32)
+    n_pairs = 0
+    for key in range(n_types * n_atoms):
+        if slot[key] == 0:
+            n_pairs += 1
+    pair_atom = np.empty(n_pairs, dtype=np.int32)
+    p = 0
+    for t in range(n_types):
+        type_offsets[t] = p
+        for a in range(n_atoms):
+            if slot[t * n_atoms + a] == 0:
+                slot[t * n_atoms + a] = p
+                pair_atom[p] = a
+                p += 1
+    type_offsets[n_types] = p
+    edge_pair = np.empty(n_edges, dtype=np.int32)
+    for e in range(n_edges):
+        edge_pair[e] = slot[etype[e] * n_atoms + dst[e]]
+    return pair_atom, type_offsets, edge_pair
+
+
+@njit(nogil=True, cache=True, error_model="numpy")
+def typed_message_fwd(H, Eh, W_m, src, dst, pair_atom, type_offsets, edge_pair):
+    """``M[dst[e]] += H[src[e]] W_m[:, etype[e] block] + Eh[e]`` via pairs.
+
+    H : (n_atoms, d_h); Eh : (n_edges, d_h); W_m : (d_h, n_types d_h); plan from ``pair_plan``.
+    Returns M : (n_atoms, d_h) and S : (n_pairs, d_h) (saved for the backward).
+    """
+    n_atoms, d_h = H.shape
+    n_types = type_offsets.shape[0] - 1
+    S = np.zeros((pair_atom.shape[0], d_h), dtype=H.dtype)
+    M = np.zeros((n_atoms, d_h), dtype=H.dtype)
+    for e in range(src.shape[0]):
+        p = edge_pair[e]
+        s = src[e]
+        t = dst[e]
+        for j in range(d_h):
+            S[p, j] += H[s, j]
+            M[t, j] += Eh[e, j]
+    for t in range(n_types):
+        p0 = type_offsets[t]
+        p1 = type_offsets[t + 1]
+        if p1 == p0:
+            continue
+        Y = np.dot(S[p0:p1], np.ascontiguousarray(W_m[:, t * d_h:(t + 1) * d_h]))
+        for k in range(p1 - p0):
+            a = pair_atom[p0 + k]
+            for j in range(d_h):
+                M[a, j] += Y[k, j]
+    return M, S
+
+
+@njit(nogil=True, cache=True, error_model="numpy")
+def typed_message_bwd(dM, S, W_m, src, dst, pair_atom, type_offsets, edge_pair):
+    """Backward of ``typed_message_fwd``: ``dW_t = S_t^T dM[pair_atom_t]``,
+    ``dS_t = dM[pair_atom_t] W_t^T``, ``dH[src[e]] += dS[edge_pair[e]]``, ``dEh[e] = dM[dst[e]]``.
+
+    Returns dH : (n_atoms, d_h), dW_m : (d_h, n_types d_h), dEh : (n_edges, d_h).
+    """
+    n_atoms, d_h = dM.shape
+    n_types = type_offsets.shape[0] - 1
+    n_edges = src.shape[0]
+    dW_m = np.zeros(W_m.shape, dtype=dM.dtype)
+    dS = np.empty(S.shape, dtype=dM.dtype)
+    for t in range(n_types):
+        p0 = type_offsets[t]
+        p1 = type_offsets[t + 1]
+        if p1 == p0:
+            continue
+        dMp = np.empty((p1 - p0, d_h), dtype=dM.dtype)
+        for k in range(p1 - p0):
+            a = pair_atom[p0 + k]
+            for j in range(d_h):
+                dMp[k, j] = dM[a, j]
+        dW_t = np.dot(S[p0:p1].T, dMp)
+        for i in range(d_h):
+            for j in range(d_h):
+                dW_m[i, t * d_h + j] = dW_t[i, j]
+        dS[p0:p1] = np.dot(dMp, np.ascontiguousarray(W_m[:, t * d_h:(t + 1) * d_h]).T)
+    dH = np.zeros((n_atoms, d_h), dtype=dM.dtype)
+    dEh = np.empty((n_edges, d_h), dtype=dM.dtype)
+    for e in range(n_edges):
+        p = edge_pair[e]
+        s = src[e]
+        t = dst[e]
+        for j in range(d_h):
+            dH[s, j] += dS[p, j]
+            dEh[e, j] = dM[t, j]
+    return dH, dW_m, dEh
