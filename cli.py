@@ -174,5 +174,62 @@ def train(
     console.print(f"run directory: [bold]{out}[/bold]")
 
 
+@app.command()
+def bench(
+    data: Annotated[str, typer.Argument(help="Bundled data set name, CSV/SDF path or graph store.")] = "esol",
+    hidden: Annotated[int, typer.Option(help="Hidden size d_h.")] = 128,
+    molecules_per_instance: Annotated[int, typer.Option(help="Molecules packed into one instance.")] = 16,
+    max_active_keys: Annotated[int, typer.Option(help="Most instances in flight (mak).")] = 8,
+    min_update_frequency: Annotated[int, typer.Option(help="Gradients per update (muf).")] = 1,
+    epochs: Annotated[int, typer.Option(help="Timed passes over the training split.")] = 2,
+    molecules: Annotated[Optional[int], typer.Option(help="Use only the first N training molecules.")] = None,
+    replicate: Annotated[int, typer.Option(help="Repeat the training split N times (a larger workload).")] = 1,
+    schedule: Annotated[Optional[list[str]], typer.Option(
+        help="Schedules to run (repeat; default reference, sync, async).")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
+) -> None:
+    """Throughput of the reference, sync and async schedules on the same instances, one process.
+
+    Example: molpipe bench esol --json
+    """
+    import json
+
+    from molpipe.bench import SCHEDULES, BenchConfig, bench as run_bench
+    from molpipe.display import utilization_table
+
+    schedules = tuple(schedule or SCHEDULES)
+    bad = [s for s in schedules if s not in SCHEDULES]
+    if bad:
+        fail(f"unknown schedule {bad[0]!r} (choose from {', '.join(SCHEDULES)})")
+    config = BenchConfig(data=data, hidden=hidden, molecules_per_instance=molecules_per_instance,
+                         max_active_keys=max_active_keys, min_update_frequency=min_update_frequency,
+                         epochs=epochs, molecules=molecules, replicate=replicate, schedules=schedules)
+    status = err_console.status("benchmarking", spinner="dots")
+    status.start()
+    try:
+        result = run_bench(config, progress=lambda event, **kw: status.update(
+            f"{kw['schedule']}: pass {kw['epoch']}/{epochs} took {kw['seconds']:.2f} s"))
+    except DataError as err:
+        status.stop()
+        fail(str(err))
+    status.stop()
+    if json_out:
+        print(json.dumps(result, indent=2))
+        return
+    table = Table(title=f"molpipe bench {data} (hidden {hidden}, {molecules_per_instance} mol/instance, "
+                        f"mak {max_active_keys}, muf {min_update_frequency})")
+    for column in ("schedule", "molecules/s", "× reference", "seconds"):
+        table.add_column(column, justify="right")
+    for name in schedules:
+        r = result[name]
+        table.add_row(name, f"{r['molecules_per_second']:,.0f}",
+                      f"{r.get('speedup_vs_reference', float('nan')):.2f}", f"{r['seconds']:.2f}")
+    console.print(table)
+    for name in schedules:
+        if result[name].get("utilization"):
+            console.print(f"[bold]{name}[/bold] worker utilization")
+            console.print(utilization_table(result[name]["utilization"]))
+
+
 if __name__ == "__main__":
     app()

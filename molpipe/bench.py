@@ -1,0 +1,82 @@
+"""molpipe bench: reference, sync and async schedules of one network on the same instances."""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from molpipe.engine import make_engine, make_optimizers
+from molpipe.nn.network import NetworkConfig, build_network
+from molpipe.train import Prepared, TrainConfig, make_items, prepare, versions
+
+SCHEDULES = ("reference", "sync", "async")
+
+
+@dataclass
+class BenchConfig:
+    """Settings of one benchmark (printed with the results)."""
+
+    data: str = "esol"
+    hidden: int = 128
+    molecules_per_instance: int = 16
+    max_active_keys: int = 8
+    min_update_frequency: int = 1
+    epochs: int = 2
+    molecules: int | None = None      # first N training molecules (None: the whole split)
+    replicate: int = 1                # repeat the training set (a larger workload)
+    schedules: tuple[str, ...] = SCHEDULES
+    seed: int = 0
+    dtype: str = "float32"
+
+
+def bench(config: BenchConfig, progress=None) -> dict:
+    """Train each schedule ``epochs`` times over the same instances; molecules/s per schedule."""
+    emit = progress or (lambda event, **kw: None)
+    prep: Prepared = prepare(TrainConfig(data=config.data, seed=config.seed))
+    rows = prep.split["train"]
+    if config.molecules:
+        rows = rows[: config.molecules]
+    rows = np.sort(np.tile(rows, config.replicate))
+    prep.graphs = dict(zip(rows.tolist(), prep.store.graphs(np.unique(rows))))
+    Y = prep.store.targets[rows].astype(np.float64)
+    mean = np.nan_to_num(np.nanmean(Y, axis=0))
+    std = np.nan_to_num(np.nanstd(Y, axis=0), nan=1.0) + 1e-6
+    epochs_items = []
+    key = 0
+    rng = np.random.default_rng(config.seed)
+    for _ in range(config.epochs):
+        items, _, key = make_items(prep, rows, config.molecules_per_instance, rng, key)
+        epochs_items.append(items)
+    warm, _, key = make_items(prep, rows[: 4 * config.molecules_per_instance],
+                              config.molecules_per_instance, None, key)
+    results = {}
+    for schedule in config.schedules:
+        network = build_network(NetworkConfig(hidden=config.hidden, task=prep.task, dtype=config.dtype),
+                                prep.store.atom_dim, prep.store.bond_dim, len(prep.targets),
+                                mean, std, config.seed)
+        opts = make_optimizers(network, 1e-4)
+        with make_engine(schedule, network, opts, max_active_keys=config.max_active_keys,
+                         min_update_frequency=config.min_update_frequency) as engine:
+            engine.train(warm)                      # compile / warm the kernels first
+            n_mols, seconds, util = 0, 0.0, {}
+            for e, items in enumerate(epochs_items):
+                res = engine.train(items)
+                n_mols += sum(inst.n_mols for _, inst in items)
+                seconds += res.seconds
+                for w, f in res.utilization.items():
+                    util[w] = util.get(w, 0.0) + f * res.seconds
+                emit("epoch", schedule=schedule, epoch=e + 1, seconds=res.seconds)
+        results[schedule] = {"molecules_per_second": n_mols / seconds, "seconds": seconds,
+                             "molecules": n_mols}
+        if util:
+            results[schedule]["utilization"] = {w: v / seconds for w, v in util.items()}
+    ref = results.get("reference", {}).get("molecules_per_second")
+    for r in results.values():
+        if ref:
+            r["speedup_vs_reference"] = r["molecules_per_second"] / ref
+    return {**results, "settings": {**asdict(config), "cores": os.cpu_count(),
+                                    "machine": platform.machine(), "versions": versions()}}
