@@ -1,0 +1,109 @@
+"""Stage contract: caching under (key, step), popping, adding grads, interleaved keys."""
+
+import numpy as np
+import pytest
+
+from molpipe.nn.network import NetworkConfig, build_network
+
+from .graphs import D_E, D_V, benzene_like, chain, instance, naphthalene_like, one_atom
+
+
+def net(**kw):
+    return build_network(NetworkConfig(hidden=6, ffn=4, dtype="float64", **kw), D_V, D_E, 1,
+                         [1.0], [2.0])
+
+
+def insts():
+    rng = np.random.default_rng(2)
+    return (instance([benzene_like(rng, 3), chain(rng, 3, 1)], [[1.0], [2.0]]),
+            instance([naphthalene_like(rng, 2), one_atom(rng, 1)], [[0.5], [np.nan]]))
+
+
+def test_interleaved_keys_give_the_same_grads_as_sequential():
+    a, b = insts()
+    seq = net()
+    seq.forward_backward("a", a)
+    seq.forward_backward("b", b)
+    inter = net()
+    outs = {}
+    for key, inst in (("a", a), ("b", b)):   # both forwards first, as a pipeline would
+        x = {}
+        for name, step in inter.path(inst):
+            x = inter.stages[name].forward(key, step, x, inst, True)
+        outs[key] = x
+    assert sum(s.n_cached for s in inter.stages.values()) > 0
+    for key, inst in (("b", b), ("a", a)):   # backwards in the other order
+        dy = {}
+        for name, step in reversed(inter.path(inst)):
+            dy = inter.stages[name].backward(key, step, dy, inst)
+    for name, stage in seq.stages.items():
+        assert inter.stages[name].n_cached == 0
+        for k, g in stage.grads.items():
+            np.testing.assert_allclose(inter.stages[name].grads[k], g, rtol=1e-12, atol=1e-14)
+
+
+def test_forward_without_train_caches_nothing_and_backward_needs_cache():
+    a, _ = insts()
+    network = net()
+    x = network.stages["embed"].forward("k", 0, {}, a, False)
+    assert network.stages["embed"].n_cached == 0
+    with pytest.raises(KeyError):
+        network.stages["embed"].backward("k", 0, {"H": x["H"], "Eh": x["Eh"]}, a)
+
+
+def test_propagate_freezes_finished_molecules_and_passes_eh():
+    a, _ = insts()   # benzene-like: 3 rounds, chain: 1 round
+    network = net()
+    e = network.stages["embed"].forward(None, 0, {}, a, False)
+    prop = network.stages["propagate"]
+    out = prop.forward("k", 1, e, a, True)
+    frozen = a.atom_rounds <= 1
+    assert frozen.any() and (~frozen).any()
+    np.testing.assert_array_equal(out["H"][frozen], e["H"][frozen])
+    assert not np.allclose(out["H"][~frozen], e["H"][~frozen])
+    assert out["Eh"] is e["Eh"]
+    # absent Eh gradient is zero; a given one is added to this round's contribution
+    dH = np.ones_like(out["H"])
+    g0 = prop.backward("k", 1, {"H": dH}, a)
+    prop.forward("k", 1, e, a, True)
+    extra = np.full_like(e["Eh"], 0.25)
+    g1 = prop.backward("k", 1, {"H": dH, "Eh": extra}, a)
+    np.testing.assert_allclose(g1["Eh"], g0["Eh"] + 0.25)
+    np.testing.assert_array_equal(g0["H"][frozen], 1.0)
+
+
+def test_rings_stage_drops_eh_and_returns_only_dh():
+    a, _ = insts()
+    network = net()
+    x = {}
+    for name, step in network.path(a)[:-3]:
+        x = network.stages[name].forward(None, step, x, a, False)
+    rings = network.stages["rings"]
+    out = rings.forward("k", 0, x, a, True)
+    assert set(out) == {"H"}
+    dx = rings.backward("k", 0, {"H": np.ones_like(out["H"])}, a)
+    assert set(dx) == {"H"} and dx["H"].shape == x["H"].shape
+
+
+def test_embed_casts_features_to_parameter_dtype():
+    a, _ = insts()
+    for dtype in ("float32", "float64"):
+        network = build_network(NetworkConfig(hidden=4, dtype=dtype), D_V, D_E, 1)
+        out = network.stages["embed"].forward(None, 0, {}, a, False)
+        assert out["H"].dtype == np.dtype(dtype) and out["Eh"].dtype == np.dtype(dtype)
+
+
+def test_loss_stage_buffers_and_backward():
+    a, _ = insts()
+    network = net(task="regression")
+    loss = network.stages["loss"]
+    assert loss.params == {} and set(loss.buffers) == {"mean", "std"}
+    Y = np.array([[0.0], [0.5]])
+    out = loss.forward("k", 0, {"Y": Y}, a, True)
+    T = (a.Y.astype(float) - 1.0) / 2.0
+    np.testing.assert_allclose(out["loss"], [np.mean((Y - T) ** 2)])
+    np.testing.assert_allclose(out["pred"], Y * 2.0 + 1.0)
+    dY = loss.backward("k", 0, {}, a)["Y"]
+    np.testing.assert_allclose(dY, 2 * (Y - T) / 2)
+    with pytest.raises(ValueError):
+        build_network(NetworkConfig(hidden=4), D_V, D_E, 1, [0.0], [0.0])
