@@ -1,1 +1,9 @@
-"""numba kernels: pure functions on arrays and scalars, each ``op_fwd`` beside its ``op_bwd``."""
+"""numba kernels: pure functions on arrays and scalars, each ``op_fwd`` beside its ``op_bwd``.
+
+numba's ``np.dot`` calls scipy's BLAS; importing it here loads that library as soon as the
+kernels are imported, so that a later ``threadpoolctl.threadpool_limits(1)`` (one BLAS thread
+per worker) sees it and limits it. A BLAS library loaded after the limit was set keeps its
+default thread count, which is ruinous on a busy machine (10-100x slower small matmuls).
+"""
+
+import scipy.linalg.cython_blas  # noqa: F401  (see above)
