@@ -107,3 +107,31 @@ def test_loss_stage_buffers_and_backward():
     np.testing.assert_allclose(dY, 2 * (Y - T) / 2)
     with pytest.raises(ValueError):
         build_network(NetworkConfig(hidden=4), D_V, D_E, 1, [0.0], [0.0])
+
+
+def test_two_stages_in_two_threads_at_once():
+    from concurrent.futures import ThreadPoolExecutor
+
+    a, b = insts()
+    network = net()
+    ref = net()
+    e_a = ref.stages["embed"].forward(None, 0, {}, a, False)
+    e_b = ref.stages["embed"].forward(None, 0, {}, b, False)
+    h_b = {"H": ref.stages["propagate"].forward(None, 0, e_b, b, False)["H"]}
+    want_p = ref.stages["propagate"].forward(None, 0, e_a, a, False)["H"]
+    want_r = ref.stages["readout"].forward(None, 0, h_b, b, False)["Y"]
+
+    def run_propagate():
+        return [network.stages["propagate"].forward(i, 0, e_a, a, True)["H"] for i in range(50)]
+
+    def run_readout():
+        return [network.stages["readout"].forward(i, 0, h_b, b, True)["Y"] for i in range(50)]
+
+    with ThreadPoolExecutor(2) as pool:
+        fp, fr = pool.submit(run_propagate), pool.submit(run_readout)
+        outs_p, outs_r = fp.result(), fr.result()
+    for h in outs_p:
+        np.testing.assert_array_equal(h, want_p)
+    for y in outs_r:
+        np.testing.assert_array_equal(y, want_r)
+    assert network.stages["propagate"].n_cached == 50 and network.stages["readout"].n_cached == 50
