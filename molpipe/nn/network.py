@@ -120,7 +120,7 @@ class Network:
         for sname, stage in self.stages.items():
             for pname, arr in stage.params.items():
                 out[f"{sname}.{pname}"] = arr
-            for bname, arr in getattr(stage, "buffers", {}).items():
+            for bname, arr in stage.buffers.items():
                 out[f"{sname}.{bname}"] = arr
         return out
 

@@ -25,6 +25,8 @@ class Stage:
     def __init__(self, params: Arrays):
         self.params = params
         self.grads = {k: np.zeros_like(v) for k, v in params.items()}
+        #: non-trainable arrays that are part of the model (saved with the parameters)
+        self.buffers: Arrays = {}
         self._cache: dict[tuple[Any, int], Any] = {}
 
     # -- to implement -------------------------------------------------------------------
