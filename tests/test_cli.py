@@ -81,3 +81,10 @@ def test_preprocess_not_csv(tmp_path):
 def test_preprocess_unknown_dataset(tmp_path):
     result = run("preprocess", "qm8", "-o", tmp_path / "s")
     assert_one_line_error(result, "unknown data set 'qm8'", "did you mean qm9")
+
+
+def test_preprocess_bad_rounds(tmp_path):
+    src = tmp_path / "in.csv"
+    src.write_text("smiles\nCCO\n")
+    result = run("preprocess", src, "-o", tmp_path / "s", "--min-rounds", "5", "--max-rounds", "2")
+    assert_one_line_error(result, "min_rounds")

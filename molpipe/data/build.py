@@ -13,6 +13,7 @@ import sys
 import threading
 import time
 from collections import deque
+from concurrent.futures import ProcessPoolExecutor
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
@@ -105,14 +106,18 @@ def _map_chunks(chunks: Iterator[list[Row]], n_jobs: int, args: tuple) -> Iterat
             yield _featurize_chunk(c, *args)
         return
     method = "fork" if sys.platform == "linux" and threading.active_count() == 1 else "spawn"
-    with mp.get_context(method).Pool(n_jobs) as pool:
+    with ProcessPoolExecutor(n_jobs, mp_context=mp.get_context(method)) as pool:
         pending: deque = deque()
-        for c in chunks:
-            pending.append(pool.apply_async(_featurize_chunk, (c, *args)))
-            if len(pending) >= 3 * n_jobs:
-                yield pending.popleft().get()
-        while pending:
-            yield pending.popleft().get()
+        try:
+            for c in chunks:
+                pending.append(pool.submit(_featurize_chunk, c, *args))
+                if len(pending) >= 3 * n_jobs:
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
+        finally:
+            for f in pending:
+                f.cancel()
 
 
 def _prepare_out_dir(out_dir: Path) -> None:
@@ -146,6 +151,8 @@ def build_store(source: str | Path, out_dir: str | Path, *, smiles_column: str |
     dict : rows_read, rows_kept, rows_rejected, rejects (path), store (path), seconds,
         mols_per_s, targets.
     """
+    if not 1 <= min_rounds <= max_rounds:
+        raise ValueError(f"need 1 <= min_rounds <= max_rounds, got {min_rounds} and {max_rounds}")
     t0 = time.perf_counter()
     table = open_table(source, smiles_column=smiles_column, targets=targets)
     out_dir = Path(out_dir)

@@ -122,3 +122,12 @@ def test_open_data_bundled_name(tmp_path, monkeypatch):
 def test_open_data_unknown_name(tmp_path):
     with pytest.raises(DataError, match="did you mean lipo"):
         open_data("lipoo", cache_root=tmp_path)
+
+
+def test_progress_and_bad_rounds(mixed_csv, tmp_path):
+    calls = []
+    build_store(mixed_csv, tmp_path / "s", n_jobs=1, chunk_size=4,
+                progress=lambda done, total: calls.append((done, total)))
+    assert [c[0] for c in calls] == [4, 8, 10] and calls[-1][1] >= 10
+    with pytest.raises(ValueError, match="min_rounds"):
+        build_store(mixed_csv, tmp_path / "t", min_rounds=4, max_rounds=3)
