@@ -121,6 +121,39 @@ def network_times(inst, d_h: int, repeat: int) -> tuple[float, float, float]:
             timeit(lambda: net.predict(inst), repeat), timeit(step, repeat))
 
 
+def stage_times(inst, d_h: int, repeat: int) -> dict[str, float]:
+    """Thread CPU time per stage (forward + backward over all its steps), us per instance."""
+    net = build_network(NetworkConfig(hidden=d_h), inst.V.shape[1], inst.E.shape[1], 1)
+    path = net.path(inst)
+    acc = {name: [] for name in net.stages}
+    for r in range(repeat + 1):
+        spent = dict.fromkeys(net.stages, 0.0)
+        x: dict = {}
+        for name, step in path:
+            t0 = time.thread_time()
+            x = net.stages[name].forward(r, step, x, inst, True)
+            spent[name] += time.thread_time() - t0
+        dy: dict = {}
+        for name, step in reversed(path):
+            t0 = time.thread_time()
+            dy = net.stages[name].backward(r, step, dy, inst)
+            spent[name] += time.thread_time() - t0
+        if r:
+            for name, t in spent.items():
+                acc[name].append(t)
+    return {name: 1e6 * float(np.median(ts)) for name, ts in acc.items()}
+
+
+def minor_faults_per_call(f, repeat: int = 10) -> float:
+    """Page faults per call of f (fresh large arrays that malloc maps and unmaps)."""
+    import resource
+    f()
+    r0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(repeat):
+        f()
+    return (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - r0) / repeat
+
+
 COMPILE_SNIPPET = """
 import time, sys
 t0 = time.perf_counter()
@@ -174,6 +207,15 @@ def main() -> None:
             print(f"  forward_backward: {fb / 1e3:.2f} ms/instance = {fb / inst.n_mols:.0f} us/molecule "
                   f"({1e6 * inst.n_mols / fb:.0f} molecules/s); predict {pr / inst.n_mols:.0f} "
                   f"us/molecule; Adam step over all stages {st / 1e3:.2f} ms")
+            per_stage = stage_times(inst, d_h, max(10, args.repeat // 2))
+            total = sum(per_stage.values())
+            print("  per stage (forward + backward, ms/instance): " + ", ".join(
+                f"{k} {v / 1e3:.2f} ({100 * v / total:.0f}%)" for k, v in per_stage.items()))
+            if d_h == args.hidden[0]:
+                net = build_network(NetworkConfig(hidden=d_h), inst.V.shape[1], inst.E.shape[1], 1)
+                print(f"  page faults per forward_backward: "
+                      f"{minor_faults_per_call(lambda: net.forward_backward(0, inst)):.0f} "
+                      "(MALLOC_MMAP_THRESHOLD_/MALLOC_TRIM_THRESHOLD_ large removes them)")
     if not args.no_compile:
         cold, warm = compile_times()
         print(f"\nfirst forward_backward + Adam step in a new process: cold numba cache {cold:.1f} s, "
