@@ -91,9 +91,16 @@ def open_table(path: str | Path, *, smiles_column: str | None = None,
     return _open_sdf(path, targets)
 
 
-def _utf8_error(path: Path, where: str, err: UnicodeDecodeError) -> DataError:
-    return DataError(f"{path}: not UTF-8 text ({where}, byte {err.start}); "
-                     "re-save the file as UTF-8")
+def _utf8_error(path: Path) -> DataError:
+    """DataError naming the first line of ``path`` that is not valid UTF-8."""
+    with open(path, "rb") as f:
+        for n, line in enumerate(f, start=1):
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError as err:
+                return DataError(f"{path}: not UTF-8 text (line {n}, column {err.start + 1}); "
+                                 "re-save the file as UTF-8")
+    return DataError(f"{path}: not UTF-8 text; re-save the file as UTF-8")
 
 
 def _match(name: str, available: list[str], path: Path, what: str) -> str:
@@ -141,8 +148,8 @@ def _open_csv(path: Path, smiles_column: str | None, targets) -> Table:
             reader = csv.reader(f)
             header = next(reader, None)
             peek = list(itertools.islice(reader, _PEEK)) if targets is None else []
-    except UnicodeDecodeError as err:
-        raise _utf8_error(path, "in the first rows", err) from None
+    except UnicodeDecodeError:
+        raise _utf8_error(path) from None
     except csv.Error as err:
         raise DataError(f"{path}: not a readable CSV file ({err})") from None
     if not header or not any(h.strip() for h in header):
@@ -183,8 +190,8 @@ def _iter_csv(table: Table) -> Iterator[Row]:
                 y = np.array([_to_float(fields[c]) if c < n else math.nan for c in cols],
                              dtype=np.float32)
                 yield row, smiles, y
-    except UnicodeDecodeError as err:
-        raise _utf8_error(path, f"after data row {row}", err) from None
+    except UnicodeDecodeError:
+        raise _utf8_error(path) from None
     except csv.Error as err:
         raise DataError(f"{path}: CSV error after data row {row} ({err})") from None
 
@@ -202,8 +209,8 @@ def _sdf_records(path: Path) -> Iterator[tuple[str, dict[str, str]]]:
                     lines = []
                 else:
                     lines.append(line)
-    except UnicodeDecodeError as err:
-        raise _utf8_error(path, f"in record {n_records + 1}", err) from None
+    except UnicodeDecodeError:
+        raise _utf8_error(path) from None
     if any(line.strip() for line in lines):
         yield _split_record(lines)
 

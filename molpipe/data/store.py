@@ -1,7 +1,22 @@
-"""Graph store: featurized molecules as memory-mapped ``.npy`` arrays, opened lazily."""
+"""Graph store: featurized molecules as memory-mapped ``.npy`` arrays, opened lazily.
+
+A store directory (written by ``build_store``) holds, for n kept molecules:
+
+- ``V.npy`` (n_atoms_total, atom_dim) f4, ``fragment.npy`` (n_atoms_total,) i4
+- ``E.npy`` (n_edges_total, bond_dim) f4, ``edges.npy`` (n_edges_total, 2) i4 (src, dst),
+  ``edge_type.npy`` (n_edges_total,) i4
+- ``ring_atoms.npy`` i4, ``ring_sizes.npy`` (n_rings_total,) i4, ``ring_system.npy`` i4
+- ``atom_offsets.npy``, ``edge_offsets.npy``, ``ring_offsets.npy`` (n + 1,) i8: molecule i
+  owns atoms/edges/rings ``offsets[i]:offsets[i + 1]`` (atom indices are per molecule)
+- ``targets.npy`` (n, n_targets) f4 NaN-masked, ``n_rounds.npy`` i4, ``has_rings.npy`` bool,
+  ``source_row.npy`` i8 (1-based data row in the source), ``smiles.txt`` (one per line)
+- ``meta.json`` (featurizer version, source path + sha256, columns, counts, rounds, dims)
+  and ``rejects.csv`` (row, smiles, reason)
+"""
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import os
@@ -94,6 +109,17 @@ class GraphStore:
         """The MolGraphs of ``indices``, in that order."""
         return [self[i] for i in indices]
 
+    def with_targets(self, names: Sequence[str]) -> "GraphStore":
+        """The same store, its targets restricted to (and ordered as) ``names``."""
+        missing = [t for t in names if t not in self.target_names]
+        if missing:
+            raise DataError(f"{self.path}: no target {missing[0]!r}; the store has "
+                            f"{', '.join(self.target_names) or 'no targets'}")
+        view = copy.copy(self)
+        view.targets = self.targets[:, [self.target_names.index(t) for t in names]]
+        view.meta = {**self.meta, "targets": list(names)}
+        return view
+
     @property
     def target_names(self) -> list[str]:
         return list(self.meta["targets"])
@@ -132,10 +158,7 @@ def open_data(data: str | Path, *, targets: Sequence[str] | None = None,
     path = Path(data)
     if path.is_dir():
         store = GraphStore.open(path)
-        if targets is not None and list(targets) != store.target_names:
-            raise DataError(f"{path}: store has targets {store.target_names}, not "
-                            f"{list(targets)}; preprocess the source again with those targets")
-        return store
+        return store if targets is None else store.with_targets(targets)
     path, entry = resolve_source(data)
     if entry is not None:
         targets = entry.targets if targets is None else targets

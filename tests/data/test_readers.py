@@ -73,7 +73,7 @@ def test_non_utf8_late_in_file(tmp_path):
     body = "smiles,y\n" + "CCO,1\n" * 5000 + "CC\xe9,2\n"
     path.write_bytes(body.encode("latin-1"))
     table = open_table(path, targets=["y"])
-    with pytest.raises(DataError, match="not UTF-8"):
+    with pytest.raises(DataError, match=r"not UTF-8 text \(line 5002, column 3\)"):
         list(table)
 
 

@@ -131,3 +131,14 @@ def test_progress_and_bad_rounds(mixed_csv, tmp_path):
     assert [c[0] for c in calls] == [4, 8, 10] and calls[-1][1] >= 10
     with pytest.raises(ValueError, match="min_rounds"):
         build_store(mixed_csv, tmp_path / "t", min_rounds=4, max_rounds=3)
+
+
+def test_open_store_with_target_subset(tmp_path):
+    path = tmp_path / "two.csv"
+    path.write_text("smiles,a,b\nCCO,1,2\nCCN,3,4\n")
+    build_store(path, tmp_path / "s", n_jobs=1)
+    store = open_data(tmp_path / "s", targets=["b"])
+    assert store.target_names == ["b"] and store.targets[:, 0].tolist() == [2.0, 4.0]
+    assert GraphStore.open(tmp_path / "s").target_names == ["a", "b"]
+    with pytest.raises(DataError, match="no target 'c'"):
+        open_data(tmp_path / "s", targets=["c"])
