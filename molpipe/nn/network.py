@@ -8,12 +8,14 @@ import numpy as np
 
 from molpipe.nn.embed import EmbedStage
 from molpipe.nn.loss import TASKS, LossStage
-from molpipe.nn.propagate import PropagateStage
+from molpipe.nn.propagate import MessageStage, PropagateStage, UpdateStage
 from molpipe.nn.readout import ReadoutStage
 from molpipe.nn.rings import RingStage
 from molpipe.nn.stage import Stage
 
 DTYPES = ("float32", "float64")
+PROPAGATE = ("split", "fused")
+AGGREGATIONS = ("mean", "sum")
 
 
 @dataclass
@@ -25,6 +27,8 @@ class NetworkConfig:
     rings: bool = True                # ring stage on/off
     task: str = "regression"          # "regression" | "classification"
     dtype: str = "float32"            # "float32" | "float64"
+    propagate: str = "split"          # a round as two stages (message, update) or one (fused)
+    aggregation: str = "mean"         # readout over a molecule's atoms: "mean" | "sum"
     seed: int = 0                     # initialization seed
 
     def __post_init__(self):
@@ -34,6 +38,10 @@ class NetworkConfig:
             raise ValueError(f"task must be one of {TASKS}, got {self.task!r}")
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {DTYPES}, got {self.dtype!r}")
+        if self.propagate not in PROPAGATE:
+            raise ValueError(f"propagate must be one of {PROPAGATE}, got {self.propagate!r}")
+        if self.aggregation not in AGGREGATIONS:
+            raise ValueError(f"aggregation must be one of {AGGREGATIONS}, got {self.aggregation!r}")
         if self.hidden < 1 or self.ffn < 1:
             raise ValueError("hidden and ffn must be positive")
 
@@ -61,11 +69,14 @@ class Network:
     # -- control flow -------------------------------------------------------------------
     def route(self, stage_name: str, step: int, inst) -> tuple[str, int] | None:
         """Where an instance goes after ``(stage_name, step)``; None after the loss."""
+        split = "message" in self.stages
         if stage_name == "embed":
-            return ("propagate", 0)
-        if stage_name == "propagate":
+            return ("message", 0) if split else ("propagate", 0)
+        if stage_name == "message":
+            return ("update", step)
+        if stage_name in ("propagate", "update"):
             if step + 1 < inst.n_rounds:
-                return ("propagate", step + 1)
+                return ("message" if split else "propagate", step + 1)
             if inst.has_rings and "rings" in self.stages:
                 return ("rings", 0)
             return ("readout", 0)
@@ -159,10 +170,15 @@ def build_network(config: NetworkConfig, d_v: int, d_e: int, n_targets: int,
         raise ValueError(f"target mean/std must have {n_targets} entries")
     stages: dict[str, Stage] = {
         "embed": EmbedStage.create(rng, d_v, d_e, d_h, dtype),
-        "propagate": PropagateStage.create(rng, d_h, dtype),
     }
+    if config.propagate == "split":
+        stages["message"] = MessageStage.create(rng, d_h, dtype)
+        stages["update"] = UpdateStage.create(rng, d_h, dtype)
+    else:
+        stages["propagate"] = PropagateStage.create(rng, d_h, dtype)
     if config.rings:
         stages["rings"] = RingStage.create(rng, d_h, dtype)
-    stages["readout"] = ReadoutStage.create(rng, d_h, config.ffn, n_targets, dtype)
+    stages["readout"] = ReadoutStage.create(rng, d_h, config.ffn, n_targets, dtype,
+                                            config.aggregation)
     stages["loss"] = LossStage(mean, std, config.task, dtype)
     return Network(config, stages)

@@ -1,9 +1,17 @@
-"""Propagate stage: one round of GGNN edge messages + GRU update (same parameters every round).
+"""Propagation: one round of GGNN edge messages + GRU update (the same parameters every round).
 
-``HW = H W_m``; ``M[dst[e]] += HW[src[e], etype[e] block] + Eh[e]`` (computed by (type, atom)
-pairs in ``typed_message_fwd``: the same sum with fewer multiplications);
-``MX = M W_x + b_x``; ``HU = H U_h + b_h``; ``H' = GRU(MX, HU, H)``;
-``H_out = where(atom_rounds > step, H', H)``. Eh passes through unchanged.
+A round has two halves, each a function pair on the round's parameters:
+
+* **message**: ``M[a] = Σ_{e: dst[e]=a} (H[src[e]] W_m[etype[e]] + Eh[e])`` (computed by
+  (type, atom) pairs in ``typed_message_fwd``), then the GRU's input projection
+  ``MX = M W_x + b_x``;
+* **update**: ``HU = H U_h + b_h``; ``H' = GRU(MX, HU, H)``;
+  ``H_out = where(atom_rounds > step, H', H)``.
+
+The network runs a round either as one ``propagate`` stage (``fused``) or as two stages,
+``message`` then ``update`` (``split``, the default): two workers that share a round's work
+about evenly, so the propagation loop — nine tenths of the network's work — spans two cores.
+Eh passes through every stage unchanged; its gradient is summed over the rounds.
 """
 
 from __future__ import annotations
@@ -20,44 +28,119 @@ from molpipe.nn.stage import Arrays, Stage
 N_TYPES = len(BOND_TYPES)
 
 
+def message_params(rng: np.random.Generator, d_h: int, dtype) -> Arrays:
+    return {"W_m": glorot(rng, d_h, d_h, N_TYPES, dtype),
+            "W_x": glorot(rng, d_h, d_h, 3, dtype), "b_x": zeros(3 * d_h, dtype)}
+
+
+def update_params(rng: np.random.Generator, d_h: int, dtype) -> Arrays:
+    return {"U_h": glorot(rng, d_h, d_h, 3, dtype), "b_h": zeros(3 * d_h, dtype)}
+
+
+def message_half_fwd(p: Arrays, H, Eh, inst):
+    """``MX`` (n_atoms, 3 d_h) from ``H``, ``Eh``; returns (MX, what the backward needs)."""
+    plan = pair_plan(inst.dst, inst.etype, H.shape[0], N_TYPES)
+    M, S = typed_message_fwd(H, Eh, p["W_m"], inst.src, inst.dst, *plan)
+    return dense_fwd(M, p["W_x"], p["b_x"]), (M, S, plan)
+
+
+def message_half_bwd(p: Arrays, g: Arrays, saved, dMX, inst):
+    """Adds the W_m, W_x, b_x gradients to ``g``; returns (dH, dEh) of the message half."""
+    M, S, plan = saved
+    dM, dW, db = dense_bwd(M, p["W_x"], np.ascontiguousarray(dMX))
+    g["W_x"] += dW
+    g["b_x"] += db
+    dH, dW, dEh = typed_message_bwd(dM, S, p["W_m"], inst.src, inst.dst, *plan)
+    g["W_m"] += dW
+    return dH, dEh
+
+
+def update_half_fwd(p: Arrays, H, MX, inst, step: int):
+    """``H_out`` (n_atoms, d_h) of the GRU; returns (H_out, what the backward needs)."""
+    HU = dense_fwd(H, p["U_h"], p["b_h"])
+    H_out, gates = gru_fwd(MX, HU, H, inst.atom_rounds, step)
+    return H_out, (H, HU, gates)
+
+
+def update_half_bwd(p: Arrays, g: Arrays, saved, dH_out, inst, step: int):
+    """Adds the U_h, b_h gradients to ``g``; returns (dH, dMX) of the update half."""
+    H, HU, gates = saved
+    dMX, dHU, dH = gru_bwd(np.ascontiguousarray(dH_out), H, HU, gates, inst.atom_rounds, step)
+    dH_u, dW, db = dense_bwd(H, p["U_h"], dHU)
+    g["U_h"] += dW
+    g["b_h"] += db
+    dH += dH_u
+    return dH, dMX
+
+
+def _add(a, b):
+    """``a + b`` where either may be absent (None): a missing gradient is zero."""
+    return a if b is None else (b if a is None else a + b)
+
+
 class PropagateStage(Stage):
-    """One message-passing round; the runtime loops the instance back here ``n_rounds`` times."""
+    """A whole round in one stage (``fused``); the runtime loops the instance back here."""
 
     name = "propagate"
 
     @classmethod
     def create(cls, rng: np.random.Generator, d_h: int, dtype) -> "PropagateStage":
-        return cls({"W_m": glorot(rng, d_h, d_h, N_TYPES, dtype),
-                    "W_x": glorot(rng, d_h, d_h, 3, dtype), "b_x": zeros(3 * d_h, dtype),
-                    "U_h": glorot(rng, d_h, d_h, 3, dtype), "b_h": zeros(3 * d_h, dtype)})
+        return cls({**message_params(rng, d_h, dtype), **update_params(rng, d_h, dtype)})
 
     def forward(self, key, step: int, x: Arrays, inst, train: bool) -> Arrays:
-        p = self.params
-        H, Eh = x["H"], x["Eh"]
-        plan = pair_plan(inst.dst, inst.etype, H.shape[0], N_TYPES)
-        M, S = typed_message_fwd(H, Eh, p["W_m"], inst.src, inst.dst, *plan)
-        MX = dense_fwd(M, p["W_x"], p["b_x"])
-        HU = dense_fwd(H, p["U_h"], p["b_h"])
-        H_out, gates = gru_fwd(MX, HU, H, inst.atom_rounds, step)
+        MX, saved_m = message_half_fwd(self.params, x["H"], x["Eh"], inst)
+        H_out, saved_u = update_half_fwd(self.params, x["H"], MX, inst, step)
         if train:
-            self.save(key, step, (H, M, HU, gates, S, plan))
-        return {"H": H_out, "Eh": Eh}
+            self.save(key, step, (saved_m, saved_u))
+        return {"H": H_out, "Eh": x["Eh"]}
 
     def backward(self, key, step: int, dy: Arrays, inst) -> Arrays:
-        H, M, HU, gates, S, plan = self.pop(key, step)
-        p, g = self.params, self.grads
-        dMX, dHU, dH = gru_bwd(np.ascontiguousarray(dy["H"]), H, HU, gates, inst.atom_rounds, step)
-        dM, dW, db = dense_bwd(M, p["W_x"], dMX)
-        g["W_x"] += dW
-        g["b_x"] += db
-        dH_u, dW, db = dense_bwd(H, p["U_h"], dHU)
-        g["U_h"] += dW
-        g["b_h"] += db
-        dH_m, dW, dEh = typed_message_bwd(dM, S, p["W_m"], inst.src, inst.dst, *plan)
-        g["W_m"] += dW
-        dH += dH_u
+        saved_m, saved_u = self.pop(key, step)
+        dH, dMX = update_half_bwd(self.params, self.grads, saved_u, dy["H"], inst, step)
+        dH_m, dEh = message_half_bwd(self.params, self.grads, saved_m, dMX, inst)
         dH += dH_m
-        dEh_in = dy.get("Eh")
-        if dEh_in is not None:
-            dEh += dEh_in
-        return {"H": dH, "Eh": dEh}
+        return {"H": dH, "Eh": _add(dEh, dy.get("Eh"))}
+
+
+class MessageStage(Stage):
+    """First half of a round (``split``): messages along bonds, projected for the GRU."""
+
+    name = "message"
+
+    @classmethod
+    def create(cls, rng: np.random.Generator, d_h: int, dtype) -> "MessageStage":
+        return cls(message_params(rng, d_h, dtype))
+
+    def forward(self, key, step: int, x: Arrays, inst, train: bool) -> Arrays:
+        MX, saved = message_half_fwd(self.params, x["H"], x["Eh"], inst)
+        if train:
+            self.save(key, step, saved)
+        return {"H": x["H"], "Eh": x["Eh"], "MX": MX}
+
+    def backward(self, key, step: int, dy: Arrays, inst) -> Arrays:
+        dH, dEh = message_half_bwd(self.params, self.grads, self.pop(key, step), dy["MX"], inst)
+        dH += dy["H"]
+        return {"H": dH, "Eh": _add(dEh, dy.get("Eh"))}
+
+
+class UpdateStage(Stage):
+    """Second half of a round (``split``): the GRU update of every still-active atom."""
+
+    name = "update"
+
+    @classmethod
+    def create(cls, rng: np.random.Generator, d_h: int, dtype) -> "UpdateStage":
+        return cls(update_params(rng, d_h, dtype))
+
+    def forward(self, key, step: int, x: Arrays, inst, train: bool) -> Arrays:
+        H_out, saved = update_half_fwd(self.params, x["H"], x["MX"], inst, step)
+        if train:
+            self.save(key, step, saved)
+        return {"H": H_out, "Eh": x["Eh"]}
+
+    def backward(self, key, step: int, dy: Arrays, inst) -> Arrays:
+        dH, dMX = update_half_bwd(self.params, self.grads, self.pop(key, step), dy["H"], inst, step)
+        out = {"H": dH, "MX": dMX}
+        if dy.get("Eh") is not None:
+            out["Eh"] = dy["Eh"]
+        return out

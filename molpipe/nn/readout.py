@@ -1,6 +1,7 @@
-"""Readout stage: gated sum over atoms per molecule, then a two-layer MLP.
+"""Readout stage: gated sum (or mean) over atoms per molecule, then a two-layer MLP.
 
-``G = σ(H W_g + b_g)``, ``J = tanh(H W_j + b_j)``, ``h_mol = Σ_{a ∈ mol} G[a] ⊙ J[a]``,
+``G = σ(H W_g + b_g)``, ``J = tanh(H W_j + b_j)``, ``h_mol = Σ_{a ∈ mol} G[a] ⊙ J[a]``
+(divided by the molecule's atom count with the ``mean`` aggregation, the default),
 ``Z = relu(h_mol W_1 + b_1)``, ``Y = Z W_2 + b_2`` (standardized units).
 """
 
@@ -23,12 +24,23 @@ class ReadoutStage(Stage):
 
     @classmethod
     def create(cls, rng: np.random.Generator, d_h: int, d_ffn: int, n_targets: int,
-               dtype) -> "ReadoutStage":
-        return cls({"W_g": glorot(rng, d_h, d_h, dtype=dtype), "b_g": zeros(d_h, dtype),
+               dtype, aggregation: str = "mean") -> "ReadoutStage":
+        stage = cls({"W_g": glorot(rng, d_h, d_h, dtype=dtype), "b_g": zeros(d_h, dtype),
                     "W_j": glorot(rng, d_h, d_h, dtype=dtype), "b_j": zeros(d_h, dtype),
                     "W_1": glorot(rng, d_h, d_ffn, dtype=dtype), "b_1": zeros(d_ffn, dtype),
                     "W_2": glorot(rng, d_ffn, n_targets, dtype=dtype),
                     "b_2": zeros(n_targets, dtype)})
+        stage.aggregation = aggregation
+        return stage
+
+    aggregation = "mean"
+
+    def _scale(self, inst, dtype):
+        """(n_mols, 1) factor on the gated sum: 1/n_atoms for ``mean``, else None."""
+        if self.aggregation != "mean":
+            return None
+        counts = np.bincount(inst.atom_mol, minlength=inst.n_mols).astype(dtype)
+        return (1.0 / np.maximum(counts, 1.0)).astype(dtype)[:, None]
 
     def forward(self, key, step: int, x: Arrays, inst, train: bool) -> Arrays:
         p = self.params
@@ -36,6 +48,9 @@ class ReadoutStage(Stage):
         G = sigmoid_fwd(dense_fwd(H, p["W_g"], p["b_g"]))
         J = tanh_fwd(dense_fwd(H, p["W_j"], p["b_j"]))
         h_mol = gated_sum_fwd(G, J, inst.atom_mol, inst.n_mols)
+        scale = self._scale(inst, H.dtype)
+        if scale is not None:
+            h_mol *= scale
         Z = relu_fwd(dense_fwd(h_mol, p["W_1"], p["b_1"]))
         Y = dense_fwd(Z, p["W_2"], p["b_2"])
         if train:
@@ -51,6 +66,9 @@ class ReadoutStage(Stage):
         dh_mol, dW, db = dense_bwd(h_mol, p["W_1"], relu_bwd(Z, dZ))
         g["W_1"] += dW
         g["b_1"] += db
+        scale = self._scale(inst, H.dtype)
+        if scale is not None:
+            dh_mol *= scale
         dG, dJ = gated_sum_bwd(dh_mol, G, J, inst.atom_mol)
         dH, dW, db = dense_bwd(H, p["W_g"], sigmoid_bwd(G, dG))
         g["W_g"] += dW

@@ -32,7 +32,7 @@ def test_gradient_on_smiles_finite_differences(inst):
     network = build_network(NetworkConfig(hidden=3, ffn=3, dtype="float64"), inst.V.shape[1],
                             inst.E.shape[1], 1, [1.0], [0.7])
     network.forward_backward(0, inst)
-    for s, p in [("propagate", "W_m"), ("rings", "W_r"), ("readout", "W_g"), ("embed", "W_e")]:
+    for s, p in [("message", "W_m"), ("update", "U_h"), ("rings", "W_r"), ("readout", "W_g"), ("embed", "W_e")]:
         stage = network.stages[s]
         fd = num_grad(lambda: network.loss(inst), stage.params[p])
         assert np.linalg.norm(fd) > 0

@@ -12,8 +12,10 @@ from .graphs import (D_E, D_V, benzene_like, chain, instance, naphthalene_like, 
 MEAN, STD = np.array([0.5, -1.0]), np.array([2.0, 0.5])
 
 
-def net(task="regression", rings=True, dtype="float64", seed=0, hidden=4, ffn=5):
-    cfg = NetworkConfig(hidden=hidden, ffn=ffn, rings=rings, task=task, dtype=dtype, seed=seed)
+def net(task="regression", rings=True, dtype="float64", seed=0, hidden=4, ffn=5,
+        propagate="fused", aggregation="mean"):
+    cfg = NetworkConfig(hidden=hidden, ffn=ffn, rings=rings, task=task, dtype=dtype, seed=seed,
+                        propagate=propagate, aggregation=aggregation)
     return build_network(cfg, D_V, D_E, 2, MEAN, STD)
 
 
@@ -30,7 +32,8 @@ def instances():
     }
 
 
-def check_network_gradient(network, inst):
+def check_network_gradient(network, inst, core=("embed.W_v", "propagate.b_x", "propagate.U_h",
+                                                 "readout.W_2")):
     network.zero_grad()
     network.forward_backward("k", inst)
     for sname, stage in network.stages.items():
@@ -40,7 +43,7 @@ def check_network_gradient(network, inst):
             err = rel_err(stage.grads[pname], fd)
             assert err < 1e-6, f"{sname}.{pname}: relative error {err:.2e}"
     # the check is not vacuous: the core parameters do get gradient
-    for name in ("embed.W_v", "propagate.b_x", "propagate.U_h", "readout.W_2"):
+    for name in core:
         s, p = name.split(".")
         assert np.abs(network.stages[s].grads[p]).sum() > 0, name
 
@@ -56,6 +59,46 @@ def test_regression_gradient_finite_differences(case):
         assert np.abs(network.stages["propagate"].grads["W_x"]).sum() > 0
         assert np.abs(network.stages["embed"].grads["W_e"]).sum() > 0
         assert np.abs(network.stages["propagate"].grads["W_m"]).sum() > 0
+
+
+@pytest.mark.parametrize("aggregation", ["mean", "sum"])
+@pytest.mark.parametrize("case", ["rings", "no_rings", "one_atom", "fragments", "packed_rounds"])
+def test_split_round_gradient_finite_differences(case, aggregation):
+    network = net(propagate="split", aggregation=aggregation)
+    check_network_gradient(network, instances()[case],
+                           core=("embed.W_v", "message.b_x", "update.U_h", "readout.W_2"))
+
+
+@pytest.mark.parametrize("case", ["rings", "packed_rounds"])
+def test_split_and_fused_rounds_are_the_same_function(case):
+    inst = instances()[case]
+    fused, split = net(propagate="fused"), net(propagate="split")
+    assert fused.predict(inst) == pytest.approx(split.predict(inst), abs=1e-12)
+    fused.forward_backward(0, inst)
+    split.forward_backward(0, inst)
+    for pname, g in fused.stages["propagate"].grads.items():
+        owner = "message" if pname in split.stages["message"].grads else "update"
+        np.testing.assert_allclose(split.stages[owner].grads[pname], g, rtol=1e-10, atol=1e-12)
+
+
+def test_mean_and_sum_aggregation_differ_by_atom_count():
+    inst = instances()["one_atom"]           # one atom: the mean is the sum
+    assert net(aggregation="mean").predict(inst) == pytest.approx(net(aggregation="sum").predict(inst))
+    big = instances()["rings"]
+    assert not np.allclose(net(aggregation="mean").predict(big), net(aggregation="sum").predict(big))
+
+
+def test_split_path_alternates_message_and_update():
+    insts = instances()
+    network = net(propagate="split")
+    assert list(network.stages) == ["embed", "message", "update", "rings", "readout", "loss"]
+    assert network.path(insts["rings"]) == [("embed", 0), ("message", 0), ("update", 0),
+                                            ("message", 1), ("update", 1), ("rings", 0),
+                                            ("readout", 0), ("loss", 0)]
+    assert net(propagate="split", rings=False).route("update", 1, insts["rings"]) == ("readout", 0)
+    assert NetworkConfig().propagate == "split" and NetworkConfig().aggregation == "mean"
+    with pytest.raises(ValueError, match="propagate"):
+        NetworkConfig(propagate="sideways")
 
 
 @pytest.mark.parametrize("rings", [True, False])

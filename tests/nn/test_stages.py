@@ -9,6 +9,7 @@ from .graphs import D_E, D_V, benzene_like, chain, instance, naphthalene_like, o
 
 
 def net(**kw):
+    kw = {"propagate": "fused", **kw}          # these tests look at the one-stage round
     return build_network(NetworkConfig(hidden=6, ffn=4, dtype="float64", **kw), D_V, D_E, 1,
                          [1.0], [2.0])
 
