@@ -23,7 +23,7 @@ class PipelineEngine:
             max_active_keys=max_active_keys, min_update_frequency=min_update_frequency,
             schedule=schedule, placement=placement, backend=backend, trace=trace,
             stall_timeout=stall_timeout, describe=describe)
-        self._names = self._worker_names(placement)
+        self.worker_names = self._worker_names(placement)
 
     def _worker_names(self, placement) -> dict[int, str]:
         placement = placement or {s: i for i, s in enumerate(self.network.stages)}
@@ -45,7 +45,7 @@ class PipelineEngine:
         return self._result(self.pipeline.run([(k, inst, False) for k, inst in items]))
 
     def utilization(self) -> dict[str, float]:
-        return {self._names[w]: f for w, f in self.pipeline.utilization().items()}
+        return {self.worker_names[w]: f for w, f in self.pipeline.utilization().items()}
 
     def trace(self):
         return self.pipeline.trace()

@@ -17,6 +17,7 @@ from molpipe.engine import gather_predictions, make_engine, make_optimizers
 from molpipe.metrics import metrics_table
 from molpipe.model import save_model
 from molpipe.nn.network import NetworkConfig, build_network
+from molpipe.runtime.trace import write_trace
 
 
 @dataclass
@@ -43,7 +44,7 @@ class TrainConfig:
     min_update_frequency: int = 1
     backend: str = "thread"
     dtype: str = "float32"
-    trace: bool = False
+    trace: bool = True                # record the last training epoch's pipeline timeline
     cache_root: str | None = None
 
 
@@ -180,6 +181,7 @@ def train(config: TrainConfig, out_dir: str | Path, progress=None) -> dict:
                 opt.lr = lr
             items, members, key = make_items(prep, split["train"], size, rng, key)
             res = engine.train(items, on_result=lambda k, loss, n: emit("instance", n=n, loss=loss))
+            last_train = (res, getattr(engine, "trace", lambda: [])())
             n_train_mols += len(split["train"])
             train_seconds += res.seconds
             val_metrics, _ = evaluate_items(engine, val_items, val_members, prep, split["val"])
@@ -202,8 +204,10 @@ def train(config: TrainConfig, out_dir: str | Path, progress=None) -> dict:
         test_items, test_members, key = make_items(prep, split["test"], size, None, key)
         val_metrics, _ = evaluate_items(engine, val_items, val_members, prep, split["val"])
         test_metrics, P_test = evaluate_items(engine, test_items, test_members, prep, split["test"])
-        utilization = getattr(engine, "utilization", lambda: {})()
-        trace = getattr(engine, "trace", lambda: None)()
+        utilization = last_train[0].utilization
+        workers = getattr(engine, "worker_names", {})
+        trace = {"entries": last_train[1], "wall": last_train[0].seconds, "workers": workers,
+                 "utilization": utilization} if last_train[1] else None
 
     report = {
         "dataset": config.data,
@@ -254,4 +258,8 @@ def write_run(out_dir: Path, network, prep: Prepared, report: dict, history: lis
             w.writerow([int(store.source_row[r]), store.smiles[r], *store.targets[r].tolist(),
                         *P_test[i].tolist()])
     if trace is not None:
-        (out_dir / "trace.json").write_text(json.dumps(trace))
+        write_trace(out_dir / "trace.json", trace["entries"], util=trace["utilization"],
+                    wall=trace["wall"])
+        doc = json.loads((out_dir / "trace.json").read_text())
+        doc["workers"] = {str(k): v for k, v in trace["workers"].items()}
+        (out_dir / "trace.json").write_text(json.dumps(doc))
