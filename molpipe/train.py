@@ -30,6 +30,7 @@ class TrainConfig:
     task: str | None = None
     split: str = "random"
     split_fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
+    limit: int | None = None          # use only the first N molecules of the data set
     seed: int = 0
     epochs: int = 50
     patience: int = 20
@@ -68,14 +69,14 @@ def lr_at(epoch: int, epochs: int, lr: float) -> float:
     return lr * (0.1 ** frac)
 
 
-def split_indices(store, how: str, fractions, seed: int) -> dict:
-    """{'train','val','test'} -> sorted store indices, by random, scaffold or a JSON file."""
+def split_indices(smiles: list[str], how: str, fractions, seed: int) -> dict:
+    """{'train','val','test'} -> sorted indices into ``smiles``: random, scaffold or a JSON file."""
     from molpipe.data import splits
 
     if how == "random":
-        parts = splits.random_split(len(store), fractions, seed)
+        parts = splits.random_split(len(smiles), fractions, seed)
     elif how == "scaffold":
-        parts = splits.scaffold_split(store.smiles, fractions, seed)
+        parts = splits.scaffold_split(smiles, fractions, seed)
     else:
         parts = splits.split_from_file(how)
     return {name: np.asarray(p, dtype=np.int64) for name, p in zip(("train", "val", "test"), parts)}
@@ -91,7 +92,8 @@ def prepare(config: TrainConfig, progress=None) -> Prepared:
                       progress=lambda done, total: emit("preprocess", done=done, total=total),
                       min_rounds=config.min_rounds, max_rounds=config.max_rounds)
     task = config.task or infer_task(store.targets)
-    split = split_indices(store, config.split, config.split_fractions, config.seed)
+    smiles = store.smiles if config.limit is None else store.smiles[: config.limit]
+    split = split_indices(smiles, config.split, config.split_fractions, config.seed)
     return Prepared(store=store, split=split, targets=list(store.target_names), task=task)
 
 
