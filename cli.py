@@ -70,8 +70,7 @@ def preprocess(
                   f"({summary['mols_per_s']:.0f} molecules/s, {summary['seconds']:.1f} s)",
                   soft_wrap=True)
     console.print(f"targets: {', '.join(summary['targets']) or 'none'}", soft_wrap=True)
-    if summary["rows_rejected"]:
-        console.print(f"rejects (row, smiles, reason): {summary['rejects']}", soft_wrap=True)
+    console.print(f"rejects (row, smiles, reason): {summary['rejects']}", soft_wrap=True)
 
 
 @app.command()

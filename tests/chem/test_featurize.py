@@ -142,3 +142,61 @@ def test_ring_size_bits_match_rdkit():
     for i, atom in enumerate(mol.GetAtoms()):
         for k, size in enumerate(F.RING_SIZES):
             assert g.V[i, F._RING_SIZE0 + k] == atom.IsInRingSize(size)
+
+
+def naive_atom_features(mol):
+    """Per-atom Python reference for V (the slow, obvious way)."""
+    rows = []
+    for a in mol.GetAtoms():
+        def onehot(value, choices):
+            return [float(value == c) for c in choices] + [float(value not in choices)]
+        sizes = [float(a.IsInRingSize(s)) for s in F.RING_SIZES]
+        rows.append(onehot(a.GetSymbol(), F.ELEMENTS) + onehot(a.GetDegree(), F.DEGREES)
+                    + onehot(a.GetFormalCharge(), F.CHARGES)
+                    + onehot(a.GetTotalNumHs(), F.HYDROGENS)
+                    + onehot(a.GetHybridization(), F.HYBRIDIZATIONS)
+                    + [float(a.GetIsAromatic()), float(a.IsInRing())] + sizes)
+    return np.array(rows, dtype=np.float32)
+
+
+def naive_bonds(mol):
+    """{(src, dst): (type, features)} from per-bond RDKit calls."""
+    out = {}
+    for b in mol.GetBonds():
+        t = {"SINGLE": 0, "DOUBLE": 1, "TRIPLE": 2, "AROMATIC": 3}.get(str(b.GetBondType()), 0)
+        stereo = b.GetStereo() not in (Chem.BondStereo.STEREONONE, Chem.BondStereo.STEREOANY)
+        e = [float(k == t) for k in range(4)] + [float(b.GetIsConjugated()),
+                                                   float(b.IsInRing()), float(stereo)]
+        i, j = b.GetBeginAtomIdx(), b.GetEndAtomIdx()
+        out[(i, j)] = out[(j, i)] = (t, e)
+    return out
+
+
+def test_matches_naive_reference():
+    from molpipe.data.registry import get_dataset
+    import csv
+    with open(get_dataset("lipo").path, newline="") as f:
+        smiles = [r["smiles"] for _, r in zip(range(150), csv.DictReader(f))]
+    smiles += ["C[N+](C)(C)C.[Br-]", "[O-][N+](=O)c1ccccc1", "C1CC2CC1C=C2", "OB(O)c1ccccc1",
+               "F/C=C/C=C\\Cl", "[Se]1C=CC=C1", "C1CCCCCCCCC1", "[2H]OC"]
+    for s in smiles:
+        mol = Chem.MolFromSmiles(s)
+        g = featurize(s)
+        check_arrays(g)
+        assert np.array_equal(g.V, naive_atom_features(mol)), s
+        ref = naive_bonds(mol)
+        assert len(ref) == g.n_edges
+        for k, (i, j) in enumerate(g.edge_index.T.tolist()):
+            t, e = ref[(i, j)]
+            assert g.edge_type[k] == t and g.E[k].tolist() == e, s
+        D = Chem.GetDistanceMatrix(mol)
+        diameter = D[D < 1e7].max()
+        assert g.n_rounds == min(max(int(np.ceil(diameter / 2)), 2), 6)
+        assert g.fragment.max() + 1 == len(Chem.GetMolFrags(mol))
+
+
+def test_explicit_hydrogen_mol():
+    mol = Chem.AddHs(Chem.MolFromSmiles("CCO"))
+    g = featurize(mol)
+    check_arrays(g)
+    assert g.n_atoms == 9 and np.array_equal(g.V, naive_atom_features(mol))
