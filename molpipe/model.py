@@ -31,17 +31,17 @@ def _atomic_write_bytes(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-def save_model(model_dir: str | Path, network, meta: dict) -> Path:
-    """Write ``params.npz`` and ``config.json`` (network config, dims, targets, checksum)."""
+def save_model(model_dir: str | Path, network_config, state: dict[str, np.ndarray], meta: dict) -> Path:
+    """Write ``params.npz`` (``state``) and ``config.json`` (network config, dims, targets, checksum)."""
     model_dir = Path(model_dir)
     model_dir.mkdir(parents=True, exist_ok=True)
     params = model_dir / "params.npz"
     tmp = model_dir / "params.tmp.npz"
-    np.savez(tmp, **network.state_dict())
+    np.savez(tmp, **state)
     os.replace(tmp, params)
     config = {
         "format": MODEL_FORMAT,
-        "network": network.config.to_dict(),
+        "network": network_config.to_dict(),
         "params_sha256": _sha256(params),
         **meta,
     }

@@ -141,11 +141,59 @@ def versions() -> dict:
             "rdkit": rdkit.__version__, "python": platform.python_version()}
 
 
-def train(config: TrainConfig, out_dir: str | Path, progress=None) -> dict:
-    """Train per ``config``, write the run directory ``out_dir``, return the report."""
+def _describe(store, *member_maps):
+    """``describe(key)``: the SMILES of an instance's first molecules, for error messages."""
+    def describe(key) -> str:
+        for members in member_maps:
+            rows = members.get(key)
+            if rows is not None:
+                more = " …" if len(rows) > 4 else ""
+                return ", ".join(store.smiles[i] for i in rows[:4]) + more
+        return ""
+    return describe
+
+
+def _state_arrays(network, optimizers: dict, best_state: dict) -> tuple[dict, dict]:
+    """Checkpoint content: arrays (parameters, best parameters, optimizer slots) + scalars."""
+    arrays = {f"net/{k}": v for k, v in network.state_dict().items()}
+    arrays.update({f"best/{k}": v for k, v in best_state.items()})
+    scalars = {}
+    for name, opt in optimizers.items():
+        for k, v in opt.state_dict().items():
+            if isinstance(v, np.ndarray):
+                arrays[f"opt/{name}/{k}"] = v
+            else:
+                scalars.setdefault(name, {})[k] = v
+    return arrays, scalars
+
+
+def _restore(arrays: dict, scalars: dict, network, optimizers: dict) -> dict:
+    """Load a checkpoint's arrays into ``network`` and ``optimizers``; return the best state."""
+    network.load_state_dict({k[4:]: v for k, v in arrays.items() if k.startswith("net/")})
+    for name, opt in optimizers.items():
+        prefix = f"opt/{name}/"
+        opt.load_state_dict({**scalars.get(name, {}),
+                             **{k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}})
+    return {k[5:]: v for k, v in arrays.items() if k.startswith("best/")}
+
+
+def train(config: TrainConfig, out_dir: str | Path, progress=None, resume: bool = False) -> dict:
+    """Train per ``config``, write the run directory ``out_dir``, return the report.
+
+    A checkpoint is written after every epoch; with ``resume`` the run continues from the
+    newest valid checkpoint in ``out_dir`` (its own config, data order and optimizer state).
+    """
+    from molpipe.checkpoint import load_checkpoint, save_checkpoint
+
     out_dir = Path(out_dir)
     t_start = time.perf_counter()
     emit = progress or (lambda event, **kw: None)
+    ckpt = None
+    if resume:
+        state, arrays, path = load_checkpoint(out_dir)
+        config = TrainConfig(**{**state["config"], "split_fractions": tuple(state["config"]["split_fractions"])})
+        ckpt = (state, arrays)
+        emit("preprocess", message=f"resuming from {path}")
     prep = prepare(config, progress=progress)
     store, split = prep.store, prep.split
     need = np.concatenate([split["train"], split["val"], split["test"]])
@@ -163,33 +211,39 @@ def train(config: TrainConfig, out_dir: str | Path, progress=None) -> dict:
     rng = np.random.default_rng(config.seed)
     size = config.molecules_per_instance
     val_items, val_members, key = make_items(prep, split["val"], size, None, 0)
-    smiles = store.smiles
-
-    def describe(k):
-        rows = members.get(k, val_members.get(k))
-        return "" if rows is None else ", ".join(smiles[i] for i in rows[:4]) + (" …" if len(rows) > 4 else "")
-
     members: dict = {}
     history, best, best_state, bad_epochs = [], float("inf"), network.state_dict(), 0
-    n_train_mols, train_seconds = 0, 0.0
+    n_train_mols, train_seconds, first_epoch = 0, 0.0, 0
+    if ckpt is not None:
+        state, arrays = ckpt
+        best_state = _restore(arrays, state["optimizers"], network, optimizers)
+        rng.bit_generator.state = state["rng"]
+        history, best, bad_epochs = state["history"], state["best"], state["bad_epochs"]
+        n_train_mols, train_seconds, key = state["n_train_mols"], state["train_seconds"], state["key"]
+        first_epoch = state["epoch"]
+    meta = _model_meta(prep)
     emit("start", epochs=config.epochs, n_train=len(split["train"]), n_val=len(split["val"]),
-         n_test=len(split["test"]), parameters=network.n_parameters)
+         n_test=len(split["test"]), parameters=network.n_parameters, first_epoch=first_epoch)
+    last_train = None
+    stop = bad_epochs >= config.patience
     with make_engine(config.schedule, network, optimizers, max_active_keys=config.max_active_keys,
                      min_update_frequency=config.min_update_frequency, backend=config.backend,
-                     trace=config.trace, describe=describe) as engine:
-        for epoch in range(config.epochs):
+                     trace=config.trace, describe=_describe(store, members, val_members)) as engine:
+        for epoch in range(first_epoch, config.epochs if not stop else first_epoch):
             lr = lr_at(epoch, config.epochs, config.lr)
             for opt in optimizers.values():
                 opt.lr = lr
-            items, members, key = make_items(prep, split["train"], size, rng, key)
+            items, epoch_members, key = make_items(prep, split["train"], size, rng, key)
+            members.clear()
+            members.update(epoch_members)
             res = engine.train(items, on_result=lambda k, loss, n: emit("instance", n=n, loss=loss))
             last_train = (res, getattr(engine, "trace", lambda: [])())
             n_train_mols += len(split["train"])
             train_seconds += res.seconds
             val_metrics, _ = evaluate_items(engine, val_items, val_members, prep, split["val"])
             val_score = score(val_metrics, prep.task, std)
-            train_loss = float(np.mean(list(res.losses.values())))
-            row = {"epoch": epoch + 1, "train_loss": train_loss, "val_score": val_score, "lr": lr,
+            row = {"epoch": epoch + 1, "train_loss": float(np.mean(list(res.losses.values()))),
+                   "val_score": val_score, "lr": lr,
                    "epoch_seconds": res.seconds, "wall_seconds": time.perf_counter() - t_start,
                    "train_molecules_per_second": len(split["train"]) / max(res.seconds, 1e-9),
                    **{f"val_{t}_{m}": v for t, ms in val_metrics.items() for m, v in ms.items()
@@ -197,8 +251,15 @@ def train(config: TrainConfig, out_dir: str | Path, progress=None) -> dict:
             history.append(row)
             if val_score < best:
                 best, best_state, bad_epochs = val_score, network.state_dict(), 0
+                save_model(out_dir / "model", network.config, best_state, meta)
             else:
                 bad_epochs += 1
+            arrays, scalars = _state_arrays(network, optimizers, best_state)
+            save_checkpoint(out_dir, epoch + 1, {
+                "epoch": epoch + 1, "config": asdict(config), "rng": rng.bit_generator.state,
+                "history": history, "best": best, "bad_epochs": bad_epochs, "key": key,
+                "n_train_mols": n_train_mols, "train_seconds": train_seconds,
+                "optimizers": scalars}, arrays)
             emit("epoch", utilization=res.utilization, **row)
             if bad_epochs >= config.patience:
                 break
@@ -206,10 +267,11 @@ def train(config: TrainConfig, out_dir: str | Path, progress=None) -> dict:
         test_items, test_members, key = make_items(prep, split["test"], size, None, key)
         val_metrics, _ = evaluate_items(engine, val_items, val_members, prep, split["val"])
         test_metrics, P_test = evaluate_items(engine, test_items, test_members, prep, split["test"])
-        utilization = last_train[0].utilization
-        workers = getattr(engine, "worker_names", {})
-        trace = {"entries": last_train[1], "wall": last_train[0].seconds, "workers": workers,
-                 "utilization": utilization} if last_train[1] else None
+        utilization = last_train[0].utilization if last_train else {}
+        trace = None
+        if last_train and last_train[1]:
+            trace = {"entries": last_train[1], "wall": last_train[0].seconds,
+                     "workers": getattr(engine, "worker_names", {}), "utilization": utilization}
 
     report = {
         "dataset": config.data,
@@ -228,25 +290,29 @@ def train(config: TrainConfig, out_dir: str | Path, progress=None) -> dict:
         "test": test_metrics,
         "parameters": network.n_parameters,
         "utilization": utilization,
+        "resumed_from_epoch": first_epoch if resume else None,
         "config": asdict(config),
         "versions": versions(),
     }
-    write_run(out_dir, network, prep, report, history, split, P_test, trace)
+    write_run(out_dir, network, prep, report, history, split, P_test, trace, meta)
     emit("done", report=report)
     return report
 
 
+def _model_meta(prep: Prepared) -> dict:
+    store = prep.store
+    return {"atom_dim": int(store.atom_dim), "bond_dim": int(store.bond_dim),
+            "targets": prep.targets, "task": prep.task,
+            "featurizer_version": store.meta.get("featurizer_version"),
+            "min_rounds": store.meta.get("min_rounds"), "max_rounds": store.meta.get("max_rounds")}
+
+
 def write_run(out_dir: Path, network, prep: Prepared, report: dict, history: list, split: dict,
-              P_test: np.ndarray, trace) -> None:
+              P_test: np.ndarray, trace, meta: dict) -> None:
     """The run directory: model/, report.json, metrics.csv, split.json, predictions, trace."""
     out_dir.mkdir(parents=True, exist_ok=True)
     store = prep.store
-    save_model(out_dir / "model", network, {
-        "atom_dim": int(store.atom_dim), "bond_dim": int(store.bond_dim),
-        "targets": prep.targets, "task": prep.task,
-        "featurizer_version": store.meta.get("featurizer_version"),
-        "min_rounds": store.meta.get("min_rounds"), "max_rounds": store.meta.get("max_rounds"),
-    })
+    save_model(out_dir / "model", network.config, network.state_dict(), meta)
     (out_dir / "report.json").write_text(json.dumps(report, indent=2, default=float))
     (out_dir / "split.json").write_text(json.dumps({k: v.tolist() for k, v in split.items()}))
     with open(out_dir / "metrics.csv", "w", newline="") as f:

@@ -63,3 +63,11 @@ def test_async_many_in_flight_completes_every_instance_and_leaks_nothing():
     assert all(stage.n_cached == 0 for stage in net.stages.values())
     assert sorted(pred.preds) == list(range(10))
     assert pred.preds[0].shape == (4, 2)
+
+
+def test_sync_schedule_is_bit_for_bit_reproducible():
+    items = _items(40, 3, seed=2)
+    runs = [_trained("sync", items, max_active_keys=4)[0] for _ in range(3)]
+    for other in runs[1:]:
+        for k in runs[0]:
+            np.testing.assert_array_equal(other[k], runs[0][k], err_msg=k)

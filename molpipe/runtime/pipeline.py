@@ -61,7 +61,8 @@ class Pipeline:
         self.workers = [
             Worker(w, {s: stages[s] for s in stages if placement[s] == w},
                    {s: optimizers[s] for s in stages if placement[s] == w},
-                   crit, route, auto_update=self.schedule.auto_update, record=trace)
+                   crit, route, auto_update=self.schedule.auto_update, record=trace,
+                   ordered=not self.schedule.auto_update)
             for w in range(n_workers)]
         self.backend = BACKENDS[backend](self.workers, placement)
         self.control = ControlNode(self.backend.send, self.backend.recv, n_workers,

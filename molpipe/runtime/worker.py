@@ -7,6 +7,8 @@ import traceback
 from collections import deque
 from typing import Any, Callable, Iterator
 
+import numpy as np
+
 from molpipe.runtime.accumulator import Accumulator, Criterion
 from molpipe.runtime.message import DATA_KINDS, Kind, Message
 
@@ -24,7 +26,7 @@ class Worker:
 
     def __init__(self, wid: int, stages: dict, optimizers: dict,
                  criteria: dict[str, Criterion], route: Route, *,
-                 auto_update: bool = True, record: bool = False):
+                 auto_update: bool = True, record: bool = False, ordered: bool = False):
         self.wid = wid
         self.stages = stages
         self.optimizers = optimizers
@@ -38,6 +40,12 @@ class Worker:
         self.staleness = {name: 0 for name in stages}  # largest since the last report
         self.current: tuple | None = None  # (stage, key, step, direction, t_start) while busy
         self._version_at_fwd: dict[tuple[str, Any], int] = {}
+        # ``ordered``: every instance's gradients go to a buffer of their own and an update
+        # sums the buffers in key order, so the result does not depend on thread timing
+        # (the sync schedule is bit-for-bit reproducible with it)
+        self.ordered = ordered
+        self._open: dict[tuple[str, Any], dict] = {}
+        self._done: dict[str, dict[Any, dict]] = {name: {} for name in stages}
 
     # -- the loop ----------------------------------------------------------------------
     def run(self, send: Callable[[Message], None], recv: Callable[[], Message]) -> None:
@@ -63,7 +71,7 @@ class Worker:
         if m.kind is Kind.FORWARD or m.kind is Kind.EVAL:
             yield from self._forward(m)
         elif m.kind is Kind.BACKWARD:
-            stage = self.stages[m.stage]
+            stage = self._grads_for(m.stage, m.key)
             dx = self._timed(m.key, m.stage, m.step, "backward",
                              stage.backward, m.key, m.step, m.payload, m.inst)
             yield from self._backward_done(m.stage, m.key, dx, m.path, m.inst)
@@ -93,6 +101,7 @@ class Worker:
         # loss stage: report, then start the backward at once
         yield Message(Kind.RESULT, m.key, m.stage, m.step, y, worker=self.wid, info=train)
         if train:
+            stage = self._grads_for(m.stage, m.key)
             dx = self._timed(m.key, m.stage, m.step, "backward",
                              stage.backward, m.key, m.step, {}, m.inst)
             yield from self._backward_done(m.stage, m.key, dx, path[:-1], m.inst)
@@ -105,6 +114,8 @@ class Worker:
         else:
             yield Message(Kind.DONE, key, name, worker=self.wid)
         if all(s != name for s, _ in path):   # the instance's last visit to this stage
+            if self.ordered:
+                self._done[name][key] = self._open.pop((name, key))
             acc = self.acc[name]
             stale = acc.version - self._version_at_fwd.pop((name, key))
             acc.add(stale)
@@ -112,8 +123,34 @@ class Worker:
             if self.auto_update and acc.ready():
                 self._update(name)
 
+    def _grads_for(self, name: str, key):
+        """The stage, its ``grads`` pointed at ``key``'s own buffer when ``ordered``."""
+        stage = self.stages[name]
+        if self.ordered:
+            grads = self._open.get((name, key))
+            if grads is None:
+                grads = self._open[(name, key)] = {k: np.zeros_like(v) for k, v in stage.params.items()}
+            stage.grads = grads
+        return stage
+
+    def _gather_in_key_order(self, name: str) -> None:
+        """Sum the finished instances' buffers into ``stage.grads``, in key order."""
+        stage, done = self.stages[name], self._done[name]
+        try:
+            keys = sorted(done)
+        except TypeError:                      # keys of mixed types: arrival order
+            keys = list(done)
+        total = {k: np.zeros_like(v) for k, v in stage.params.items()}
+        for key in keys:
+            for k, g in done[key].items():
+                total[k] += g
+        stage.grads = total
+        done.clear()
+
     def _update(self, name: str) -> None:
         """Step the stage's optimizer with the mean of its gathered gradients."""
+        if self.ordered:
+            self._gather_in_key_order(name)
         stage, acc = self.stages[name], self.acc[name]
         self._timed(None, name, acc.version, "update",
                     self.optimizers[name].step, stage.grads, 1.0 / acc.n)

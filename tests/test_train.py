@@ -1,0 +1,99 @@
+"""End-to-end training: run directory contents, checkpoints, resume == uninterrupted."""
+
+import json
+
+import numpy as np
+import pytest
+
+from molpipe.checkpoint import CheckpointError, load_checkpoint
+from molpipe.model import load_model
+from molpipe.train import TrainConfig, lr_at, train
+
+SMALL = dict(data="freesolv", epochs=4, hidden=16, molecules_per_instance=32, patience=50)
+
+
+class Crash(Exception):
+    pass
+
+
+def _crash_after(n_epochs: int):
+    def progress(event, **kw):
+        if event == "epoch" and kw["epoch"] == n_epochs:
+            raise Crash()
+    return progress
+
+
+def _params(run_dir):
+    return load_model(run_dir)[0].state_dict()
+
+
+@pytest.fixture(scope="module")
+def reference_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("ref")
+    report = train(TrainConfig(schedule="reference", **SMALL), out)
+    return out, report
+
+
+def test_run_directory_holds_model_report_metrics_split(reference_run):
+    out, report = reference_run
+    for name in ("model/params.npz", "model/config.json", "report.json", "metrics.csv",
+                 "split.json", "test_predictions.csv"):
+        assert (out / name).stat().st_size > 0, name
+    saved = json.loads((out / "report.json").read_text())
+    for field in ("dataset", "split", "seed", "schedule", "epochs", "wall_seconds",
+                  "train_molecules_per_second", "val", "test", "parameters", "versions"):
+        assert field in saved, field
+    assert set(saved["test"]["freesolv"]) >= {"rmse", "mae", "r2"}
+    split = json.loads((out / "split.json").read_text())
+    assert not set(split["train"]) & set(split["test"])
+    assert len(split["train"]) + len(split["val"]) + len(split["test"]) == 642
+    # the saved model predicts what the report's metrics were computed from
+    net, config = load_model(out)
+    assert config["targets"] == ["freesolv"]
+    lines = (out / "metrics.csv").read_text().splitlines()
+    assert len(lines) == 1 + saved["epochs"]
+
+
+def test_same_seed_same_parameters(reference_run, tmp_path):
+    out, _ = reference_run
+    train(TrainConfig(schedule="reference", **SMALL), tmp_path)
+    a, b = _params(out), _params(tmp_path)
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("schedule", ["reference", "sync"])
+def test_resumed_run_equals_uninterrupted_run(schedule, tmp_path):
+    whole = train(TrainConfig(schedule=schedule, **SMALL), tmp_path / "whole")
+    with pytest.raises(Crash):
+        train(TrainConfig(schedule=schedule, **SMALL), tmp_path / "cut", progress=_crash_after(2))
+    state, _, path = load_checkpoint(tmp_path / "cut")
+    assert state["epoch"] == 2 and path.name == "epoch-0002"
+    resumed = train(TrainConfig(data="ignored"), tmp_path / "cut", resume=True)
+    assert resumed["resumed_from_epoch"] == 2 and resumed["epochs"] == 4
+    a, b = _params(tmp_path / "whole"), _params(tmp_path / "cut")
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+    assert resumed["test"] == whole["test"]
+
+
+def test_a_damaged_checkpoint_falls_back_to_the_previous_one(reference_run):
+    out, _ = reference_run
+    newest = sorted((out / "checkpoints").glob("epoch-*"))[-1]
+    blob = newest / "arrays.npz"
+    data = bytearray(blob.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    blob.write_bytes(bytes(data))
+    state, _, path = load_checkpoint(out)
+    assert path != newest and state["epoch"] == int(newest.name[-4:]) - 1
+
+
+def test_no_checkpoint_is_a_clear_error(tmp_path):
+    with pytest.raises(CheckpointError, match="no checkpoint"):
+        load_checkpoint(tmp_path)
+
+
+def test_lr_schedule_warms_up_then_decays():
+    lrs = [lr_at(e, 10, 1e-3) for e in range(10)]
+    assert lrs[0] == pytest.approx(1e-4) and max(lrs) == pytest.approx(1e-3)
+    assert lrs[-1] == pytest.approx(1e-4)
+    assert all(a >= b for a, b in zip(lrs[2:], lrs[3:]))
