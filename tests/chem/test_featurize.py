@@ -200,3 +200,9 @@ def test_explicit_hydrogen_mol():
     g = featurize(mol)
     check_arrays(g)
     assert g.n_atoms == 9 and np.array_equal(g.V, naive_atom_features(mol))
+
+
+def test_dative_bond_is_single():
+    g = featurize("[NH3]->[Pt]<-[NH3]")
+    check_arrays(g)
+    assert g.n_edges == 4 and (g.edge_type == BOND_TYPES.index("single")).all()
