@@ -51,12 +51,14 @@ def preprocess(
                TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TimeRemainingColumn()]
     try:
         path, _ = resolve_source(input)
-        with Progress(*columns, console=err_console, transient=True) as bar:
+        # no refresh thread: with none running, the featurizing processes can be forked
+        with Progress(*columns, console=err_console, transient=True, auto_refresh=False) as bar:
             task = bar.add_task("featurize", total=None, rate="")
 
             def progress(done: int, total: int) -> None:
                 rate = done / max(bar.tasks[task].elapsed or 0.0, 1e-9)
                 bar.update(task, completed=done, total=total, rate=f"{rate:,.0f} mol/s")
+                bar.refresh()
 
             summary = build_store(path, output, smiles_column=smiles_column, targets=target,
                                   min_rounds=min_rounds, max_rounds=max_rounds, n_jobs=jobs,
@@ -107,8 +109,8 @@ def _default_run_dir(data: str) -> Path:
 
 @app.command()
 def train(
-    data: Annotated[str, typer.Argument(
-        help="Bundled data set name (esol, freesolv, lipo, qm9), CSV/SDF path or graph store.")],
+    data: Annotated[Optional[str], typer.Argument(
+        help="Bundled data set name (esol, freesolv, lipo, qm9), CSV/SDF path or graph store.")] = None,
     target: Annotated[Optional[list[str]], typer.Option(
         help="Target column; repeat for several (default: the bundled set's targets, "
              "else every numeric column).")] = None,
@@ -133,19 +135,37 @@ def train(
         help="Molecules packed into one instance (sharing one plan).")] = 16,
     backend: Annotated[str, typer.Option(help="thread (one machine).")] = "thread",
     out: Annotated[Optional[Path], typer.Option(help="Run directory to write (default: runs/<data>).")] = None,
+    resume: Annotated[Optional[Path], typer.Option(
+        help="Continue the run in this directory from its last checkpoint (same settings).")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing run directory.")] = False,
     quiet: Annotated[bool, typer.Option(help="No live display.")] = False,
 ) -> None:
     """Train a model on DATA and write a run directory (model, report.json, metrics.csv, split).
 
     Example: molpipe train esol --epochs 30 --out runs/esol
+    (after a crash: molpipe train --resume runs/esol)
     """
     import shutil
 
+    from molpipe.checkpoint import CheckpointError
     from molpipe.display import TrainDisplay
     from molpipe.model import ModelError
     from molpipe.runtime.control import PipelineError
     from molpipe.train import TrainConfig, train as run_training
+
+    if resume is not None:
+        display = TrainDisplay(console=console, quiet=quiet)
+        try:
+            run_training(TrainConfig(), resume, progress=display, resume=True)
+        except (DataError, ModelError, PipelineError, CheckpointError, ValueError) as err:
+            display.close()
+            fail(str(err))
+        finally:
+            display.close()
+        console.print(f"run directory: [bold]{resume}[/bold]")
+        return
+    if data is None:
+        fail("give a data set (a bundled name such as esol, or a CSV/SDF file), or --resume RUN_DIR")
 
     if schedule not in ("async", "sync", "reference"):
         fail(f"--schedule must be async, sync or reference, not {schedule!r}")

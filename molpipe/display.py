@@ -66,8 +66,10 @@ class TrainDisplay:
             self.console.print(
                 f"train {kw['n_train']} · val {kw['n_val']} · test {kw['n_test']} molecules · "
                 f"{kw['parameters']:,} parameters")
-            self.epoch_task = self.progress.add_task("epochs", total=kw["epochs"], info="")
-            self.mol_task = self.progress.add_task("epoch 1", total=kw["n_train"], info="")
+            first = kw.get("first_epoch", 0)
+            self.epoch_task = self.progress.add_task("epochs", total=kw["epochs"], info="",
+                                                     completed=first)
+            self.mol_task = self.progress.add_task(f"epoch {first + 1}", total=kw["n_train"], info="")
             self.live = Live(self._render(), console=self.console, refresh_per_second=8,
                              transient=False)
             self.live.start()
@@ -90,8 +92,12 @@ class TrainDisplay:
                 self.live.update(self._render())
         elif event == "done":
             if self.live:
+                self.progress.remove_task(self.mol_task)
+                self.live.update(self._render())
                 self.live.stop()
+                self.live = None
             report = kw["report"]
+            self.console.print()
             self.console.print(metrics_rich_table("test", report["test"]))
             self.console.print(
                 f"{report['epochs']} epochs in {report['wall_seconds']:.1f} s · "
@@ -101,3 +107,4 @@ class TrainDisplay:
     def close(self) -> None:
         if self.live:
             self.live.stop()
+            self.live = None
