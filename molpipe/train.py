@@ -45,6 +45,7 @@ class TrainConfig:
     min_update_frequency: int = 1
     backend: str = "thread"
     dtype: str = "float32"
+    track_test: bool = False          # also score the test split every epoch (benchmarks)
     trace: bool = True                # record the last training epoch's pipeline timeline
     cache_root: str | None = None
 
@@ -211,6 +212,7 @@ def train(config: TrainConfig, out_dir: str | Path, progress=None, resume: bool 
     rng = np.random.default_rng(config.seed)
     size = config.molecules_per_instance
     val_items, val_members, key = make_items(prep, split["val"], size, None, 0)
+    test_items, test_members, key = make_items(prep, split["test"], size, None, key)
     members: dict = {}
     history, best, best_state, bad_epochs = [], float("inf"), network.state_dict(), 0
     n_train_mols, train_seconds, first_epoch = 0, 0.0, 0
@@ -248,6 +250,10 @@ def train(config: TrainConfig, out_dir: str | Path, progress=None, resume: bool 
                    "train_molecules_per_second": len(split["train"]) / max(res.seconds, 1e-9),
                    **{f"val_{t}_{m}": v for t, ms in val_metrics.items() for m, v in ms.items()
                       if m != "n"}}
+            if config.track_test:
+                test_metrics, _ = evaluate_items(engine, test_items, test_members, prep, split["test"])
+                row.update({f"test_{t}_{m}": v for t, ms in test_metrics.items()
+                            for m, v in ms.items() if m != "n"})
             history.append(row)
             if val_score < best:
                 best, best_state, bad_epochs = val_score, network.state_dict(), 0
@@ -264,7 +270,6 @@ def train(config: TrainConfig, out_dir: str | Path, progress=None, resume: bool 
             if bad_epochs >= config.patience:
                 break
         network.load_state_dict(best_state)
-        test_items, test_members, key = make_items(prep, split["test"], size, None, key)
         val_metrics, _ = evaluate_items(engine, val_items, val_members, prep, split["val"])
         test_metrics, P_test = evaluate_items(engine, test_items, test_members, prep, split["test"])
         utilization = last_train[0].utilization if last_train else {}

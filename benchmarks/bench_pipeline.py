@@ -1,0 +1,113 @@
+"""Pipeline figures: packing knee, mak x muf sweep, convergence and time to accuracy (ESOL).
+
+    python benchmarks/bench_pipeline.py knee        # molecules per instance vs molecules/s
+    python benchmarks/bench_pipeline.py sweep       # mak in 1..16 x muf in 1,4,16: mol/s, RMSE
+    python benchmarks/bench_pipeline.py converge    # reference vs async: RMSE, time to accuracy
+
+Results go to ``benchmarks/results/pipeline-<what>.json`` and a markdown table to stdout.
+Throughput figures come from ``molpipe.bench`` (all schedules in one process) or from the
+training runs' own ``train_molecules_per_second`` (training time only, no validation).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from molpipe.bench import BenchConfig, bench
+from molpipe.train import TrainConfig, train
+
+CHEMPROP_ESOL_RMSE, CHEMPROP_ESOL_SECONDS = 0.664, 89.0
+RESULTS = Path("benchmarks/results")
+
+
+def knee(data: str) -> dict:
+    rows = {}
+    for size in (1, 2, 4, 8, 16, 32, 64):
+        r = bench(BenchConfig(data=data, molecules_per_instance=size, schedules=("reference", "async")))
+        rows[size] = {s: r[s]["molecules_per_second"] for s in ("reference", "async")}
+        print(f"| {size} | {rows[size]['reference']:.0f} | {rows[size]['async']:.0f} | "
+              f"{rows[size]['async'] / rows[size]['reference']:.2f} |", flush=True)
+    return rows
+
+
+def _run(**kw) -> tuple[dict, list[dict]]:
+    with tempfile.TemporaryDirectory() as tmp:
+        report = train(TrainConfig(**kw), tmp)
+        history = list(csv.DictReader(open(Path(tmp) / "metrics.csv")))
+    return report, history
+
+
+def sweep(data: str) -> dict:
+    rows = {}
+    for mak in (1, 2, 4, 8, 16):
+        for muf in (1, 4, 16):
+            report, _ = _run(data=data, max_active_keys=mak, min_update_frequency=muf)
+            (m,) = report["test"].values()
+            rows[f"{mak},{muf}"] = {"mak": mak, "muf": muf, "rmse": m["rmse"],
+                                    "molecules_per_second": report["train_molecules_per_second"],
+                                    "wall_seconds": report["wall_seconds"],
+                                    "epochs": report["epochs"]}
+            print(f"| {mak} | {muf} | {report['train_molecules_per_second']:.0f} | {m['rmse']:.3f} | "
+                  f"{report['wall_seconds']:.1f} |", flush=True)
+    return rows
+
+
+def _first_time(history: list[dict], column: str, threshold: float) -> float | None:
+    for h in history:
+        if float(h[column]) <= threshold:
+            return float(h["wall_seconds"])
+    return None
+
+
+def converge(data: str, seeds: list[int]) -> dict:
+    out = {}
+    for seed in seeds:
+        ref, ref_h = _run(data=data, seed=seed, schedule="reference", track_test=True)
+        asy, asy_h = _run(data=data, seed=seed, schedule="async", track_test=True)
+        (t,) = ref["test"]
+        ref_val = float(ref_h[ref["best_epoch"] - 1][f"val_{t}_rmse"])
+        row = {
+            "reference_rmse": ref["test"][t]["rmse"], "async_rmse": asy["test"][t]["rmse"],
+            "reference_wall": ref["wall_seconds"], "async_wall": asy["wall_seconds"],
+            "async_seconds_to_chemprop_rmse": _first_time(asy_h, f"test_{t}_rmse", CHEMPROP_ESOL_RMSE),
+            "reference_seconds_to_chemprop_rmse": _first_time(ref_h, f"test_{t}_rmse", CHEMPROP_ESOL_RMSE),
+            "reference_best_val_rmse": ref_val,
+            "reference_seconds_to_its_best_val": _first_time(ref_h, f"val_{t}_rmse", ref_val),
+            "async_seconds_to_reference_best_val": _first_time(asy_h, f"val_{t}_rmse", ref_val),
+        }
+        out[seed] = row
+        print(f"seed {seed}: " + ", ".join(f"{k} {v:.3f}" if v is not None else f"{k} never"
+                                            for k, v in row.items()), flush=True)
+    mean = {k: float(np.mean([r[k] for r in out.values() if r[k] is not None]))
+            for k in next(iter(out.values()))}
+    out["mean"] = mean
+    print("mean: " + ", ".join(f"{k} {v:.3f}" for k, v in mean.items()))
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("what", choices=("knee", "sweep", "converge"))
+    ap.add_argument("--data", default="esol")
+    ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    args = ap.parse_args()
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    if args.what == "knee":
+        print("| molecules/instance | reference mol/s | async mol/s | async/reference |\n| --- | --- | --- | --- |")
+        result = knee(args.data)
+    elif args.what == "sweep":
+        print("| mak | muf | async training mol/s | test RMSE | wall s |\n| --- | --- | --- | --- | --- |")
+        result = sweep(args.data)
+    else:
+        result = converge(args.data, args.seeds)
+    (RESULTS / f"pipeline-{args.what}-{args.data}.json").write_text(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
