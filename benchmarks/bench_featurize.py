@@ -94,6 +94,13 @@ def main() -> None:
                              check=True, capture_output=True, text=True).stdout
         results["qm9_replicated"] = json.loads(out.strip().splitlines()[-1])
         print("qm9 x", args.n_big, json.dumps(results["qm9_replicated"]), flush=True)
+    big = results["qm9_replicated"]
+    peak = big["peak_rss_main_plus_child_x_jobs_mib"]
+    for name in ("qm9", "lipo"):
+        rate = results[name]["store"]["mols_per_s"]
+        print(f"{name}: store {rate} mol/s (target >= 3000: {'met' if rate >= 3000 else 'MISSED'})")
+    print(f"{args.n_big} molecules: peak RSS <= {peak} MiB, main + {args.jobs} x largest child "
+          f"(target < 1024 MiB: {'met' if peak < 1024 else 'MISSED'})")
     results["machine"]["load_avg_1min_at_end"] = round(os.getloadavg()[0], 2)
     print("load average at end:", results["machine"]["load_avg_1min_at_end"])
     if args.json:
