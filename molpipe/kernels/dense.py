@@ -16,19 +16,6 @@ def dense_fwd(X, W, b):
 
 
 @njit(nogil=True, cache=True, error_model="numpy")
-def dense_bwd(X, W, dY):
-    """Backward of ``dense_fwd``: ``dX = dY W^T``, ``dW = X^T dY``, ``db = sum_i dY[i]``."""
-    dX = np.dot(dY, W.T)
-    dW = np.dot(X.T, dY)
-    n, d_out = dY.shape
-    db = np.zeros(d_out, dtype=dY.dtype)
-    for i in range(n):
-        for j in range(d_out):
-            db[j] += dY[i, j]
-    return dX, dW, db
-
-
-@njit(nogil=True, cache=True, error_model="numpy")
 def dense_bwd_params(X, dY):
     """Parameter part of ``dense_bwd`` alone (when dX is not needed): ``dW, db``."""
     dW = np.dot(X.T, dY)
@@ -38,3 +25,10 @@ def dense_bwd_params(X, dY):
         for j in range(d_out):
             db[j] += dY[i, j]
     return dW, db
+
+
+@njit(nogil=True, cache=True, error_model="numpy")
+def dense_bwd(X, W, dY):
+    """Backward of ``dense_fwd``: ``dX = dY W^T``, ``dW = X^T dY``, ``db = sum_i dY[i]``."""
+    dW, db = dense_bwd_params(X, dY)
+    return np.dot(dY, W.T), dW, db

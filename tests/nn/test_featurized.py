@@ -6,7 +6,7 @@ import pytest
 from molpipe.data.instance import pack
 from molpipe.nn.network import NetworkConfig, build_network
 
-from .fd import num_grad, rel_err
+from ..kernels.fd import num_grad, rel_err
 
 featurize = pytest.importorskip("molpipe.chem.featurize").featurize
 

@@ -5,7 +5,7 @@ import pytest
 
 from molpipe.nn.network import Network, NetworkConfig, build_network
 
-from .fd import num_grad, rel_err
+from ..kernels.fd import num_grad, rel_err
 from .graphs import (D_E, D_V, benzene_like, chain, instance, naphthalene_like, one_atom,
                      salt)
 
