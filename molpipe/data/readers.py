@@ -22,7 +22,9 @@ _NA = {"na", "n/a", "nan", "none", "null", "-", "?"}
 _PEEK = 200                         # rows looked at to guess numeric target columns
 _PROP = re.compile(r"^>.*?<([^>]*)>")
 
-#: one input row: (1-based row number, SMILES or Mol or the reason it is broken, targets)
+#: one input row: (1-based data row number, SMILES or Mol or the reason it is broken, targets
+#: (n_targets,) float32 with NaN where missing or not a number). CSV rows count data rows
+#: (not the header, not blank lines); SDF rows count records.
 Row = tuple[int, "str | Chem.Mol | FeaturizationError", np.ndarray]
 
 
