@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import re
 
 import numpy as np
 from rdkit import Chem, rdBase
@@ -15,6 +16,8 @@ FEATURIZER_VERSION = "1"
 
 #: molecules with more heavy atoms than this are rejected (the distance matrix is n^2)
 MAX_ATOMS = 500
+#: longer SMILES than this many characters per allowed atom are rejected unparsed
+SMILES_CHARS_PER_ATOM = 40
 
 #: element vocabulary; anything else is "other" (the last slot)
 ELEMENTS = ("H", "B", "C", "N", "O", "F", "Si", "P", "S", "Cl", "Se", "Br", "I",
@@ -53,6 +56,7 @@ _BOND_CODE = {_BT.SINGLE: 0, _BT.DOUBLE: 1, _BT.TRIPLE: 2, _BT.AROMATIC: 3}  # o
 _DOUBLE = BOND_TYPES.index("double")
 _CONJUGATED, _BOND_IN_RING, _STEREO = len(BOND_TYPES), len(BOND_TYPES) + 1, len(BOND_TYPES) + 2
 _STEREO_NONE = (Chem.BondStereo.STEREONONE, Chem.BondStereo.STEREOANY)
+_INNER_SPACE = re.compile(r"\s")
 _FAR = 1e7   # GetDistanceMatrix puts 1e8 between atoms of different fragments
 
 _SANITIZE_REASONS = {
@@ -67,20 +71,38 @@ class FeaturizationError(ValueError):
     """A molecule that cannot become a MolGraph; ``str(err)`` is a short human reason."""
 
 
-def parse_smiles(smiles: str) -> Chem.Mol:
-    """Parse and sanitize ``smiles``, raising FeaturizationError with the reason it fails."""
+def parse_smiles(smiles: str, *, max_atoms: int = MAX_ATOMS) -> Chem.Mol:
+    """Parse and sanitize ``smiles``, raising FeaturizationError with the reason it fails.
+
+    SMILES is ASCII without inner whitespace: anything else is rejected, never half-read
+    (RDKit reads ``"CCO C"`` as ethanol and drops the rest). Molecules with more than
+    ``max_atoms`` heavy atoms are rejected before sanitization, which can take minutes on
+    huge aromatic systems.
+    """
     if not isinstance(smiles, str):
         raise FeaturizationError(f"not a SMILES string ({type(smiles).__name__})")
     smiles = smiles.strip()
     if not smiles:
         raise FeaturizationError("empty SMILES")
+    if not smiles.isascii():
+        raise FeaturizationError("non-ASCII character in SMILES")
+    if _INNER_SPACE.search(smiles):
+        raise FeaturizationError("whitespace inside SMILES")
+    if "\x00" in smiles:
+        raise FeaturizationError("NUL byte in SMILES")
+    if len(smiles) > SMILES_CHARS_PER_ATOM * max_atoms:     # parsing ring closures is O(n^2)
+        raise FeaturizationError(f"SMILES too long ({len(smiles)} characters > "
+                                 f"{SMILES_CHARS_PER_ATOM * max_atoms})")
     with rdBase.BlockLogs():
-        mol = Chem.MolFromSmiles(smiles)
-        if mol is not None:
-            return mol
         raw = Chem.MolFromSmiles(smiles, sanitize=False)
         if raw is None:
             raise FeaturizationError("unparsable SMILES")
+        n = raw.GetNumHeavyAtoms()
+        if n > max_atoms:
+            raise FeaturizationError(f"too many atoms ({n} > {max_atoms})")
+        mol = Chem.MolFromSmiles(smiles)           # sanitize, remove Hs, assign stereo
+        if mol is not None:
+            return mol
         failed = Chem.SanitizeMol(raw, catchErrors=True)
     raise FeaturizationError(_SANITIZE_REASONS.get(failed, f"sanitization failed ({failed})"))
 
@@ -106,7 +128,7 @@ def featurize(smiles_or_mol: str | Chem.Mol, *, min_rounds: int = 2, max_rounds:
     if isinstance(smiles_or_mol, Chem.Mol):
         mol = smiles_or_mol
     else:
-        mol = parse_smiles(smiles_or_mol)
+        mol = parse_smiles(smiles_or_mol, max_atoms=max_atoms)
     n = mol.GetNumAtoms()
     if n == 0:
         raise FeaturizationError("no atoms")
