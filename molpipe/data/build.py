@@ -148,8 +148,8 @@ def build_store(source: str | Path, out_dir: str | Path, *, smiles_column: str |
 
     Returns
     -------
-    dict : rows_read, rows_kept, rows_rejected, rejects (path), store (path), seconds,
-        mols_per_s, targets.
+    dict : rows_read, rows_kept, rows_rejected, targets_missing (kept rows with a NaN
+        target, per target), rejects (path), store (path), seconds, mols_per_s, targets.
     """
     if not 1 <= min_rounds <= max_rounds:
         raise ValueError(f"need 1 <= min_rounds <= max_rounds, got {min_rounds} and {max_rounds}")
@@ -195,6 +195,7 @@ def _write_arrays(table, tmp: Path, rounds: tuple[int, int], n_jobs: int, chunk_
                "has_rings": NpyAppender(tmp / "has_rings.npy", np.bool_)}
     sizes = {"n_atoms": [], "n_edges": [], "n_rings": []}
     read = kept = 0
+    missing = np.zeros(n_t, np.int64)                 # NaN targets among the kept rows
     with open(tmp / "smiles.txt", "w", encoding="utf-8") as smiles_f, \
             open(tmp / REJECTS, "w", encoding="utf-8", newline="") as rejects_f:
         rejects = csv.writer(rejects_f)
@@ -211,6 +212,7 @@ def _write_arrays(table, tmp: Path, rounds: tuple[int, int], n_jobs: int, chunk_
             smiles_f.writelines(s + "\n" for s in out["smiles"])
             rejects.writerows(out["rejects"])
             kept += len(out["smiles"])
+            missing += np.isnan(out["targets"]).sum(axis=0)
             read += len(out["smiles"]) + len(out["rejects"])
             if progress:
                 progress(read, max(total, read))
@@ -220,4 +222,5 @@ def _write_arrays(table, tmp: Path, rounds: tuple[int, int], n_jobs: int, chunk_
                     ("ring_offsets", "n_rings")):
         counts = np.concatenate(sizes[k]) if sizes[k] else np.zeros(0, np.int64)
         np.save(tmp / f"{name}.npy", np.concatenate([[0], np.cumsum(counts)]).astype(np.int64))
-    return {"rows_read": read, "rows_kept": kept, "rows_rejected": read - kept}
+    return {"rows_read": read, "rows_kept": kept, "rows_rejected": read - kept,
+            "targets_missing": dict(zip(table.target_names, missing.tolist()))}

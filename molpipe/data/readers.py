@@ -1,9 +1,36 @@
-"""Streaming CSV and SDF readers: rows of (row number, SMILES or Mol, targets)."""
+"""Streaming CSV and SDF readers: rows of (row number, SMILES or Mol, targets).
+
+How hostile files are read (a rejected row goes to ``rejects.csv`` with its reason; a
+``DataError`` stops the run with one line naming the file and what to do):
+
+- gzip: ``.csv.gz`` / ``.sdf.gz`` (or any gzip file, by its magic bytes) are decompressed
+  while streaming; a corrupt or cut gzip stream is a DataError.
+- BOM, CRLF, quoted fields with commas or newlines: read as the CSV standard says.
+- delimiter: ``,`` unless the header line has no comma but has ``;``, tab or ``|``: then
+  the most frequent of those is used (``Table.delimiter``).
+- duplicate column names in the header: DataError naming the duplicate.
+- a data row with more or fewer fields than the header (a cut last line, an unquoted
+  delimiter) or broken quoting (the file ends inside a quoted field): rejected,
+  "row has 2 fields, the header 3" / "bad CSV row (...)". The rows around it still load.
+  A cut inside the last, unquoted field of the last line cannot be told from a short value
+  and is read as it stands.
+- targets that are empty, NaN, inf, "n/a", "none", "-", "?" or any non-number: NaN
+  (masked; ``build_store`` counts them per target).
+- an SDF record that RDKit cannot read (or with more than ``MAX_ATOMS`` heavy atoms) is
+  rejected; the records after it still load.
+- fields up to ``FIELD_LIMIT`` characters (16 MiB) are read (an over-long SMILES is then
+  rejected by the featurizer); a longer field is a rejected row.
+- non-UTF-8 text, binary files: DataError with the first bad line and column.
+- an empty file: DataError; a header-only file: no rows (``build_store`` raises DataError).
+"""
 
 from __future__ import annotations
 
 import csv
+import gzip
+import io
 import itertools
+import zlib
 import math
 import re
 from collections.abc import Iterator
@@ -13,7 +40,7 @@ from pathlib import Path
 import numpy as np
 from rdkit import Chem, rdBase
 
-from molpipe.chem.featurize import FeaturizationError
+from molpipe.chem.featurize import MAX_ATOMS, FeaturizationError
 from molpipe.data.errors import DataError
 
 CSV_SUFFIXES = (".csv",)
@@ -21,6 +48,10 @@ SDF_SUFFIXES = (".sdf", ".sd")
 _NA = {"na", "n/a", "nan", "none", "null", "-", "?"}
 _PEEK = 200                         # rows looked at to guess numeric target columns
 _PROP = re.compile(r"^>.*?<([^>]*)>")
+_GZIP_MAGIC = b"\x1f\x8b"
+_OTHER_DELIMITERS = (";", "\t", "|")
+#: longest CSV field read (the csv module's default limit is 128 kB)
+FIELD_LIMIT = 16 << 20
 
 #: one input row: (1-based data row number, SMILES or Mol or the reason it is broken, targets
 #: (n_targets,) float32 with NaN where missing or not a number). CSV rows count data rows
@@ -38,12 +69,14 @@ class Table:
     kind : "csv" or "sdf".
     smiles_column : the CSV column holding SMILES (None for SDF).
     target_names : target columns (CSV) or properties (SDF), in order.
+    delimiter : the CSV delimiter (found from the header line).
     """
 
     path: Path
     kind: str
     smiles_column: str | None
     target_names: tuple[str, ...]
+    delimiter: str = ","
 
     def __iter__(self) -> Iterator[Row]:
         return _iter_csv(self) if self.kind == "csv" else _iter_sdf(self)
@@ -52,7 +85,7 @@ class Table:
         """Cheap row count (newlines or ``$$$$`` markers) for progress bars."""
         marker = b"\n" if self.kind == "csv" else b"$$$$"
         count, last = 0, b""
-        with open(self.path, "rb") as f:
+        with _open_binary(self.path) as f:
             while block := f.read(1 << 20):
                 count += (last + block).count(marker) - last.count(marker)
                 last = block[-3:]
@@ -76,7 +109,8 @@ def open_table(path: str | Path, *, smiles_column: str | None = None,
         raise DataError(f"{path}: no such file; check the path")
     if path.is_dir():
         raise DataError(f"{path}: is a directory, not a CSV or SDF file")
-    suffix = path.suffix.lower()
+    suffixes = [x.lower() for x in path.suffixes[-2:]]
+    suffix = suffixes[-2] if suffixes[-1:] == [".gz"] and len(suffixes) == 2 else path.suffix.lower()
     if suffix not in CSV_SUFFIXES + SDF_SUFFIXES:
         raise DataError(f"{path}: not a CSV or SDF file (suffix {suffix or 'none'!r}); "
                         "use a .csv or .sdf file")
@@ -93,9 +127,32 @@ def open_table(path: str | Path, *, smiles_column: str | None = None,
     return _open_sdf(path, targets)
 
 
+def _is_gzip(path: Path) -> bool:
+    with open(path, "rb") as f:
+        return f.read(2) == _GZIP_MAGIC
+
+
+def _open_binary(path: Path):
+    """``path`` opened for binary reading, decompressed on the fly if it is gzip."""
+    return gzip.open(path, "rb") if _is_gzip(path) else open(path, "rb")
+
+
+def _open_text(path: Path, **kw) -> io.TextIOBase:
+    """``path`` opened as UTF-8 text (BOM dropped), decompressed on the fly if it is gzip."""
+    return io.TextIOWrapper(_open_binary(path), encoding="utf-8-sig", **kw)
+
+
+def _gzip_error(path: Path, err: Exception) -> DataError:
+    return DataError(f"{path}: corrupt or truncated gzip data ({err}); re-compress or "
+                     "re-download the file")
+
+
+_GZIP_ERRORS = (gzip.BadGzipFile, EOFError, zlib.error)
+
+
 def _utf8_error(path: Path) -> DataError:
     """DataError naming the first line of ``path`` that is not valid UTF-8."""
-    with open(path, "rb") as f:
+    with _open_binary(path) as f:
         for n, line in enumerate(f, start=1):
             try:
                 line.decode("utf-8")
@@ -103,6 +160,20 @@ def _utf8_error(path: Path) -> DataError:
                 return DataError(f"{path}: not UTF-8 text (line {n}, column {err.start + 1}); "
                                  "re-save the file as UTF-8")
     return DataError(f"{path}: not UTF-8 text; re-save the file as UTF-8")
+
+
+def _delimiter(header_line: str) -> str:
+    """``,`` unless the header has no comma but another delimiter (the most frequent)."""
+    if "," in header_line:
+        return ","
+    counts = {d: header_line.count(d) for d in _OTHER_DELIMITERS}
+    best = max(counts, key=counts.get)
+    return best if counts[best] else ","
+
+
+def _csv_reader(f, delimiter: str):
+    csv.field_size_limit(max(csv.field_size_limit(), FIELD_LIMIT))
+    return csv.reader(f, delimiter=delimiter, strict=True)
 
 
 def _match(name: str, available: list[str], path: Path, what: str) -> str:
@@ -145,22 +216,40 @@ def _numeric(columns: list[str], records: list[dict[str, str]]) -> list[str]:
 
 
 def _open_csv(path: Path, smiles_column: str | None, targets) -> Table:
+    header, peek = None, []
     try:
-        with open(path, encoding="utf-8-sig", newline="") as f:
-            reader = csv.reader(f)
+        with _open_text(path, newline="") as f:
+            delimiter = _delimiter(f.readline())
+            f.seek(0)
+            reader = _csv_reader(f, delimiter)
             header = next(reader, None)
-            peek = list(itertools.islice(reader, _PEEK)) if targets is None else []
+            for fields in itertools.islice(reader, _PEEK) if targets is None else ():
+                peek.append(fields)
     except UnicodeDecodeError:
         raise _utf8_error(path) from None
+    except _GZIP_ERRORS as err:
+        raise _gzip_error(path, err) from None
     except csv.Error as err:
-        raise DataError(f"{path}: not a readable CSV file ({err})") from None
+        if header is None:
+            raise DataError(f"{path}: not a readable CSV file ({err})") from None
     if not header or not any(h.strip() for h in header):
         raise DataError(f"{path}: empty file; it needs a header row and data rows")
+    seen: dict[str, int] = {}
+    for k, name in enumerate(header, start=1):
+        if name.strip() and name in seen:
+            raise DataError(f"{path}: duplicate column name {name!r} (columns {seen[name]} and "
+                            f"{k}); rename one so the columns are not ambiguous")
+        seen[name] = k
     if smiles_column is None:
         smiles = [c for c in header if c.strip().lower() == "smiles"]
         if not smiles:
             shown = ", ".join(repr(c) for c in header)
-            raise DataError(f"{path}: no 'smiles' column; available: {shown}; "
+            found = (f" (the header line has no {delimiter!r}: is the delimiter another "
+                     "character?)" if len(header) == 1 else "")
+            raise DataError(f"{path}: no 'smiles' column; available: {shown}{found}; "
+                            "name one with --smiles-column")
+        if len(smiles) > 1:
+            raise DataError(f"{path}: several SMILES columns ({', '.join(map(repr, smiles))}); "
                             "name one with --smiles-column")
         smiles_column = smiles[0]
     else:
@@ -170,32 +259,42 @@ def _open_csv(path: Path, smiles_column: str | None, targets) -> Table:
         targets = [c for c in _numeric(header, records) if c != smiles_column]
     else:
         targets = [_match(t, header, path, "target column") for t in targets]
-    return Table(path, "csv", smiles_column, tuple(targets))
+    return Table(path, "csv", smiles_column, tuple(targets), delimiter)
 
 
 def _iter_csv(table: Table) -> Iterator[Row]:
     path = table.path
     row = 0
+    missing = np.full(len(table.target_names), np.nan, np.float32)
     try:
-        with open(path, encoding="utf-8-sig", newline="") as f:
-            reader = csv.reader(f)
+        with _open_text(path, newline="") as f:
+            reader = _csv_reader(f, table.delimiter)
             header = next(reader)
             s = header.index(table.smiles_column)
             cols = [header.index(t) for t in table.target_names]
-            for fields in reader:
-                row += 1
-                if not fields:                           # blank line: not a data row
-                    row -= 1
+            while True:
+                try:
+                    fields = next(reader)
+                except StopIteration:
+                    return
+                except csv.Error as err:                 # the reader resumes on the next line
+                    row += 1
+                    yield row, FeaturizationError(f"bad CSV row ({err})"), missing.copy()
                     continue
+                if not fields:                           # blank line: not a data row
+                    continue
+                row += 1
                 n = len(fields)
-                smiles = fields[s].strip() if s < n else ""
-                y = np.array([_to_float(fields[c]) if c < n else math.nan for c in cols],
-                             dtype=np.float32)
-                yield row, smiles, y
+                if n != len(header):
+                    yield row, FeaturizationError(f"row has {n} fields, the header "
+                                                  f"{len(header)}"), missing.copy()
+                    continue
+                y = np.array([_to_float(fields[c]) for c in cols], dtype=np.float32)
+                yield row, fields[s].strip(), y
     except UnicodeDecodeError:
         raise _utf8_error(path) from None
-    except csv.Error as err:
-        raise DataError(f"{path}: CSV error after data row {row} ({err})") from None
+    except _GZIP_ERRORS as err:
+        raise _gzip_error(path, err) from None
 
 
 def _sdf_records(path: Path) -> Iterator[tuple[str, dict[str, str]]]:
@@ -203,7 +302,7 @@ def _sdf_records(path: Path) -> Iterator[tuple[str, dict[str, str]]]:
     lines: list[str] = []
     n_records = 0
     try:
-        with open(path, encoding="utf-8-sig") as f:
+        with _open_text(path) as f:
             for line in f:
                 if line.startswith("$$$$"):
                     n_records += 1
@@ -213,6 +312,8 @@ def _sdf_records(path: Path) -> Iterator[tuple[str, dict[str, str]]]:
                     lines.append(line)
     except UnicodeDecodeError:
         raise _utf8_error(path) from None
+    except _GZIP_ERRORS as err:
+        raise _gzip_error(path, err) from None
     if any(line.strip() for line in lines):
         yield _split_record(lines)
 
@@ -257,12 +358,15 @@ def _iter_sdf(table: Table) -> Iterator[Row]:
 def _mol_from_block(block: str) -> Chem.Mol | FeaturizationError:
     """Sanitized molecule of a mol block, or the reason it is broken."""
     with rdBase.BlockLogs():
-        mol = Chem.MolFromMolBlock(block)
-        if mol is not None:
-            return mol
         raw = Chem.MolFromMolBlock(block, sanitize=False)
         if raw is None:
             return FeaturizationError("unparsable SDF record")
+        n = raw.GetNumHeavyAtoms()
+        if n > MAX_ATOMS:                                # sanitizing huge records can hang
+            return FeaturizationError(f"too many atoms ({n} > {MAX_ATOMS})")
+        mol = Chem.MolFromMolBlock(block)
+        if mol is not None:
+            return mol
         failed = Chem.SanitizeMol(raw, catchErrors=True)
     if failed == Chem.SanitizeFlags.SANITIZE_PROPERTIES:
         return FeaturizationError("bad valence")
