@@ -255,7 +255,7 @@ def _open_csv(path: Path, smiles_column: str | None, targets) -> Table:
     else:
         smiles_column = _match(smiles_column, header, path, "SMILES column")
     if targets is None:
-        records = [dict(zip(header, row)) for row in peek]
+        records = [dict(zip(header, row)) for row in peek if len(row) == len(header)]
         targets = [c for c in _numeric(header, records) if c != smiles_column]
     else:
         targets = [_match(t, header, path, "target column") for t in targets]
