@@ -94,15 +94,17 @@ def parse_smiles(smiles: str, *, max_atoms: int = MAX_ATOMS) -> Chem.Mol:
         raise FeaturizationError(f"SMILES too long ({len(smiles)} characters > "
                                  f"{SMILES_CHARS_PER_ATOM * max_atoms})")
     with rdBase.BlockLogs():
+        if len(smiles) > max_atoms:          # might hold too many atoms: count them unsanitized
+            raw = Chem.MolFromSmiles(smiles, sanitize=False)
+            n = raw.GetNumHeavyAtoms() if raw is not None else 0
+            if n > max_atoms:
+                raise FeaturizationError(f"too many atoms ({n} > {max_atoms})")
+        mol = Chem.MolFromSmiles(smiles)
+        if mol is not None:
+            return mol
         raw = Chem.MolFromSmiles(smiles, sanitize=False)
         if raw is None:
             raise FeaturizationError("unparsable SMILES")
-        n = raw.GetNumHeavyAtoms()
-        if n > max_atoms:
-            raise FeaturizationError(f"too many atoms ({n} > {max_atoms})")
-        mol = Chem.MolFromSmiles(smiles)           # sanitize, remove Hs, assign stereo
-        if mol is not None:
-            return mol
         failed = Chem.SanitizeMol(raw, catchErrors=True)
     raise FeaturizationError(_SANITIZE_REASONS.get(failed, f"sanitization failed ({failed})"))
 
