@@ -12,11 +12,24 @@ import hashlib
 import json
 import os
 import shutil
+import time
 from pathlib import Path
 
 import numpy as np
 
+from molpipe.safenpz import NpzError, load_npz
+
 KEEP = 2
+MAX_STATE_BYTES = 64 << 20      # state.json: history and config, never this large
+MAX_ARRAYS_BYTES = 16 << 30     # arrays.npz: parameters, best parameters, Adam slots
+SLOW_ENV = "MOLPIPE_TEST_SLOW_CHECKPOINT"   # test hook: seconds to sleep mid-write
+
+
+def _test_pause() -> None:
+    """Sleep ``$MOLPIPE_TEST_SLOW_CHECKPOINT`` seconds (tests kill the process in this gap)."""
+    seconds = os.environ.get(SLOW_ENV)
+    if seconds:
+        time.sleep(float(seconds))
 
 
 class CheckpointError(ValueError):
@@ -56,6 +69,7 @@ def save_checkpoint(run_dir: str | Path, epoch: int, state: dict, arrays: dict[s
         json.dump(doc, f)
         f.flush()
         os.fsync(f.fileno())
+    _test_pause()
     shutil.rmtree(final, ignore_errors=True)
     os.rename(tmp, final)
     _fsync_dir(root)
@@ -65,15 +79,21 @@ def save_checkpoint(run_dir: str | Path, epoch: int, state: dict, arrays: dict[s
 
 
 def _load_one(path: Path) -> tuple[dict, dict[str, np.ndarray]]:
+    state_path, npz = path / "state.json", path / "arrays.npz"
     try:
-        doc = json.loads((path / "state.json").read_text())
+        if state_path.is_symlink() or state_path.stat().st_size > MAX_STATE_BYTES:
+            raise CheckpointError(f"{state_path}: a symbolic link or over {MAX_STATE_BYTES} bytes")
+        doc = json.loads(state_path.read_text())
     except (OSError, ValueError) as e:
-        raise CheckpointError(f"{path / 'state.json'}: unreadable ({e})") from None
-    npz = path / "arrays.npz"
-    if not npz.exists() or _sha256(npz) != doc.get("arrays_sha256"):
-        raise CheckpointError(f"{npz}: missing or checksum mismatch")
-    with np.load(npz, allow_pickle=False) as z:
-        arrays = {k: z[k] for k in z.files}
+        raise CheckpointError(f"{state_path}: unreadable ({e})") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("state"), dict):
+        raise CheckpointError(f"{state_path}: no 'state' object")
+    if not npz.exists() or npz.is_symlink() or _sha256(npz) != doc.get("arrays_sha256"):
+        raise CheckpointError(f"{npz}: missing, a symbolic link or checksum mismatch")
+    try:
+        arrays = load_npz(npz, MAX_ARRAYS_BYTES)     # headers checked first; never unpickles
+    except NpzError as e:
+        raise CheckpointError(str(e)) from None
     return doc["state"], arrays
 
 

@@ -10,11 +10,17 @@ from typing import Any, Callable, Iterable
 import numpy as np
 
 from molpipe.runtime.message import Kind, Message
+from molpipe.runtime.nonfinite import SKIP
 from molpipe.runtime.trace import utilization
 
 
 class PipelineError(RuntimeError):
-    """A worker failed or the pipeline stalled; the message names worker, stage and key."""
+    """A worker failed or the pipeline stalled; the message (one line) names worker, stage
+    and key; ``details`` holds the failing worker's traceback or the full stall report."""
+
+    def __init__(self, message: str, details: str = ""):
+        super().__init__(message)
+        self.details = details
 
 
 @dataclass
@@ -36,6 +42,8 @@ class RunResult:
     busy : dict[int, float]        seconds every worker was busy during this run
     trace : list[tuple]            (worker, t_start, t_end, key, stage, step, direction),
                                    times in seconds from the start of the run
+    skipped : dict[key, str]       training instances skipped for non-finite values, and why
+                                   (their loss is NaN; they added no gradient)
     """
 
     loss: dict = field(default_factory=dict)
@@ -48,6 +56,7 @@ class RunResult:
     staleness: dict = field(default_factory=dict)
     busy: dict = field(default_factory=dict)
     trace: list = field(default_factory=list)
+    skipped: dict = field(default_factory=dict)
 
     @property
     def utilization(self) -> dict[int, float]:
@@ -99,6 +108,8 @@ class ControlNode:
                     raise PipelineError(f"unexpected result for key {msg.key!r}")
                 res.loss[msg.key] = float(np.asarray(msg.payload["loss"]).reshape(-1)[0])
                 res.pred[msg.key] = msg.payload.get("pred")
+                if isinstance(msg.info, tuple) and msg.info[0] == SKIP:
+                    res.skipped[msg.key] = msg.info[1]
                 if on_result is not None:
                     on_result(msg.key, res.loss[msg.key], res.pred[msg.key])
             elif msg.kind is Kind.DONE:
@@ -159,14 +170,17 @@ class ControlNode:
         """The next message, or PipelineError when none comes within ``stall_timeout``."""
         msg = self.recv(self.stall_timeout)
         if msg is None:
-            raise PipelineError(self._stall_report(flight))
+            report = self._stall_report(flight)
+            raise PipelineError("; ".join(line.strip() for line in report), "\n".join(report))
         if msg.kind is Kind.ERROR:
+            tb = str(msg.info)
+            last = next((line for line in reversed(tb.strip().splitlines()) if line.strip()), "")
             raise PipelineError(
                 f"worker {msg.worker} failed in stage {msg.stage!r} (step {msg.step}) "
-                f"on key {msg.key!r} [{self._describe(msg.key)}]:\n{msg.info}")
+                f"on key {msg.key!r} [{self._describe(msg.key)}]: {last.strip()}", tb)
         return msg
 
-    def _stall_report(self, flight: dict) -> str:
+    def _stall_report(self, flight: dict) -> list[str]:
         lines = [f"pipeline stalled: no message for {self.stall_timeout:g} s "
                  f"with {len(flight)} instance(s) in flight"]
         now = time.perf_counter()
@@ -178,7 +192,7 @@ class ControlNode:
                              f"[{self._describe(key)}]")
         for key in list(flight)[:10]:
             lines.append(f"  in flight: key {key!r} [{self._describe(key)}]")
-        return "\n".join(lines)
+        return lines
 
     def _describe(self, key) -> str:
         if self.describe is None or key is None:

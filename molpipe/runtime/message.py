@@ -52,7 +52,8 @@ class Message:
     worker : int | None             destination worker of UPDATE/REPORT/STOP; source worker
                                     of control-bound kinds
     info : object                   traceback text (error), counters (stats), train flag
-                                    (result)
+                                    (result); ``nonfinite.SKIP`` on a backward that only
+                                    drops caches, ``(SKIP, reason)`` on a skipped result
     """
 
     kind: Kind

@@ -1,0 +1,39 @@
+"""Non-finite activations: what a worker does when a training forward yields NaN or inf.
+
+``stop`` (the default of a training run) raises NonFiniteError in the worker, which the
+control node turns into a PipelineError naming worker, stage and key. ``skip`` drops the
+instance: its caches are popped along its path by a backward message marked ``SKIP`` that
+computes nothing and adds no gradient, and the control node lists the key as skipped.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+POLICIES = ("stop", "skip")
+SKIP = "skip"   # ``info`` of a BACKWARD (drop, do not compute) or RESULT (instance skipped)
+
+
+class NonFiniteError(ValueError):
+    """A stage produced NaN or inf for an instance (policy ``stop``)."""
+
+
+def check_policy(policy: str | None) -> str | None:
+    """``policy`` if it is None, "stop" or "skip"; ValueError otherwise."""
+    if policy is not None and policy not in POLICIES:
+        raise ValueError(f"on_nonfinite must be one of {POLICIES}, got {policy!r}")
+    return policy
+
+
+def first_nonfinite(payload: dict) -> str | None:
+    """Name of the first floating array of ``payload`` holding NaN or inf, else None."""
+    for name, a in payload.items():
+        if isinstance(a, np.ndarray) and a.dtype.kind in "fc" and not np.isfinite(a).all():
+            return name
+    return None
+
+
+def describe_nonfinite(name: str, a: np.ndarray) -> str:
+    """E.g. ``'loss' holds 1 NaN and 0 inf of 1 values``."""
+    return (f"{name!r} holds {int(np.isnan(a).sum())} NaN and {int(np.isinf(a).sum())} inf "
+            f"of {a.size} values")
