@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from rdkit import Chem, rdBase
 
 from molpipe.chem.featurize import ATOM_DIM, BOND_DIM, MAX_ATOMS, FeaturizationError, featurize
 from molpipe.chem.molgraph import BOND_TYPES
@@ -165,6 +166,28 @@ def test_featurize_never_crashes(text):
 @given(mutated(), st.integers(1, 3), st.integers(0, 4))
 def test_featurize_rounds_in_range(text, lo, extra):
     try_featurize(text, min_rounds=lo, max_rounds=lo + extra)
+
+
+def _unsanitized(text):
+    with rdBase.BlockLogs():
+        return Chem.MolFromSmiles(text, sanitize=False)
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("c1ccccc1", "ok"), ("C1CCO1", "ok"), ("c1cccc1", "kekulize"), ("C(C)(C)(C)(C)C", "valence"),
+])
+def test_unsanitized_mol_is_sanitized_or_rejected(text, expected):
+    out = try_featurize(_unsanitized(text))
+    assert (not isinstance(out, str)) if expected == "ok" else expected in out
+    assert try_featurize(Chem.Mol()) == "no atoms"
+
+
+@HOSTILE
+@given(HOSTILE_TEXT)
+def test_featurize_mol_never_crashes(text):
+    mol = _unsanitized(text) if text.isascii() and "\x00" not in text else None
+    if mol is not None:
+        try_featurize(mol)
 
 
 def _hostile_rows(n, seed=0):

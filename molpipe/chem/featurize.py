@@ -115,7 +115,8 @@ def featurize(smiles_or_mol: str | Chem.Mol, *, min_rounds: int = 2, max_rounds:
 
     Parameters
     ----------
-    smiles_or_mol : a SMILES string or an RDKit molecule (salts stay one graph).
+    smiles_or_mol : a SMILES string or an RDKit molecule (salts stay one graph); an
+        unsanitized molecule is sanitized (a copy) or rejected.
     min_rounds, max_rounds : the plan's propagation rounds, ``ceil(diameter / 2)``, are
         clipped to this range.
     max_atoms : larger molecules are rejected.
@@ -136,6 +137,7 @@ def featurize(smiles_or_mol: str | Chem.Mol, *, min_rounds: int = 2, max_rounds:
         raise FeaturizationError("no atoms")
     if n > max_atoms:
         raise FeaturizationError(f"too many atoms ({n} > {max_atoms})")
+    mol = _sanitized(mol)
 
     ring_info = mol.GetRingInfo()
     rings = ring_info.AtomRings()
@@ -148,6 +150,23 @@ def featurize(smiles_or_mol: str | Chem.Mol, *, min_rounds: int = 2, max_rounds:
     return MolGraph(V=V, E=E, edge_index=edge_index, edge_type=edge_type,
                     ring_atoms=ring_atoms, ring_offsets=ring_offsets, ring_system=ring_system,
                     fragment=fragment, n_rounds=int(n_rounds), has_rings=len(ring_offsets) > 1)
+
+
+def _sanitized(mol: Chem.Mol) -> Chem.Mol:
+    """``mol`` if it is sanitized, else a sanitized copy (RDKit raises on unsanitized Mols)."""
+    if not mol.NeedsUpdatePropertyCache():
+        try:
+            with rdBase.BlockLogs():
+                mol.GetRingInfo().NumRings()
+            return mol
+        except RuntimeError:                     # "RingInfo not initialized"
+            pass
+    mol = Chem.Mol(mol)
+    with rdBase.BlockLogs():
+        failed = Chem.SanitizeMol(mol, catchErrors=True)
+    if failed != Chem.SanitizeFlags.SANITIZE_NONE:
+        raise FeaturizationError(_SANITIZE_REASONS.get(failed, f"sanitization failed ({failed})"))
+    return mol
 
 
 def _atom_features(mol: Chem.Mol, degrees: list[int],
