@@ -223,3 +223,20 @@ def test_counts_add_up_on_a_mixed_bad_file(tmp_path):
     assert all(r["reason"] for r in rejects)
     assert summary["targets_missing"] == {"y": 2}
     assert math.isnan(GraphStore.open(tmp_path / "s").targets[1, 0])
+
+
+def test_cli_preprocess_gzip_and_duplicate_header(tmp_path):
+    from typer.testing import CliRunner
+
+    from cli import app
+
+    runner = CliRunner()
+    path = tmp_path / "a.csv.gz"
+    path.write_bytes(gzip.compress((CSV_TEXT + "C1CC,9\n").encode()))
+    result = runner.invoke(app, ["preprocess", str(path), "-o", str(tmp_path / "s")])
+    assert result.exit_code == 0, result.output
+    assert "5 rows read, 4 kept, 1 rejected" in result.output
+    dup = write(tmp_path, "dup.csv", "smiles,y,y\nCCO,1,2\n")
+    result = runner.invoke(app, ["preprocess", str(dup), "-o", str(tmp_path / "d")])
+    assert result.exit_code == 2 and "duplicate column name 'y'" in result.stderr
+    assert "Traceback" not in result.output
