@@ -99,7 +99,7 @@ def open_table(path: str | Path, *, smiles_column: str | None = None,
     Parameters
     ----------
     path : a ``.csv`` (SMILES column + target columns) or ``.sdf`` file (targets from
-        named properties).
+        named properties), optionally gzip-compressed (``.csv.gz``, ``.sdf.gz``).
     smiles_column : CSV column with SMILES; default the column named ``smiles`` (any case).
     targets : target columns/properties; default the bundled set's targets if ``path`` is
         a bundled file, else every numeric column but the SMILES.
@@ -109,11 +109,11 @@ def open_table(path: str | Path, *, smiles_column: str | None = None,
         raise DataError(f"{path}: no such file; check the path")
     if path.is_dir():
         raise DataError(f"{path}: is a directory, not a CSV or SDF file")
-    suffixes = [x.lower() for x in path.suffixes[-2:]]
-    suffix = suffixes[-2] if suffixes[-1:] == [".gz"] and len(suffixes) == 2 else path.suffix.lower()
+    suffix = Path(path.stem).suffix if path.suffix.lower() == ".gz" else path.suffix
+    suffix = suffix.lower()
     if suffix not in CSV_SUFFIXES + SDF_SUFFIXES:
         raise DataError(f"{path}: not a CSV or SDF file (suffix {suffix or 'none'!r}); "
-                        "use a .csv or .sdf file")
+                        "use a .csv or .sdf file (or .csv.gz, .sdf.gz)")
     if path.stat().st_size == 0:
         raise DataError(f"{path}: empty file; it needs a header row and data rows")
     if targets is None:
