@@ -189,12 +189,12 @@ def load_model(model_dir: str | Path):
     config = read_model_config(model_dir)
     model_dir = Path(config["_dir"])
     params = model_dir / config.get("params", PARAMS)
-    if params.resolve().parent != model_dir.resolve():
-        raise ModelError(f"{params}: outside the model directory")
     try:
         regular_file(params, MAX_PARAMS_BYTES)
     except NpzError as e:
         raise ModelError(str(e)) from None
+    if params.resolve().parent != model_dir.resolve():
+        raise ModelError(f"{params}: outside the model directory")
     if _sha256(params) != config["params_sha256"]:
         raise ModelError(f"{params}: checksum does not match config.json (corrupt or altered)")
     try:

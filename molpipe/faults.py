@@ -1,0 +1,97 @@
+"""Fault injection for tests and benchmarks: make one stage raise, emit NaN or stall.
+
+    fault = inject(network.stages["update"], "nan")
+    fault.arm(at=5)          # the 6th training forward of that stage from now on
+    ...                      # run: the fault fires once, on whatever instance comes then
+    fault.fired              # [(key, rows of the instance)]
+
+``inject`` replaces the bound ``forward`` of one stage object (the worker calls whatever
+``stage.forward`` is); nothing else in molpipe knows about faults.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+
+KINDS = ("raise", "nan", "inf", "stall")
+
+
+class InjectedFault(RuntimeError):
+    """The exception an armed ``raise`` fault throws."""
+
+
+class Fault:
+    """A fault waiting in one stage's forward; fires on its ``at``-th training call once armed."""
+
+    def __init__(self, stage, kind: str, stall_seconds: float = 30.0, times: int = 1):
+        if kind not in KINDS:
+            raise ValueError(f"fault kind must be one of {KINDS}, got {kind!r}")
+        self.stage, self.kind = stage, kind
+        self.stall_seconds = stall_seconds   # a stall ends by itself after this, or on release()
+        self.times = times                   # how many calls fire, one after another
+        self.fired: list[tuple] = []         # (key, rows) of every instance hit
+        self._countdown: int | None = None
+        self._released = threading.Event()
+        self._lock = threading.Lock()
+        self._forward = stage.forward
+
+    def arm(self, at: int = 0) -> "Fault":
+        """Fire on the ``at``-th training forward (0-based) from now on."""
+        with self._lock:
+            self._countdown = at
+        return self
+
+    def release(self) -> None:
+        """End a stall now."""
+        self._released.set()
+
+    def remove(self) -> None:
+        """Put the stage's own forward back."""
+        self.stage.forward = self._forward
+
+    def _fires(self, train: bool) -> bool:
+        with self._lock:
+            if not train or self._countdown is None:
+                return False
+            if self._countdown > 0:
+                self._countdown -= 1
+                return False
+            fire = len(self.fired) < self.times
+            if len(self.fired) + 1 >= self.times:
+                self._countdown = None
+            return fire
+
+    def __call__(self, key, step: int, x: dict, inst, train: bool) -> dict:
+        fire = self._fires(train)
+        if fire:
+            self.fired.append((key, np.asarray(getattr(inst, "rows", ()))))
+            if self.kind == "raise":
+                raise InjectedFault(f"injected fault in stage {self.stage.name!r} at key {key!r}")
+            if self.kind == "stall":
+                self._released.wait(self.stall_seconds)
+        y = self._forward(key, step, x, inst, train)
+        if fire and self.kind in ("nan", "inf"):
+            y = dict(y)
+            name = next(k for k, v in y.items() if isinstance(v, np.ndarray) and v.dtype.kind == "f")
+            y[name] = np.full_like(y[name], np.nan if self.kind == "nan" else np.inf)
+        return y
+
+
+def inject(stage, kind: str, **kw) -> Fault:
+    """Install a (disarmed) ``kind`` fault into ``stage.forward``; returns it."""
+    fault = Fault(stage, kind, **kw)
+    stage.forward = fault
+    return fault
+
+
+def wait_for(predicate, timeout: float, poll: float = 0.005) -> bool:
+    """Poll ``predicate`` until it holds (True) or ``timeout`` seconds pass (False)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(poll)
+    return bool(predicate())

@@ -1,0 +1,217 @@
+"""Crafted model directories and checkpoints are refused with a clear error — never unpickled,
+never allocated from a declared size, never read through a symlink or outside the directory."""
+
+import hashlib
+import io
+import json
+import os
+import tracemalloc
+import zipfile
+
+import numpy as np
+import pytest
+
+from molpipe.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from molpipe.model import ModelError, load_model, read_model_config, save_model
+from molpipe.nn.network import NetworkConfig, build_network
+
+META = {"atom_dim": 6, "bond_dim": 3, "targets": ["y"], "task": "regression",
+        "featurizer_version": "1", "min_rounds": 2, "max_rounds": 6}
+
+
+@pytest.fixture
+def model(tmp_path):
+    """A valid model directory (hidden 4) and its state."""
+    net = build_network(NetworkConfig(hidden=4), 6, 3, 1, seed=0)
+    state = net.state_dict()
+    return save_model(tmp_path / "model", net.config, state, META), state
+
+
+def config(d):
+    return json.loads((d / "config.json").read_text())
+
+
+def write_config(d, doc):
+    (d / "config.json").write_text(json.dumps(doc))
+
+
+def reseal(d):
+    """Recompute the checksum: the deeper checks, not the checksum, must refuse."""
+    doc = config(d)
+    doc["params_sha256"] = hashlib.sha256((d / "params.npz").read_bytes()).hexdigest()
+    write_config(d, doc)
+
+
+def refused(d, *fragments):
+    with pytest.raises(ModelError) as err:
+        load_model(d)
+    text = str(err.value)
+    assert "\n" not in text
+    for frag in fragments:
+        assert frag in text, text
+    return text
+
+
+def test_a_valid_model_round_trips(model):
+    d, state = model
+    net, cfg = load_model(d)
+    assert all(np.array_equal(net.state_dict()[k], state[k]) for k in state)
+    assert cfg["params"] == "params.npz" and not (d.parent / "model.tmp").exists()
+
+
+def test_wrong_shape_missing_and_extra_arrays(model):
+    d, state = model
+    k = next(iter(state))
+    np.savez(d / "params.npz", **{**state, k: np.zeros((2, 2), state[k].dtype)})
+    reseal(d)
+    refused(d, "params.npz", repr(k), "needs")
+    np.savez(d / "params.npz", **{n: v for n, v in state.items() if n != k})
+    reseal(d)
+    refused(d, "params.npz", "missing", k)
+    np.savez(d / "params.npz", **state, extra=np.zeros(3))
+    reseal(d)
+    refused(d, "params.npz", "unexpected", "extra")
+
+
+def _npy_member(shape, dtype="<f4", data=b""):
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buf, {"descr": dtype, "fortran_order": False, "shape": shape})
+    return buf.getvalue() + data
+
+
+def test_a_huge_declared_shape_is_refused_before_allocating(model):
+    d, state = model
+    with zipfile.ZipFile(d / "params.npz", "w") as z:
+        for k, v in state.items():
+            z.writestr(k + ".npy", _npy_member((10**6, 10**6), data=b"\0" * 64))
+    reseal(d)
+    tracemalloc.start()
+    try:
+        refused(d, "params.npz", "declares shape")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 20 << 20              # nowhere near the 4 TB the header claims
+
+
+def test_an_object_array_is_refused_without_unpickling(model, tmp_path):
+    d, state = model
+    marker = tmp_path / "unpickled"
+
+    class Boom:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    arr = np.empty(1, dtype=object)
+    arr[0] = Boom()
+    np.savez(d / "params.npz", **{**state, next(iter(state)): arr})
+    reseal(d)
+    refused(d, "params.npz", "dtype object")
+    assert not marker.exists()
+
+
+def test_path_traversal_and_symlinks_are_refused(model, tmp_path):
+    d, _ = model
+    doc = config(d)
+    write_config(d, {**doc, "params": "../../etc/passwd"})
+    refused(d, "config.json", "'params'", "plain file name")
+    write_config(d, {**doc, "params": "../params.npz"})
+    refused(d, "config.json", "'params'")
+    write_config(d, doc)
+    real = tmp_path / "elsewhere.npz"
+    os.replace(d / "params.npz", real)
+    os.symlink(real, d / "params.npz")
+    refused(d, "params.npz", "symbolic link")
+    os.remove(d / "params.npz")
+    os.replace(real, d / "params.npz")
+    load_model(d)                               # back to valid
+    os.replace(d / "config.json", tmp_path / "config.json")
+    os.symlink(tmp_path / "config.json", d / "config.json")
+    refused(d, "config.json", "symbolic link")
+
+
+def test_truncated_npz_and_checksum_mismatch(model):
+    d, _ = model
+    blob = (d / "params.npz").read_bytes()
+    (d / "params.npz").write_bytes(blob[: len(blob) // 2])
+    refused(d, "params.npz", "checksum")
+    reseal(d)
+    refused(d, "params.npz", "not a valid npz")
+    data = bytearray(blob)
+    data[len(data) // 2] ^= 1
+    (d / "params.npz").write_bytes(bytes(data))
+    refused(d, "params.npz", "checksum does not match")
+
+
+@pytest.mark.parametrize("change, fragment", [
+    ({"hidden": 0}, "'hidden'"), ({"hidden": 5000}, "1..4096"), ({"hidden": True}, "'hidden'"),
+    ({"hidden": "4"}, "'hidden'"), ({"dtype": "object"}, "'dtype'"), ({"evil": 1}, "unknown"),
+])
+def test_network_config_schema(model, change, fragment):
+    d, _ = model
+    doc = config(d)
+    doc["network"].update(change)
+    write_config(d, doc)
+    refused(d, "config.json", fragment)
+
+
+@pytest.mark.parametrize("change, fragment", [
+    ({"targets": "y"}, "'targets'"), ({"targets": [1]}, "'targets'"), ({"targets": []}, "'targets'"),
+    ({"atom_dim": -1}, "'atom_dim'"), ({"bond_dim": 10**9}, "'bond_dim'"),
+    ({"task": "magic"}, "'task'"), ({"format": 99}, "'format'"), ({"params_sha256": "x"}, "hex"),
+    ({"__class__": "os.system"}, "unknown"), ({"network": []}, "'network'"),
+])
+def test_model_config_schema(model, change, fragment):
+    d, _ = model
+    write_config(d, {**config(d), **change})
+    with pytest.raises(ModelError, match="config.json") as err:
+        read_model_config(d)
+    assert fragment in str(err.value)
+
+
+def test_not_json_and_oversized_config(model):
+    d, _ = model
+    (d / "config.json").write_text("{not json")
+    refused(d, "config.json", "not valid JSON")
+    (d / "config.json").write_text(" " * (2 << 20))
+    refused(d, "config.json", "bytes")
+    (d / "config.json").unlink()
+    refused(d, "no config.json")
+
+
+def test_a_nan_model_is_refused(model):
+    d, state = model
+    k = next(iter(state))
+    bad = state[k].copy()
+    bad.flat[0] = np.nan
+    np.savez(d / "params.npz", **{**state, k: bad})
+    reseal(d)
+    refused(d, "params.npz", "NaN")
+
+
+# -- checkpoints -----------------------------------------------------------------------
+def _reseal_checkpoint(path):
+    doc = json.loads((path / "state.json").read_text())
+    doc["arrays_sha256"] = hashlib.sha256((path / "arrays.npz").read_bytes()).hexdigest()
+    (path / "state.json").write_text(json.dumps(doc))
+
+
+def test_crafted_checkpoints_are_refused_not_unpickled(tmp_path):
+    save_checkpoint(tmp_path, 1, {"epoch": 1}, {"net/a": np.ones(3)})
+    path = save_checkpoint(tmp_path, 2, {"epoch": 2}, {"net/a": np.zeros(3)})
+    assert load_checkpoint(tmp_path)[0]["epoch"] == 2
+    arr = np.empty(1, dtype=object)
+    arr[0] = {"x": 1}
+    np.savez(path / "arrays.npz", a=arr)
+    _reseal_checkpoint(path)
+    # the object-dtype checkpoint is skipped with its reason; the previous one loads
+    state, arrays, used = load_checkpoint(tmp_path)
+    assert state["epoch"] == 1 and np.array_equal(arrays["net/a"], np.ones(3))
+    with zipfile.ZipFile(path / "arrays.npz", "w") as z:
+        z.writestr("net/a.npy", _npy_member((10**12,), data=b"\0" * 8))
+    _reseal_checkpoint(path)
+    assert load_checkpoint(tmp_path)[0]["epoch"] == 1
+    (tmp_path / "checkpoints" / "epoch-0001" / "arrays.npz").write_bytes(b"PK\x03\x04broken")
+    with pytest.raises(CheckpointError) as err:
+        load_checkpoint(tmp_path)
+    assert "declares shape" in str(err.value) and "checksum" in str(err.value)
