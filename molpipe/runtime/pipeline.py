@@ -12,7 +12,16 @@ from molpipe.runtime.threads import ThreadBackend
 from molpipe.runtime.trace import utilization, write_trace
 from molpipe.runtime.worker import Route, Worker
 
-BACKENDS = {"thread": ThreadBackend}
+BACKENDS = {"thread": ThreadBackend, "mpi": None}   # mpi: imported on use (mpi4py is optional)
+
+
+def make_backend(name: str, workers: list, placement: dict, **options):
+    """The backend called ``name`` around ``workers`` (``options``: backend-specific)."""
+    if name == "mpi":
+        from molpipe.runtime.mpi import MPIBackend
+
+        return MPIBackend(workers, placement, **options)
+    return BACKENDS[name](workers, placement, **options)
 
 
 class Pipeline:
@@ -31,7 +40,8 @@ class Pipeline:
                                         update rule replacing ``EveryN(min_update_frequency)``
     schedule : "async" | "sync"         own updates per worker, or group-wise updates of all
     placement : dict[str, int] | None   stage -> worker id (0..n-1); default one per stage
-    backend : "thread"                  what runs the workers
+    backend : "thread" | "mpi"          what runs the workers (mpi: run under mpiexec, rank 0)
+    backend_options : dict | None       keywords of the backend (mpi: ``build``, see mpi.py)
     trace : bool                        record every busy interval of every worker
     stall_timeout : float               seconds without any message before giving up
     describe : (key) -> str             description of an instance for error messages
@@ -42,7 +52,7 @@ class Pipeline:
                  criterion: Criterion | dict | None = None, schedule: str = "async",
                  placement: dict[str, int] | None = None, backend: str = "thread",
                  trace: bool = False, stall_timeout: float = 60.0,
-                 describe: Callable[[Any], str] | None = None):
+                 describe: Callable[[Any], str] | None = None, backend_options: dict | None = None):
         if first not in stages:
             raise ValueError(f"first stage {first!r} is not among the stages")
         if set(optimizers) != set(stages):
@@ -64,7 +74,7 @@ class Pipeline:
                    crit, route, auto_update=self.schedule.auto_update, record=trace,
                    ordered=not self.schedule.auto_update)
             for w in range(n_workers)]
-        self.backend = BACKENDS[backend](self.workers, placement)
+        self.backend = make_backend(backend, self.workers, placement, **(backend_options or {}))
         self.control = ControlNode(self.backend.send, self.backend.recv, n_workers,
                                    first=first, max_active_keys=max_active_keys,
                                    schedule=self.schedule, stall_timeout=stall_timeout,
