@@ -133,7 +133,9 @@ def train(
         help="Gradients a worker gathers before it updates (muf).")] = 1,
     molecules_per_instance: Annotated[int, typer.Option(
         help="Molecules packed into one instance (sharing one plan).")] = 16,
-    backend: Annotated[str, typer.Option(help="thread (one machine).")] = "thread",
+    backend: Annotated[str, typer.Option(
+        help="thread (one machine) or mpi: under mpiexec -n K+1, rank 0 trains and K ranks "
+             "host the workers.")] = "thread",
     out: Annotated[Optional[Path], typer.Option(help="Run directory to write (default: runs/<data>).")] = None,
     resume: Annotated[Optional[Path], typer.Option(
         help="Continue the run in this directory from its last checkpoint (same settings).")] = None,
@@ -171,6 +173,16 @@ def train(
         fail(f"--schedule must be async, sync or reference, not {schedule!r}")
     if task is not None and task not in ("regression", "classification"):
         fail(f"--task must be regression or classification, not {task!r}")
+    if backend not in ("thread", "mpi"):
+        fail(f"--backend must be thread or mpi, not {backend!r}")
+    if backend == "mpi":   # ranks > 0 serve rank 0's workers, then leave without a word
+        from molpipe.runtime.mpi import MPIUnavailable, serve_unless_control
+
+        try:
+            if serve_unless_control():
+                return
+        except MPIUnavailable as err:
+            fail(str(err))
     if out is None:
         out = _default_run_dir(data)
     elif out.exists() and any(out.iterdir()):

@@ -18,8 +18,12 @@ class PipelineEngine:
         self.network = network
         # every worker needs an optimizer; parameter-free stages (the loss) get an empty one
         opts = {name: optimizers.get(name) or Adam({}) for name in network.stages}
+        backend_options = None
+        if backend == "mpi":   # every worker rank rebuilds the network from its config and seed
+            placement = placement or mpi_placement(network)
+            backend_options = {"build": rebuild_spec(network, opts)}
         self.pipeline = Pipeline(
-            network.stages, opts, network.route, network.first,
+            network.stages, opts, network.route, network.first, backend_options=backend_options,
             max_active_keys=max_active_keys, min_update_frequency=min_update_frequency,
             schedule=schedule, placement=placement, backend=backend, trace=trace,
             stall_timeout=stall_timeout, describe=describe)
@@ -59,3 +63,38 @@ class PipelineEngine:
 
     def __exit__(self, *exc):
         self.close()
+
+# -- MPI: what the worker ranks build ------------------------------------------------------------
+#: relative cost of a stage per instance (message and update run once per round)
+STAGE_WEIGHTS = {"embed": 1.0, "message": 3.0, "update": 3.0, "propagate": 6.0, "rings": 1.0,
+                 "readout": 1.0, "loss": 0.2}
+
+
+def mpi_placement(network) -> dict[str, int]:
+    """Balanced contiguous placement of the stages on the job's worker ranks (all but rank 0)."""
+    from molpipe.runtime.mpi import balanced_placement, world
+
+    return balanced_placement(list(network.stages), world().size - 1, STAGE_WEIGHTS)
+
+
+def rebuild_spec(network, optimizers: dict) -> dict:
+    """``build`` of the MPI backend: ``rebuild(**args)`` gives every rank the same network."""
+    st = network.stages
+    args = {"network": network.config.to_dict(), "d_v": int(st["embed"].params["W_v"].shape[0]),
+            "d_e": int(st["embed"].params["W_e"].shape[0]),
+            "n_targets": int(st["loss"].buffers["mean"].size),
+            "optimizers": {s: f"{type(o).__module__}:{type(o).__qualname__}"
+                           for s, o in optimizers.items()}}
+    return {"fn": "molpipe.pipeline_engine:rebuild", "args": args}
+
+
+def rebuild(network: dict, d_v: int, d_e: int, n_targets: int, optimizers: dict):
+    """On a worker rank: (stages, optimizers, route) built as rank 0 built them (rank 0 then
+    pushes its parameters, buffers and optimizer state, e.g. on resume)."""
+    from molpipe.nn.network import NetworkConfig, build_network
+    from molpipe.runtime.wire import resolve
+
+    net = build_network(NetworkConfig.from_dict(network), d_v, d_e, n_targets)
+    opts = {s: resolve(optimizers[s])(net.stages[s].params, lr=1e-3) for s in net.stages}
+    return net.stages, opts, net.route
+

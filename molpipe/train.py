@@ -195,6 +195,11 @@ def train(config: TrainConfig, out_dir: str | Path, progress=None, resume: bool 
         config = TrainConfig(**{**state["config"], "split_fractions": tuple(state["config"]["split_fractions"])})
         ckpt = (state, arrays)
         emit("preprocess", message=f"resuming from {path}")
+    if config.backend == "mpi":   # MPI: ranks > 0 serve rank 0's workers until it is done
+        from molpipe.runtime.mpi import serve_unless_control
+
+        if serve_unless_control():
+            return {}
     prep = prepare(config, progress=progress)
     store, split = prep.store, prep.split
     need = np.concatenate([split["train"], split["val"], split["test"]])
