@@ -156,6 +156,16 @@ def test_a_failing_rank_names_rank_stage_and_instance_and_the_job_goes_on(mpi_jo
 
 
 # -- without MPI: the wire format and the placement ------------------------------------------
+def test_backend_mpi_without_mpi4py_says_how_to_install_and_exits_2():
+    code = ("import sys; sys.modules['mpi4py'] = None; from cli import app; "
+            "app(['train', 'esol', '--backend', 'mpi', '--epochs', '1'])")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                          timeout=60, env={**os.environ, "COLUMNS": "200"})
+    assert proc.returncode == 2
+    assert "pip install 'molpipe[mpi]'" in proc.stdout + proc.stderr
+
+
+
 def test_wire_round_trip_keeps_arrays_scalars_and_instance():
     inst = ToyInst(np.arange(3.0), 0.5, 2, True)
     payload = {"h": np.arange(12, dtype=np.float32).reshape(3, 4)[:, ::2],   # not contiguous
