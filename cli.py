@@ -262,5 +262,33 @@ def bench(
             console.print(utilization_table(result[name]["utilization"]))
 
 
+@app.command()
+def simulate(
+    data: Annotated[str, typer.Argument(help="Data set whose stage costs are measured (threads).")] = "qm9",
+    workers: Annotated[Optional[list[int]], typer.Option(help="K values (repeat; default 1..64).")] = None,
+    max_active_keys: Annotated[int, typer.Option(help="Most instances in flight (mak).")] = 8,
+    latency: Annotated[float, typer.Option(help="Seconds a message takes between two workers.")] = 50e-6,
+    overhead: Annotated[float, typer.Option(help="Receiver CPU seconds per message (decode).")] = 20e-6,
+    molecules_per_instance: Annotated[int, typer.Option(help="Molecules packed into one instance.")] = 16,
+) -> None:
+    """Predict pipeline throughput for K workers from measured stage costs (discrete events).
+
+    Example: molpipe simulate qm9 --max-active-keys 16 --latency 1e-4
+    """
+    from molpipe.simulate import measure_costs, predict_curve
+
+    costs = measure_costs(data, size=molecules_per_instance)
+    rows = predict_curve(costs, tuple(workers or (1, 2, 4, 6, 8, 16, 32, 64)), mak=max_active_keys,
+                         latency=latency, overhead=overhead)
+    table = Table(title=f"predicted throughput, {data}, mak {max_active_keys}, latency {latency:g} s")
+    for column in ("workers", "used", "molecules/s", "busiest worker"):
+        table.add_column(column, justify="right")
+    for r in rows:
+        table.add_row(str(r["workers"]), str(r["used"]),
+                      f"{r['instances_per_second'] * molecules_per_instance:,.0f}",
+                      f"{r['max_utilization']:.0%}")
+    console.print(table)
+
+
 if __name__ == "__main__":
     app()

@@ -109,38 +109,12 @@ def train_once(data: str, backend: str, limit: int | None, epochs: int) -> None:
 
 
 def simulate_curve(ks=(1, 2, 4, 6, 8, 12, 16, 32, 64), latency: float = 50e-6) -> list[dict]:
-    """QM9-sized network (d_h 128, 6 rounds, rings): stage costs from a thread run of QM9."""
-    from molpipe.simulate import network_path, scaling
+    """QM9-sized network (d_h 128, up to 6 rounds, rings): stage costs from a thread run on QM9."""
+    from molpipe.simulate import measure_costs, predict_curve
 
-    costs = _measured_costs()
-    rng = np.random.default_rng(0)
-    paths = [network_path(int(rng.integers(3, 7)), bool(rng.random() < 0.6)) for _ in range(2000)]
-    rows = []
-    for mak in (8, 64):
-        for r in scaling(costs, paths, ks, mak=mak, latency=latency, overhead=20e-6,
-                         positions=network_path(6, True)):
-            rows.append({"mak": mak, **r})
-    return rows
-
-
-def _measured_costs():
-    from molpipe.engine import make_optimizers
-    from molpipe.data.store import open_data
-    from molpipe.data.instance import group_by_plan, pack
-    from molpipe.nn.network import NetworkConfig, build_network
-    from molpipe.pipeline_engine import PipelineEngine
-    from molpipe.simulate import costs_from_trace
-
-    store = open_data("qm9")
-    rows = np.arange(800)
-    groups = group_by_plan(store.n_rounds[rows], store.has_rings[rows], 16, np.random.default_rng(0))
-    graphs = store.graphs(rows)
-    items = [(k, pack([graphs[i] for i in g], store.targets[rows[g]], rows=rows[g]))
-             for k, g in enumerate(groups)]
-    net = build_network(NetworkConfig(), store.atom_dim, store.bond_dim, store.targets.shape[1])
-    with PipelineEngine(net, make_optimizers(net, 1e-3), max_active_keys=8, trace=True) as eng:
-        eng.train(items)
-        return costs_from_trace(eng.trace())
+    costs = measure_costs("qm9")
+    return [{"mak": mak, **r} for mak in (8, 64)
+            for r in predict_curve(costs, ks, mak=mak, latency=latency)]
 
 
 def _run(cmd: list[str], timeout: float = 900) -> list[dict]:

@@ -163,3 +163,35 @@ def scaling(costs: Costs, paths: list, ks, *, mak: int, muf: int = 1, latency: f
                      "instances_per_second": r["instances_per_second"],
                      "max_utilization": max(r["utilization"])})
     return rows
+
+
+def measure_costs(data: str = "qm9", n_molecules: int = 800, hidden: int = 128, size: int = 16) -> Costs:
+    """Stage costs from a short thread-backend training pass on ``data`` (this machine)."""
+    from molpipe.data.instance import group_by_plan, pack
+    from molpipe.data.store import open_data
+    from molpipe.engine import make_optimizers
+    from molpipe.nn.network import NetworkConfig, build_network
+    from molpipe.pipeline_engine import PipelineEngine
+
+    store = open_data(data)
+    rows = np.arange(min(n_molecules, len(store.smiles)))
+    groups = group_by_plan(store.n_rounds[rows], store.has_rings[rows], size, np.random.default_rng(0))
+    graphs = store.graphs(rows)
+    items = [(k, pack([graphs[i] for i in g], store.targets[rows[g]], rows=rows[g]))
+             for k, g in enumerate(groups)]
+    net = build_network(NetworkConfig(hidden=hidden), store.atom_dim, store.bond_dim,
+                        store.targets.shape[1])
+    with PipelineEngine(net, make_optimizers(net, 1e-3), max_active_keys=8, trace=True) as eng:
+        eng.train(items)
+        return costs_from_trace(eng.trace())
+
+
+def predict_curve(costs: Costs, ks=(1, 2, 4, 8, 16, 32, 64), *, mak: int = 8, latency: float = 50e-6,
+                  overhead: float = 20e-6, max_rounds: int = 6, ring_fraction: float = 0.6,
+                  n: int = 2000, seed: int = 0) -> list[dict]:
+    """Instances/s for K workers on a network like molpipe's (rounds 3..max, some rings)."""
+    rng = np.random.default_rng(seed)
+    paths = [network_path(int(rng.integers(3, max_rounds + 1)), bool(rng.random() < ring_fraction))
+             for _ in range(n)]
+    return scaling(costs, paths, ks, mak=mak, latency=latency, overhead=overhead,
+                   positions=network_path(max_rounds, True))
