@@ -1,0 +1,114 @@
+"""Evaluate a trained model: metrics on a labelled file, a bundled data set, or the run's test split."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from molpipe.data.errors import DataError
+from molpipe.model import ModelError
+from molpipe.predict import Predictor
+
+
+def _report(run_dir: Path) -> dict:
+    path = run_dir / "report.json"
+    if not path.is_file():
+        raise ModelError(f"{run_dir}: no report.json, so no test split to evaluate on; "
+                         "give a labelled file or data set name")
+    try:
+        report = json.loads(path.read_text(encoding="utf-8"))
+        split = json.loads((run_dir / "split.json").read_text(encoding="utf-8"))
+        rows = np.asarray(split["test"], dtype=np.int64)
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise ModelError(f"{run_dir}: unreadable report.json or split.json ({err})") from None
+    if not isinstance(report, dict) or "dataset" not in report:
+        raise ModelError(f"{path}: names no data set")
+    report["_test_rows"] = rows
+    return report
+
+
+def _missing_targets(data: str, targets: list[str], smiles_column: str | None) -> list[str]:
+    """The model's targets that the file (or bundled data set) ``data`` has no column for."""
+    from molpipe.data.readers import open_table
+    from molpipe.data.registry import resolve_source
+
+    path, entry = resolve_source(data)
+    smiles_column = smiles_column or (entry.smiles_column if entry else None)
+    open_table(path, smiles_column=smiles_column, targets=())      # the file itself is sound
+    missing = []
+    for t in targets:
+        try:
+            open_table(path, smiles_column=smiles_column, targets=[t])
+        except DataError:
+            missing.append(t)
+    return missing
+
+
+def predict_rows(predictor: Predictor, store, rows: np.ndarray, size: int) -> np.ndarray:
+    """Predictions (len(rows), n_targets) of store rows, packed ``size`` per instance by plan."""
+    from molpipe.data.instance import group_by_plan, pack
+
+    P = np.full((len(rows), len(predictor.targets)), np.nan)
+    for g in group_by_plan(store.n_rounds[rows], store.has_rings[rows], size, None):
+        r = rows[g]
+        inst = pack(store.graphs(r), store.targets[r], rows=r)
+        P[g] = predictor.network.predict(inst)
+    return P
+
+
+def evaluate(model: "str | Path | Predictor", data: str | None = None, *,
+             smiles_column: str | None = None, cache_root: str | Path | None = None,
+             progress=None) -> dict:
+    """Metrics of a model on ``data`` (a labelled CSV/SDF, a bundled name or a graph store),
+    or without ``data`` on its run's own test split (as ``report.json`` and ``split.json`` say).
+
+    Returns
+    -------
+    dict : data, split ("test" or None), task, targets, rows (evaluated molecules), rejected
+        (rows of the file that could not be featurized), metrics {target: {rmse, mae, r2, n} or
+        {auc, accuracy, n}}.
+    """
+    from threadpoolctl import threadpool_limits
+
+    import molpipe.kernels  # noqa: F401  (loads numba's BLAS before the limit)
+    from molpipe.data.store import open_data
+    from molpipe.metrics import metrics_table
+
+    predictor = model if isinstance(model, Predictor) else Predictor.load(model)
+    targets = predictor.targets
+    rounds = {"min_rounds": predictor.min_rounds, "max_rounds": predictor.max_rounds}
+    size = 64
+    if data is None:
+        run_dir = Path(predictor.config["_dir"]).parent
+        report = _report(run_dir)
+        config = report.get("config") or {}
+        data = report["dataset"]
+        smiles_column = smiles_column or config.get("smiles_column")
+        size = int(config.get("molecules_per_instance") or size)
+        store = open_data(data, targets=targets, smiles_column=smiles_column,
+                          cache_root=cache_root or config.get("cache_root"), progress=progress,
+                          **rounds)
+        rows = report["_test_rows"]
+        if rows.size and (rows.min() < 0 or rows.max() >= len(store)):
+            raise DataError(f"{run_dir}/split.json: test rows beyond the {len(store)} molecules "
+                            f"of {data}; has the data file changed since training?")
+        split = "test"
+    else:
+        if not Path(data).is_dir():
+            missing = _missing_targets(data, targets, smiles_column)
+            if missing:
+                raise DataError(f"{data}: no column for the model's target(s) "
+                                f"{', '.join(missing)}; the model predicts {', '.join(targets)}")
+        store = open_data(data, targets=targets, smiles_column=smiles_column,
+                          cache_root=cache_root, progress=progress, **rounds)
+        rows = np.arange(len(store), dtype=np.int64)
+        split = None
+    with threadpool_limits(1):
+        P = predict_rows(predictor, store, rows, size)
+    metrics = metrics_table(predictor.task, targets, store.targets[rows], P)
+    return {"data": str(data), "split": split, "task": predictor.task, "targets": targets,
+            "rows": int(len(rows)),
+            "rejected": None if split else int(store.meta.get("rows_rejected", 0)),
+            "metrics": metrics}

@@ -1,0 +1,269 @@
+"""Charts of a run: learning curves, parity, pipeline timelines (AMPNet's FIG. 9), utilization.
+
+Drawn with matplotlib's Agg canvas directly (no pyplot, no global backend switch), as PNGs of
+``SIZE`` pixels. A *trace* is what ``trace.json`` holds — ``{"entries": [(worker, t_start,
+t_end, key, stage, step, direction), ...], "workers": {id: name}, ...}`` — or a pair
+``(entries, workers)``, or the bare list of entries.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+
+from molpipe.runtime.trace import to_arrays
+
+SIZE = (1200, 700)          # pixels
+DPI = 100
+KEY_COLORS = "tab20"        # instance keys cycle through this colormap
+
+
+def _figure():
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(SIZE[0] / DPI, SIZE[1] / DPI), dpi=DPI)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _save(fig, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=DPI)
+    return path
+
+
+def _read_csv(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+def _floats(rows: list[dict], column: str) -> np.ndarray:
+    out = []
+    for r in rows:
+        try:
+            out.append(float(r.get(column) or "nan"))
+        except ValueError:
+            out.append(float("nan"))
+    return np.array(out)
+
+
+# -- learning curves and parity ----------------------------------------------------------
+
+def plot_learning_curves(metrics: list[dict], path: str | Path, title: str = "") -> Path:
+    """Train loss and validation score against epoch and against wall time (2 x 2 panels)."""
+    fig = _figure()
+    epoch, wall = _floats(metrics, "epoch"), _floats(metrics, "wall_seconds")
+    loss, val = _floats(metrics, "train_loss"), _floats(metrics, "val_score")
+    axes = fig.subplots(2, 2, sharey="row")
+    for col, (x, xlabel) in enumerate(((epoch, "epoch"), (wall, "wall time (s)"))):
+        axes[0, col].plot(x, loss, "o-", color="tab:blue", label="train loss")
+        axes[0, col].set_ylabel("train loss (standardized)")
+        axes[1, col].plot(x, val, "o-", color="tab:orange", label="validation score")
+        best = int(np.nanargmin(val)) if np.isfinite(val).any() else None
+        if best is not None:
+            axes[1, col].plot(x[best], val[best], "*", ms=14, color="tab:red", label="best")
+        axes[1, col].set_ylabel("validation score (lower is better)")
+        for ax in axes[:, col]:
+            ax.set_xlabel(xlabel)
+            ax.grid(alpha=0.3)
+            ax.legend(loc="upper right")
+    fig.suptitle(title or "learning curves")
+    return _save(fig, path)
+
+
+def plot_parity(measured: np.ndarray, predicted: np.ndarray, targets: list[str],
+                path: str | Path, title: str = "", units: dict | None = None) -> Path:
+    """Predicted against measured, one panel per target, RMSE in each panel's title."""
+    fig = _figure()
+    measured, predicted = np.atleast_2d(measured), np.atleast_2d(predicted)
+    n = len(targets)
+    cols = min(n, 3)
+    rows = -(-n // cols)
+    axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False).ravel())
+    for j, target in enumerate(targets):
+        ax = axes[j]
+        y, p = measured[:, j], predicted[:, j]
+        ok = np.isfinite(y) & np.isfinite(p)
+        rmse = float(np.sqrt(np.mean((p[ok] - y[ok]) ** 2))) if ok.any() else float("nan")
+        ax.scatter(y[ok], p[ok], s=12, alpha=0.6, edgecolors="none")
+        if ok.any():
+            lo, hi = float(min(y[ok].min(), p[ok].min())), float(max(y[ok].max(), p[ok].max()))
+            pad = 0.05 * (hi - lo or 1.0)
+            ax.plot([lo - pad, hi + pad], [lo - pad, hi + pad], "k--", lw=1, label="y = x")
+            ax.set_xlim(lo - pad, hi + pad)
+            ax.set_ylim(lo - pad, hi + pad)
+            ax.legend(loc="upper left")
+        unit = f" ({units[target]})" if units and units.get(target) else ""
+        ax.set_xlabel(f"measured {target}{unit}")
+        ax.set_ylabel(f"predicted {target}{unit}")
+        ax.set_title(f"{target}: RMSE {rmse:.3f}, n = {int(ok.sum())}")
+        ax.set_aspect("equal", adjustable="box")
+        ax.grid(alpha=0.3)
+    for ax in axes[n:]:
+        ax.set_visible(False)
+    fig.suptitle(title or "parity (test set)")
+    return _save(fig, path)
+
+
+# -- pipeline timelines ------------------------------------------------------------------
+
+def _as_trace(trace) -> tuple[dict[str, np.ndarray], dict[int, str]]:
+    """Trace columns (``runtime.trace.to_arrays``) and worker names from any trace form."""
+    if isinstance(trace, dict):
+        entries, workers = trace.get("entries", []), trace.get("workers") or {}
+    elif isinstance(trace, tuple) and len(trace) == 2 and isinstance(trace[1], dict):
+        entries, workers = trace
+    else:
+        entries, workers = trace, {}
+    cols = to_arrays([tuple(e) for e in entries])
+    names = {int(k): str(v) for k, v in workers.items()}
+    for w in np.unique(cols["worker"]).tolist():
+        names.setdefault(int(w), f"worker {w}")
+    return cols, dict(sorted(names.items()))
+
+
+def _key_index(keys: np.ndarray) -> np.ndarray:
+    """A small integer per instance key (ints as they are, anything else by first sight)."""
+    try:
+        return keys.astype(np.int64)
+    except (TypeError, ValueError):
+        _, inverse = np.unique(keys.astype(str), return_inverse=True)
+        return inverse
+
+
+def draw_timeline(ax, trace, t_max: float | None = None, title: str = "") -> None:
+    """One row per worker, a bar per busy interval coloured by key; backward hatched, lighter."""
+    from matplotlib import colormaps
+    from matplotlib.collections import PolyCollection
+    from matplotlib.patches import Patch
+
+    cols, names = _as_trace(trace)
+    cmap = colormaps[KEY_COLORS]
+    row = {w: i for i, w in enumerate(names)}
+    y = np.array([row[int(w)] for w in cols["worker"]], dtype=float)
+    a, b = cols["t_start"], cols["t_end"]
+    colors = cmap(_key_index(cols["key"]) % cmap.N)
+    backward = np.array([str(d).startswith("b") for d in cols["direction"]], dtype=bool)
+    for mask, alpha, hatch in ((~backward, 1.0, None), (backward, 0.45, "////")):
+        if not mask.any():
+            continue
+        h = 0.8
+        verts = [[(s, yy - h / 2), (s, yy + h / 2), (e, yy + h / 2), (e, yy - h / 2)]
+                 for s, e, yy in zip(a[mask], b[mask], y[mask])]
+        fc = colors[mask].copy()
+        fc[:, 3] = alpha
+        ax.add_collection(PolyCollection(verts, facecolors=fc, edgecolors="none", hatch=hatch,
+                                         linewidths=0))
+    ax.set_yticks(range(len(names)), list(names.values()))
+    ax.set_ylim(len(names) - 0.5, -0.5)
+    end = t_max if t_max is not None else (float(b.max()) if b.size else 1.0)
+    ax.set_xlim(0, end * 1.01 or 1.0)
+    ax.set_xlabel("time since the epoch started (s)")
+    ax.set_ylabel("worker")
+    ax.set_title(title)
+    ax.grid(axis="x", alpha=0.3)
+    ax.legend(handles=[Patch(facecolor="0.4", label="forward"),
+                       Patch(facecolor="0.4", alpha=0.45, hatch="////", label="backward")],
+              loc="upper right", fontsize=8, framealpha=0.8)
+
+
+def plot_timelines(traces: dict, path: str | Path, title: str = "") -> Path:
+    """Several runs' timelines one above the other on one time scale: {"async": trace, ...}."""
+    fig = _figure()
+    parsed = {name: _as_trace(t) for name, t in traces.items()}
+    t_max = max((float(c["t_end"].max()) for c, _ in parsed.values() if c["t_end"].size),
+                default=1.0)
+    axes = fig.subplots(len(traces), 1, sharex=True, squeeze=False)[:, 0]
+    for ax, (name, trace) in zip(axes, traces.items()):
+        cols, _ = parsed[name]
+        busy = float((cols["t_end"] - cols["t_start"]).sum())
+        span = float(cols["t_end"].max()) if cols["t_end"].size else 0.0
+        draw_timeline(ax, trace, t_max=t_max,
+                      title=f"{name}: {span:.3f} s, {len(cols['t_end'])} busy intervals, "
+                            f"{busy:.3f} worker-seconds busy")
+    for ax in axes[:-1]:
+        ax.set_xlabel("")
+    fig.suptitle(title or "pipeline timeline (colour: instance key)")
+    return _save(fig, path)
+
+
+def plot_utilization(utilization: dict, path: str | Path, title: str = "") -> Path:
+    """One horizontal bar per worker: percentage of wall time spent computing."""
+    fig = _figure()
+    ax = fig.subplots()
+    names = [str(k) for k in utilization]
+    values = [100.0 * float(v) for v in utilization.values()]
+    bars = ax.barh(range(len(names)), values, color="tab:green")
+    for bar, v in zip(bars, values):
+        ax.text(min(v, 100.0) + 1, bar.get_y() + bar.get_height() / 2, f"{v:.1f}%",
+                va="center")
+    ax.set_yticks(range(len(names)), names)
+    ax.set_ylim(len(names) - 0.5, -0.5)
+    ax.set_xlim(0, 110)
+    ax.set_xlabel("utilization (% of the epoch's wall time busy)")
+    ax.set_ylabel("worker")
+    ax.set_title(title or "worker utilization (last training epoch)")
+    ax.grid(axis="x", alpha=0.3)
+    return _save(fig, path)
+
+
+# -- a whole run -------------------------------------------------------------------------
+
+def plot_run(run_dir: str | Path) -> list[Path]:
+    """Every chart a run directory has data for, as PNGs in ``run_dir/plots/``.
+
+    learning_curves.png (metrics.csv), parity.png (test_predictions.csv, regression),
+    timeline.png and utilization.png (trace.json). Returns the paths written.
+    """
+    run_dir = Path(run_dir)
+    out = run_dir / "plots"
+    report = {}
+    if (run_dir / "report.json").is_file():
+        report = json.loads((run_dir / "report.json").read_text(encoding="utf-8"))
+    name = f"{report.get('dataset', run_dir.name)}, {report.get('schedule', '')}".strip(", ")
+    written = []
+    if (run_dir / "metrics.csv").is_file():
+        metrics = _read_csv(run_dir / "metrics.csv")
+        if metrics:
+            written.append(plot_learning_curves(metrics, out / "learning_curves.png",
+                                                f"learning curves ({name})"))
+    preds = run_dir / "test_predictions.csv"
+    if preds.is_file() and report.get("task", "regression") == "regression":
+        rows = _read_csv(preds)
+        targets = report.get("targets") or [c[5:] for c in (rows[0] if rows else {})
+                                            if c.startswith("pred_")]
+        if rows and targets:
+            Y = np.column_stack([_floats(rows, t) for t in targets])
+            P = np.column_stack([_floats(rows, f"pred_{t}") for t in targets])
+            written.append(plot_parity(Y, P, targets, out / "parity.png",
+                                       f"parity, test set ({name})", _units(report)))
+    if (run_dir / "trace.json").is_file():
+        trace = json.loads((run_dir / "trace.json").read_text(encoding="utf-8"))
+        if trace.get("entries"):
+            written.append(plot_timelines({report.get("schedule", "run"): trace},
+                                          out / "timeline.png",
+                                          f"pipeline timeline of the last training epoch ({name})"))
+        util = trace.get("utilization") or report.get("utilization")
+        if util:
+            names = trace.get("workers") or {}
+            util = {names.get(str(k), str(k)): v for k, v in util.items()}
+            written.append(plot_utilization(util, out / "utilization.png",
+                                            f"worker utilization, last training epoch ({name})"))
+    return written
+
+
+def _units(report: dict) -> dict:
+    """Units of the bundled data set's targets, if the run trained on one."""
+    try:
+        from molpipe.data.registry import get_dataset, is_dataset_name
+
+        data = str(report.get("dataset", ""))
+        return dict(get_dataset(data).units) if is_dataset_name(data) else {}
+    except Exception:                      # units are a nicety: never fail a plot for them
+        return {}
