@@ -25,6 +25,7 @@ class BenchConfig:
     molecules_per_instance: int = 16
     max_active_keys: int = 8
     min_update_frequency: int = 1
+    weight_stashing: bool = True
     epochs: int = 2
     molecules: int | None = None      # first N training molecules (None: the whole split)
     replicate: int = 1                # repeat the training set (a larger workload)
@@ -60,7 +61,8 @@ def bench(config: BenchConfig, progress=None) -> dict:
                                 mean, std, config.seed)
         opts = make_optimizers(network, 1e-4)
         with make_engine(schedule, network, opts, max_active_keys=config.max_active_keys,
-                         min_update_frequency=config.min_update_frequency) as engine:
+                         min_update_frequency=config.min_update_frequency,
+                         weight_stashing=config.weight_stashing) as engine:
             engine.train(warm)                      # compile / warm the kernels first
             n_mols, seconds, util = 0, 0.0, {}
             for e, items in enumerate(epochs_items):
