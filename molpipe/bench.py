@@ -32,6 +32,8 @@ class BenchConfig:
     schedules: tuple[str, ...] = SCHEDULES
     seed: int = 0
     dtype: str = "float32"
+    plot: str | None = None           # PNG of the sync and async timelines of a short pass
+    plot_instances: int = 12
 
 
 def bench(config: BenchConfig, progress=None) -> dict:
@@ -54,7 +56,7 @@ def bench(config: BenchConfig, progress=None) -> dict:
         epochs_items.append(items)
     warm, _, key = make_items(prep, rows[: 4 * config.molecules_per_instance],
                               config.molecules_per_instance, None, key)
-    results = {}
+    results, traces = {}, {}
     for schedule in config.schedules:
         network = build_network(NetworkConfig(hidden=config.hidden, task=prep.task, dtype=config.dtype),
                                 prep.store.atom_dim, prep.store.bond_dim, len(prep.targets),
@@ -62,7 +64,8 @@ def bench(config: BenchConfig, progress=None) -> dict:
         opts = make_optimizers(network, 1e-4)
         with make_engine(schedule, network, opts, max_active_keys=config.max_active_keys,
                          min_update_frequency=config.min_update_frequency,
-                         weight_stashing=config.weight_stashing) as engine:
+                         weight_stashing=config.weight_stashing,
+                         trace=bool(config.plot)) as engine:
             engine.train(warm)                      # compile / warm the kernels first
             n_mols, seconds, util = 0, 0.0, {}
             for e, items in enumerate(epochs_items):
@@ -72,10 +75,19 @@ def bench(config: BenchConfig, progress=None) -> dict:
                 for w, f in res.utilization.items():
                     util[w] = util.get(w, 0.0) + f * res.seconds
                 emit("epoch", schedule=schedule, epoch=e + 1, seconds=res.seconds)
+            if config.plot and schedule != "reference":     # a short pass to draw, after timing
+                engine.train(epochs_items[0][: config.plot_instances])
+                traces[schedule] = {"entries": engine.trace(), "workers": engine.worker_names}
         results[schedule] = {"molecules_per_second": n_mols / seconds, "seconds": seconds,
                              "molecules": n_mols}
         if util:
             results[schedule]["utilization"] = {w: v / seconds for w, v in util.items()}
+    if traces:
+        from molpipe.plots import plot_timelines
+
+        plot_timelines(traces, config.plot, title=(
+            f"{config.data}: {config.plot_instances} instances of {config.molecules_per_instance} "
+            f"molecules, mak {config.max_active_keys} (colour: instance)"))
     ref = results.get("reference", {}).get("molecules_per_second")
     for r in results.values():
         if ref:
