@@ -137,11 +137,11 @@ def _key_index(keys: np.ndarray) -> np.ndarray:
         return inverse
 
 
-def draw_timeline(ax, trace, t_max: float | None = None, title: str = "") -> None:
+def draw_timeline(ax, trace, t_max: float | None = None, title: str = "",
+                  legend: bool = True) -> None:
     """One row per worker, a bar per busy interval coloured by key; backward hatched, lighter."""
     from matplotlib import colormaps
     from matplotlib.collections import PolyCollection
-    from matplotlib.patches import Patch
 
     cols, names = _as_trace(trace)
     cmap = colormaps[KEY_COLORS]
@@ -168,9 +168,15 @@ def draw_timeline(ax, trace, t_max: float | None = None, title: str = "") -> Non
     ax.set_ylabel("worker")
     ax.set_title(title)
     ax.grid(axis="x", alpha=0.3)
-    ax.legend(handles=[Patch(facecolor="0.4", label="forward"),
-                       Patch(facecolor="0.4", alpha=0.45, hatch="////", label="backward")],
-              loc="upper right", fontsize=8, framealpha=0.8)
+    if legend:
+        ax.legend(handles=_direction_patches(), loc="upper right", fontsize=8, framealpha=0.8)
+
+
+def _direction_patches():
+    from matplotlib.patches import Patch
+
+    return [Patch(facecolor="0.4", label="forward"),
+            Patch(facecolor="0.4", alpha=0.45, hatch="////", label="backward")]
 
 
 def plot_timelines(traces: dict, path: str | Path, title: str = "") -> Path:
@@ -184,12 +190,13 @@ def plot_timelines(traces: dict, path: str | Path, title: str = "") -> Path:
         cols, _ = parsed[name]
         busy = float((cols["t_end"] - cols["t_start"]).sum())
         span = float(cols["t_end"].max()) if cols["t_end"].size else 0.0
-        draw_timeline(ax, trace, t_max=t_max,
+        draw_timeline(ax, trace, t_max=t_max, legend=False,
                       title=f"{name}: {span:.3f} s, {len(cols['t_end'])} busy intervals, "
                             f"{busy:.3f} worker-seconds busy")
     for ax in axes[:-1]:
         ax.set_xlabel("")
     fig.suptitle(title or "pipeline timeline (colour: instance key)")
+    fig.legend(handles=_direction_patches(), loc="upper right", ncols=2, fontsize=9)
     return _save(fig, path)
 
 

@@ -1,0 +1,97 @@
+"""plots: a run's PNGs are real images of the promised size; timelines read every trace form."""
+
+import struct
+
+import numpy as np
+import pytest
+
+from molpipe.plots import SIZE, _as_trace, plot_parity, plot_run, plot_timelines
+from tests.test_predict import trained_run
+
+
+def png_size(path):
+    """(width, height) from the PNG signature and IHDR chunk."""
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR", path
+    return struct.unpack(">II", data[16:24])
+
+
+def drawn_fraction(path):
+    """Fraction of pixels that are not (near) white: 0 for a blank canvas."""
+    from matplotlib.image import imread
+
+    img = imread(path)[..., :3]
+    return float((img.min(axis=2) < 0.9).mean())
+
+
+def toy_trace(n_keys, seconds_per_stage, workers=("embed", "propagate", "readout")):
+    """A sequential forward/backward timeline over ``workers`` for ``n_keys`` instances."""
+    entries, t = [], 0.0
+    for key in range(n_keys):
+        for direction, order in (("forward", range(len(workers))),
+                                 ("backward", reversed(range(len(workers))))):
+            for w in order:
+                entries.append((w, t, t + seconds_per_stage, key, workers[w], 0, direction))
+                t += seconds_per_stage
+    return entries, {i: name for i, name in enumerate(workers)}
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    return trained_run(tmp_path_factory)
+
+
+def test_plot_run_writes_every_chart(run_dir):
+    paths = plot_run(run_dir)
+    assert sorted(p.name for p in paths) == ["learning_curves.png", "parity.png",
+                                             "timeline.png", "utilization.png"]
+    for p in paths:
+        assert p.parent == run_dir / "plots"
+        assert png_size(p) == SIZE
+        assert drawn_fraction(p) > 0.01, p
+
+
+def test_plot_run_skips_what_is_missing(run_dir, tmp_path):
+    import shutil
+
+    part = tmp_path / "run"
+    part.mkdir()
+    shutil.copy(run_dir / "metrics.csv", part)
+    assert [p.name for p in plot_run(part)] == ["learning_curves.png"]
+    assert plot_run(tmp_path / "empty") == []
+
+
+def test_timelines_share_one_time_scale(tmp_path):
+    fast, slow = toy_trace(4, 0.01), toy_trace(4, 0.03)
+    path = plot_timelines({"async": fast, "sync": {"entries": slow[0], "workers": slow[1]}},
+                          tmp_path / "t.png")
+    assert png_size(path) == SIZE
+    from matplotlib.figure import Figure  # noqa: F401  (matplotlib importable without pyplot)
+    img = __import__("matplotlib.image", fromlist=["imread"]).imread(path)[..., :3]
+    # the fast run's bars end a third of the way across: its panel's right part stays white
+    h, w = img.shape[:2]
+    top, bottom = img[int(0.2 * h):int(0.4 * h)], img[int(0.65 * h):int(0.85 * h)]
+    coloured = lambda part: (np.abs(part - part.mean(axis=2, keepdims=True)).sum(axis=2) > 0.1)
+    assert coloured(bottom[:, int(0.7 * w):int(0.9 * w)]).mean() > 0.05
+    assert coloured(top[:, int(0.7 * w):int(0.9 * w)]).mean() < 0.01
+    assert coloured(top[:, int(0.1 * w):int(0.3 * w)]).mean() > 0.05
+
+
+def test_as_trace_forms():
+    entries, workers = toy_trace(2, 0.01)
+    for form in (entries, (entries, workers), {"entries": [list(e) for e in entries],
+                                               "workers": {str(k): v for k, v in workers.items()}}):
+        cols, names = _as_trace(form)
+        assert len(cols["t_start"]) == len(entries)
+        assert set(names) == {0, 1, 2}
+    assert _as_trace(entries)[1][1] == "worker 1"
+    assert _as_trace((entries, workers))[1][1] == "propagate"
+
+
+def test_parity_several_targets(tmp_path):
+    rng = np.random.default_rng(0)
+    Y = rng.normal(size=(50, 4))
+    Y[3, 1] = np.nan
+    path = plot_parity(Y, Y + 0.1 * rng.normal(size=Y.shape), ["a", "b", "c", "d"],
+                       tmp_path / "p.png")
+    assert png_size(path) == SIZE and drawn_fraction(path) > 0.01

@@ -1,0 +1,207 @@
+"""predict / evaluate library: per-row errors, streamed files (CSV, SDF), metrics equal the report's."""
+
+import csv
+import json
+
+import numpy as np
+import pytest
+from rdkit import Chem
+
+from molpipe.data.errors import DataError
+from molpipe.data.instance import pack
+from molpipe.evaluate import evaluate
+from molpipe.metrics import regression_metrics
+from molpipe.model import ModelError, load_model
+from molpipe.predict import Predictor, predict_file, predict_smiles
+
+GOOD = ["CCO", "c1ccccc1O", "CC(=O)Nc1ccc(O)cc1", "ClC(Cl)Cl", "CCN(CC)CC"]
+#: (SMILES, the start of the reason it fails)
+BAD = [("C1CC", "unparsable"), ("C(C)(C)(C)(C)C", "bad valence"), ("", "empty")]
+
+_RUN: dict = {}
+
+
+def trained_run(tmp_path_factory):
+    """A tiny async training run on freesolv (2 epochs, d_h 16), built once per session."""
+    if "dir" not in _RUN:
+        from molpipe.train import TrainConfig, train
+
+        root = tmp_path_factory.mktemp("h4run")
+        train(TrainConfig(data="freesolv", epochs=2, hidden=16, seed=3,
+                          cache_root=str(root / "cache")), root / "run")
+        _RUN["dir"] = root / "run"
+    return _RUN["dir"]
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    return trained_run(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def predictor(run_dir):
+    return Predictor.load(run_dir)
+
+
+def reference(run_dir, smiles):
+    """network.predict of the molecules, each packed alone (no batching involved)."""
+    from molpipe.chem.featurize import featurize
+
+    network, config = load_model(run_dir)
+    out = []
+    for s in smiles:
+        g = featurize(s, min_rounds=config["min_rounds"], max_rounds=config["max_rounds"])
+        out.append(network.predict(pack([g], np.full((1, 1), np.nan)))[0])
+    return np.array(out, dtype=np.float64)
+
+
+def read_csv(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def write_seeded_csv(path):
+    """name, SMILES (good and bad rows interleaved), a note with a comma; returns the rows."""
+    rows = [(f"m{i}", s, f"note, {i}") for i, s in enumerate(GOOD[:3] + [BAD[0][0]] + GOOD[3:]
+                                                            + [b for b, _ in BAD[1:]])]
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["name", "SMILES", "note"])
+        w.writerows(rows)
+    return rows
+
+
+def test_predict_smiles_matches_network_and_reports_failures(run_dir, predictor):
+    P, errors = predict_smiles(predictor, GOOD + [b for b, _ in BAD])
+    assert P.shape == (len(GOOD) + len(BAD), 1)
+    np.testing.assert_allclose(P[:len(GOOD)], reference(run_dir, GOOD), rtol=1e-5, atol=1e-6)
+    assert errors[:len(GOOD)] == [""] * len(GOOD)
+    for e, (_, reason) in zip(errors[len(GOOD):], BAD):
+        assert e.startswith(reason), e
+    assert np.isnan(P[len(GOOD):]).all()
+
+
+def test_predict_accepts_a_run_dir_path(run_dir):
+    P, errors = predict_smiles(run_dir, ["CCO"])
+    assert errors == [""] and np.isfinite(P).all()
+
+
+@pytest.mark.parametrize("n_jobs, chunk_size", [(1, 1024), (2, 3)])
+def test_predict_csv_with_bad_rows(run_dir, predictor, tmp_path, n_jobs, chunk_size):
+    src = tmp_path / "in.csv"
+    rows = write_seeded_csv(src)
+    out = tmp_path / "out.csv"
+    summary = predict_file(predictor, src, out, n_jobs=n_jobs, chunk_size=chunk_size)
+    assert (summary["rows"], summary["predicted"], summary["failed"]) == (len(rows), len(GOOD), len(BAD))
+    got = read_csv(out)
+    assert list(got[0]) == ["name", "SMILES", "note", "pred_freesolv", "error"]
+    assert [(r["name"], r["SMILES"], r["note"]) for r in got] == rows      # input kept, in order
+    good = [r for r in got if not r["error"]]
+    assert [r["SMILES"] for r in good] == GOOD
+    np.testing.assert_allclose([float(r["pred_freesolv"]) for r in good],
+                               reference(run_dir, GOOD)[:, 0], rtol=1e-5, atol=1e-6)
+    bad = {r["SMILES"]: r for r in got if r["error"]}
+    for smiles, reason in BAD:
+        assert bad[smiles]["pred_freesolv"] == "" and bad[smiles]["error"].startswith(reason)
+
+
+def test_pool_and_single_process_agree(predictor, tmp_path):
+    src = tmp_path / "in.csv"
+    with open(src, "w") as f:
+        f.write("smiles\n" + "\n".join((GOOD * 8)[:37]) + "\n")
+    predict_file(predictor, src, tmp_path / "a.csv", n_jobs=1)
+    predict_file(predictor, src, tmp_path / "b.csv", n_jobs=2, chunk_size=5)
+    a, b = read_csv(tmp_path / "a.csv"), read_csv(tmp_path / "b.csv")
+    assert len(a) == 37
+    np.testing.assert_allclose([float(r["pred_freesolv"]) for r in a],
+                               [float(r["pred_freesolv"]) for r in b], rtol=1e-5)
+
+
+def test_predict_sdf(run_dir, predictor, tmp_path):
+    src = tmp_path / "mols.sdf"
+    broken = "broken\n  junk\n\n  2  1  0  0  0  0  0  0  0  0999 V2000\nnot an atom line\nM  END\n$$$$\n"
+    records = []
+    for i, s in enumerate(GOOD[:2]):
+        mol = Chem.MolFromSmiles(s)
+        mol.SetProp("_Name", f"mol{i}")
+        records.append(Chem.MolToMolBlock(mol) + f">  <dG>\n{i}.5\n\n$$$$\n")
+    src.write_text(records[0] + broken + records[1])
+    summary = predict_file(predictor, src, tmp_path / "out.csv")
+    assert (summary["rows"], summary["failed"]) == (3, 1)
+    got = read_csv(tmp_path / "out.csv")
+    assert list(got[0]) == ["name", "smiles", "dG", "pred_freesolv", "error"]
+    assert [r["name"] for r in got] == ["mol0", "broken", "mol1"]
+    assert [r["dG"] for r in got] == ["0.5", "", "1.5"]
+    assert got[1]["error"] == "unparsable SDF record" and got[1]["pred_freesolv"] == ""
+    np.testing.assert_allclose([float(got[0]["pred_freesolv"]), float(got[2]["pred_freesolv"])],
+                               reference(run_dir, GOOD[:2])[:, 0], rtol=1e-5, atol=1e-6)
+
+
+def test_existing_output_is_refused_and_kept(predictor, tmp_path):
+    src = tmp_path / "in.csv"
+    write_seeded_csv(src)
+    out = tmp_path / "out.csv"
+    out.write_text("precious\n")
+    with pytest.raises(DataError, match="--overwrite"):
+        predict_file(predictor, src, out)
+    assert out.read_text() == "precious\n"
+    predict_file(predictor, src, out, overwrite=True)
+    assert read_csv(out)[0]["name"] == "m0"
+
+
+def test_failure_mid_file_leaves_output_untouched(predictor, tmp_path):
+    src = tmp_path / "in.csv"
+    src.write_bytes(b"smiles\n" + b"CCO\n" * 50 + b"C\xff\xfeC\n")       # not UTF-8 at the end
+    out = tmp_path / "out.csv"
+    out.write_text("precious\n")
+    with pytest.raises(DataError, match="UTF-8"):
+        predict_file(predictor, src, out, overwrite=True, chunk_size=8)
+    assert out.read_text() == "precious\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.csv", "out.csv"]   # no temp left
+
+
+def test_load_rejects_non_models(tmp_path, run_dir):
+    with pytest.raises(ModelError, match="not a molpipe model"):
+        Predictor.load(tmp_path)
+    with pytest.raises(ModelError, match="no such directory"):
+        Predictor.load(tmp_path / "nope")
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(run_dir / "model", copy / "model")
+    params = copy / "model" / "params.npz"
+    data = bytearray(params.read_bytes())
+    data[-10] ^= 0xFF
+    params.write_bytes(bytes(data))
+    with pytest.raises(ModelError, match="checksum"):
+        Predictor.load(copy)
+
+
+def test_evaluate_test_split_equals_report(run_dir):
+    report = json.loads((run_dir / "report.json").read_text())
+    result = evaluate(run_dir)
+    assert result["split"] == "test" and result["rows"] == report["split_sizes"]["test"]
+    for target, ms in report["test"].items():
+        for m, v in ms.items():
+            assert result["metrics"][target][m] == pytest.approx(v, abs=1e-6, rel=1e-6), (target, m)
+
+
+def test_evaluate_on_a_file(run_dir, predictor, tmp_path):
+    src = tmp_path / "labelled.csv"
+    y = [1.0, -2.0, 0.5, -4.0, 3.0]
+    src.write_text("smiles,freesolv\n" + "".join(f"{s},{v}\n" for s, v in zip(GOOD, y))
+                   + "C1CC,1.0\n")
+    result = evaluate(predictor, str(src))
+    want = regression_metrics(np.array(y), reference(run_dir, GOOD)[:, 0])
+    assert result["rows"] == 5 and result["rejected"] == 1 and result["split"] is None
+    for m, v in want.items():
+        assert result["metrics"]["freesolv"][m] == pytest.approx(v, rel=1e-5, abs=1e-6)
+
+
+def test_evaluate_refuses_other_targets(predictor, tmp_path):
+    src = tmp_path / "other.csv"
+    src.write_text("smiles,logS\nCCO,1.0\n")
+    with pytest.raises(DataError, match="no column for the model's target"):
+        evaluate(predictor, str(src))
+    with pytest.raises(DataError, match="unknown data set"):
+        evaluate(predictor, "freesolvv")
