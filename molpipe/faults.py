@@ -95,3 +95,53 @@ def wait_for(predicate, timeout: float, poll: float = 0.005) -> bool:
             return True
         time.sleep(poll)
     return bool(predicate())
+
+
+# -- killed runs -------------------------------------------------------------------------
+class CorruptRun(AssertionError):
+    """A run directory a kill must never leave: model/ that does not load, or a damaged
+    newest checkpoint with no older valid one."""
+
+
+def train_code(out_dir: str, resume: bool = False, **config) -> str:
+    """``python -c`` source that trains ``TrainConfig(**config)`` into ``out_dir`` (or resumes)."""
+    if resume:
+        return (f"from molpipe.train import TrainConfig, train; "
+                f"train(TrainConfig(), {str(out_dir)!r}, resume=True)")
+    return (f"from molpipe.train import TrainConfig, train; "
+            f"train(TrainConfig(**{config!r}), {str(out_dir)!r})")
+
+
+def inspect_run_dir(out_dir) -> dict:
+    """What a (killed) run directory holds; CorruptRun when it is unusable.
+
+    Returns ``checkpoint`` (newest valid epoch or None), ``model`` ("loads" | "absent"),
+    ``phase`` (where the kill landed, from leftovers: "checkpoint write", "model write",
+    "finished", "training") and ``leftovers`` (unfinished .tmp/.old directories).
+    """
+    from pathlib import Path
+
+    from molpipe.checkpoint import CheckpointError, load_checkpoint
+    from molpipe.model import ModelError, load_model
+
+    out = Path(out_dir)
+    ckpt_dir = out / "checkpoints"
+    tmp = sorted(p.name for p in ckpt_dir.glob("*.tmp")) if ckpt_dir.exists() else []
+    model_left = sorted(p.name for p in out.glob("model.*"))
+    try:
+        epoch = load_checkpoint(out)[0]["epoch"]
+    except CheckpointError as e:
+        if "no checkpoint" not in str(e):
+            raise CorruptRun(str(e)) from None
+        epoch = None
+    if (out / "model").exists():
+        try:
+            load_model(out / "model")
+        except ModelError as e:
+            raise CorruptRun(f"model/ does not load: {e}") from None
+        model = "loads"
+    else:
+        model = "absent"
+    phase = ("checkpoint write" if tmp else "model write" if model_left
+             else "finished" if (out / "report.json").exists() else "training")
+    return {"checkpoint": epoch, "model": model, "phase": phase, "leftovers": tmp + model_left}
