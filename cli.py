@@ -136,6 +136,11 @@ def train(
     backend: Annotated[str, typer.Option(
         help="thread (one machine) or mpi: under mpiexec -n K+1, rank 0 trains and K ranks "
              "host the workers.")] = "thread",
+    on_nonfinite: Annotated[str, typer.Option(
+        help="NaN/inf loss or activations: stop the run with an error naming the molecule, "
+             "or skip that instance (stop, skip).")] = "stop",
+    stall_timeout: Annotated[float, typer.Option(
+        help="Seconds without any pipeline message before the run stops as stalled.")] = 300.0,
     out: Annotated[Optional[Path], typer.Option(help="Run directory to write (default: runs/<data>).")] = None,
     resume: Annotated[Optional[Path], typer.Option(
         help="Continue the run in this directory from its last checkpoint (same settings).")] = None,
@@ -171,6 +176,10 @@ def train(
 
     if schedule not in ("async", "sync", "reference"):
         fail(f"--schedule must be async, sync or reference, not {schedule!r}")
+    if on_nonfinite not in ("stop", "skip"):
+        fail(f"--on-nonfinite must be stop or skip, not {on_nonfinite!r}")
+    if not stall_timeout > 0:
+        fail(f"--stall-timeout must be positive, not {stall_timeout}")
     if task is not None and task not in ("regression", "classification"):
         fail(f"--task must be regression or classification, not {task!r}")
     if backend not in ("thread", "mpi"):
@@ -193,7 +202,8 @@ def train(
                          split=split, seed=seed, epochs=epochs, patience=patience, hidden=hidden,
                          max_rounds=rounds, lr=lr, schedule=schedule,
                          max_active_keys=max_active_keys, min_update_frequency=min_update_frequency,
-                         molecules_per_instance=molecules_per_instance, backend=backend)
+                         molecules_per_instance=molecules_per_instance, backend=backend,
+                         on_nonfinite=on_nonfinite, stall_timeout=stall_timeout)
     display = TrainDisplay(console=console, quiet=quiet)
     try:
         run_training(config, out, progress=display)

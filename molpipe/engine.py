@@ -15,6 +15,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from molpipe.nn.optim import Adam
+from molpipe.runtime.nonfinite import NonFiniteError, check_policy, first_nonfinite
 
 
 @dataclass
@@ -25,6 +26,7 @@ class EpochResult:
     preds: dict = field(default_factory=dict)
     seconds: float = 0.0
     utilization: dict = field(default_factory=dict)
+    skipped: dict = field(default_factory=dict)   # key -> why (non-finite, on_nonfinite="skip")
 
 
 def make_optimizers(network, lr: float) -> dict:
@@ -37,14 +39,37 @@ class ReferenceEngine:
 
     schedule = "reference"
 
-    def __init__(self, network, optimizers: dict, describe=None):
+    def __init__(self, network, optimizers: dict, describe=None, on_nonfinite: str | None = None):
         self.network, self.optimizers = network, optimizers
+        self.describe = describe or (lambda key: "")
+        self.on_nonfinite = check_policy(on_nonfinite)
         self._blas = None
+
+    def _nonfinite(self, key, inst, loss: float) -> str | None:
+        """Why ``key``'s loss or gradients are not finite (None when they are, or unchecked)."""
+        if self.on_nonfinite is None:
+            return None
+        if not np.isfinite(loss):
+            return f"non-finite loss {loss}"
+        for name in dict.fromkeys(name for name, _ in self.network.path(inst)):
+            bad = first_nonfinite(self.network.stages[name].grads)
+            if bad is not None:
+                return f"stage {name!r} gradient {bad!r} is not finite"
+        return None
 
     def train(self, items, on_result=None) -> EpochResult:
         out, t0 = EpochResult(), time.perf_counter()
         for key, inst in items:
             loss, pred = self.network.forward_backward(key, inst)
+            why = self._nonfinite(key, inst, loss)
+            if why is not None:
+                if self.on_nonfinite == "stop":
+                    raise NonFiniteError(f"reference trainer stopped on key {key!r} "
+                                         f"[{self.describe(key)}]: {why} "
+                                         "(on_nonfinite='skip' skips such instances)")
+                self.network.zero_grad()
+                out.losses[key], out.skipped[key] = float("nan"), why
+                continue
             # only the stages on the instance's own path step (an Adam step on a zero
             # gradient would still move a skipped stage's parameters)
             for name in dict.fromkeys(name for name, _ in self.network.path(inst)):
@@ -80,15 +105,20 @@ class ReferenceEngine:
 
 def make_engine(schedule: str, network, optimizers: dict, *, max_active_keys: int = 8,
                 min_update_frequency: int = 1, backend: str = "thread", trace: bool = False,
-                describe=None, stall_timeout: float = 120.0):
-    """Build the engine for ``schedule`` (reference, sync or async)."""
+                describe=None, stall_timeout: float = 120.0, on_nonfinite: str | None = "stop"):
+    """Build the engine for ``schedule`` (reference, sync or async).
+
+    ``on_nonfinite``: NaN/inf in a training instance's forward (loss, activations; for the
+    reference trainer also its gradients) stops the run ("stop"), skips the instance
+    ("skip") or is not checked (None).
+    """
     if schedule == "reference":
-        return ReferenceEngine(network, optimizers)
+        return ReferenceEngine(network, optimizers, describe=describe, on_nonfinite=on_nonfinite)
     from molpipe.pipeline_engine import PipelineEngine
 
     return PipelineEngine(network, optimizers, schedule=schedule, max_active_keys=max_active_keys,
                           min_update_frequency=min_update_frequency, backend=backend, trace=trace,
-                          describe=describe, stall_timeout=stall_timeout)
+                          describe=describe, stall_timeout=stall_timeout, on_nonfinite=on_nonfinite)
 
 
 def gather_predictions(preds: dict, groups: dict, n_rows: int, n_targets: int) -> np.ndarray:

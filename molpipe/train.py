@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
+import os
 import platform
 import time
 from dataclasses import asdict, dataclass, field
@@ -17,6 +19,7 @@ from molpipe.engine import gather_predictions, make_engine, make_optimizers
 from molpipe.metrics import metrics_table
 from molpipe.model import save_model
 from molpipe.nn.network import NetworkConfig, build_network
+from molpipe.runtime.nonfinite import NonFiniteError
 from molpipe.runtime.trace import write_trace
 
 
@@ -47,6 +50,9 @@ class TrainConfig:
     dtype: str = "float32"
     track_test: bool = False          # also score the test split every epoch (benchmarks)
     trace: bool = True                # record the last training epoch's pipeline timeline
+    stall_timeout: float = 300.0      # seconds without any pipeline message before giving up
+    on_nonfinite: str = "stop"        # NaN/inf loss or activations: "stop" the run or "skip"
+                                      # the instance (never saved into a checkpoint or model)
     cache_root: str | None = None
 
 
@@ -229,13 +235,19 @@ def train(config: TrainConfig, out_dir: str | Path, progress=None, resume: bool 
         n_train_mols, train_seconds, key = state["n_train_mols"], state["train_seconds"], state["key"]
         first_epoch = state["epoch"]
     meta = _model_meta(prep)
+    if ckpt is not None and np.isfinite(best):
+        # a kill between writing model/ and the checkpoint (or during model/'s swap) left
+        # model/ newer than the checkpoint, or absent: rewrite it from the checkpoint
+        save_model(out_dir / "model", network.config, best_state, meta)
     emit("start", epochs=config.epochs, n_train=len(split["train"]), n_val=len(split["val"]),
          n_test=len(split["test"]), parameters=network.n_parameters, first_epoch=first_epoch)
     last_train = None
     stop = bad_epochs >= config.patience
     with make_engine(config.schedule, network, optimizers, max_active_keys=config.max_active_keys,
                      min_update_frequency=config.min_update_frequency, backend=config.backend,
-                     trace=config.trace, describe=_describe(store, members, val_members)) as engine:
+                     trace=config.trace, describe=_describe(store, members, val_members),
+                     stall_timeout=config.stall_timeout,
+                     on_nonfinite=config.on_nonfinite) as engine:
         for epoch in range(first_epoch, config.epochs if not stop else first_epoch):
             lr = lr_at(epoch, config.epochs, config.lr)
             for opt in optimizers.values():
@@ -245,14 +257,21 @@ def train(config: TrainConfig, out_dir: str | Path, progress=None, resume: bool 
             members.update(epoch_members)
             res = engine.train(items, on_result=lambda k, loss, n: emit("instance", n=n, loss=loss))
             last_train = (res, getattr(engine, "trace", lambda: [])())
+            seen = _account_rows(epoch + 1, items, epoch_members, res, split["train"])
+            _require_finite(network.state_dict(), f"epoch {epoch + 1}: after training, parameter")
+            if res.skipped:
+                emit("skipped", epoch=epoch + 1, n=len(res.skipped),
+                     message="; ".join(f"key {k} [{_describe(store, epoch_members)(k)}]: {why}"
+                                       for k, why in list(res.skipped.items())[:5]))
             n_train_mols += len(split["train"])
             train_seconds += res.seconds
             val_metrics, _ = evaluate_items(engine, val_items, val_members, prep, split["val"])
             val_score = score(val_metrics, prep.task, std)
-            row = {"epoch": epoch + 1, "train_loss": float(np.mean(list(res.losses.values()))),
+            row = {"epoch": epoch + 1, "train_loss": _mean_finite(res.losses.values()),
                    "val_score": val_score, "lr": lr,
                    "epoch_seconds": res.seconds, "wall_seconds": time.perf_counter() - t_start,
                    "train_molecules_per_second": len(split["train"]) / max(res.seconds, 1e-9),
+                   **seen,
                    **{f"val_{t}_{m}": v for t, ms in val_metrics.items() for m, v in ms.items()
                       if m != "n"}}
             if config.track_test:
@@ -262,10 +281,12 @@ def train(config: TrainConfig, out_dir: str | Path, progress=None, resume: bool 
             history.append(row)
             if val_score < best:
                 best, best_state, bad_epochs = val_score, network.state_dict(), 0
+                _require_finite(best_state, f"epoch {epoch + 1}: model parameter")
                 save_model(out_dir / "model", network.config, best_state, meta)
             else:
                 bad_epochs += 1
             arrays, scalars = _state_arrays(network, optimizers, best_state)
+            _require_finite(arrays, f"epoch {epoch + 1}: checkpoint array")
             save_checkpoint(out_dir, epoch + 1, {
                 "epoch": epoch + 1, "config": asdict(config), "rng": rng.bit_generator.state,
                 "history": history, "best": best, "bad_epochs": bad_epochs, "key": key,
@@ -301,12 +322,58 @@ def train(config: TrainConfig, out_dir: str | Path, progress=None, resume: bool 
         "parameters": network.n_parameters,
         "utilization": utilization,
         "resumed_from_epoch": first_epoch if resume else None,
+        "skipped_instances": sum(h.get("skipped_instances", 0) for h in history),
+        # bit-for-bit parameters from a seed: reference, sync, and async with one instance in
+        # flight; the data order (instance contents per epoch) always
+        # (tests/test_faults.py::test_reproducible_*)
+        "reproducible": {"parameters": config.schedule != "async" or config.max_active_keys == 1,
+                         "data_order": True},
         "config": asdict(config),
         "versions": versions(),
     }
     write_run(out_dir, network, prep, report, history, split, P_test, trace, meta)
     emit("done", report=report)
     return report
+
+
+def _digest(rows: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(rows, dtype=np.int64).tobytes()).hexdigest()[:16]
+
+
+def _account_rows(epoch: int, items, members: dict, res, train_rows: np.ndarray) -> dict:
+    """Check every training row was trained on (or skipped) exactly once this epoch.
+
+    Returns the metrics columns: ``rows_seen`` (rows trained on), ``rows_digest`` (of their
+    sorted indices), ``data_order`` (digest of the rows in the order instances were
+    admitted: the epoch's data order) and ``skipped_instances``.
+    """
+    done = [k for k, _ in items if k in res.losses]
+    if len(done) != len(items) or len(res.losses) != len(items):
+        raise RuntimeError(f"epoch {epoch}: {len(res.losses)} instances returned, "
+                           f"{len(items)} admitted")
+    every = np.sort(np.concatenate([members[k] for k, _ in items]))
+    if not np.array_equal(every, np.sort(train_rows)):
+        raise RuntimeError(f"epoch {epoch}: the instances do not cover the training rows once each")
+    kept = [members[k] for k, _ in items if k not in res.skipped]
+    seen = np.sort(np.concatenate(kept)) if kept else np.zeros(0, np.int64)
+    return {"rows_seen": int(seen.size), "rows_digest": _digest(seen),
+            "data_order": _digest(np.concatenate([members[k] for k, _ in items])),
+            "skipped_instances": len(res.skipped)}
+
+
+def _mean_finite(values) -> float:
+    v = np.asarray(list(values), dtype=np.float64)
+    v = v[np.isfinite(v)]
+    return float(v.mean()) if v.size else float("nan")
+
+
+def _require_finite(arrays: dict, what: str) -> None:
+    """NonFiniteError naming the first array holding NaN/inf: nothing poisoned is saved."""
+    for k, a in arrays.items():
+        if a.dtype.kind in "fc" and not np.isfinite(a).all():
+            raise NonFiniteError(f"{what} {k!r} holds {int(np.isnan(a).sum())} NaN and "
+                                 f"{int(np.isinf(a).sum())} inf values; nothing saved "
+                                 "(the last checkpoint stays as it was)")
 
 
 def _model_meta(prep: Prepared) -> dict:
@@ -323,7 +390,6 @@ def write_run(out_dir: Path, network, prep: Prepared, report: dict, history: lis
     out_dir.mkdir(parents=True, exist_ok=True)
     store = prep.store
     save_model(out_dir / "model", network.config, network.state_dict(), meta)
-    (out_dir / "report.json").write_text(json.dumps(report, indent=2, default=float))
     (out_dir / "split.json").write_text(json.dumps({k: v.tolist() for k, v in split.items()}))
     with open(out_dir / "metrics.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(history[0]))
@@ -341,3 +407,7 @@ def write_run(out_dir: Path, network, prep: Prepared, report: dict, history: lis
         doc = json.loads((out_dir / "trace.json").read_text())
         doc["workers"] = {str(k): v for k, v in trace["workers"].items()}
         (out_dir / "trace.json").write_text(json.dumps(doc))
+    # report.json last, by rename: its presence means the run directory is complete
+    tmp = out_dir / "report.json.tmp"
+    tmp.write_text(json.dumps(report, indent=2, default=float))
+    os.replace(tmp, out_dir / "report.json")

@@ -11,6 +11,8 @@ import numpy as np
 
 from molpipe.runtime.accumulator import Accumulator, Criterion
 from molpipe.runtime.message import DATA_KINDS, Kind, Message
+from molpipe.runtime.nonfinite import (SKIP, NonFiniteError, check_policy, describe_nonfinite,
+                                       first_nonfinite)
 
 Route = Callable[[str, int, Any], "tuple[str, int] | None"]
 
@@ -26,7 +28,8 @@ class Worker:
 
     def __init__(self, wid: int, stages: dict, optimizers: dict,
                  criteria: dict[str, Criterion], route: Route, *,
-                 auto_update: bool = True, record: bool = False, ordered: bool = False):
+                 auto_update: bool = True, record: bool = False, ordered: bool = False,
+                 on_nonfinite: str | None = None):
         self.wid = wid
         self.stages = stages
         self.optimizers = optimizers
@@ -46,6 +49,8 @@ class Worker:
         self.ordered = ordered
         self._open: dict[tuple[str, Any], dict] = {}
         self._done: dict[str, dict[Any, dict]] = {name: {} for name in stages}
+        # NaN/inf in a training forward's outputs: None (not checked), "stop" or "skip"
+        self.on_nonfinite = check_policy(on_nonfinite)
 
     # -- the loop ----------------------------------------------------------------------
     def run(self, send: Callable[[Message], None], recv: Callable[[], Message]) -> None:
@@ -70,6 +75,8 @@ class Worker:
     def _handle(self, m: Message) -> Iterator[Message]:
         if m.kind is Kind.FORWARD or m.kind is Kind.EVAL:
             yield from self._forward(m)
+        elif m.kind is Kind.BACKWARD and m.info == SKIP:
+            yield from self._skip(m.stage, m.key, m.step, m.path, m.inst)
         elif m.kind is Kind.BACKWARD:
             stage = self._grads_for(m.stage, m.key)
             dx = self._timed(m.key, m.stage, m.step, "backward",
@@ -94,6 +101,16 @@ class Worker:
         path = m.path + ((m.stage, m.step),) if train else ()
         if train:
             self._version_at_fwd.setdefault((m.stage, m.key), self.acc[m.stage].version)
+        bad = first_nonfinite(y) if train and self.on_nonfinite is not None else None
+        if bad is not None:
+            what = f"stage {m.stage!r} output {describe_nonfinite(bad, y[bad])}"
+            if self.on_nonfinite == "stop":
+                raise NonFiniteError(f"non-finite training forward: {what} "
+                                     "(on_nonfinite='skip' skips such instances)")
+            yield Message(Kind.RESULT, m.key, m.stage, m.step, {"loss": np.array([np.nan])},
+                          worker=self.wid, info=(SKIP, what))
+            yield from self._skip(m.stage, m.key, m.step, m.path, m.inst)
+            return
         nxt = self.route(m.stage, m.step, m.inst)
         if nxt is not None:
             yield Message(m.kind, m.key, nxt[0], int(nxt[1]), y, path, m.inst)
@@ -105,6 +122,21 @@ class Worker:
             dx = self._timed(m.key, m.stage, m.step, "backward",
                              stage.backward, m.key, m.step, {}, m.inst)
             yield from self._backward_done(m.stage, m.key, dx, path[:-1], m.inst)
+
+    def _skip(self, name: str, key, step: int, path, inst) -> Iterator[Message]:
+        """Drop ``key``'s cache at ``(name, step)``, pass the skip back: no backward, no gradient."""
+        try:
+            self.stages[name].pop(key, step)
+        except KeyError:
+            pass
+        if all(s != name for s, _ in path):   # the instance's last visit to this stage
+            self._version_at_fwd.pop((name, key), None)
+            self._open.pop((name, key), None)
+        if path:
+            prev, prev_step = path[-1]
+            yield Message(Kind.BACKWARD, key, prev, prev_step, {}, path[:-1], inst, info=SKIP)
+        else:
+            yield Message(Kind.DONE, key, name, worker=self.wid)
 
     def _backward_done(self, name: str, key, dx, path, inst) -> Iterator[Message]:
         """Send the input gradient back along the path, then count and maybe update."""
