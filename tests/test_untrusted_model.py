@@ -215,3 +215,30 @@ def test_crafted_checkpoints_are_refused_not_unpickled(tmp_path):
     with pytest.raises(CheckpointError) as err:
         load_checkpoint(tmp_path)
     assert "declares shape" in str(err.value) and "checksum" in str(err.value)
+
+
+# -- the command line -----------------------------------------------------------------
+@pytest.mark.parametrize("attack", ["symlink", "object", "traversal", "huge"])
+def test_molpipe_predict_refuses_a_crafted_model_in_one_line_exit_2(model, tmp_path, attack):
+    from typer.testing import CliRunner
+
+    from cli import app
+
+    d, state = model
+    if attack == "symlink":
+        os.replace(d / "params.npz", tmp_path / "real.npz")
+        os.symlink(tmp_path / "real.npz", d / "params.npz")
+    elif attack == "object":
+        np.savez(d / "params.npz", **{**state, next(iter(state)): np.array([{}], dtype=object)})
+        reseal(d)
+    elif attack == "traversal":
+        write_config(d, {**config(d), "params": "../../etc/passwd"})
+    else:
+        with zipfile.ZipFile(d / "params.npz", "w") as z:
+            z.writestr(next(iter(state)) + ".npy", _npy_member((2**40,), data=b"\0" * 16))
+        reseal(d)
+    result = CliRunner().invoke(app, ["predict", "--model", str(d), "CCO"])
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and "Traceback" not in result.output
+    assert str(d) in lines[0]
