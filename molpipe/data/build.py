@@ -193,7 +193,13 @@ def _write_arrays(table, tmp: Path, rounds: tuple[int, int], n_jobs: int, chunk_
                "source_row": NpyAppender(tmp / "source_row.npy", np.int64),
                "n_rounds": NpyAppender(tmp / "n_rounds.npy", np.int32),
                "has_rings": NpyAppender(tmp / "has_rings.npy", np.bool_)}
-    sizes = {"n_atoms": [], "n_edges": [], "n_rings": []}
+    # molecule i owns offsets[i]:offsets[i + 1]; streamed too, so memory stays O(chunk)
+    offsets = {k: NpyAppender(tmp / f"{name}.npy", np.int64)
+               for name, k in (("atom_offsets", "n_atoms"), ("edge_offsets", "n_edges"),
+                               ("ring_offsets", "n_rings"))}
+    ends = dict.fromkeys(offsets, 0)
+    for w in offsets.values():
+        w.append(np.zeros(1, np.int64))
     read = kept = 0
     missing = np.zeros(n_t, np.int64)                 # NaN targets among the kept rows
     with open(tmp / "smiles.txt", "w", encoding="utf-8") as smiles_f, \
@@ -207,8 +213,10 @@ def _write_arrays(table, tmp: Path, rounds: tuple[int, int], n_jobs: int, chunk_
             per_mol["source_row"].append(out["rows"])
             per_mol["n_rounds"].append(out["n_rounds"])
             per_mol["has_rings"].append(out["has_rings"])
-            for k in sizes:
-                sizes[k].append(out[k])
+            for k, w in offsets.items():
+                cum = ends[k] + np.cumsum(out[k], dtype=np.int64)
+                w.append(cum)
+                ends[k] = int(cum[-1]) if len(cum) else ends[k]
             smiles_f.writelines(s + "\n" for s in out["smiles"])
             rejects.writerows(out["rejects"])
             kept += len(out["smiles"])
@@ -216,11 +224,7 @@ def _write_arrays(table, tmp: Path, rounds: tuple[int, int], n_jobs: int, chunk_
             read += len(out["smiles"]) + len(out["rejects"])
             if progress:
                 progress(read, max(total, read))
-    for w in (*graph.values(), *per_mol.values()):
+    for w in (*graph.values(), *per_mol.values(), *offsets.values()):
         w.close()
-    for name, k in (("atom_offsets", "n_atoms"), ("edge_offsets", "n_edges"),
-                    ("ring_offsets", "n_rings")):
-        counts = np.concatenate(sizes[k]) if sizes[k] else np.zeros(0, np.int64)
-        np.save(tmp / f"{name}.npy", np.concatenate([[0], np.cumsum(counts)]).astype(np.int64))
     return {"rows_read": read, "rows_kept": kept, "rows_rejected": read - kept,
             "targets_missing": dict(zip(table.target_names, missing.tolist()))}
