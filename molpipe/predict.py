@@ -20,6 +20,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -266,6 +267,9 @@ def _map_chunks(predictor: Predictor, chunks: Iterator[list], n_jobs: int) -> It
                     yield pending.popleft().result()
             while pending:
                 yield pending.popleft().result()
+        except BrokenProcessPool as err:
+            raise DataError(f"a prediction process died ({err}); retry with --jobs 1 to "
+                            "find the row that kills it") from None
         finally:
             for f in pending:
                 f.cancel()
