@@ -3,7 +3,8 @@
 Drawn with matplotlib's Agg canvas directly (no pyplot, no global backend switch), as PNGs of
 ``SIZE`` pixels. A *trace* is what ``trace.json`` holds — ``{"entries": [(worker, t_start,
 t_end, key, stage, step, direction), ...], "workers": {id: name}, ...}`` — or a pair
-``(entries, workers)``, or the bare list of entries.
+``(entries, workers)`` (workers a {id: name} dict or a list of names), or the bare list of
+entries.
 """
 
 from __future__ import annotations
@@ -117,10 +118,12 @@ def _as_trace(trace) -> tuple[dict[str, np.ndarray], dict[int, str]]:
     """Trace columns (``runtime.trace.to_arrays``) and worker names from any trace form."""
     if isinstance(trace, dict):
         entries, workers = trace.get("entries", []), trace.get("workers") or {}
-    elif isinstance(trace, tuple) and len(trace) == 2 and isinstance(trace[1], dict):
+    elif isinstance(trace, tuple) and len(trace) == 2 and isinstance(trace[1], (dict, list)):
         entries, workers = trace
     else:
         entries, workers = trace, {}
+    if isinstance(workers, list):                       # names in worker-id order
+        workers = dict(enumerate(workers))
     cols = to_arrays([tuple(e) for e in entries])
     names = {int(k): str(v) for k, v in workers.items()}
     for w in np.unique(cols["worker"]).tolist():

@@ -86,6 +86,7 @@ def test_as_trace_forms():
         assert set(names) == {0, 1, 2}
     assert _as_trace(entries)[1][1] == "worker 1"
     assert _as_trace((entries, workers))[1][1] == "propagate"
+    assert _as_trace((entries, list(workers.values())))[1] == workers
 
 
 def test_parity_several_targets(tmp_path):
