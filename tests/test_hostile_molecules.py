@@ -228,3 +228,42 @@ def test_build_store_counts_add_up(tmp_path, n_jobs):
         assert isinstance(featurize(texts[kept[i] - 1]), type(store[i]))
     for r in rejects:                                                       # same verdict
         assert isinstance(try_featurize(texts[int(r["row"]) - 1]), str)
+
+
+@pytest.fixture(scope="module")
+def predictor(tmp_path_factory):
+    pytest.importorskip("molpipe.predict")
+    from molpipe.predict import Predictor
+
+    from tests.test_predict import trained_run
+
+    return Predictor.load(trained_run(tmp_path_factory))
+
+
+def test_predict_hostile_inputs(predictor):
+    texts = [t for t, _ in ZOO] + _hostile_rows(len(ZOO) + 150, seed=1)[len(ZOO):]
+    texts += SEEDS[:50] + [_unsanitized("c1cccc1"), _unsanitized("c1ccccc1"), None, 3.5]
+    P, errors = predictor.predict(texts)
+    assert P.shape == (len(texts), len(predictor.targets)) and len(errors) == len(texts)
+    for text, p, err in zip(texts, P, errors):
+        verdict = try_featurize(text) if isinstance(text, (str, Chem.Mol)) else "not SMILES"
+        if isinstance(verdict, str):                      # rejected: reason, no prediction
+            assert err and np.isnan(p).all(), (text, err)
+        else:
+            assert err == "" and np.isfinite(p).all(), (str(text)[:40], err)
+    assert sum(e == "" for e in errors) > 80 and sum(e != "" for e in errors) > 80
+
+
+def test_predict_file_keeps_every_row(predictor, tmp_path):
+    from molpipe.predict import predict_file
+
+    texts = _hostile_rows(300, seed=2)
+    path = tmp_path / "in.csv"
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        csv.writer(f).writerows([["id", "smiles"]] + [[i, t] for i, t in enumerate(texts)])
+    summary = predict_file(predictor, path, tmp_path / "out.csv", n_jobs=1, chunk_size=64)
+    with open(tmp_path / "out.csv", newline="", encoding="utf-8") as f:
+        out = list(csv.DictReader(f))
+    assert summary["rows"] == len(out) == len(texts)
+    assert [int(r["id"]) for r in out] == list(range(len(texts)))
+    assert summary["failed"] == sum(bool(r["error"]) for r in out) > 0
