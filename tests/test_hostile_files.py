@@ -85,6 +85,13 @@ def test_unquoted_comma_in_a_field_is_a_reject_not_a_shifted_row(tmp_path):
     assert rows[2][1] == "CCN" and rows[2][2].tolist() == [3.0]
 
 
+def test_trailing_empty_fields_are_ignored(tmp_path):
+    path = write(tmp_path, "t.csv", "smiles,y\nCCO,1,\nCCN,2,,\nCCC,3,x\n")
+    rows = rows_of(path)
+    assert [r[1] for r in rows[:2]] == ["CCO", "CCN"] and rows[1][2].tolist() == [2.0]
+    assert "3 fields" in str(rows[2][1])
+
+
 def test_duplicate_header_names(tmp_path):
     path = write(tmp_path, "dup.csv", "smiles,y,name,y\nCCO,1,a,2\n")
     with pytest.raises(DataError, match=r"duplicate column name 'y' \(columns 2 and 4\)"):

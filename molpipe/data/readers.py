@@ -10,7 +10,7 @@ How hostile files are read (a rejected row goes to ``rejects.csv`` with its reas
   the most frequent of those is used (``Table.delimiter``).
 - duplicate column names in the header: DataError naming the duplicate.
 - a data row with more or fewer fields than the header (a cut last line, an unquoted
-  delimiter) or broken quoting (the file ends inside a quoted field): rejected,
+  delimiter; trailing empty fields are ignored) or broken quoting (the file ends inside a quoted field): rejected,
   "row has 2 fields, the header 3" / "bad CSV row (...)". The rows around it still load.
   A cut inside the last, unquoted field of the last line cannot be told from a short value
   and is read as it stands.
@@ -285,6 +285,8 @@ def _iter_csv(table: Table) -> Iterator[Row]:
                     continue
                 row += 1
                 n = len(fields)
+                if n > len(header) and not any(f.strip() for f in fields[len(header):]):
+                    n = len(header)                      # trailing empty fields ("CCO,1,")
                 if n != len(header):
                     yield row, FeaturizationError(f"row has {n} fields, the header "
                                                   f"{len(header)}"), missing.copy()
