@@ -228,6 +228,8 @@ def bench(
     schedule: Annotated[Optional[list[str]], typer.Option(
         help="Schedules to run (repeat; default reference, sync, async).")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
+    plot: Annotated[Optional[Path], typer.Option(
+        help="Write a PNG of the sync and async pipeline timelines of a short pass.")] = None,
 ) -> None:
     """Throughput of the reference, sync and async schedules on the same instances, one process.
 
@@ -244,7 +246,8 @@ def bench(
         fail(f"unknown schedule {bad[0]!r} (choose from {', '.join(SCHEDULES)})")
     config = BenchConfig(data=data, hidden=hidden, molecules_per_instance=molecules_per_instance,
                          max_active_keys=max_active_keys, min_update_frequency=min_update_frequency,
-                         epochs=epochs, molecules=molecules, replicate=replicate, schedules=schedules)
+                         epochs=epochs, molecules=molecules, replicate=replicate, schedules=schedules,
+                         plot=str(plot) if plot else None)
     status = err_console.status("benchmarking", spinner="dots")
     status.start()
     try:

@@ -13,7 +13,8 @@ class PipelineEngine:
     def __init__(self, network, optimizers: dict, *, schedule: str = "async",
                  max_active_keys: int = 8, min_update_frequency: int = 1,
                  backend: str = "thread", placement: dict | None = None, trace: bool = False,
-                 describe=None, stall_timeout: float = 120.0, on_nonfinite: str | None = "stop"):
+                 describe=None, stall_timeout: float = 120.0, weight_stashing: bool = False,
+                 on_nonfinite: str | None = "stop"):
         self.schedule = schedule
         self.network = network
         # every worker needs an optimizer; parameter-free stages (the loss) get an empty one
@@ -26,7 +27,8 @@ class PipelineEngine:
             network.stages, opts, network.route, network.first, backend_options=backend_options,
             max_active_keys=max_active_keys, min_update_frequency=min_update_frequency,
             schedule=schedule, placement=placement, backend=backend, trace=trace,
-            stall_timeout=stall_timeout, describe=describe, on_nonfinite=on_nonfinite)
+            stall_timeout=stall_timeout, describe=describe, weight_stashing=weight_stashing,
+            on_nonfinite=on_nonfinite)
         self.worker_names = self._worker_names(placement)
 
     def _worker_names(self, placement) -> dict[int, str]:
@@ -63,6 +65,7 @@ class PipelineEngine:
 
     def __exit__(self, *exc):
         self.close()
+
 
 # -- MPI: what the worker ranks build ------------------------------------------------------------
 #: relative cost of a stage per instance (message and update run once per round)

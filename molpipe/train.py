@@ -46,6 +46,7 @@ class TrainConfig:
     schedule: str = "async"
     max_active_keys: int = 8
     min_update_frequency: int = 1
+    weight_stashing: bool = True      # async: backward with the weights the forward used
     backend: str = "thread"
     dtype: str = "float32"
     track_test: bool = False          # also score the test split every epoch (benchmarks)
@@ -246,6 +247,7 @@ def train(config: TrainConfig, out_dir: str | Path, progress=None, resume: bool 
     with make_engine(config.schedule, network, optimizers, max_active_keys=config.max_active_keys,
                      min_update_frequency=config.min_update_frequency, backend=config.backend,
                      trace=config.trace, describe=_describe(store, members, val_members),
+                     weight_stashing=config.weight_stashing,
                      stall_timeout=config.stall_timeout,
                      on_nonfinite=config.on_nonfinite) as engine:
         for epoch in range(first_epoch, config.epochs if not stop else first_epoch):

@@ -45,6 +45,7 @@ class Pipeline:
     trace : bool                        record every busy interval of every worker
     stall_timeout : float               seconds without any message before giving up
     describe : (key) -> str             description of an instance for error messages
+    weight_stashing : bool              backward with the weights the forward used (PipeDream)
     on_nonfinite : None | "stop" | "skip"
                                         NaN/inf in a training forward: unchecked, stop the
                                         run (PipelineError), or skip the instance
@@ -55,7 +56,7 @@ class Pipeline:
                  criterion: Criterion | dict | None = None, schedule: str = "async",
                  placement: dict[str, int] | None = None, backend: str = "thread",
                  trace: bool = False, stall_timeout: float = 60.0,
-                 describe: Callable[[Any], str] | None = None,
+                 describe: Callable[[Any], str] | None = None, weight_stashing: bool = False,
                  on_nonfinite: str | None = None, backend_options: dict | None = None):
         if first not in stages:
             raise ValueError(f"first stage {first!r} is not among the stages")
@@ -76,7 +77,8 @@ class Pipeline:
             Worker(w, {s: stages[s] for s in stages if placement[s] == w},
                    {s: optimizers[s] for s in stages if placement[s] == w},
                    crit, route, auto_update=self.schedule.auto_update, record=trace,
-                   ordered=not self.schedule.auto_update, on_nonfinite=on_nonfinite)
+                   ordered=not self.schedule.auto_update, stash_weights=weight_stashing,
+                   on_nonfinite=on_nonfinite)
             for w in range(n_workers)]
         self.backend = make_backend(backend, self.workers, placement, **(backend_options or {}))
         self.control = ControlNode(self.backend.send, self.backend.recv, n_workers,

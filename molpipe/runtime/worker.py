@@ -13,6 +13,7 @@ from molpipe.runtime.accumulator import Accumulator, Criterion
 from molpipe.runtime.message import DATA_KINDS, Kind, Message
 from molpipe.runtime.nonfinite import (SKIP, NonFiniteError, check_policy, describe_nonfinite,
                                        first_nonfinite)
+from molpipe.runtime.stash import WeightStash
 
 Route = Callable[[str, int, Any], "tuple[str, int] | None"]
 
@@ -29,7 +30,7 @@ class Worker:
     def __init__(self, wid: int, stages: dict, optimizers: dict,
                  criteria: dict[str, Criterion], route: Route, *,
                  auto_update: bool = True, record: bool = False, ordered: bool = False,
-                 on_nonfinite: str | None = None):
+                 stash_weights: bool = False, on_nonfinite: str | None = None):
         self.wid = wid
         self.stages = stages
         self.optimizers = optimizers
@@ -49,6 +50,7 @@ class Worker:
         self.ordered = ordered
         self._open: dict[tuple[str, Any], dict] = {}
         self._done: dict[str, dict[Any, dict]] = {name: {} for name in stages}
+        self.stash = {name: WeightStash(st) for name, st in stages.items()} if stash_weights else None
         # NaN/inf in a training forward's outputs: None (not checked), "stop" or "skip"
         self.on_nonfinite = check_policy(on_nonfinite)
 
@@ -78,9 +80,7 @@ class Worker:
         elif m.kind is Kind.BACKWARD and m.info == SKIP:
             yield from self._skip(m.stage, m.key, m.step, m.path, m.inst)
         elif m.kind is Kind.BACKWARD:
-            stage = self._grads_for(m.stage, m.key)
-            dx = self._timed(m.key, m.stage, m.step, "backward",
-                             stage.backward, m.key, m.step, m.payload, m.inst)
+            dx = self._run_backward(m.stage, m.key, m.step, m.payload, m.inst)
             yield from self._backward_done(m.stage, m.key, dx, m.path, m.inst)
         elif m.kind is Kind.UPDATE:
             for name, acc in self.acc.items():
@@ -100,7 +100,10 @@ class Worker:
                         stage.forward, m.key, m.step, m.payload, m.inst, train)
         path = m.path + ((m.stage, m.step),) if train else ()
         if train:
-            self._version_at_fwd.setdefault((m.stage, m.key), self.acc[m.stage].version)
+            version = self.acc[m.stage].version
+            self._version_at_fwd.setdefault((m.stage, m.key), version)
+            if self.stash is not None:
+                self.stash[m.stage].forward(m.key, m.step, version)
         bad = first_nonfinite(y) if train and self.on_nonfinite is not None else None
         if bad is not None:
             what = f"stage {m.stage!r} output {describe_nonfinite(bad, y[bad])}"
@@ -118,9 +121,7 @@ class Worker:
         # loss stage: report, then start the backward at once
         yield Message(Kind.RESULT, m.key, m.stage, m.step, y, worker=self.wid, info=train)
         if train:
-            stage = self._grads_for(m.stage, m.key)
-            dx = self._timed(m.key, m.stage, m.step, "backward",
-                             stage.backward, m.key, m.step, {}, m.inst)
+            dx = self._run_backward(m.stage, m.key, m.step, {}, m.inst)
             yield from self._backward_done(m.stage, m.key, dx, path[:-1], m.inst)
 
     def _skip(self, name: str, key, step: int, path, inst) -> Iterator[Message]:
@@ -129,6 +130,9 @@ class Worker:
             self.stages[name].pop(key, step)
         except KeyError:
             pass
+        if self.stash is not None:
+            with self.stash[name].backward(key, step, self.acc[name].version):
+                pass
         if all(s != name for s, _ in path):   # the instance's last visit to this stage
             self._version_at_fwd.pop((name, key), None)
             self._open.pop((name, key), None)
@@ -154,6 +158,14 @@ class Worker:
             self.staleness[name] = max(self.staleness[name], stale)
             if self.auto_update and acc.ready():
                 self._update(name)
+
+    def _run_backward(self, name: str, key, step: int, dy, inst):
+        """The stage's backward for (key, step), on the right gradient buffer and weights."""
+        stage = self._grads_for(name, key)
+        if self.stash is None:
+            return self._timed(key, name, step, "backward", stage.backward, key, step, dy, inst)
+        with self.stash[name].backward(key, step, self.acc[name].version):
+            return self._timed(key, name, step, "backward", stage.backward, key, step, dy, inst)
 
     def _grads_for(self, name: str, key):
         """The stage, its ``grads`` pointed at ``key``'s own buffer when ``ordered``."""
@@ -184,6 +196,8 @@ class Worker:
         if self.ordered:
             self._gather_in_key_order(name)
         stage, acc = self.stages[name], self.acc[name]
+        if self.stash is not None:
+            self.stash[name].before_update(acc.version)
         self._timed(None, name, acc.version, "update",
                     self.optimizers[name].step, stage.grads, 1.0 / acc.n)
         stage.zero_grad()
