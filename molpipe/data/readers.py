@@ -255,11 +255,18 @@ def _open_csv(path: Path, smiles_column: str | None, targets) -> Table:
     else:
         smiles_column = _match(smiles_column, header, path, "SMILES column")
     if targets is None:
-        records = [dict(zip(header, row)) for row in peek if len(row) == len(header)]
+        records = [dict(zip(header, row)) for row in peek if _fit(row, len(header))]
         targets = [c for c in _numeric(header, records) if c != smiles_column]
     else:
         targets = [_match(t, header, path, "target column") for t in targets]
     return Table(path, "csv", smiles_column, tuple(targets), delimiter)
+
+
+def _fit(fields: list[str], width: int) -> list[str] | None:
+    """``fields`` without trailing empty fields beyond ``width``; None if the count is wrong."""
+    if len(fields) > width and not any(f.strip() for f in fields[width:]):
+        fields = fields[:width]                          # "CCO,1," under "smiles,y"
+    return fields if len(fields) == width else None
 
 
 def _iter_csv(table: Table) -> Iterator[Row]:
@@ -284,11 +291,8 @@ def _iter_csv(table: Table) -> Iterator[Row]:
                 if not fields:                           # blank line: not a data row
                     continue
                 row += 1
-                n = len(fields)
-                if n > len(header) and not any(f.strip() for f in fields[len(header):]):
-                    n = len(header)                      # trailing empty fields ("CCO,1,")
-                if n != len(header):
-                    yield row, FeaturizationError(f"row has {n} fields, the header "
+                if _fit(fields, len(header)) is None:
+                    yield row, FeaturizationError(f"row has {len(fields)} fields, the header "
                                                   f"{len(header)}"), missing.copy()
                     continue
                 y = np.array([_to_float(fields[c]) for c in cols], dtype=np.float32)
