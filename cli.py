@@ -133,6 +133,8 @@ def train(
         help="Gradients a worker gathers before it updates (muf).")] = 1,
     molecules_per_instance: Annotated[int, typer.Option(
         help="Molecules packed into one instance (sharing one plan).")] = 16,
+    weight_stashing: Annotated[bool, typer.Option(
+        help="async: each backward uses the weights its forward used (PipeDream).")] = True,
     backend: Annotated[str, typer.Option(
         help="thread (one machine) or mpi: under mpiexec -n K+1, rank 0 trains and K ranks "
              "host the workers.")] = "thread",
@@ -160,16 +162,27 @@ def train(
     from molpipe.runtime.control import PipelineError
     from molpipe.train import TrainConfig, train as run_training
 
-    if resume is not None:
+    def run(config: TrainConfig, out: Path, resume: bool = False) -> None:
         display = TrainDisplay(console=console, quiet=quiet)
         try:
-            run_training(TrainConfig(), resume, progress=display, resume=True)
+            run_training(config, out, progress=display, resume=resume)
         except (DataError, ModelError, PipelineError, CheckpointError, ValueError) as err:
             display.close()
             fail(str(err))
         finally:
             display.close()
-        console.print(f"run directory: [bold]{resume}[/bold]")
+        try:
+            from molpipe.plots import plot_run
+
+            plots = plot_run(out)
+        except Exception as err:                 # a chart must never lose a finished run
+            err_console.print(f"[yellow]warning:[/yellow] plots not written ({escape(str(err))})")
+            plots = []
+        where = f" · {len(plots)} plots in {out / 'plots'}" if plots else ""
+        console.print(f"run directory: [bold]{out}[/bold]{where}")
+
+    if resume is not None:
+        run(TrainConfig(), resume, resume=True)
         return
     if data is None:
         fail("give a data set (a bundled name such as esol, or a CSV/SDF file), or --resume RUN_DIR")
@@ -203,16 +216,9 @@ def train(
                          max_rounds=rounds, lr=lr, schedule=schedule,
                          max_active_keys=max_active_keys, min_update_frequency=min_update_frequency,
                          molecules_per_instance=molecules_per_instance, backend=backend,
-                         on_nonfinite=on_nonfinite, stall_timeout=stall_timeout)
-    display = TrainDisplay(console=console, quiet=quiet)
-    try:
-        run_training(config, out, progress=display)
-    except (DataError, ModelError, PipelineError, ValueError) as err:
-        display.close()
-        fail(str(err))
-    finally:
-        display.close()
-    console.print(f"run directory: [bold]{out}[/bold]")
+                         on_nonfinite=on_nonfinite, stall_timeout=stall_timeout,
+                         weight_stashing=weight_stashing)
+    run(config, out)
 
 
 @app.command()
