@@ -165,12 +165,14 @@ def train(
     def run(config: TrainConfig, out: Path, resume: bool = False) -> None:
         display = TrainDisplay(console=console, quiet=quiet)
         try:
-            run_training(config, out, progress=display, resume=resume)
+            report = run_training(config, out, progress=display, resume=resume)
         except (DataError, ModelError, PipelineError, CheckpointError, ValueError) as err:
             display.close()
             fail(str(err))
         finally:
             display.close()
+        if not report:               # an MPI worker rank (of a resumed run): rank 0 reports
+            return
         try:
             from molpipe.plots import plot_run
 
