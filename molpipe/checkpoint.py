@@ -8,7 +8,6 @@ previous checkpoint or the new one, never a torn one. Loading never unpickles.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -17,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from molpipe.safenpz import NpzError, load_npz
+from molpipe.safenpz import NpzError, load_npz, sha256_file
 
 KEEP = 2
 MAX_STATE_BYTES = 64 << 20      # state.json: history and config, never this large
@@ -34,14 +33,6 @@ def _test_pause() -> None:
 
 class CheckpointError(ValueError):
     """No usable checkpoint; the message names the directory and why."""
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _fsync_dir(path: Path) -> None:
@@ -64,7 +55,7 @@ def save_checkpoint(run_dir: str | Path, epoch: int, state: dict, arrays: dict[s
         np.savez(f, **arrays)
         f.flush()
         os.fsync(f.fileno())
-    doc = {"epoch": epoch, "arrays_sha256": _sha256(tmp / "arrays.npz"), "state": state}
+    doc = {"epoch": epoch, "arrays_sha256": sha256_file(tmp / "arrays.npz"), "state": state}
     with open(tmp / "state.json", "w") as f:
         json.dump(doc, f)
         f.flush()
@@ -88,7 +79,7 @@ def _load_one(path: Path) -> tuple[dict, dict[str, np.ndarray]]:
         raise CheckpointError(f"{state_path}: unreadable ({e})") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("state"), dict):
         raise CheckpointError(f"{state_path}: no 'state' object")
-    if not npz.exists() or npz.is_symlink() or _sha256(npz) != doc.get("arrays_sha256"):
+    if not npz.exists() or npz.is_symlink() or sha256_file(npz) != doc.get("arrays_sha256"):
         raise CheckpointError(f"{npz}: missing, a symbolic link or checksum mismatch")
     try:
         arrays = load_npz(npz, MAX_ARRAYS_BYTES)     # headers checked first; never unpickles

@@ -10,7 +10,6 @@ a kill leaves the old model, the new one, or (between two renames) none — neve
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -20,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from molpipe.nn.network import AGGREGATIONS, DTYPES, PROPAGATE, NetworkConfig, build_network
-from molpipe.safenpz import NpzError, inspect_npz, regular_file
+from molpipe.safenpz import NpzError, inspect_npz, regular_file, sha256_file
 
 MODEL_FORMAT = 1
 PARAMS = "params.npz"
@@ -86,14 +85,6 @@ class ModelError(ValueError):
     """A model directory that cannot be loaded; the message says which file and why."""
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _fsync_write(path: Path, data: bytes) -> None:
     with open(path, "wb") as f:
         f.write(data)
@@ -119,7 +110,7 @@ def save_model(model_dir: str | Path, network_config, state: dict[str, np.ndarra
         "format": MODEL_FORMAT,
         "network": network_config.to_dict(),
         "params": PARAMS,
-        "params_sha256": _sha256(tmp / PARAMS),
+        "params_sha256": sha256_file(tmp / PARAMS),
         **meta,
     }
     _fsync_write(tmp / "config.json", json.dumps(config, indent=2).encode())
@@ -195,7 +186,7 @@ def load_model(model_dir: str | Path):
         raise ModelError(str(e)) from None
     if params.resolve().parent != model_dir.resolve():
         raise ModelError(f"{params}: outside the model directory")
-    if _sha256(params) != config["params_sha256"]:
+    if sha256_file(params) != config["params_sha256"]:
         raise ModelError(f"{params}: checksum does not match config.json (corrupt or altered)")
     try:
         header = inspect_npz(params, MAX_PARAMS_BYTES)

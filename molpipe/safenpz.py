@@ -8,6 +8,7 @@ directory and the ``.npy`` headers; ``load_npz`` loads after ``inspect_npz`` pas
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import stat
@@ -103,3 +104,12 @@ def load_npz(path: str | Path, max_bytes: int) -> dict[str, np.ndarray]:
             return {k: z[k] for k in z.files}
     except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
         raise NpzError(f"{path}: unreadable ({e})") from None
+
+
+def sha256_file(path: str | Path) -> str:
+    """Hex sha256 of a file's bytes, read in 1 MiB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            h.update(block)
+    return h.hexdigest()

@@ -6,26 +6,9 @@ import json
 import shutil
 
 import pytest
-from typer.testing import CliRunner
 
-from cli import app
+from tests.test_cli import assert_one_line_error, run
 from tests.test_predict import BAD, GOOD, trained_run, write_seeded_csv
-
-runner = CliRunner()
-
-
-def run(*args):
-    return runner.invoke(app, [str(a) for a in args])
-
-
-def assert_one_line_error(result, *fragments):
-    assert result.exit_code == 2, result.output
-    assert isinstance(result.exception, SystemExit)
-    assert "Traceback" not in result.output
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error:"), result.stderr
-    for frag in fragments:
-        assert frag in lines[0], lines[0]
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import multiprocessing as mp
 import os
@@ -24,6 +23,7 @@ from molpipe.chem.featurize import ATOM_DIM, BOND_DIM, FEATURIZER_VERSION, featu
 from molpipe.data.errors import DataError
 from molpipe.data.npyfile import NpyAppender
 from molpipe.data.readers import Row, open_table
+from molpipe.safenpz import sha256_file
 
 CHUNK = 256                     # rows per multiprocessing task
 META = "meta.json"
@@ -36,15 +36,6 @@ _GRAPH_ARRAYS = {
 }
 #: progress callback: (rows done, estimated total rows)
 Progress = Callable[[int, int], None]
-
-
-def sha256_file(path: str | Path) -> str:
-    """Hex sha256 of a file's bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _featurize_chunk(rows: list[Row], min_rounds: int, max_rounds: int) -> dict:
