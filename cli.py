@@ -128,7 +128,7 @@ def train(
     schedule: Annotated[str, typer.Option(
         help="async (each worker updates itself), sync (all update together) or reference "
              "(sequential).")] = "async",
-    max_active_keys: Annotated[int, typer.Option(help="Most instances in flight at once (mak).")] = 8,
+    max_active_keys: Annotated[int, typer.Option(help="Most instances in flight at once (mak).")] = 4,
     min_update_frequency: Annotated[int, typer.Option(
         help="Gradients a worker gathers before it updates (muf).")] = 1,
     molecules_per_instance: Annotated[int, typer.Option(
@@ -228,7 +228,7 @@ def bench(
     data: Annotated[str, typer.Argument(help="Bundled data set name, CSV/SDF path or graph store.")] = "esol",
     hidden: Annotated[int, typer.Option(help="Hidden size d_h.")] = 128,
     molecules_per_instance: Annotated[int, typer.Option(help="Molecules packed into one instance.")] = 16,
-    max_active_keys: Annotated[int, typer.Option(help="Most instances in flight (mak).")] = 8,
+    max_active_keys: Annotated[int, typer.Option(help="Most instances in flight (mak).")] = 4,
     min_update_frequency: Annotated[int, typer.Option(help="Gradients per update (muf).")] = 1,
     epochs: Annotated[int, typer.Option(help="Timed passes over the training split.")] = 2,
     molecules: Annotated[Optional[int], typer.Option(help="Use only the first N training molecules.")] = None,

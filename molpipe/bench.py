@@ -23,7 +23,7 @@ class BenchConfig:
     data: str = "esol"
     hidden: int = 128
     molecules_per_instance: int = 16
-    max_active_keys: int = 8
+    max_active_keys: int = 4
     min_update_frequency: int = 1
     weight_stashing: bool = True
     epochs: int = 2

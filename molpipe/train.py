@@ -44,7 +44,7 @@ class TrainConfig:
     lr: float = 1e-3
     molecules_per_instance: int = 16
     schedule: str = "async"
-    max_active_keys: int = 8
+    max_active_keys: int = 4           # measured default: benchmarks/README.md (sweep)
     min_update_frequency: int = 1
     weight_stashing: bool = True      # async: backward with the weights the forward used
     backend: str = "thread"
