@@ -144,6 +144,8 @@ def train(
     stall_timeout: Annotated[float, typer.Option(
         help="Seconds without any pipeline message before the run stops as stalled.")] = 300.0,
     out: Annotated[Optional[Path], typer.Option(help="Run directory to write (default: runs/<data>).")] = None,
+    checkpoint_minutes: Annotated[Optional[float], typer.Option(
+        help="Also checkpoint inside an epoch every this many minutes (default: after each epoch only).")] = None,
     resume: Annotated[Optional[Path], typer.Option(
         help="Continue the run in this directory from its last checkpoint (same settings).")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing run directory.")] = False,
@@ -219,7 +221,7 @@ def train(
                          max_active_keys=max_active_keys, min_update_frequency=min_update_frequency,
                          molecules_per_instance=molecules_per_instance, backend=backend,
                          on_nonfinite=on_nonfinite, stall_timeout=stall_timeout,
-                         weight_stashing=weight_stashing)
+                         weight_stashing=weight_stashing, checkpoint_minutes=checkpoint_minutes)
     run(config, out)
 
 

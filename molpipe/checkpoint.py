@@ -43,12 +43,18 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def save_checkpoint(run_dir: str | Path, epoch: int, state: dict, arrays: dict[str, np.ndarray]) -> Path:
-    """Write checkpoint ``epoch`` (JSON-able ``state`` + ``arrays``); keep the newest two."""
+def save_checkpoint(run_dir: str | Path, epoch: int, state: dict, arrays: dict[str, np.ndarray],
+                    part: int | None = None) -> Path:
+    """Write checkpoint ``epoch`` (JSON-able ``state`` + ``arrays``); keep the newest two.
+
+    ``part``: a checkpoint inside epoch ``epoch + 1`` after ``part`` instances; its name
+    (``epoch-NNNN-PPPPPP``) sorts after the end of epoch ``epoch`` and before the next one.
+    """
     root = Path(run_dir) / "checkpoints"
     root.mkdir(parents=True, exist_ok=True)
-    final = root / f"epoch-{epoch:04d}"
-    tmp = root / f"epoch-{epoch:04d}.tmp"
+    name = f"epoch-{epoch:04d}" + (f"-{part:06d}" if part is not None else "")
+    final = root / name
+    tmp = root / f"{name}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     with open(tmp / "arrays.npz", "wb") as f:

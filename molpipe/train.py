@@ -15,7 +15,7 @@ import numpy as np
 
 import molpipe
 from molpipe.data.instance import group_by_plan, pack
-from molpipe.engine import gather_predictions, make_engine, make_optimizers
+from molpipe.engine import EpochResult, gather_predictions, make_engine, make_optimizers
 from molpipe.metrics import metrics_table
 from molpipe.model import save_model
 from molpipe.nn.network import NetworkConfig, build_network
@@ -50,6 +50,7 @@ class TrainConfig:
     backend: str = "thread"
     dtype: str = "float32"
     track_test: bool = False          # also score the test split every epoch (benchmarks)
+    checkpoint_minutes: float | None = None  # also checkpoint within an epoch this often
     trace: bool = True                # record the last training epoch's pipeline timeline
     stall_timeout: float = 300.0      # seconds without any pipeline message before giving up
     on_nonfinite: str = "stop"        # NaN/inf loss or activations: "stop" the run or "skip"
@@ -226,6 +227,7 @@ def train(config: TrainConfig, out_dir: str | Path, progress=None, resume: bool 
     val_items, val_members, key = make_items(prep, split["val"], size, None, 0)
     test_items, test_members, key = make_items(prep, split["test"], size, None, key)
     members: dict = {}
+    partial = None
     history, best, best_state, bad_epochs = [], float("inf"), network.state_dict(), 0
     n_train_mols, train_seconds, first_epoch = 0, 0.0, 0
     if ckpt is not None:
@@ -235,6 +237,7 @@ def train(config: TrainConfig, out_dir: str | Path, progress=None, resume: bool 
         history, best, bad_epochs = state["history"], state["best"], state["bad_epochs"]
         n_train_mols, train_seconds, key = state["n_train_mols"], state["train_seconds"], state["key"]
         first_epoch = state["epoch"]
+        partial = state.get("partial")
     meta = _model_meta(prep)
     if ckpt is not None and np.isfinite(best):
         # a kill between writing model/ and the checkpoint (or during model/'s swap) left
@@ -254,10 +257,29 @@ def train(config: TrainConfig, out_dir: str | Path, progress=None, resume: bool 
             lr = lr_at(epoch, config.epochs, config.lr)
             for opt in optimizers.values():
                 opt.lr = lr
+            if partial is not None:           # resuming inside this epoch: the same instances
+                rng.bit_generator.state, key = partial["rng"], partial["key"]
+            epoch_start = {"rng": rng.bit_generator.state, "key": key}
             items, epoch_members, key = make_items(prep, split["train"], size, rng, key)
             members.clear()
             members.update(epoch_members)
-            res = engine.train(items, on_result=lambda k, loss, n: emit("instance", n=n, loss=loss))
+
+            def save_partial(position: int, done: EpochResult, epoch=epoch) -> None:
+                arrays, scalars = _state_arrays(network, optimizers, best_state)
+                _require_finite(arrays, f"epoch {epoch + 1}: checkpoint array")
+                save_checkpoint(out_dir, epoch, {
+                    "epoch": epoch, "config": asdict(config), "rng": rng.bit_generator.state,
+                    "history": history, "best": best, "bad_epochs": bad_epochs, "key": key,
+                    "n_train_mols": n_train_mols, "train_seconds": train_seconds,
+                    "optimizers": scalars, "partial": {
+                        **epoch_start, "position": position, "seconds": done.seconds,
+                        "losses": {str(k): v for k, v in done.losses.items()},
+                        "skipped": {str(k): v for k, v in done.skipped.items()}}},
+                    arrays, part=position)
+
+            res = _train_epoch(engine, items, partial, config, save_partial,
+                               on_result=lambda k, loss, n: emit("instance", n=n, loss=loss))
+            partial = None
             last_train = (res, getattr(engine, "trace", lambda: [])())
             seen = _account_rows(epoch + 1, items, epoch_members, res, split["train"])
             _require_finite(network.state_dict(), f"epoch {epoch + 1}: after training, parameter")
@@ -340,6 +362,37 @@ def train(config: TrainConfig, out_dir: str | Path, progress=None, resume: bool 
 
 def _digest(rows: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(rows, dtype=np.int64).tobytes()).hexdigest()[:16]
+
+
+def _train_epoch(engine, items: list, partial: dict | None, config: TrainConfig, save_partial,
+                 on_result=None) -> EpochResult:
+    """Train on ``items``; with ``checkpoint_minutes``, in chunks with checkpoints between.
+
+    Chunks are whole groups of ``max_active_keys`` instances, so the sync schedule's updates
+    fall where they would without chunks; a resumed ``partial`` epoch skips the instances
+    it had already trained on and keeps their losses.
+    """
+    done = EpochResult()
+    start = 0
+    if partial is not None:
+        start = partial["position"]
+        done.losses = {int(k): v for k, v in partial["losses"].items()}
+        done.skipped = {int(k): v for k, v in partial["skipped"].items()}
+        done.seconds = partial["seconds"]
+    every = config.checkpoint_minutes
+    chunk = len(items) if not every else max(config.max_active_keys, 1) * 8
+    last_save = time.perf_counter()
+    for lo in range(start, len(items), chunk):
+        res = engine.train(items[lo:lo + chunk], on_result=on_result)
+        done.losses.update(res.losses)
+        done.preds.update(res.preds)
+        done.skipped.update(res.skipped)
+        done.seconds += res.seconds
+        done.utilization = res.utilization
+        if every and lo + chunk < len(items) and time.perf_counter() - last_save >= 60 * every:
+            save_partial(lo + chunk, done)
+            last_save = time.perf_counter()
+    return done
 
 
 def _account_rows(epoch: int, items, members: dict, res, train_rows: np.ndarray) -> dict:

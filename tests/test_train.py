@@ -1,5 +1,6 @@
 """End-to-end training: run directory contents, checkpoints, resume == uninterrupted."""
 
+import csv
 import json
 
 import numpy as np
@@ -97,3 +98,37 @@ def test_lr_schedule_warms_up_then_decays():
     assert lrs[0] == pytest.approx(1e-4) and max(lrs) == pytest.approx(1e-3)
     assert lrs[-1] == pytest.approx(1e-4)
     assert all(a >= b for a, b in zip(lrs[2:], lrs[3:]))
+
+
+def _crash_at_instance(epoch_to_crash: int, n_instances: int):
+    seen = {"epoch": 1, "n": 0}
+
+    def progress(event, **kw):
+        if event == "epoch":
+            seen["epoch"], seen["n"] = kw["epoch"] + 1, 0
+        elif event == "instance" and seen["epoch"] == epoch_to_crash:
+            seen["n"] += 1
+            if seen["n"] == n_instances:
+                raise Crash()
+    return progress
+
+
+@pytest.mark.parametrize("schedule", ["reference", "sync"])
+def test_resume_from_inside_an_epoch_equals_uninterrupted_run(schedule, tmp_path):
+    cfg = dict(SMALL, molecules_per_instance=8, epochs=3)          # 65 instances an epoch
+    whole = train(TrainConfig(schedule=schedule, **cfg), tmp_path / "whole")
+    every = dict(cfg, checkpoint_minutes=1e-9)                      # after every chunk of 32
+    with pytest.raises(Crash):
+        train(TrainConfig(schedule=schedule, **every), tmp_path / "cut",
+              progress=_crash_at_instance(2, 50))
+    state, _, path = load_checkpoint(tmp_path / "cut")
+    assert path.name == "epoch-0001-000032" and state["partial"]["position"] == 32
+    resumed = train(TrainConfig(data="ignored"), tmp_path / "cut", resume=True)
+    a, b = _params(tmp_path / "whole"), _params(tmp_path / "cut")
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+    assert resumed["test"] == whole["test"]
+    # the interrupted epoch still trained on every row exactly once
+    with open(tmp_path / "cut" / "metrics.csv") as f:
+        epochs = list(csv.DictReader(f))
+    assert [int(e["rows_seen"]) for e in epochs] == [514, 514, 514]
