@@ -85,7 +85,8 @@ class TrainDisplay:
             self.progress.update(
                 self.epoch_task, advance=1,
                 info=f"train loss {kw['train_loss']:.4f} · val {kw['val_score']:.4f} · "
-                     f"{kw['train_molecules_per_second']:,.0f} mol/s")
+                     f"{kw['train_molecules_per_second']:,.0f} mol/s · "
+                     f"{kw.get('in_flight_max', 1)} instances in flight")
             self.progress.reset(self.mol_task, description=f"epoch {kw['epoch'] + 1}")
             self.t_epoch, self.n_epoch, self.loss_sum, self.loss_n = time.perf_counter(), 0, 0.0, 0
             if self.live:

@@ -27,6 +27,7 @@ class EpochResult:
     seconds: float = 0.0
     utilization: dict = field(default_factory=dict)
     skipped: dict = field(default_factory=dict)   # key -> why (non-finite, on_nonfinite="skip")
+    in_flight_max: int = 1                         # most instances in flight at once
 
 
 def make_optimizers(network, lr: float) -> dict:

@@ -40,6 +40,7 @@ class PipelineEngine:
 
     def _result(self, res) -> EpochResult:
         return EpochResult(losses=res.loss, preds=res.pred, seconds=res.wall,
+                           in_flight_max=res.n_in_flight_max,
                            utilization=self.utilization(), skipped=res.skipped)
 
     def train(self, items, on_result=None) -> EpochResult:

@@ -316,7 +316,7 @@ def train(config: TrainConfig, out_dir: str | Path, progress=None, resume: bool 
                 "history": history, "best": best, "bad_epochs": bad_epochs, "key": key,
                 "n_train_mols": n_train_mols, "train_seconds": train_seconds,
                 "optimizers": scalars}, arrays)
-            emit("epoch", utilization=res.utilization, **row)
+            emit("epoch", utilization=res.utilization, in_flight_max=res.in_flight_max, **row)
             if bad_epochs >= config.patience:
                 break
         network.load_state_dict(best_state)
@@ -389,6 +389,7 @@ def _train_epoch(engine, items: list, partial: dict | None, config: TrainConfig,
         done.skipped.update(res.skipped)
         done.seconds += res.seconds
         done.utilization = res.utilization
+        done.in_flight_max = max(done.in_flight_max, res.in_flight_max)
         if every and lo + chunk < len(items) and time.perf_counter() - last_save >= 60 * every:
             save_partial(lo + chunk, done)
             last_save = time.perf_counter()
