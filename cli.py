@@ -236,7 +236,8 @@ def bench(
     molecules: Annotated[Optional[int], typer.Option(help="Use only the first N training molecules.")] = None,
     replicate: Annotated[int, typer.Option(help="Repeat the training split N times (a larger workload).")] = 1,
     schedule: Annotated[Optional[list[str]], typer.Option(
-        help="Schedules to run (repeat; default reference, sync, async).")] = None,
+        help="Schedules to run (repeat; default all): reference, sync (one update per mak "
+             "instances), sync-each (one update per muf instances, as often as async), async.")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
     plot: Annotated[Optional[Path], typer.Option(
         help="Write a PNG of the sync and async pipeline timelines of a short pass.")] = None,
@@ -272,12 +273,15 @@ def bench(
         return
     table = Table(title=f"molpipe bench {data} (hidden {hidden}, {molecules_per_instance} mol/instance, "
                         f"mak {max_active_keys}, muf {min_update_frequency})")
-    for column in ("schedule", "molecules/s", "× reference", "seconds"):
+    for column in ("schedule", "instances/update", "molecules/s", "× reference", "async ×", "seconds"):
         table.add_column(column, justify="right")
+    asy = result.get("async", {}).get("molecules_per_second")
     for name in schedules:
         r = result[name]
-        table.add_row(name, f"{r['molecules_per_second']:,.0f}",
-                      f"{r.get('speedup_vs_reference', float('nan')):.2f}", f"{r['seconds']:.2f}")
+        per_update = r.get("instances_per_update", min_update_frequency if name != "reference" else 1)
+        table.add_row(name, str(per_update), f"{r['molecules_per_second']:,.0f}",
+                      f"{r.get('speedup_vs_reference', float('nan')):.2f}",
+                      f"{asy / r['molecules_per_second']:.2f}" if asy else "", f"{r['seconds']:.2f}")
     console.print(table)
     for name in schedules:
         if result[name].get("utilization"):

@@ -13,7 +13,10 @@ from molpipe.engine import make_engine, make_optimizers
 from molpipe.nn.network import NetworkConfig, build_network
 from molpipe.train import Prepared, TrainConfig, make_items, prepare, versions
 
-SCHEDULES = ("reference", "sync", "async")
+SCHEDULES = ("reference", "sync", "sync-each", "async")
+# sync: one update per group of max_active_keys instances (a group fills the pipeline, drains);
+# sync-each: one update per min_update_frequency instances, as often as async updates, so
+# nothing can overlap an update (the pipeline holds one group at a time).
 
 
 @dataclass
@@ -62,7 +65,9 @@ def bench(config: BenchConfig, progress=None) -> dict:
                                 prep.store.atom_dim, prep.store.bond_dim, len(prep.targets),
                                 mean, std, config.seed)
         opts = make_optimizers(network, 1e-4)
-        with make_engine(schedule, network, opts, max_active_keys=config.max_active_keys,
+        sync_group = config.min_update_frequency if schedule == "sync-each" else None
+        with make_engine(schedule.removesuffix("-each"), network, opts,
+                         max_active_keys=config.max_active_keys, sync_group=sync_group,
                          min_update_frequency=config.min_update_frequency,
                          weight_stashing=config.weight_stashing,
                          trace=bool(config.plot)) as engine:
@@ -80,6 +85,8 @@ def bench(config: BenchConfig, progress=None) -> dict:
                 traces[schedule] = {"entries": engine.trace(), "workers": engine.worker_names}
         results[schedule] = {"molecules_per_second": n_mols / seconds, "seconds": seconds,
                              "molecules": n_mols}
+        if schedule.startswith("sync"):
+            results[schedule]["instances_per_update"] = sync_group or config.max_active_keys
         if util:
             results[schedule]["utilization"] = {w: v / seconds for w, v in util.items()}
     if traces:
@@ -92,5 +99,10 @@ def bench(config: BenchConfig, progress=None) -> dict:
     for r in results.values():
         if ref:
             r["speedup_vs_reference"] = r["molecules_per_second"] / ref
+    if "async" in results:
+        for name in ("sync", "sync-each"):
+            if name in results:
+                results["async"][f"speedup_vs_{name}"] = (results["async"]["molecules_per_second"]
+                                                          / results[name]["molecules_per_second"])
     return {**results, "settings": {**asdict(config), "cores": os.cpu_count(),
                                     "machine": platform.machine(), "versions": versions()}}

@@ -14,7 +14,7 @@ class PipelineEngine:
                  max_active_keys: int = 8, min_update_frequency: int = 1,
                  backend: str = "thread", placement: dict | None = None, trace: bool = False,
                  describe=None, stall_timeout: float = 120.0, weight_stashing: bool = False,
-                 on_nonfinite: str | None = "stop"):
+                 on_nonfinite: str | None = "stop", sync_group: int | None = None):
         self.schedule = schedule
         self.network = network
         # every worker needs an optimizer; parameter-free stages (the loss) get an empty one
@@ -28,7 +28,7 @@ class PipelineEngine:
             max_active_keys=max_active_keys, min_update_frequency=min_update_frequency,
             schedule=schedule, placement=placement, backend=backend, trace=trace,
             stall_timeout=stall_timeout, describe=describe, weight_stashing=weight_stashing,
-            on_nonfinite=on_nonfinite)
+            on_nonfinite=on_nonfinite, sync_group=sync_group)
         self.worker_names = self._worker_names(placement)
 
     def _worker_names(self, placement) -> dict[int, str]:

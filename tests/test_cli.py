@@ -88,3 +88,25 @@ def test_preprocess_bad_rounds(tmp_path):
     src.write_text("smiles\nCCO\n")
     result = run("preprocess", src, "-o", tmp_path / "s", "--min-rounds", "5", "--max-rounds", "2")
     assert_one_line_error(result, "min_rounds")
+
+
+def test_bench_json_runs_every_schedule_on_the_same_molecules():
+    import json
+
+    result = run("bench", "esol", "--molecules", 64, "--epochs", 1, "--hidden", 16,
+                 "--molecules-per-instance", 8, "--max-active-keys", 4, "--json")
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout)
+    assert out["settings"]["max_active_keys"] == 4
+    for name in ("reference", "sync", "sync-each", "async"):
+        assert out[name]["molecules"] == 64 and out[name]["molecules_per_second"] > 0
+    assert out["sync"]["instances_per_update"] == 4
+    assert out["sync-each"]["instances_per_update"] == 1
+    ratio = out["async"]["molecules_per_second"] / out["sync-each"]["molecules_per_second"]
+    assert out["async"]["speedup_vs_sync-each"] == pytest.approx(ratio)
+    assert set(out["async"]["utilization"]) >= {"message", "update", "readout"}
+    assert all(0 <= f <= 1 for f in out["async"]["utilization"].values())
+
+
+def test_bench_unknown_schedule_is_one_line():
+    assert_one_line_error(run("bench", "esol", "--schedule", "fast"), "unknown schedule 'fast'")

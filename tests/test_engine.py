@@ -51,6 +51,18 @@ def test_async_mak1_muf1_reproduces_the_reference_trainer():
         assert asy_res.losses[key] == pytest.approx(ref_res.losses[key], abs=1e-9)
 
 
+def test_sync_updating_after_every_instance_is_the_reference_trainer():
+    # sync-each with muf 1 (bench's equal-update-frequency baseline): mak 4 slots, but one
+    # instance per update, so nothing overlaps and the result is the sequential trainer's
+    items = _items(60, 3, seed=4)
+    ref, _ = _trained("reference", items)
+    syn, _ = _trained("sync", items, max_active_keys=4, sync_group=1)
+    for k in ref:
+        np.testing.assert_allclose(syn[k], ref[k], rtol=0, atol=1e-9, err_msg=k)
+    grouped, _ = _trained("sync", items, max_active_keys=4)          # groups of 4: different
+    assert max(np.abs(grouped[k] - ref[k]).max() for k in ref) > 1e-6
+
+
 def test_async_many_in_flight_completes_every_instance_and_leaks_nothing():
     items = _items(60, 4, seed=1)
     net = _network("float32")

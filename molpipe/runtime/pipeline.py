@@ -39,6 +39,7 @@ class Pipeline:
     criterion : Criterion | dict[str, Criterion] | None
                                         update rule replacing ``EveryN(min_update_frequency)``
     schedule : "async" | "sync"         own updates per worker, or group-wise updates of all
+    sync_group : int | None             sync: instances per update (default max_active_keys)
     placement : dict[str, int] | None   stage -> worker id (0..n-1); default one per stage
     backend : "thread" | "mpi"          what runs the workers (mpi: run under mpiexec, rank 0)
     backend_options : dict | None       keywords of the backend (mpi: ``build``, see mpi.py)
@@ -57,7 +58,8 @@ class Pipeline:
                  placement: dict[str, int] | None = None, backend: str = "thread",
                  trace: bool = False, stall_timeout: float = 60.0,
                  describe: Callable[[Any], str] | None = None, weight_stashing: bool = False,
-                 on_nonfinite: str | None = None, backend_options: dict | None = None):
+                 on_nonfinite: str | None = None, backend_options: dict | None = None,
+                 sync_group: int | None = None):
         if first not in stages:
             raise ValueError(f"first stage {first!r} is not among the stages")
         if set(optimizers) != set(stages):
@@ -70,7 +72,7 @@ class Pipeline:
             raise ValueError("worker ids in placement must be 0..n-1 with none unused")
         if backend not in BACKENDS:
             raise ValueError(f"unknown backend {backend!r} (have {sorted(BACKENDS)})")
-        self.schedule = make_schedule(schedule, max_active_keys)
+        self.schedule = make_schedule(schedule, max_active_keys, sync_group)
         crit = self._criteria(stages, criterion, min_update_frequency)
         self.stages, self.placement = stages, placement
         self.workers = [

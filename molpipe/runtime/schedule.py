@@ -61,10 +61,17 @@ class SyncSchedule:
         return done
 
 
-def make_schedule(name: str, max_active_keys: int):
-    """Schedule called ``name`` ("async" or "sync")."""
+def make_schedule(name: str, max_active_keys: int, sync_group: int | None = None):
+    """Schedule called ``name`` ("async" or "sync").
+
+    The sync schedule updates after every ``sync_group`` training instances (default
+    ``max_active_keys``: a group fills the pipeline once, then drains it).
+    """
     if name == "async":
         return AsyncSchedule()
     if name == "sync":
-        return SyncSchedule(max_active_keys)
+        group = max_active_keys if sync_group is None else sync_group
+        if group < 1:
+            raise ValueError(f"sync group must be >= 1 instance, got {group}")
+        return SyncSchedule(group)
     raise ValueError(f"unknown schedule {name!r} (expected 'async' or 'sync')")

@@ -31,6 +31,9 @@ def test_async_never_blocks_or_updates():
 
 def test_make_schedule():
     assert make_schedule("sync", 3).size == 3
+    assert make_schedule("sync", 3, sync_group=1).size == 1
+    with pytest.raises(ValueError, match="sync group"):
+        make_schedule("sync", 3, sync_group=0)
     assert make_schedule("async", 3).auto_update
     with pytest.raises(ValueError):
         make_schedule("other", 1)
