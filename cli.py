@@ -131,8 +131,9 @@ def train(
     max_active_keys: Annotated[int, typer.Option(help="Most instances in flight at once (mak).")] = 4,
     min_update_frequency: Annotated[int, typer.Option(
         help="Gradients a worker gathers before it updates (muf).")] = 1,
-    molecules_per_instance: Annotated[int, typer.Option(
-        help="Molecules packed into one instance (sharing one plan).")] = 16,
+    molecules_per_instance: Annotated[Optional[int], typer.Option(
+        help="Molecules packed into one instance (sharing one plan); default: at least 16, "
+             "more for small molecules (about 212 heavy atoms per instance).")] = None,
     weight_stashing: Annotated[bool, typer.Option(
         help="async: each backward uses the weights its forward used (PipeDream).")] = True,
     backend: Annotated[str, typer.Option(
@@ -229,10 +230,11 @@ def train(
 def bench(
     data: Annotated[str, typer.Argument(help="Bundled data set name, CSV/SDF path or graph store.")] = "esol",
     hidden: Annotated[int, typer.Option(help="Hidden size d_h.")] = 128,
-    molecules_per_instance: Annotated[int, typer.Option(help="Molecules packed into one instance.")] = 16,
+    molecules_per_instance: Annotated[Optional[int], typer.Option(
+        help="Molecules packed into one instance (default: as train chooses).")] = None,
     max_active_keys: Annotated[int, typer.Option(help="Most instances in flight (mak).")] = 4,
     min_update_frequency: Annotated[int, typer.Option(help="Gradients per update (muf).")] = 1,
-    epochs: Annotated[int, typer.Option(help="Timed passes over the training split.")] = 2,
+    epochs: Annotated[int, typer.Option(help="Timed passes over the training split (schedules take turns).")] = 4,
     molecules: Annotated[Optional[int], typer.Option(help="Use only the first N training molecules.")] = None,
     replicate: Annotated[int, typer.Option(help="Repeat the training split N times (a larger workload).")] = 1,
     schedule: Annotated[Optional[list[str]], typer.Option(
@@ -271,7 +273,8 @@ def bench(
     if json_out:
         print(json.dumps(result, indent=2))
         return
-    table = Table(title=f"molpipe bench {data} (hidden {hidden}, {molecules_per_instance} mol/instance, "
+    table = Table(title=f"molpipe bench {data} (hidden {hidden}, "
+                        f"{result['settings']['molecules_per_instance']} mol/instance, "
                         f"mak {max_active_keys}, muf {min_update_frequency})")
     for column in ("schedule", "instances/update", "molecules/s", "× reference", "async ×", "seconds"):
         table.add_column(column, justify="right")

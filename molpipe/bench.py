@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
+from molpipe.data.instance import auto_instance_size
 from molpipe.engine import make_engine, make_optimizers
 from molpipe.nn.network import NetworkConfig, build_network
 from molpipe.train import Prepared, TrainConfig, make_items, prepare, versions
@@ -25,11 +27,11 @@ class BenchConfig:
 
     data: str = "esol"
     hidden: int = 128
-    molecules_per_instance: int = 16
+    molecules_per_instance: int | None = None   # None: as train chooses (auto_instance_size)
     max_active_keys: int = 4
     min_update_frequency: int = 1
     weight_stashing: bool = True
-    epochs: int = 2
+    epochs: int = 4                   # timed passes, the schedules taking turns
     molecules: int | None = None      # first N training molecules (None: the whole split)
     replicate: int = 1                # repeat the training set (a larger workload)
     schedules: tuple[str, ...] = SCHEDULES
@@ -51,6 +53,8 @@ def bench(config: BenchConfig, progress=None) -> dict:
     Y = prep.store.targets[rows].astype(np.float64)
     mean = np.nan_to_num(np.nanmean(Y, axis=0))
     std = np.nan_to_num(np.nanstd(Y, axis=0), nan=1.0) + 1e-6
+    if not config.molecules_per_instance:
+        config = replace(config, molecules_per_instance=auto_instance_size(prep.store.n_atoms[prep.split["train"]]))
     epochs_items = []
     key = 0
     rng = np.random.default_rng(config.seed)
@@ -60,35 +64,48 @@ def bench(config: BenchConfig, progress=None) -> dict:
     warm, _, key = make_items(prep, rows[: 4 * config.molecules_per_instance],
                               config.molecules_per_instance, None, key)
     results, traces = {}, {}
-    for schedule in config.schedules:
-        network = build_network(NetworkConfig(hidden=config.hidden, task=prep.task, dtype=config.dtype),
-                                prep.store.atom_dim, prep.store.bond_dim, len(prep.targets),
-                                mean, std, config.seed)
-        opts = make_optimizers(network, 1e-4)
-        sync_group = config.min_update_frequency if schedule == "sync-each" else None
-        with make_engine(schedule.removesuffix("-each"), network, opts,
-                         max_active_keys=config.max_active_keys, sync_group=sync_group,
-                         min_update_frequency=config.min_update_frequency,
-                         weight_stashing=config.weight_stashing,
-                         trace=bool(config.plot)) as engine:
+    with contextlib.ExitStack() as stack:
+        engines = {}
+        for schedule in config.schedules:
+            network = build_network(NetworkConfig(hidden=config.hidden, task=prep.task,
+                                                  dtype=config.dtype),
+                                    prep.store.atom_dim, prep.store.bond_dim, len(prep.targets),
+                                    mean, std, config.seed)
+            sync_group = config.min_update_frequency if schedule == "sync-each" else None
+            engine = stack.enter_context(make_engine(
+                schedule.removesuffix("-each"), network, make_optimizers(network, 1e-4),
+                max_active_keys=config.max_active_keys, sync_group=sync_group,
+                min_update_frequency=config.min_update_frequency,
+                weight_stashing=config.weight_stashing, trace=bool(config.plot)))
             engine.train(warm)                      # compile / warm the kernels first
-            n_mols, seconds, util = 0, 0.0, {}
-            for e, items in enumerate(epochs_items):
-                res = engine.train(items)
-                n_mols += sum(inst.n_mols for _, inst in items)
-                seconds += res.seconds
+            engines[schedule] = engine
+            results[schedule] = {"molecules_per_second": 0.0, "seconds": 0.0, "molecules": 0,
+                                 "passes": []}
+            if schedule.startswith("sync"):
+                results[schedule]["instances_per_update"] = sync_group or config.max_active_keys
+        # the schedules take turns pass by pass (in a rotating order), so that a slow spell
+        # of a shared machine falls on all of them alike
+        util = {name: {} for name in engines}
+        names = list(engines)
+        for e, items in enumerate(epochs_items):
+            n = sum(inst.n_mols for _, inst in items)
+            for schedule in names[e % len(names):] + names[: e % len(names)]:
+                res = engines[schedule].train(items)
+                r = results[schedule]
+                r["molecules"] += n
+                r["seconds"] += res.seconds
+                r["passes"].append(n / res.seconds)
                 for w, f in res.utilization.items():
-                    util[w] = util.get(w, 0.0) + f * res.seconds
+                    util[schedule][w] = util[schedule].get(w, 0.0) + f * res.seconds
                 emit("epoch", schedule=schedule, epoch=e + 1, seconds=res.seconds)
+        for schedule, r in results.items():
+            r["molecules_per_second"] = r["molecules"] / r["seconds"]
+            if util[schedule]:
+                r["utilization"] = {w: v / r["seconds"] for w, v in util[schedule].items()}
             if config.plot and schedule != "reference":     # a short pass to draw, after timing
-                engine.train(epochs_items[0][: config.plot_instances])
-                traces[schedule] = {"entries": engine.trace(), "workers": engine.worker_names}
-        results[schedule] = {"molecules_per_second": n_mols / seconds, "seconds": seconds,
-                             "molecules": n_mols}
-        if schedule.startswith("sync"):
-            results[schedule]["instances_per_update"] = sync_group or config.max_active_keys
-        if util:
-            results[schedule]["utilization"] = {w: v / seconds for w, v in util.items()}
+                engines[schedule].train(epochs_items[0][: config.plot_instances])
+                traces[schedule] = {"entries": engines[schedule].trace(),
+                                    "workers": engines[schedule].worker_names}
     if traces:
         from molpipe.plots import plot_timelines
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 import molpipe
-from molpipe.data.instance import group_by_plan, pack
+from molpipe.data.instance import auto_instance_size, group_by_plan, pack
 from molpipe.engine import EpochResult, gather_predictions, make_engine, make_optimizers
 from molpipe.metrics import metrics_table
 from molpipe.model import save_model
@@ -42,7 +42,7 @@ class TrainConfig:
     max_rounds: int = 6
     rings: bool = True
     lr: float = 1e-3
-    molecules_per_instance: int = 16
+    molecules_per_instance: int | None = None   # None: auto_instance_size (atoms per instance)
     schedule: str = "async"
     max_active_keys: int = 4           # measured default: benchmarks/README.md (sweep)
     min_update_frequency: int = 1
@@ -223,7 +223,7 @@ def train(config: TrainConfig, out_dir: str | Path, progress=None, resume: bool 
                             mean, std, config.seed)
     optimizers = make_optimizers(network, config.lr)
     rng = np.random.default_rng(config.seed)
-    size = config.molecules_per_instance
+    size = config.molecules_per_instance or auto_instance_size(store.n_atoms[split["train"]])
     val_items, val_members, key = make_items(prep, split["val"], size, None, 0)
     test_items, test_members, key = make_items(prep, split["test"], size, None, key)
     members: dict = {}
@@ -344,6 +344,7 @@ def train(config: TrainConfig, out_dir: str | Path, progress=None, resume: bool 
         "val": val_metrics,
         "test": test_metrics,
         "parameters": network.n_parameters,
+        "molecules_per_instance": size,
         "utilization": utilization,
         "resumed_from_epoch": first_epoch if resume else None,
         "skipped_instances": sum(h.get("skipped_instances", 0) for h in history),

@@ -45,6 +45,7 @@ def test_run_directory_holds_model_report_metrics_split(reference_run):
                   "train_molecules_per_second", "val", "test", "parameters", "versions"):
         assert field in saved, field
     assert set(saved["test"]["freesolv"]) >= {"rmse", "mae", "r2"}
+    assert saved["molecules_per_instance"] == 32
     split = json.loads((out / "split.json").read_text())
     assert not set(split["train"]) & set(split["test"])
     assert len(split["train"]) + len(split["val"]) + len(split["test"]) == 642
@@ -132,3 +133,10 @@ def test_resume_from_inside_an_epoch_equals_uninterrupted_run(schedule, tmp_path
     with open(tmp_path / "cut" / "metrics.csv") as f:
         epochs = list(csv.DictReader(f))
     assert [int(e["rows_seen"]) for e in epochs] == [514, 514, 514]
+
+
+def test_default_instance_size_packs_small_molecules_by_atoms(tmp_path):
+    # FreeSolv molecules have 8.7 heavy atoms on average: 24 of them make one instance
+    report = train(TrainConfig(**{**SMALL, "molecules_per_instance": None, "epochs": 1}), tmp_path)
+    assert report["config"]["molecules_per_instance"] is None
+    assert report["molecules_per_instance"] == 24

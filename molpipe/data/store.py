@@ -121,6 +121,11 @@ class GraphStore:
         return view
 
     @property
+    def n_atoms(self) -> np.ndarray:
+        """Heavy atoms of every molecule, (n,) int64."""
+        return np.diff(self._atom_offsets).astype(np.int64)
+
+    @property
     def target_names(self) -> list[str]:
         return list(self.meta["targets"])
 

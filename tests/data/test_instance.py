@@ -3,7 +3,7 @@
 import numpy as np
 
 from molpipe.chem.molgraph import MolGraph
-from molpipe.data.instance import group_by_plan, pack
+from molpipe.data.instance import ATOMS_PER_INSTANCE, auto_instance_size, group_by_plan, pack
 
 
 def _chain(n_atoms: int, n_rounds: int, ring: bool) -> MolGraph:
@@ -56,3 +56,12 @@ def test_group_by_plan_covers_everything_once_with_one_plan_per_group():
     assert [x.tolist() for x in a] == [x.tolist() for x in b]
     unbucketed = group_by_plan(rounds, rings, 8, None, bucket=False)
     assert np.concatenate(unbucketed).tolist() == list(range(101))
+
+
+def test_auto_instance_size_packs_small_molecules_by_atoms():
+    assert auto_instance_size(np.full(100, 13)) == 16            # ESOL-sized: the minimum
+    assert auto_instance_size(np.full(100, 27)) == 16            # large molecules: still 16
+    n = auto_instance_size(np.full(100, 9))                      # QM9-sized: more of them
+    assert n == ATOMS_PER_INSTANCE // 9 and n * 9 <= ATOMS_PER_INSTANCE < (n + 1) * 9
+    assert auto_instance_size(np.array([1, 1])) == ATOMS_PER_INSTANCE
+    assert auto_instance_size(np.array([], dtype=np.int64)) == ATOMS_PER_INSTANCE
