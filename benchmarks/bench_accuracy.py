@@ -52,6 +52,7 @@ def main() -> None:
             (target, m), = rep["test"].items()
             runs.append({"seed": seed, "rmse": m["rmse"], "mae": m["mae"], "r2": m["r2"],
                          "wall_seconds": time.perf_counter() - t0, "epochs": rep["epochs"],
+                         "molecules_per_instance": rep["molecules_per_instance"],
                          "train_molecules_per_second": rep["train_molecules_per_second"]})
             print(f"{name} seed {seed}: test RMSE {m['rmse']:.4f} MAE {m['mae']:.5f} "
                   f"({runs[-1]['wall_seconds']:.0f} s, {runs[-1]['train_molecules_per_second']:.0f} mol/s)",

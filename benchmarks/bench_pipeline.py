@@ -82,14 +82,21 @@ def converge(data: str, seeds: list[int], async_epochs: int = 50) -> dict:
             "async_seconds_to_chemprop_rmse": _first_time(asy_h, f"test_{t}_rmse", CHEMPROP_ESOL_RMSE),
             "reference_seconds_to_chemprop_rmse": _first_time(ref_h, f"test_{t}_rmse", CHEMPROP_ESOL_RMSE),
             "reference_best_val_rmse": ref_val,
+            "reference_final_val_rmse": float(ref_h[-1][f"val_{t}_rmse"]),
+            "async_seconds_to_reference_final_val": _first_time(
+                asy_h, f"val_{t}_rmse", float(ref_h[-1][f"val_{t}_rmse"])),
             "reference_seconds_to_its_best_val": _first_time(ref_h, f"val_{t}_rmse", ref_val),
             "async_seconds_to_reference_best_val": _first_time(asy_h, f"val_{t}_rmse", ref_val),
         }
         out[seed] = row
         print(f"seed {seed}: " + ", ".join(f"{k} {v:.3f}" if v is not None else f"{k} never"
                                             for k, v in row.items()), flush=True)
-    mean = {k: float(np.mean([r[k] for r in out.values() if r[k] is not None]))
+    mean = {k: float(np.mean([r[k] for r in out.values() if r[k] is not None] or [np.nan]))
             for k in next(iter(out.values()))}
+    mean["async_vs_reference_rmse"] = mean["async_rmse"] / mean["reference_rmse"] - 1
+    for k in next(iter(out.values())):
+        if "seconds_to" in k:       # over the seeds that got there; how many did:
+            mean[k.replace("seconds_to", "seeds_reaching")] = sum(r[k] is not None for r in out.values())
     out["mean"] = mean
     print("mean: " + ", ".join(f"{k} {v:.3f}" for k, v in mean.items()))
     return out

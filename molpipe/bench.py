@@ -5,20 +5,52 @@ from __future__ import annotations
 import contextlib
 import os
 import platform
+import threading
 import time
 from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
 from molpipe.data.instance import auto_instance_size
-from molpipe.engine import make_engine, make_optimizers
+from molpipe.engine import EpochResult, make_engine, make_optimizers
 from molpipe.nn.network import NetworkConfig, build_network
 from molpipe.train import Prepared, TrainConfig, make_items, prepare, versions
 
-SCHEDULES = ("reference", "sync", "sync-each", "async")
+SCHEDULES = ("reference", "sync", "sync-each", "async", "reference-x2")
 # sync: one update per group of max_active_keys instances (a group fills the pipeline, drains);
 # sync-each: one update per min_update_frequency instances, as often as async updates, so
 # nothing can overlap an update (the pipeline holds one group at a time).
+# reference-x2: two reference trainers at once, each on its own thread and network, over the
+# same instances: what two threads of this machine make of the same work, GIL included (the
+# ceiling of any pipeline on two cores).
+
+
+class _TwoReferences:
+    """Two reference engines trained side by side on two threads (``reference-x2``)."""
+
+    copies = 2
+
+    def __init__(self, engines: list):
+        self.engines = engines
+
+    def train(self, items):
+        errors = []
+
+        def run(engine):
+            try:
+                engine.train(items)
+            except BaseException as err:        # noqa: BLE001 - re-raised below
+                errors.append(err)
+
+        threads = [threading.Thread(target=run, args=(e,)) for e in self.engines]
+        t0 = time.perf_counter()
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        if errors:
+            raise errors[0]
+        return EpochResult(seconds=time.perf_counter() - t0)
 
 
 @dataclass
@@ -67,16 +99,20 @@ def bench(config: BenchConfig, progress=None) -> dict:
     with contextlib.ExitStack() as stack:
         engines = {}
         for schedule in config.schedules:
-            network = build_network(NetworkConfig(hidden=config.hidden, task=prep.task,
-                                                  dtype=config.dtype),
-                                    prep.store.atom_dim, prep.store.bond_dim, len(prep.targets),
-                                    mean, std, config.seed)
-            sync_group = config.min_update_frequency if schedule == "sync-each" else None
-            engine = stack.enter_context(make_engine(
-                schedule.removesuffix("-each"), network, make_optimizers(network, 1e-4),
-                max_active_keys=config.max_active_keys, sync_group=sync_group,
-                min_update_frequency=config.min_update_frequency,
-                weight_stashing=config.weight_stashing, trace=bool(config.plot)))
+            copies = []
+            for _ in range(2 if schedule == "reference-x2" else 1):
+                network = build_network(NetworkConfig(hidden=config.hidden, task=prep.task,
+                                                      dtype=config.dtype),
+                                        prep.store.atom_dim, prep.store.bond_dim,
+                                        len(prep.targets), mean, std, config.seed)
+                sync_group = config.min_update_frequency if schedule == "sync-each" else None
+                copies.append(stack.enter_context(make_engine(
+                    schedule.removesuffix("-each").removesuffix("-x2"), network,
+                    make_optimizers(network, 1e-4),
+                    max_active_keys=config.max_active_keys, sync_group=sync_group,
+                    min_update_frequency=config.min_update_frequency,
+                    weight_stashing=config.weight_stashing, trace=bool(config.plot))))
+            engine = copies[0] if len(copies) == 1 else _TwoReferences(copies)
             engine.train(warm)                      # compile / warm the kernels first
             engines[schedule] = engine
             results[schedule] = {"molecules_per_second": 0.0, "seconds": 0.0, "molecules": 0,
@@ -92,9 +128,10 @@ def bench(config: BenchConfig, progress=None) -> dict:
             for schedule in names[e % len(names):] + names[: e % len(names)]:
                 res = engines[schedule].train(items)
                 r = results[schedule]
-                r["molecules"] += n
+                done = n * getattr(engines[schedule], "copies", 1)
+                r["molecules"] += done
                 r["seconds"] += res.seconds
-                r["passes"].append(n / res.seconds)
+                r["passes"].append(done / res.seconds)
                 for w, f in res.utilization.items():
                     util[schedule][w] = util[schedule].get(w, 0.0) + f * res.seconds
                 emit("epoch", schedule=schedule, epoch=e + 1, seconds=res.seconds)
@@ -102,7 +139,7 @@ def bench(config: BenchConfig, progress=None) -> dict:
             r["molecules_per_second"] = r["molecules"] / r["seconds"]
             if util[schedule]:
                 r["utilization"] = {w: v / r["seconds"] for w, v in util[schedule].items()}
-            if config.plot and schedule != "reference":     # a short pass to draw, after timing
+            if config.plot and schedule.startswith(("sync", "async")):     # a short pass to draw, after timing
                 engines[schedule].train(epochs_items[0][: config.plot_instances])
                 traces[schedule] = {"entries": engines[schedule].trace(),
                                     "workers": engines[schedule].worker_names}
@@ -117,7 +154,7 @@ def bench(config: BenchConfig, progress=None) -> dict:
         if ref:
             r["speedup_vs_reference"] = r["molecules_per_second"] / ref
     if "async" in results:
-        for name in ("sync", "sync-each"):
+        for name in ("sync", "sync-each", "reference-x2"):
             if name in results:
                 results["async"][f"speedup_vs_{name}"] = (results["async"]["molecules_per_second"]
                                                           / results[name]["molecules_per_second"])

@@ -100,6 +100,7 @@ def test_bench_json_runs_every_schedule_on_the_same_molecules():
     assert out["settings"]["max_active_keys"] == 4
     for name in ("reference", "sync", "sync-each", "async"):
         assert out[name]["molecules"] == 64 and out[name]["molecules_per_second"] > 0
+    assert out["reference-x2"]["molecules"] == 128          # two trainers, the same 64 each
     assert out["sync"]["instances_per_update"] == 4
     assert out["sync-each"]["instances_per_update"] == 1
     ratio = out["async"]["molecules_per_second"] / out["sync-each"]["molecules_per_second"]

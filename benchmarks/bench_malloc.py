@@ -1,0 +1,69 @@
+"""Page faults and speed of the reference trainer with and without molpipe's mallopt setting.
+
+    python benchmarks/bench_malloc.py [--data esol] [--rounds 3]
+
+Each measurement is a fresh process (the setting is per process, made when the kernels are
+imported) training the reference schedule over the training split twice after a warm-up;
+the two settings alternate so that a slow spell of a shared machine falls on both.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+
+CHILD = r"""
+import json, resource, sys, time
+import numpy as np
+from molpipe.engine import make_engine, make_optimizers
+from molpipe.kernels.malloc import keep_freed_memory
+from molpipe.nn.network import NetworkConfig, build_network
+from molpipe.train import TrainConfig, make_items, prepare
+
+prep = prepare(TrainConfig(data=sys.argv[1]))
+rows = prep.split["train"]
+prep.graphs = dict(zip(rows.tolist(), prep.store.graphs(rows)))
+items, _, _ = make_items(prep, rows, 16, np.random.default_rng(0), 0)
+net = build_network(NetworkConfig(hidden=128, task=prep.task), prep.store.atom_dim,
+                    prep.store.bond_dim, len(prep.targets), np.zeros(len(prep.targets)),
+                    np.ones(len(prep.targets)), 0)
+with make_engine("reference", net, make_optimizers(net, 1e-4)) as engine:
+    engine.train(items[:8])
+    r0, t0 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
+    for _ in range(2):
+        engine.train(items)
+    r1, t1 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
+n = 2 * len(rows)
+print(json.dumps({"mallopt": keep_freed_memory(), "molecules_per_second": n / (t1 - t0),
+                  "page_faults_per_molecule": (r1.ru_minflt - r0.ru_minflt) / n,
+                  "system_us_per_molecule": (r1.ru_stime - r0.ru_stime) / n * 1e6,
+                  "user_us_per_molecule": (r1.ru_utime - r0.ru_utime) / n * 1e6}))
+"""
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--data", default="esol")
+    ap.add_argument("--rounds", type=int, default=3)
+    args = ap.parse_args()
+    runs = {"on": [], "off": []}
+    for _ in range(args.rounds):
+        for setting in ("off", "on"):
+            env = {**os.environ, "MOLPIPE_MALLOPT": "0" if setting == "off" else "1"}
+            out = subprocess.run([sys.executable, "-c", CHILD, args.data], env=env, check=True,
+                                 capture_output=True, text=True).stdout
+            runs[setting].append(json.loads(out.strip().splitlines()[-1]))
+            print(setting, runs[setting][-1], flush=True)
+    print("\n| mallopt | molecules/s | page faults / molecule | system µs / molecule | user µs / molecule |")
+    print("| --- | --- | --- | --- | --- |")
+    for setting, rs in runs.items():
+        med = {k: sorted(r[k] for r in rs)[len(rs) // 2] for k in rs[0] if k != "mallopt"}
+        print(f"| {setting} | {med['molecules_per_second']:,.0f} | {med['page_faults_per_molecule']:.1f} | "
+              f"{med['system_us_per_molecule']:.0f} | {med['user_us_per_molecule']:.0f} |")
+
+
+if __name__ == "__main__":
+    main()
