@@ -19,7 +19,7 @@ CHILD = r"""
 import json, resource, sys, time
 import numpy as np
 from molpipe.engine import make_engine, make_optimizers
-from molpipe.kernels.malloc import keep_freed_memory
+from molpipe.memory import keep_freed_memory
 from molpipe.nn.network import NetworkConfig, build_network
 from molpipe.train import TrainConfig, make_items, prepare
 

@@ -8,6 +8,6 @@ default thread count, which is ruinous on a busy machine (10-100x slower small m
 
 import scipy.linalg.cython_blas  # noqa: F401  (see above)
 
-from molpipe.kernels.malloc import keep_freed_memory
+from molpipe.memory import keep_freed_memory
 
 keep_freed_memory()      # kernel outputs reuse freed memory instead of mmap/munmap per call

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from molpipe.kernels.dense import dense_fwd
-from molpipe.kernels.malloc import keep_freed_memory
+from molpipe.memory import keep_freed_memory
 
 
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt is glibc's")
