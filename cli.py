@@ -133,7 +133,8 @@ def train(
         help="Gradients a worker gathers before it updates (muf).")] = 1,
     molecules_per_instance: Annotated[Optional[int], typer.Option(
         help="Molecules packed into one instance (sharing one plan); default: at least 16, "
-             "more for small molecules (about 212 heavy atoms per instance).")] = None,
+             "more for small molecules (about 212 heavy atoms per instance) while an epoch keeps "
+             "at least 64 instances.")] = None,
     weight_stashing: Annotated[bool, typer.Option(
         help="async: each backward uses the weights its forward used (PipeDream).")] = True,
     backend: Annotated[str, typer.Option(

@@ -59,9 +59,12 @@ def test_group_by_plan_covers_everything_once_with_one_plan_per_group():
 
 
 def test_auto_instance_size_packs_small_molecules_by_atoms():
-    assert auto_instance_size(np.full(100, 13)) == 16            # ESOL-sized: the minimum
-    assert auto_instance_size(np.full(100, 27)) == 16            # large molecules: still 16
-    n = auto_instance_size(np.full(100, 9))                      # QM9-sized: more of them
+    assert auto_instance_size(np.full(900, 13)) == 16             # ESOL-sized: the minimum
+    assert auto_instance_size(np.full(3400, 27)) == 16            # large molecules: still 16
+    n = auto_instance_size(np.full(8000, 9))                      # QM9-sized: more of them
     assert n == ATOMS_PER_INSTANCE // 9 and n * 9 <= ATOMS_PER_INSTANCE < (n + 1) * 9
-    assert auto_instance_size(np.array([1, 1])) == ATOMS_PER_INSTANCE
-    assert auto_instance_size(np.array([], dtype=np.int64)) == ATOMS_PER_INSTANCE
+    assert auto_instance_size(np.full(100_000, 1)) == ATOMS_PER_INSTANCE
+    # a small set keeps its updates: FreeSolv (513 training molecules of 8.7 atoms) stays 16
+    assert auto_instance_size(np.full(513, 9)) == 16
+    assert auto_instance_size(np.full(64 * 20, 9)) == 20          # capped by 64 instances
+    assert auto_instance_size(np.array([], dtype=np.int64)) == 16
