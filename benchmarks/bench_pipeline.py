@@ -3,6 +3,7 @@
     python benchmarks/bench_pipeline.py knee        # molecules per instance vs molecules/s
     python benchmarks/bench_pipeline.py sweep       # mak in 1..16 x muf in 1,4,16: mol/s, RMSE
     python benchmarks/bench_pipeline.py converge    # reference vs async: RMSE, time to accuracy
+    python benchmarks/bench_pipeline.py overhead [--one-core]   # pipeline cost, one in flight
 
 Results go to ``benchmarks/results/pipeline-<what>.json`` and a markdown table to stdout.
 Throughput figures come from ``molpipe.bench`` (all schedules in one process) or from the
@@ -102,9 +103,59 @@ def converge(data: str, seeds: list[int], async_epochs: int = 50) -> dict:
     return out
 
 
+def overhead(data: str, one_core: bool, passes: int = 6) -> dict:
+    """CPU and wall time per molecule: the reference trainer against the async pipeline with
+    one instance in flight (``max_active_keys=1``: the same arithmetic, nothing overlaps), the
+    two taking turns pass by pass. ``one_core`` pins the process (and so every worker thread)
+    to CPU 0: what is left is the pipeline's own work (messages, queues, caches); the
+    difference to two cores is what moving between cores costs."""
+    import os
+    import time
+
+    from molpipe.engine import make_engine, make_optimizers
+    from molpipe.nn.network import NetworkConfig, build_network
+    from molpipe.train import make_items, prepare
+
+    if one_core:
+        os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+    prep = prepare(TrainConfig(data=data))
+    rows = prep.split["train"]
+    prep.graphs = dict(zip(rows.tolist(), prep.store.graphs(rows)))
+    items, _, _ = make_items(prep, rows, 16, np.random.default_rng(0), 0)
+    n_t = len(prep.targets)
+    engines = {}
+    for name, schedule, mak in (("reference", "reference", 1), ("async-mak1", "async", 1),
+                                ("async-mak4", "async", 4)):
+        net = build_network(NetworkConfig(hidden=128, task=prep.task), prep.store.atom_dim,
+                            prep.store.bond_dim, n_t, np.zeros(n_t), np.ones(n_t), 0)
+        engines[name] = make_engine(schedule, net, make_optimizers(net, 1e-4),
+                                    max_active_keys=mak, weight_stashing=True).__enter__()
+        engines[name].train(items[:8])
+    wall = {k: 0.0 for k in engines}
+    cpu = {k: 0.0 for k in engines}
+    for _ in range(passes):
+        for name, engine in engines.items():
+            w, c = time.perf_counter(), time.process_time()
+            engine.train(items)
+            wall[name] += time.perf_counter() - w
+            cpu[name] += time.process_time() - c
+    for engine in engines.values():
+        engine.__exit__(None, None, None)
+    n = passes * len(rows)
+    out = {name: {"molecules_per_second": n / wall[name], "cpu_us_per_molecule": cpu[name] / n * 1e6,
+                  "cpu_vs_reference": cpu[name] / cpu["reference"],
+                  "speed_vs_reference": wall["reference"] / wall[name]} for name in engines}
+    print(f"{'one core' if one_core else 'all cores'} ({os.sched_getaffinity(0)}):")
+    for name, r in out.items():
+        print(f"  {name:11s} {r['molecules_per_second']:7,.0f} mol/s  ×{r['speed_vs_reference']:.2f}  "
+              f"CPU {r['cpu_us_per_molecule']:5.0f} µs/mol (×{r['cpu_vs_reference']:.2f})")
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("what", choices=("knee", "sweep", "converge"))
+    ap.add_argument("what", choices=("knee", "sweep", "converge", "overhead"))
+    ap.add_argument("--one-core", action="store_true", help="overhead: pin to one CPU")
     ap.add_argument("--data", default="esol")
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     ap.add_argument("--async-epochs", type=int, default=50, help="converge: epochs of the async run")
@@ -116,9 +167,12 @@ def main() -> None:
     elif args.what == "sweep":
         print("| mak | muf | async training mol/s | test RMSE | wall s |\n| --- | --- | --- | --- | --- |")
         result = sweep(args.data)
+    elif args.what == "overhead":
+        result = overhead(args.data, args.one_core)
     else:
         result = converge(args.data, args.seeds, args.async_epochs)
     suffix = f"-{args.async_epochs}" if args.what == "converge" and args.async_epochs != 50 else ""
+    suffix += "-one-core" if args.what == "overhead" and args.one_core else ""
     (RESULTS / f"pipeline-{args.what}-{args.data}{suffix}.json").write_text(json.dumps(result, indent=2))
 
 
