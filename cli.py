@@ -27,6 +27,22 @@ def fail(message: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
+def _check_placement(text: str | None) -> None:
+    """Fail early on a --placement that names no known stage or repeats one."""
+    if text is None:
+        return
+    from molpipe.runtime.placement import parse_placement
+
+    known = ("embed", "message", "update", "propagate", "rings", "readout", "loss")
+    try:
+        for stage in parse_placement(text):
+            if stage not in known:
+                raise ValueError(f"placement {text!r}: unknown stage {stage!r} "
+                                 f"(stages: {', '.join(known)})")
+    except ValueError as err:
+        fail(f"--placement: {err}")
+
+
 @app.command()
 def preprocess(
     input: Annotated[str, typer.Argument(help="CSV/SDF file, or a bundled data set name.")],
@@ -140,6 +156,9 @@ def train(
     backend: Annotated[str, typer.Option(
         help="thread (one machine) or mpi: under mpiexec -n K+1, rank 0 trains and K ranks "
              "host the workers.")] = "thread",
+    placement: Annotated[Optional[str], typer.Option(
+        help="Stages per worker, workers separated by '/': e.g. "
+             "'embed,message,readout/update,rings,loss' (default: one worker per stage).")] = None,
     on_nonfinite: Annotated[str, typer.Option(
         help="NaN/inf loss or activations: stop the run with an error naming the molecule, "
              "or skip that instance (stop, skip).")] = "stop",
@@ -203,6 +222,7 @@ def train(
         fail(f"--task must be regression or classification, not {task!r}")
     if backend not in ("thread", "mpi"):
         fail(f"--backend must be thread or mpi, not {backend!r}")
+    _check_placement(placement)
     if backend == "mpi":   # ranks > 0 serve rank 0's workers, then leave without a word
         from molpipe.runtime.mpi import MPIUnavailable, serve_unless_control
 
@@ -223,7 +243,8 @@ def train(
                          max_active_keys=max_active_keys, min_update_frequency=min_update_frequency,
                          molecules_per_instance=molecules_per_instance, backend=backend,
                          on_nonfinite=on_nonfinite, stall_timeout=stall_timeout,
-                         weight_stashing=weight_stashing, checkpoint_minutes=checkpoint_minutes)
+                         weight_stashing=weight_stashing, checkpoint_minutes=checkpoint_minutes,
+                         placement=placement)
     run(config, out)
 
 
@@ -241,6 +262,8 @@ def bench(
     schedule: Annotated[Optional[list[str]], typer.Option(
         help="Schedules to run (repeat; default all): reference, sync (one update per mak "
              "instances), sync-each (one update per muf instances, as often as async), async.")] = None,
+    placement: Annotated[Optional[str], typer.Option(
+        help="Stages per worker of the pipeline schedules, as for train.")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
     plot: Annotated[Optional[Path], typer.Option(
         help="Write a PNG of the sync and async pipeline timelines of a short pass.")] = None,
@@ -258,9 +281,11 @@ def bench(
     bad = [s for s in schedules if s not in SCHEDULES]
     if bad:
         fail(f"unknown schedule {bad[0]!r} (choose from {', '.join(SCHEDULES)})")
+    _check_placement(placement)
     config = BenchConfig(data=data, hidden=hidden, molecules_per_instance=molecules_per_instance,
                          max_active_keys=max_active_keys, min_update_frequency=min_update_frequency,
                          epochs=epochs, molecules=molecules, replicate=replicate, schedules=schedules,
+                         placement=placement,
                          plot=str(plot) if plot else None)
     status = err_console.status("benchmarking", spinner="dots")
     status.start()

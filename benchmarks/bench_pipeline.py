@@ -4,6 +4,7 @@
     python benchmarks/bench_pipeline.py sweep       # mak in 1..16 x muf in 1,4,16: mol/s, RMSE
     python benchmarks/bench_pipeline.py converge    # reference vs async: RMSE, time to accuracy
     python benchmarks/bench_pipeline.py overhead [--one-core]   # pipeline cost, one in flight
+    python benchmarks/bench_pipeline.py placement   # stages per worker vs molecules/s
 
 Results go to ``benchmarks/results/pipeline-<what>.json`` and a markdown table to stdout.
 Throughput figures come from ``molpipe.bench`` (all schedules in one process) or from the
@@ -103,6 +104,27 @@ def converge(data: str, seeds: list[int], async_epochs: int = 50) -> dict:
     return out
 
 
+PLACEMENTS = {
+    "one worker per stage (default)": None,
+    "two workers": "embed,message,readout/update,rings,loss",
+    "two workers, light stages swapped": "message,rings,loss/embed,update,readout",
+    "three workers": "message/update/embed,rings,readout,loss",
+}
+
+
+def placement(data: str) -> dict:
+    """async / reference for each placement, each from its own ``molpipe bench`` run."""
+    rows = {}
+    for name, text in PLACEMENTS.items():
+        r = bench(BenchConfig(data=data, schedules=("reference", "async"), placement=text))
+        rows[name] = {"placement": text, "reference": r["reference"]["molecules_per_second"],
+                      "async": r["async"]["molecules_per_second"],
+                      "async_vs_reference": r["async"]["speedup_vs_reference"]}
+        print(f"| {name} | `{text or '-'}` | {rows[name]['reference']:,.0f} | "
+              f"{rows[name]['async']:,.0f} | {rows[name]['async_vs_reference']:.2f} |", flush=True)
+    return rows
+
+
 def overhead(data: str, one_core: bool, passes: int = 6) -> dict:
     """CPU and wall time per molecule: the reference trainer against the async pipeline with
     one instance in flight (``max_active_keys=1``: the same arithmetic, nothing overlaps), the
@@ -154,7 +176,7 @@ def overhead(data: str, one_core: bool, passes: int = 6) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("what", choices=("knee", "sweep", "converge", "overhead"))
+    ap.add_argument("what", choices=("knee", "sweep", "converge", "overhead", "placement"))
     ap.add_argument("--one-core", action="store_true", help="overhead: pin to one CPU")
     ap.add_argument("--data", default="esol")
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
@@ -167,6 +189,10 @@ def main() -> None:
     elif args.what == "sweep":
         print("| mak | muf | async training mol/s | test RMSE | wall s |\n| --- | --- | --- | --- | --- |")
         result = sweep(args.data)
+    elif args.what == "placement":
+        print("| placement | `--placement` | reference mol/s | async mol/s | async/reference |\n"
+              "| --- | --- | --- | --- | --- |")
+        result = placement(args.data)
     elif args.what == "overhead":
         result = overhead(args.data, args.one_core)
     else:

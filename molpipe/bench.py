@@ -14,6 +14,7 @@ import numpy as np
 from molpipe.data.instance import auto_instance_size
 from molpipe.engine import EpochResult, make_engine, make_optimizers
 from molpipe.nn.network import NetworkConfig, build_network
+from molpipe.runtime.placement import parse_placement
 from molpipe.train import Prepared, TrainConfig, make_items, prepare, versions
 
 SCHEDULES = ("reference", "sync", "sync-each", "async", "reference-x2")
@@ -69,6 +70,7 @@ class BenchConfig:
     schedules: tuple[str, ...] = SCHEDULES
     seed: int = 0
     dtype: str = "float32"
+    placement: str | None = None      # pipeline stage placement (default: a worker per stage)
     plot: str | None = None           # PNG of the sync and async timelines of a short pass
     plot_instances: int = 12
 
@@ -111,7 +113,9 @@ def bench(config: BenchConfig, progress=None) -> dict:
                     make_optimizers(network, 1e-4),
                     max_active_keys=config.max_active_keys, sync_group=sync_group,
                     min_update_frequency=config.min_update_frequency,
-                    weight_stashing=config.weight_stashing, trace=bool(config.plot))))
+                    weight_stashing=config.weight_stashing, trace=bool(config.plot),
+                    placement=(parse_placement(config.placement, list(network.stages))
+                               if config.placement and schedule != "reference-x2" else None))))
             engine = copies[0] if len(copies) == 1 else _TwoReferences(copies)
             engine.train(warm)                      # compile / warm the kernels first
             engines[schedule] = engine

@@ -107,10 +107,12 @@ class ReferenceEngine:
 def make_engine(schedule: str, network, optimizers: dict, *, max_active_keys: int = 8,
                 min_update_frequency: int = 1, backend: str = "thread", trace: bool = False,
                 describe=None, stall_timeout: float = 120.0, weight_stashing: bool = False,
-                on_nonfinite: str | None = "stop", sync_group: int | None = None):
+                on_nonfinite: str | None = "stop", sync_group: int | None = None,
+                placement: dict | None = None):
     """Build the engine for ``schedule`` (reference, sync or async).
 
     ``sync_group``: instances per update of the sync schedule (default ``max_active_keys``).
+    ``placement``: {stage: worker} of the pipeline schedules (default one worker per stage).
 
     ``on_nonfinite``: NaN/inf in a training instance's forward (loss, activations; for the
     reference trainer also its gradients) stops the run ("stop"), skips the instance
@@ -124,7 +126,7 @@ def make_engine(schedule: str, network, optimizers: dict, *, max_active_keys: in
                           min_update_frequency=min_update_frequency, backend=backend, trace=trace,
                           describe=describe, stall_timeout=stall_timeout,
                           weight_stashing=weight_stashing, on_nonfinite=on_nonfinite,
-                          sync_group=sync_group)
+                          sync_group=sync_group, placement=placement)
 
 
 def gather_predictions(preds: dict, groups: dict, n_rows: int, n_targets: int) -> np.ndarray:

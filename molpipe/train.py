@@ -15,6 +15,7 @@ import numpy as np
 
 import molpipe
 from molpipe.data.instance import auto_instance_size, group_by_plan, pack
+from molpipe.runtime.placement import parse_placement
 from molpipe.engine import EpochResult, gather_predictions, make_engine, make_optimizers
 from molpipe.metrics import metrics_table
 from molpipe.model import save_model
@@ -48,6 +49,7 @@ class TrainConfig:
     min_update_frequency: int = 1
     weight_stashing: bool = True      # async: backward with the weights the forward used
     backend: str = "thread"
+    placement: str | None = None      # "embed,message/update,..." (default: a worker per stage)
     dtype: str = "float32"
     track_test: bool = False          # also score the test split every epoch (benchmarks)
     checkpoint_minutes: float | None = None  # also checkpoint within an epoch this often
@@ -247,11 +249,12 @@ def train(config: TrainConfig, out_dir: str | Path, progress=None, resume: bool 
          n_test=len(split["test"]), parameters=network.n_parameters, first_epoch=first_epoch)
     last_train = None
     stop = bad_epochs >= config.patience
+    placement = parse_placement(config.placement, list(network.stages)) if config.placement else None
     with make_engine(config.schedule, network, optimizers, max_active_keys=config.max_active_keys,
                      min_update_frequency=config.min_update_frequency, backend=config.backend,
                      trace=config.trace, describe=_describe(store, members, val_members),
                      weight_stashing=config.weight_stashing,
-                     stall_timeout=config.stall_timeout,
+                     stall_timeout=config.stall_timeout, placement=placement,
                      on_nonfinite=config.on_nonfinite) as engine:
         for epoch in range(first_epoch, config.epochs if not stop else first_epoch):
             lr = lr_at(epoch, config.epochs, config.lr)

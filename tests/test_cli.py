@@ -111,3 +111,27 @@ def test_bench_json_runs_every_schedule_on_the_same_molecules():
 
 def test_bench_unknown_schedule_is_one_line():
     assert_one_line_error(run("bench", "esol", "--schedule", "fast"), "unknown schedule 'fast'")
+
+
+@pytest.mark.parametrize("text, fragment", [
+    ("embed,message/upd", "unknown stage 'upd'"),
+    ("embed,message/message", "'message' is placed twice"),
+])
+def test_train_bad_placement_is_one_line(tmp_path, text, fragment):
+    assert_one_line_error(run("train", "esol", "--placement", text, "--out", tmp_path / "r"),
+                          "--placement", fragment)
+
+
+def test_train_with_two_workers(tmp_path):
+    import json
+
+    out = tmp_path / "run"
+    result = run("train", "freesolv", "--epochs", 1, "--hidden", 16, "--quiet", "--out", out,
+                 "--placement", "embed,message,readout/update,rings,loss")
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "report.json").read_text())
+    assert report["config"]["placement"] == "embed,message,readout/update,rings,loss"
+    assert set(report["utilization"]) == {"embed+message+readout", "update+rings+loss"}
+    missing = run("train", "freesolv", "--epochs", 1, "--hidden", 16, "--quiet",
+                  "--out", tmp_path / "other", "--placement", "embed,message/update,readout,loss")
+    assert_one_line_error(missing, "'rings' has no worker")

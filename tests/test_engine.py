@@ -51,6 +51,16 @@ def test_async_mak1_muf1_reproduces_the_reference_trainer():
         assert asy_res.losses[key] == pytest.approx(ref_res.losses[key], abs=1e-9)
 
 
+def test_two_workers_hosting_three_stages_each_reproduce_the_reference_trainer():
+    items = _items(80, 3, seed=5)
+    ref, _ = _trained("reference", items)
+    two = {"embed": 0, "message": 0, "readout": 0, "update": 1, "rings": 1, "loss": 1}
+    asy, res = _trained("async", items, max_active_keys=1, placement=two)
+    for k in ref:
+        np.testing.assert_allclose(asy[k], ref[k], rtol=0, atol=1e-9, err_msg=k)
+    assert len(res.utilization) == 2
+
+
 def test_sync_updating_after_every_instance_is_the_reference_trainer():
     # sync-each with muf 1 (bench's equal-update-frequency baseline): mak 4 slots, but one
     # instance per update, so nothing overlaps and the result is the sequential trainer's
