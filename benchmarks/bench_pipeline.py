@@ -90,17 +90,28 @@ def converge(data: str, seeds: list[int], async_epochs: int = 50) -> dict:
             "reference_seconds_to_its_best_val": _first_time(ref_h, f"val_{t}_rmse", ref_val),
             "async_seconds_to_reference_best_val": _first_time(asy_h, f"val_{t}_rmse", ref_val),
         }
+        row["reference_val_curve"] = [[float(h["wall_seconds"]), float(h[f"val_{t}_rmse"])] for h in ref_h]
+        row["async_val_curve"] = [[float(h["wall_seconds"]), float(h[f"val_{t}_rmse"])] for h in asy_h]
         out[seed] = row
         print(f"seed {seed}: " + ", ".join(f"{k} {v:.3f}" if v is not None else f"{k} never"
-                                            for k, v in row.items()), flush=True)
+                                            for k, v in row.items() if "curve" not in k), flush=True)
+    scalars = [k for k in next(iter(out.values())) if "curve" not in k]
     mean = {k: float(np.mean([r[k] for r in out.values() if r[k] is not None] or [np.nan]))
-            for k in next(iter(out.values()))}
+            for k in scalars}
+    # the seeds' mean validation curves (epoch by epoch; wall time averaged too): when does
+    # async's mean curve first reach the reference's mean final validation RMSE?
+    n_ep = min(len(r["async_val_curve"]) for r in out.values())
+    curve = np.mean([np.array(r["async_val_curve"][:n_ep]) for r in out.values()], axis=0)
+    hit = np.flatnonzero(curve[:, 1] <= mean["reference_final_val_rmse"])
+    mean["async_mean_curve_seconds_to_reference_final_val"] = float(curve[hit[0], 0]) if hit.size else None
+    mean["async_mean_final_val_rmse"] = float(curve[-1, 1])
     mean["async_vs_reference_rmse"] = mean["async_rmse"] / mean["reference_rmse"] - 1
-    for k in next(iter(out.values())):
+    for k in scalars:
         if "seconds_to" in k:       # over the seeds that got there; how many did:
             mean[k.replace("seconds_to", "seeds_reaching")] = sum(r[k] is not None for r in out.values())
     out["mean"] = mean
-    print("mean: " + ", ".join(f"{k} {v:.3f}" for k, v in mean.items()))
+    print("mean: " + ", ".join(f"{k} {v:.3f}" if v is not None else f"{k} never"
+                               for k, v in mean.items()))
     return out
 
 
