@@ -86,7 +86,8 @@ def evaluate(model: "str | Path | Predictor", data: str | None = None, *,
         config = report.get("config") or {}
         data = report["dataset"]
         smiles_column = smiles_column or config.get("smiles_column")
-        size = int(config.get("molecules_per_instance") or size)
+        size = int(report.get("molecules_per_instance") or config.get("molecules_per_instance")
+                   or size)
         store = open_data(data, targets=targets, smiles_column=smiles_column,
                           cache_root=cache_root or config.get("cache_root"), progress=progress,
                           **rounds)

@@ -158,69 +158,42 @@ class InputFile:
 
 def open_input(path: str | Path, smiles_column: str | None = None) -> InputFile:
     """Open a CSV (every column kept) or SDF (name, SMILES, properties) file for prediction."""
-    from molpipe.data.readers import open_table
+    from molpipe.data.readers import csv_header, open_table
 
     table = open_table(path, smiles_column=smiles_column, targets=())
     if table.kind == "csv":
-        header = _csv_header(table)
-        rows = _csv_rows(table, len(header))
+        header = csv_header(table)
+        rows = _csv_rows(table, header)
     else:
         header, rows = _sdf_rows(table)
     return InputFile(table.path, header, table.estimate_rows(), rows)
 
 
-def _csv_header(table) -> list[str]:
-    from molpipe.data import readers
-
-    with readers._open_text(table.path, newline="") as f:
-        return next(readers._csv_reader(f, table.delimiter))
-
-
-def _csv_rows(table, width: int) -> Iterator:
+def _csv_rows(table, header: list[str]) -> Iterator:
     """(fields, SMILES or FeaturizationError) per data row, as ``readers`` numbers them."""
-    from molpipe.chem.featurize import FeaturizationError
-    from molpipe.data import readers
+    from molpipe.data.readers import csv_rows
 
-    try:
-        with readers._open_text(table.path, newline="") as f:
-            reader = readers._csv_reader(f, table.delimiter)
-            header = next(reader)
-            s = header.index(table.smiles_column)
-            while True:
-                try:
-                    fields = next(reader)
-                except StopIteration:
-                    return
-                except csv.Error as err:             # the reader resumes on the next line
-                    yield [""] * width, FeaturizationError(f"bad CSV row ({err})")
-                    continue
-                if not fields:
-                    continue
-                if len(fields) != width:
-                    padded = (fields + [""] * width)[:width]
-                    yield padded, FeaturizationError(f"row has {len(fields)} fields, the "
-                                                     f"header {width}")
-                    continue
-                yield fields, fields[s].strip()
-    except UnicodeDecodeError:
-        raise readers._utf8_error(table.path) from None
-    except readers._GZIP_ERRORS as err:
-        raise readers._gzip_error(table.path, err) from None
+    width, s = len(header), header.index(table.smiles_column)
+    for _, fields, problem in csv_rows(table):
+        if problem is not None:
+            yield (fields + [""] * width)[:width], problem
+        else:
+            yield fields, fields[s].strip()
 
 
 def _sdf_rows(table) -> tuple[list[str], Iterator]:
     """Columns name, smiles, then the properties of the first records; a row per record."""
     from rdkit import Chem
 
-    from molpipe.data import readers
+    from molpipe.data.readers import PEEK_ROWS, mol_from_block, sdf_records
 
-    peek = itertools.islice(readers._sdf_records(table.path), readers._PEEK)
+    peek = itertools.islice(sdf_records(table.path), PEEK_ROWS)
     props = list(dict.fromkeys(k for _, p in peek for k in p if k not in ("name", "smiles")))
     columns = ["name", "smiles", *props]
 
     def rows():
-        for block, p in readers._sdf_records(table.path):
-            item = readers._mol_from_block(block)
+        for block, p in sdf_records(table.path):
+            item = mol_from_block(block)
             smiles = Chem.MolToSmiles(item) if isinstance(item, Chem.Mol) else ""
             name = block.split("\n", 1)[0].strip()
             yield [name, smiles, *(p.get(k, "") for k in props)], item

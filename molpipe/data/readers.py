@@ -46,7 +46,7 @@ from molpipe.data.errors import DataError
 CSV_SUFFIXES = (".csv",)
 SDF_SUFFIXES = (".sdf", ".sd")
 _NA = {"na", "n/a", "nan", "none", "null", "-", "?"}
-_PEEK = 200                         # rows looked at to guess numeric target columns
+PEEK_ROWS = 200                         # rows looked at to guess numeric target columns
 _PROP = re.compile(r"^>.*?<([^>]*)>")
 _GZIP_MAGIC = b"\x1f\x8b"
 _OTHER_DELIMITERS = (";", "\t", "|")
@@ -223,7 +223,7 @@ def _open_csv(path: Path, smiles_column: str | None, targets) -> Table:
             f.seek(0)
             reader = _csv_reader(f, delimiter)
             header = next(reader, None)
-            for fields in itertools.islice(reader, _PEEK) if targets is None else ():
+            for fields in itertools.islice(reader, PEEK_ROWS) if targets is None else ():
                 peek.append(fields)
     except UnicodeDecodeError:
         raise _utf8_error(path) from None
@@ -269,16 +269,29 @@ def _fit(fields: list[str], width: int) -> list[str] | None:
     return fields if len(fields) == width else None
 
 
-def _iter_csv(table: Table) -> Iterator[Row]:
-    path = table.path
-    row = 0
-    missing = np.full(len(table.target_names), np.nan, np.float32)
+def csv_header(table: Table) -> list[str]:
+    """The column names of a CSV ``table``, as its first line gives them."""
     try:
-        with _open_text(path, newline="") as f:
+        with _open_text(table.path, newline="") as f:
+            return next(_csv_reader(f, table.delimiter))
+    except UnicodeDecodeError:
+        raise _utf8_error(table.path) from None
+    except _GZIP_ERRORS as err:
+        raise _gzip_error(table.path, err) from None
+
+
+def csv_rows(table: Table) -> Iterator[tuple[int, list[str], FeaturizationError | None]]:
+    """``(row number, fields, problem)`` per data row of a CSV ``table``, streamed.
+
+    Rows are numbered from 1 after the header; blank lines are not rows. ``fields`` has one
+    entry per header column (trailing empty fields dropped) unless ``problem`` says why it
+    cannot: a malformed row or the wrong number of fields (then ``fields`` is as read).
+    """
+    row = 0
+    try:
+        with _open_text(table.path, newline="") as f:
             reader = _csv_reader(f, table.delimiter)
-            header = next(reader)
-            s = header.index(table.smiles_column)
-            cols = [header.index(t) for t in table.target_names]
+            width = len(next(reader))
             while True:
                 try:
                     fields = next(reader)
@@ -286,24 +299,37 @@ def _iter_csv(table: Table) -> Iterator[Row]:
                     return
                 except csv.Error as err:                 # the reader resumes on the next line
                     row += 1
-                    yield row, FeaturizationError(f"bad CSV row ({err})"), missing.copy()
+                    yield row, [], FeaturizationError(f"bad CSV row ({err})")
                     continue
                 if not fields:                           # blank line: not a data row
                     continue
                 row += 1
-                if _fit(fields, len(header)) is None:
-                    yield row, FeaturizationError(f"row has {len(fields)} fields, the header "
-                                                  f"{len(header)}"), missing.copy()
-                    continue
-                y = np.array([_to_float(fields[c]) for c in cols], dtype=np.float32)
-                yield row, fields[s].strip(), y
+                fitted = _fit(fields, width)
+                if fitted is None:
+                    yield row, fields, FeaturizationError(f"row has {len(fields)} fields, "
+                                                          f"the header {width}")
+                else:
+                    yield row, fitted, None
     except UnicodeDecodeError:
-        raise _utf8_error(path) from None
+        raise _utf8_error(table.path) from None
     except _GZIP_ERRORS as err:
-        raise _gzip_error(path, err) from None
+        raise _gzip_error(table.path, err) from None
 
 
-def _sdf_records(path: Path) -> Iterator[tuple[str, dict[str, str]]]:
+def _iter_csv(table: Table) -> Iterator[Row]:
+    header = csv_header(table)
+    s = header.index(table.smiles_column)
+    cols = [header.index(t) for t in table.target_names]
+    missing = np.full(len(table.target_names), np.nan, np.float32)
+    for row, fields, problem in csv_rows(table):
+        if problem is not None:
+            yield row, problem, missing.copy()
+            continue
+        y = np.array([_to_float(fields[c]) for c in cols], dtype=np.float32)
+        yield row, fields[s].strip(), y
+
+
+def sdf_records(path: Path) -> Iterator[tuple[str, dict[str, str]]]:
     """(mol block, properties) of every record, streamed."""
     lines: list[str] = []
     n_records = 0
@@ -344,7 +370,7 @@ def _split_record(lines: list[str]) -> tuple[str, dict[str, str]]:
 
 
 def _open_sdf(path: Path, targets) -> Table:
-    peek = list(itertools.islice(_sdf_records(path), _PEEK))
+    peek = list(itertools.islice(sdf_records(path), PEEK_ROWS))
     if not peek:
         raise DataError(f"{path}: empty file; it holds no SDF records")
     names = list(dict.fromkeys(k for _, props in peek for k in props))
@@ -356,12 +382,12 @@ def _open_sdf(path: Path, targets) -> Table:
 
 
 def _iter_sdf(table: Table) -> Iterator[Row]:
-    for row, (block, props) in enumerate(_sdf_records(table.path), start=1):
+    for row, (block, props) in enumerate(sdf_records(table.path), start=1):
         y = np.array([_to_float(props.get(t)) for t in table.target_names], dtype=np.float32)
-        yield row, _mol_from_block(block), y
+        yield row, mol_from_block(block), y
 
 
-def _mol_from_block(block: str) -> Chem.Mol | FeaturizationError:
+def mol_from_block(block: str) -> Chem.Mol | FeaturizationError:
     """Sanitized molecule of a mol block, or the reason it is broken."""
     with rdBase.BlockLogs():
         raw = Chem.MolFromMolBlock(block, sanitize=False)
