@@ -5,6 +5,8 @@ from __future__ import annotations
 import difflib
 import json
 import os
+import sys
+import sysconfig
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -31,13 +33,23 @@ class DatasetEntry:
     licence: str
 
 
-def datasets_dir() -> Path:
-    """The ``datasets/`` directory: ``$MOLPIPE_DATASETS``, else beside the package."""
+def dataset_dirs() -> list[Path]:
+    """Where the bundled data sets may be, in the order they are looked for:
+    ``$MOLPIPE_DATASETS``, beside the package (a checkout or editable install), then the
+    copy a regular install puts in ``<prefix>/share/molpipe/datasets``."""
     candidates = []
     if os.environ.get("MOLPIPE_DATASETS"):
         candidates.append(Path(os.environ["MOLPIPE_DATASETS"]))
     package = Path(__file__).resolve().parents[1]        # .../molpipe
     candidates += [package.parent / "datasets", package / "datasets"]
+    for prefix in dict.fromkeys((sysconfig.get_path("data"), sys.prefix)):
+        candidates.append(Path(prefix) / "share" / "molpipe" / "datasets")
+    return candidates
+
+
+def datasets_dir() -> Path:
+    """The first of ``dataset_dirs()`` that holds the manifest."""
+    candidates = dataset_dirs()
     for d in candidates:
         if (d / MANIFEST).is_file():
             return d

@@ -43,3 +43,17 @@ def test_lookup():
 def test_unknown_name_suggests():
     with pytest.raises(DataError, match="did you mean freesolv"):
         get_dataset("freesolve")
+
+
+def test_an_installed_copy_is_found_when_no_checkout_is_beside_the_package(tmp_path, monkeypatch):
+    import shutil
+
+    from molpipe.data import registry
+
+    share = tmp_path / "share" / "molpipe" / "datasets"
+    shutil.copytree(registry.datasets_dir(), share)
+    monkeypatch.delenv("MOLPIPE_DATASETS", raising=False)
+    monkeypatch.setattr(registry.sys, "prefix", str(tmp_path))
+    monkeypatch.setattr(registry, "__file__", str(tmp_path / "site" / "molpipe" / "data" / "registry.py"))
+    assert registry.dataset_dirs()[-1] == share
+    assert registry.datasets_dir() == share
