@@ -261,14 +261,15 @@ def bench(
     replicate: Annotated[int, typer.Option(help="Repeat the training split N times (a larger workload).")] = 1,
     schedule: Annotated[Optional[list[str]], typer.Option(
         help="Schedules to run (repeat; default all): reference, sync (one update per mak "
-             "instances), sync-each (one update per muf instances, as often as async), async.")] = None,
+             "instances), sync-each (one update per muf instances, as often as async), async, "
+             "reference-x2 (two reference trainers on two threads: the machine's ceiling).")] = None,
     placement: Annotated[Optional[str], typer.Option(
         help="Stages per worker of the pipeline schedules, as for train.")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
     plot: Annotated[Optional[Path], typer.Option(
-        help="Write a PNG of the sync and async pipeline timelines of a short pass.")] = None,
+        help="Write a PNG of the pipeline schedules' timelines of a short pass.")] = None,
 ) -> None:
-    """Throughput of the reference, sync and async schedules on the same instances, one process.
+    """Training molecules/s of every schedule on the same instances, in one process.
 
     Example: molpipe bench esol --json
     """
