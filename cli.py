@@ -224,13 +224,20 @@ def train(
         fail(f"--backend must be thread or mpi, not {backend!r}")
     _check_placement(placement)
     if backend == "mpi":   # ranks > 0 serve rank 0's workers, then leave without a word
-        from molpipe.runtime.mpi import MPIUnavailable, serve_unless_control
+        from molpipe.runtime.mpi import MPIUnavailable, serve_unless_control, world
 
         try:
             if serve_unless_control():
                 return
         except MPIUnavailable as err:
             fail(str(err))
+        if placement is not None:
+            from molpipe.runtime.placement import parse_placement
+
+            n_workers = len(set(parse_placement(placement).values()))
+            if n_workers != world().size - 1:
+                fail(f"--placement has {n_workers} workers; under MPI that needs mpiexec -n "
+                     f"{n_workers + 1} (this job has {world().size} ranks)")
     if out is None:
         out = _default_run_dir(data)
     elif out.exists() and any(out.iterdir()):

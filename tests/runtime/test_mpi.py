@@ -155,6 +155,18 @@ def test_a_failing_rank_names_rank_stage_and_instance_and_the_job_goes_on(mpi_jo
     assert _max_diff(out / "after_fault.npz", stages) < 1e-12
 
 
+@needs_mpi
+def test_a_placement_that_does_not_fit_the_job_is_one_line_and_nothing_hangs(tmp_path):
+    code = ("from cli import app; app(['train', 'esol', '--backend', 'mpi', '--epochs', '1', "
+            f"'--out', {str(tmp_path / 'run')!r}, '--placement', 'embed,message/update/rings,readout,loss'])")
+    proc = subprocess.run([_mpiexec(), "-n", "3", sys.executable, "-c", code], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "COLUMNS": "200"})
+    assert proc.returncode != 0
+    assert "--placement has 3 workers; under MPI that needs mpiexec -n 4" in proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stdout + proc.stderr
+
+
 # -- without MPI: the wire format and the placement ------------------------------------------
 def test_backend_mpi_without_mpi4py_says_how_to_install_and_exits_2():
     code = ("import sys; sys.modules['mpi4py'] = None; from cli import app; "
