@@ -158,11 +158,11 @@ class InputFile:
 
 def open_input(path: str | Path, smiles_column: str | None = None) -> InputFile:
     """Open a CSV (every column kept) or SDF (name, SMILES, properties) file for prediction."""
-    from molpipe.data.readers import csv_header, open_table
+    from molpipe.data.readers import open_table
 
     table = open_table(path, smiles_column=smiles_column, targets=())
     if table.kind == "csv":
-        header = csv_header(table)
+        header = list(table.columns)
         rows = _csv_rows(table, header)
     else:
         header, rows = _sdf_rows(table)

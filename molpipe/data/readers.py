@@ -70,6 +70,7 @@ class Table:
     smiles_column : the CSV column holding SMILES (None for SDF).
     target_names : target columns (CSV) or properties (SDF), in order.
     delimiter : the CSV delimiter (found from the header line).
+    columns : the CSV header's column names (empty for SDF).
     """
 
     path: Path
@@ -77,6 +78,7 @@ class Table:
     smiles_column: str | None
     target_names: tuple[str, ...]
     delimiter: str = ","
+    columns: tuple[str, ...] = ()
 
     def __iter__(self) -> Iterator[Row]:
         return _iter_csv(self) if self.kind == "csv" else _iter_sdf(self)
@@ -259,7 +261,7 @@ def _open_csv(path: Path, smiles_column: str | None, targets) -> Table:
         targets = [c for c in _numeric(header, records) if c != smiles_column]
     else:
         targets = [_match(t, header, path, "target column") for t in targets]
-    return Table(path, "csv", smiles_column, tuple(targets), delimiter)
+    return Table(path, "csv", smiles_column, tuple(targets), delimiter, tuple(header))
 
 
 def _fit(fields: list[str], width: int) -> list[str] | None:
@@ -267,17 +269,6 @@ def _fit(fields: list[str], width: int) -> list[str] | None:
     if len(fields) > width and not any(f.strip() for f in fields[width:]):
         fields = fields[:width]                          # "CCO,1," under "smiles,y"
     return fields if len(fields) == width else None
-
-
-def csv_header(table: Table) -> list[str]:
-    """The column names of a CSV ``table``, as its first line gives them."""
-    try:
-        with _open_text(table.path, newline="") as f:
-            return next(_csv_reader(f, table.delimiter))
-    except UnicodeDecodeError:
-        raise _utf8_error(table.path) from None
-    except _GZIP_ERRORS as err:
-        raise _gzip_error(table.path, err) from None
 
 
 def csv_rows(table: Table) -> Iterator[tuple[int, list[str], FeaturizationError | None]]:
@@ -317,9 +308,8 @@ def csv_rows(table: Table) -> Iterator[tuple[int, list[str], FeaturizationError 
 
 
 def _iter_csv(table: Table) -> Iterator[Row]:
-    header = csv_header(table)
-    s = header.index(table.smiles_column)
-    cols = [header.index(t) for t in table.target_names]
+    s = table.columns.index(table.smiles_column)
+    cols = [table.columns.index(t) for t in table.target_names]
     missing = np.full(len(table.target_names), np.nan, np.float32)
     for row, fields, problem in csv_rows(table):
         if problem is not None:
