@@ -28,17 +28,14 @@ def fail(message: str, code: int = 2) -> None:
 
 
 def _check_placement(text: str | None) -> None:
-    """Fail early on a --placement that names no known stage or repeats one."""
+    """Fail early on a --placement that names an unknown stage or repeats one."""
     if text is None:
         return
+    from molpipe.pipeline_engine import STAGE_WEIGHTS
     from molpipe.runtime.placement import parse_placement
 
-    known = ("embed", "message", "update", "propagate", "rings", "readout", "loss")
     try:
-        for stage in parse_placement(text):
-            if stage not in known:
-                raise ValueError(f"placement {text!r}: unknown stage {stage!r} "
-                                 f"(stages: {', '.join(known)})")
+        parse_placement(text, list(STAGE_WEIGHTS), complete=False)
     except ValueError as err:
         fail(f"--placement: {err}")
 
@@ -183,13 +180,15 @@ def train(
     from molpipe.display import TrainDisplay
     from molpipe.model import ModelError
     from molpipe.runtime.control import PipelineError
+    from molpipe.runtime.mpi import MPIUnavailable
     from molpipe.train import TrainConfig, train as run_training
 
     def run(config: TrainConfig, out: Path, resume: bool = False) -> None:
         display = TrainDisplay(console=console, quiet=quiet)
         try:
             report = run_training(config, out, progress=display, resume=resume)
-        except (DataError, ModelError, PipelineError, CheckpointError, ValueError) as err:
+        except (DataError, ModelError, PipelineError, CheckpointError, MPIUnavailable,
+                ValueError) as err:
             display.close()
             fail(str(err))
         finally:
@@ -224,20 +223,13 @@ def train(
         fail(f"--backend must be thread or mpi, not {backend!r}")
     _check_placement(placement)
     if backend == "mpi":   # ranks > 0 serve rank 0's workers, then leave without a word
-        from molpipe.runtime.mpi import MPIUnavailable, serve_unless_control, world
+        from molpipe.runtime.mpi import MPIUnavailable, serve_unless_control
 
         try:
             if serve_unless_control():
                 return
         except MPIUnavailable as err:
             fail(str(err))
-        if placement is not None:
-            from molpipe.runtime.placement import parse_placement
-
-            n_workers = len(set(parse_placement(placement).values()))
-            if n_workers != world().size - 1:
-                fail(f"--placement has {n_workers} workers; under MPI that needs mpiexec -n "
-                     f"{n_workers + 1} (this job has {world().size} ranks)")
     if out is None:
         out = _default_run_dir(data)
     elif out.exists() and any(out.iterdir()):

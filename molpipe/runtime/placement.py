@@ -10,8 +10,10 @@ from __future__ import annotations
 from typing import Sequence
 
 
-def parse_placement(text: str, stages: Sequence[str] | None = None) -> dict[str, int]:
-    """``{stage: worker}`` from ``text``; with ``stages``, every one of them placed exactly once.
+def parse_placement(text: str, stages: Sequence[str] | None = None,
+                    complete: bool = True) -> dict[str, int]:
+    """``{stage: worker}`` from ``text``; with ``stages``, only those, and (``complete``)
+    every one of them placed exactly once.
 
     Raises ValueError naming the problem (unknown, repeated or missing stage, empty group).
     """
@@ -29,17 +31,10 @@ def parse_placement(text: str, stages: Sequence[str] | None = None) -> dict[str,
             if name in placement:
                 raise ValueError(f"placement {text!r}: stage {name!r} is placed twice")
             placement[name] = wid
-    if stages is not None:
+    if stages is not None and complete:
         missing = [s for s in stages if s not in placement]
         if missing:
             raise ValueError(f"placement {text!r}: stage {missing[0]!r} has no worker "
                              f"(the network's stages: {', '.join(stages)})")
     return placement
 
-
-def format_placement(placement: dict[str, int]) -> str:
-    """The text of ``placement`` (the inverse of ``parse_placement``)."""
-    groups: dict[int, list[str]] = {}
-    for stage, wid in placement.items():
-        groups.setdefault(wid, []).append(stage)
-    return "/".join(",".join(groups[w]) for w in sorted(groups))

@@ -163,7 +163,8 @@ def test_a_placement_that_does_not_fit_the_job_is_one_line_and_nothing_hangs(tmp
                           capture_output=True, text=True, timeout=120,
                           env={**os.environ, "COLUMNS": "200"})
     assert proc.returncode != 0
-    assert "--placement has 3 workers; under MPI that needs mpiexec -n 4" in proc.stdout + proc.stderr
+    assert "3 workers need 4 MPI ranks" in proc.stdout + proc.stderr
+    assert "launch with mpiexec -n 4" in proc.stdout + proc.stderr
     assert "Traceback" not in proc.stdout + proc.stderr
 
 

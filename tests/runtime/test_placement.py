@@ -1,8 +1,8 @@
-"""Stage placement as text: parsing, its errors, and the round trip."""
+"""Stage placement as text: parsing and its errors."""
 
 import pytest
 
-from molpipe.runtime.placement import format_placement, parse_placement
+from molpipe.runtime.placement import parse_placement
 
 STAGES = ["embed", "message", "update", "rings", "readout", "loss"]
 
@@ -10,8 +10,9 @@ STAGES = ["embed", "message", "update", "rings", "readout", "loss"]
 def test_groups_are_workers():
     p = parse_placement("embed, message,readout / update,rings,loss", STAGES)
     assert p == {"embed": 0, "message": 0, "readout": 0, "update": 1, "rings": 1, "loss": 1}
-    assert parse_placement(format_placement(p), STAGES) == p
-    assert format_placement(p) == "embed,message,readout/update,rings,loss"
+    # known names need not all be placed when ``complete`` is off (the CLI's early check)
+    assert parse_placement("embed,message/update", STAGES, complete=False) == {
+        "embed": 0, "message": 0, "update": 1}
 
 
 @pytest.mark.parametrize("text, fragment", [
