@@ -101,21 +101,22 @@ def bench(config: BenchConfig, progress=None) -> dict:
     with contextlib.ExitStack() as stack:
         engines = {}
         for schedule in config.schedules:
+            kind = schedule.removesuffix("-each").removesuffix("-x2")
+            sync_group = config.min_update_frequency if schedule == "sync-each" else None
             copies = []
             for _ in range(2 if schedule == "reference-x2" else 1):
                 network = build_network(NetworkConfig(hidden=config.hidden, task=prep.task,
                                                       dtype=config.dtype),
                                         prep.store.atom_dim, prep.store.bond_dim,
                                         len(prep.targets), mean, std, config.seed)
-                sync_group = config.min_update_frequency if schedule == "sync-each" else None
+                placement = (parse_placement(config.placement, list(network.stages))
+                             if config.placement and kind != "reference" else None)
                 copies.append(stack.enter_context(make_engine(
-                    schedule.removesuffix("-each").removesuffix("-x2"), network,
-                    make_optimizers(network, 1e-4),
+                    kind, network, make_optimizers(network, 1e-4),
                     max_active_keys=config.max_active_keys, sync_group=sync_group,
                     min_update_frequency=config.min_update_frequency,
                     weight_stashing=config.weight_stashing, trace=bool(config.plot),
-                    placement=(parse_placement(config.placement, list(network.stages))
-                               if config.placement and schedule != "reference-x2" else None))))
+                    placement=placement)))
             engine = copies[0] if len(copies) == 1 else _TwoReferences(copies)
             engine.train(warm)                      # compile / warm the kernels first
             engines[schedule] = engine

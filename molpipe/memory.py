@@ -2,13 +2,13 @@
 
 Every kernel call allocates its outputs (arrays of 10–500 KB for an instance) and frees them
 soon after. glibc serves blocks above its mmap threshold (128 KB at start, then adaptive)
-with a fresh ``mmap`` and returns them with ``munmap``, so every call faults its pages in
-again: 43 page faults and ~100 µs of kernel time per ESOL molecule, and in a threaded
-pipeline each ``munmap`` also stalls the other core (TLB shootdown). Raising the mmap and
+with a fresh ``mmap`` and returns them with ``munmap``, so calls fault their pages in again
+(about 20 page faults and 40–60 µs of kernel time per ESOL molecule), and in a threaded
+pipeline each ``munmap`` also interrupts the other core (TLB shootdown). Raising the mmap and
 trim thresholds makes glibc reuse that memory: peak memory is unchanged (freed blocks stay
-in the heap for the next call), the faults disappear and the reference trainer runs faster
-(``python benchmarks/bench_malloc.py``). A no-op where the C library is not glibc, or with
-``MOLPIPE_MALLOPT=0`` in the environment.
+in the heap for the next call) and the faults all but disappear
+(``python benchmarks/bench_malloc.py``; the speed-up is within the machine's noise). A
+no-op where the C library is not glibc, or with ``MOLPIPE_MALLOPT=0`` in the environment.
 """
 
 from __future__ import annotations
