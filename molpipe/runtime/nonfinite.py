@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from molpipe.kernels.finite import all_finite
+
 POLICIES = ("stop", "skip")
 SKIP = "skip"   # ``info`` of a BACKWARD (drop, do not compute) or RESULT (instance skipped)
 
@@ -25,10 +27,16 @@ def check_policy(policy: str | None) -> str | None:
     return policy
 
 
-def first_nonfinite(payload: dict) -> str | None:
-    """Name of the first floating array of ``payload`` holding NaN or inf, else None."""
+def first_nonfinite(payload: dict, inputs: dict | None = None) -> str | None:
+    """Name of the first floating array of ``payload`` holding NaN or inf, else None.
+
+    Arrays that are ``inputs``' own (the same object under the same name: a stage passing
+    its input through) were checked where they were made and are not checked again.
+    """
     for name, a in payload.items():
-        if isinstance(a, np.ndarray) and a.dtype.kind in "fc" and not np.isfinite(a).all():
+        if inputs is not None and inputs.get(name) is a:
+            continue
+        if isinstance(a, np.ndarray) and not all_finite(a):
             return name
     return None
 

@@ -104,7 +104,7 @@ class Worker:
             self._version_at_fwd.setdefault((m.stage, m.key), version)
             if self.stash is not None:
                 self.stash[m.stage].forward(m.key, m.step, version)
-        bad = first_nonfinite(y) if train and self.on_nonfinite is not None else None
+        bad = first_nonfinite(y, m.payload) if train and self.on_nonfinite is not None else None
         if bad is not None:
             what = f"stage {m.stage!r} output {describe_nonfinite(bad, y[bad])}"
             if self.on_nonfinite == "stop":
