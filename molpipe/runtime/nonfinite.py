@@ -4,13 +4,17 @@
 control node turns into a PipelineError naming worker, stage and key. ``skip`` drops the
 instance: its caches are popped along its path by a backward message marked ``SKIP`` that
 computes nothing and adds no gradient, and the control node lists the key as skipped.
+Under ``skip`` a worker also checks the gradients a backward makes: a non-finite input
+gradient, or a non-finite parameter gradient gathered for an instance, turns the rest of that
+instance's backward into such a skip (the stage drops its gathered gradient), and the DONE
+that ends it tells the control node why.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from molpipe.kernels.finite import all_finite
+from molpipe.kernels.finite import count_exponent_all_ones
 
 POLICIES = ("stop", "skip")
 SKIP = "skip"   # ``info`` of a BACKWARD (drop, do not compute) or RESULT (instance skipped)
@@ -20,11 +24,28 @@ class NonFiniteError(ValueError):
     """A stage produced NaN or inf for an instance (policy ``stop``)."""
 
 
+def is_skip(info) -> bool:
+    """Whether a BACKWARD message's ``info`` marks a skip (``SKIP`` or ``(SKIP, why)``)."""
+    return info == SKIP or (isinstance(info, (tuple, list)) and len(info) == 2 and info[0] == SKIP)
+
+
 def check_policy(policy: str | None) -> str | None:
     """``policy`` if it is None, "stop" or "skip"; ValueError otherwise."""
     if policy is not None and policy not in POLICIES:
         raise ValueError(f"on_nonfinite must be one of {POLICIES}, got {policy!r}")
     return policy
+
+
+_EXPONENT = {np.dtype(np.float32): (np.uint32, np.uint32(0x7F800000)),
+             np.dtype(np.float64): (np.uint64, np.uint64(0x7FF0000000000000))}
+
+
+def all_finite(a: np.ndarray) -> bool:
+    """True when ``a`` holds no NaN and no inf (arrays that are not floats always do)."""
+    exp = _EXPONENT.get(a.dtype)
+    if exp is None or not a.flags.c_contiguous:
+        return a.dtype.kind not in "fc" or bool(np.isfinite(a).all())
+    return count_exponent_all_ones(a.reshape(-1).view(exp[0]), exp[1]) == 0
 
 
 def first_nonfinite(payload: dict, inputs: dict | None = None) -> str | None:

@@ -1,8 +1,7 @@
 import numpy as np
 import pytest
 
-from molpipe.kernels.finite import all_finite
-from molpipe.runtime.nonfinite import first_nonfinite
+from molpipe.runtime.nonfinite import all_finite, first_nonfinite
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
