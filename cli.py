@@ -157,8 +157,8 @@ def train(
         help="Stages per worker, workers separated by '/': e.g. "
              "'embed,message,readout/update,rings,loss' (default: one worker per stage).")] = None,
     on_nonfinite: Annotated[str, typer.Option(
-        help="NaN/inf loss or activations: stop the run with an error naming the molecule, "
-             "or skip that instance (stop, skip).")] = "stop",
+        help="NaN/inf loss, activations or gradients: stop the run with an error naming the "
+             "molecule, or skip that instance (stop, skip).")] = "stop",
     stall_timeout: Annotated[float, typer.Option(
         help="Seconds without any pipeline message before the run stops as stalled.")] = 300.0,
     out: Annotated[Optional[Path], typer.Option(help="Run directory to write (default: runs/<data>).")] = None,

@@ -5,7 +5,8 @@
     ...                      # run: the fault fires once, on whatever instance comes then
     fault.fired              # [(key, rows of the instance)]
 
-``inject`` replaces the bound ``forward`` of one stage object (the worker calls whatever
+``inject`` replaces the bound ``forward`` (or, with ``direction="backward"``, ``backward``:
+a NaN/inf then lands in the input gradient) of one stage object (the worker calls whatever
 ``stage.forward`` is); nothing else in molpipe knows about faults.
 """
 
@@ -26,10 +27,13 @@ class InjectedFault(RuntimeError):
 class Fault:
     """A fault waiting in one stage's forward; fires on its ``at``-th training call once armed."""
 
-    def __init__(self, stage, kind: str, stall_seconds: float = 30.0, times: int = 1):
+    def __init__(self, stage, kind: str, stall_seconds: float = 30.0, times: int = 1,
+                 direction: str = "forward"):
         if kind not in KINDS:
             raise ValueError(f"fault kind must be one of {KINDS}, got {kind!r}")
-        self.stage, self.kind = stage, kind
+        if direction not in ("forward", "backward"):
+            raise ValueError(f"fault direction must be forward or backward, got {direction!r}")
+        self.stage, self.kind, self.direction = stage, kind, direction
         self.stall_seconds = stall_seconds   # a stall ends by itself after this, or on release()
         self.times = times                   # how many calls fire, one after another
         self.fired: list[tuple] = []         # (key, rows) of every instance hit
@@ -37,6 +41,7 @@ class Fault:
         self._released = threading.Event()
         self._lock = threading.Lock()
         self._forward = stage.forward
+        self._backward = stage.backward
 
     def arm(self, at: int = 0) -> "Fault":
         """Fire on the ``at``-th training forward (0-based) from now on."""
@@ -49,8 +54,8 @@ class Fault:
         self._released.set()
 
     def remove(self) -> None:
-        """Put the stage's own forward back."""
-        self.stage.forward = self._forward
+        """Put the stage's own forward and backward back."""
+        self.stage.forward, self.stage.backward = self._forward, self._backward
 
     def _fires(self, train: bool) -> bool:
         with self._lock:
@@ -64,6 +69,21 @@ class Fault:
                 self._countdown = None
             return fire
 
+    def backward(self, key, step: int, dy: dict, inst) -> dict:
+        """The stage's backward, its input gradient poisoned when the fault fires."""
+        fire = self._fires(True)
+        if fire:
+            self.fired.append((key, np.asarray(getattr(inst, "rows", ()))))
+        dx = self._backward(key, step, dy, inst)
+        return self._poison(dx) if fire else dx
+
+    def _poison(self, y: dict) -> dict:
+        """``y`` with its first float array all NaN (or inf)."""
+        y = dict(y)
+        name = next(k for k, v in y.items() if isinstance(v, np.ndarray) and v.dtype.kind == "f")
+        y[name] = np.full_like(y[name], np.nan if self.kind == "nan" else np.inf)
+        return y
+
     def __call__(self, key, step: int, x: dict, inst, train: bool) -> dict:
         fire = self._fires(train)
         if fire:
@@ -73,17 +93,19 @@ class Fault:
             if self.kind == "stall":
                 self._released.wait(self.stall_seconds)
         y = self._forward(key, step, x, inst, train)
-        if fire and self.kind in ("nan", "inf"):
-            y = dict(y)
-            name = next(k for k, v in y.items() if isinstance(v, np.ndarray) and v.dtype.kind == "f")
-            y[name] = np.full_like(y[name], np.nan if self.kind == "nan" else np.inf)
-        return y
+        return self._poison(y) if fire and self.kind in ("nan", "inf") else y
 
 
-def inject(stage, kind: str, **kw) -> Fault:
-    """Install a (disarmed) ``kind`` fault into ``stage.forward``; returns it."""
-    fault = Fault(stage, kind, **kw)
-    stage.forward = fault
+def inject(stage, kind: str, direction: str = "forward", **kw) -> Fault:
+    """Install a (disarmed) ``kind`` fault into ``stage.forward`` (or ``stage.backward``:
+    kinds nan and inf only); returns it."""
+    if direction == "backward" and kind not in ("nan", "inf"):
+        raise ValueError(f"a backward fault is nan or inf, got {kind!r}")
+    fault = Fault(stage, kind, direction=direction, **kw)
+    if direction == "backward":
+        stage.backward = fault.backward
+    else:
+        stage.forward = fault
     return fault
 
 

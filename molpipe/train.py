@@ -55,8 +55,9 @@ class TrainConfig:
     checkpoint_minutes: float | None = None  # also checkpoint within an epoch this often
     trace: bool = True                # record the last training epoch's pipeline timeline
     stall_timeout: float = 300.0      # seconds without any pipeline message before giving up
-    on_nonfinite: str = "stop"        # NaN/inf loss or activations: "stop" the run or "skip"
-                                      # the instance (never saved into a checkpoint or model)
+    on_nonfinite: str = "stop"        # NaN/inf loss, activations or gradients: "stop" the run
+                                      # or "skip" the instance (never saved into a checkpoint
+                                      # or model)
     cache_root: str | None = None
 
 

@@ -129,6 +129,24 @@ def test_skip_drops_the_nonfinite_instances_and_saves_nothing_poisoned(schedule,
     assert all(s.n_cached == 0 for s in holder["net"].stages.values())
 
 
+@pytest.mark.parametrize("schedule", ["async", "sync", "reference"])
+def test_skip_drops_an_instance_whose_backward_turns_nonfinite(schedule, monkeypatch, tmp_path):
+    # a finite forward and loss, then NaN in readout's input gradient: without the gradient
+    # check the NaN would reach update's parameters and every later instance would be skipped
+    holder, progress = faulty(monkeypatch, "readout", "nan", 1, direction="backward")
+    report = train(TrainConfig(schedule=schedule, on_nonfinite="skip", **SMALL), tmp_path,
+                   progress=progress)
+    (key, rows), = holder["fault"].fired
+    history = load_checkpoint(tmp_path)[0]["history"]
+    assert [h["skipped_instances"] for h in history] == [0, 1, 0]
+    n_train = report["split_sizes"]["train"]
+    assert [h["rows_seen"] for h in history] == [n_train, n_train - len(rows), n_train]
+    assert all(np.isfinite(h["train_loss"]) for h in history)
+    assert all(np.isfinite(a).all() for a in holder["net"].state_dict().values())
+    assert all(s.n_cached == 0 for s in holder["net"].stages.values())
+    assert_last_good_checkpoint(tmp_path, 3)
+
+
 def test_nonfinite_parameters_are_never_checkpointed(monkeypatch, tmp_path):
     holder = {}
     build = train_mod.build_network

@@ -10,7 +10,7 @@ from typing import Any, Callable, Iterable
 import numpy as np
 
 from molpipe.runtime.message import Kind, Message
-from molpipe.runtime.nonfinite import SKIP
+from molpipe.runtime.nonfinite import is_skip
 from molpipe.runtime.trace import utilization
 
 
@@ -43,7 +43,8 @@ class RunResult:
     trace : list[tuple]            (worker, t_start, t_end, key, stage, step, direction),
                                    times in seconds from the start of the run
     skipped : dict[key, str]       training instances skipped for non-finite values, and why
-                                   (their loss is NaN; they added no gradient)
+                                   (their loss is NaN; they added no gradient, or lost it: see
+                                   ``nonfinite``)
     """
 
     loss: dict = field(default_factory=dict)
@@ -108,7 +109,7 @@ class ControlNode:
                     raise PipelineError(f"unexpected result for key {msg.key!r}")
                 res.loss[msg.key] = float(np.asarray(msg.payload["loss"]).reshape(-1)[0])
                 res.pred[msg.key] = msg.payload.get("pred")
-                if isinstance(msg.info, tuple) and msg.info[0] == SKIP:
+                if is_skip(msg.info):         # (SKIP, why): the forward made NaN/inf
                     res.skipped[msg.key] = msg.info[1]
                 if on_result is not None:
                     on_result(msg.key, res.loss[msg.key], res.pred[msg.key])
@@ -116,6 +117,8 @@ class ControlNode:
                 if not flight.get(msg.key) or msg.key in done:
                     raise PipelineError(f"unexpected completion for key {msg.key!r}")
                 done.add(msg.key)
+                if is_skip(msg.info):          # a non-finite gradient skipped the instance
+                    res.skipped[msg.key] = msg.info[1]
             elif msg.kind is Kind.UPDATED:
                 self._awaiting -= 1
                 continue
@@ -141,6 +144,8 @@ class ControlNode:
 
     def _complete(self, key, flight: dict, res: RunResult) -> None:
         train = flight.pop(key)
+        if key in res.skipped:                 # its loss does not count (nor, if it came
+            res.loss[key] = float("nan")       # before the skip was known, its gradient)
         (res.train_keys if train else res.eval_keys).append(key)
         if self.schedule.completed(train):
             self._update_all()

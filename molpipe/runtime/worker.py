@@ -12,7 +12,7 @@ import numpy as np
 from molpipe.runtime.accumulator import Accumulator, Criterion
 from molpipe.runtime.message import DATA_KINDS, Kind, Message
 from molpipe.runtime.nonfinite import (SKIP, NonFiniteError, check_policy, describe_nonfinite,
-                                       first_nonfinite)
+                                       first_nonfinite, is_skip)
 from molpipe.runtime.stash import WeightStash
 
 Route = Callable[[str, int, Any], "tuple[str, int] | None"]
@@ -77,11 +77,12 @@ class Worker:
     def _handle(self, m: Message) -> Iterator[Message]:
         if m.kind is Kind.FORWARD or m.kind is Kind.EVAL:
             yield from self._forward(m)
-        elif m.kind is Kind.BACKWARD and m.info == SKIP:
-            yield from self._skip(m.stage, m.key, m.step, m.path, m.inst)
+        elif m.kind is Kind.BACKWARD and is_skip(m.info):
+            self._drop(m.stage, m.key, m.step)
+            yield from self._pass_skip(m.stage, m.key, m.path, m.inst, m.info)
         elif m.kind is Kind.BACKWARD:
             dx = self._run_backward(m.stage, m.key, m.step, m.payload, m.inst)
-            yield from self._backward_done(m.stage, m.key, dx, m.path, m.inst)
+            yield from self._backward_done(m.stage, m.key, dx, m.path, m.inst, m.payload)
         elif m.kind is Kind.UPDATE:
             for name, acc in self.acc.items():
                 if acc.n > 0:
@@ -112,7 +113,8 @@ class Worker:
                                      "(on_nonfinite='skip' skips such instances)")
             yield Message(Kind.RESULT, m.key, m.stage, m.step, {"loss": np.array([np.nan])},
                           worker=self.wid, info=(SKIP, what))
-            yield from self._skip(m.stage, m.key, m.step, m.path, m.inst)
+            self._drop(m.stage, m.key, m.step)
+            yield from self._pass_skip(m.stage, m.key, m.path, m.inst, SKIP)
             return
         nxt = self.route(m.stage, m.step, m.inst)
         if nxt is not None:
@@ -124,8 +126,8 @@ class Worker:
             dx = self._run_backward(m.stage, m.key, m.step, {}, m.inst)
             yield from self._backward_done(m.stage, m.key, dx, path[:-1], m.inst)
 
-    def _skip(self, name: str, key, step: int, path, inst) -> Iterator[Message]:
-        """Drop ``key``'s cache at ``(name, step)``, pass the skip back: no backward, no gradient."""
+    def _drop(self, name: str, key, step: int) -> None:
+        """Drop ``key``'s cache and stashed weights at ``(name, step)``: no backward runs."""
         try:
             self.stages[name].pop(key, step)
         except KeyError:
@@ -133,17 +135,37 @@ class Worker:
         if self.stash is not None:
             with self.stash[name].backward(key, step, self.acc[name].version):
                 pass
+
+    def _pass_skip(self, name: str, key, path, inst, info) -> Iterator[Message]:
+        """Pass a skip back along ``path`` (no gradient, nothing counted); DONE at its end.
+
+        ``info`` is ``SKIP`` when the control node already knows why (a skipped forward's
+        RESULT said so), else ``(SKIP, why)``, which the DONE carries to the control node.
+        """
         if all(s != name for s, _ in path):   # the instance's last visit to this stage
             self._version_at_fwd.pop((name, key), None)
             self._open.pop((name, key), None)
         if path:
             prev, prev_step = path[-1]
-            yield Message(Kind.BACKWARD, key, prev, prev_step, {}, path[:-1], inst, info=SKIP)
+            yield Message(Kind.BACKWARD, key, prev, prev_step, {}, path[:-1], inst, info=info)
         else:
-            yield Message(Kind.DONE, key, name, worker=self.wid)
+            yield Message(Kind.DONE, key, name, worker=self.wid, info=None if info == SKIP else info)
 
-    def _backward_done(self, name: str, key, dx, path, inst) -> Iterator[Message]:
-        """Send the input gradient back along the path, then count and maybe update."""
+    def _backward_done(self, name: str, key, dx, path, inst, dy=None) -> Iterator[Message]:
+        """Send the input gradient back along the path, then count and maybe update.
+
+        Under ``on_nonfinite="skip"`` a non-finite input gradient, or (at the instance's last
+        visit) a non-finite gradient gathered for the stage's parameters, skips the instance
+        from here on: the stage's gathered gradient is dropped (it holds the bad values;
+        other instances' parts of it go too) and the rest of the path only drops caches.
+        """
+        if self.on_nonfinite == SKIP:
+            why = self._nonfinite_gradient(name, dx, dy, all(s != name for s, _ in path))
+            if why is not None:
+                self.stages[name].zero_grad()
+                self._open.pop((name, key), None)
+                yield from self._pass_skip(name, key, path, inst, (SKIP, why))
+                return
         if path:
             prev, step = path[-1]
             yield Message(Kind.BACKWARD, key, prev, step, dx, path[:-1], inst)
@@ -158,6 +180,17 @@ class Worker:
             self.staleness[name] = max(self.staleness[name], stale)
             if self.auto_update and acc.ready():
                 self._update(name)
+
+    def _nonfinite_gradient(self, name: str, dx, dy, last: bool) -> str | None:
+        """Why the backward of ``name`` made non-finite gradients (None when it did not)."""
+        bad = first_nonfinite(dx, dy)
+        if bad is not None:
+            return f"stage {name!r} input gradient {describe_nonfinite(bad, dx[bad])}"
+        grads = self.stages[name].grads       # (``key``'s own buffer when ``ordered``)
+        bad = first_nonfinite(grads) if last else None
+        if bad is not None:
+            return f"stage {name!r} parameter gradient {describe_nonfinite(bad, grads[bad])}"
+        return None
 
     def _run_backward(self, name: str, key, step: int, dy, inst):
         """The stage's backward for (key, step), on the right gradient buffer and weights."""

@@ -193,6 +193,15 @@ def test_wire_round_trip_keeps_arrays_scalars_and_instance():
     assert (got.inst.y, got.inst.n_rounds, got.inst.gated) == (0.5, 2, True)
 
 
+def test_a_skip_and_its_reason_survive_the_wire():
+    from molpipe.runtime.nonfinite import SKIP, is_skip
+    for kind, info in ((Kind.DONE, (SKIP, "stage 'readout' input gradient 'H' holds 3 NaN")),
+                       (Kind.RESULT, (SKIP, "why")), (Kind.BACKWARD, SKIP)):
+        got = wire.decode(*wire.unpack(wire.encode(Message(kind, 3, "embed", info=info))))
+        assert is_skip(got.info) and (info == SKIP or got.info[1] == info[1])
+    assert not is_skip(wire.decode(*wire.unpack(wire.encode(Message(Kind.RESULT, 3, "loss", info=True)))).info)
+
+
 def test_wire_refuses_what_it_cannot_send_without_pickle():
     with pytest.raises(TypeError, match="JSON-able"):
         wire.encode(Message(Kind.FORWARD, object(), "a"))
