@@ -67,14 +67,15 @@ def _first_time(history: list[dict], column: str, threshold: float) -> float | N
     return None
 
 
-def converge(data: str, seeds: list[int], async_epochs: int = 50) -> dict:
+def converge(data: str, seeds: list[int], async_epochs: int = 50, mak: int = 4) -> dict:
     """Reference (50 epochs) against async (``async_epochs``: async is faster per epoch, so it
-    may spend more epochs and still finish first), both at their defaults otherwise."""
+    may spend more epochs and still finish first; ``mak`` instances in flight), both at their
+    defaults otherwise."""
     out = {}
     for seed in seeds:
         ref, ref_h = _run(data=data, seed=seed, schedule="reference", track_test=True)
         asy, asy_h = _run(data=data, seed=seed, schedule="async", track_test=True,
-                          epochs=async_epochs)
+                          epochs=async_epochs, max_active_keys=mak)
         (t,) = ref["test"]
         ref_val = float(ref_h[ref["best_epoch"] - 1][f"val_{t}_rmse"])
         row = {
@@ -136,15 +137,37 @@ def placement(data: str) -> dict:
     return rows
 
 
+def _thread_cpu() -> dict[str, float]:
+    """CPU seconds (user + system) of every thread of this process, by thread name (Linux)."""
+    import os
+    import threading
+
+    names = {t.native_id: t.name for t in threading.enumerate()}
+    tick = os.sysconf("SC_CLK_TCK")
+    out: dict[str, float] = {}
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{tid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:                        # the thread ended meanwhile
+            continue
+        name = names.get(int(tid), "other")
+        out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / tick
+    return out
+
+
 def overhead(data: str, one_core: bool, passes: int = 6) -> dict:
     """CPU and wall time per molecule: the reference trainer against the async pipeline with
-    one instance in flight (``max_active_keys=1``: the same arithmetic, nothing overlaps), the
-    two taking turns pass by pass. ``one_core`` pins the process (and so every worker thread)
-    to CPU 0: what is left is the pipeline's own work (messages, queues, caches); the
-    difference to two cores is what moving between cores costs."""
+    one instance in flight (``max_active_keys=1``: the same arithmetic, nothing overlaps) and
+    at the default mak 4, taking turns pass by pass. ``one_core`` pins the process (and so
+    every worker thread) to CPU 0: what is left is the pipeline's own work (messages, queues,
+    caches); the difference to two cores is what moving between cores costs. Every thread's
+    CPU time is read from /proc, so the pipeline's cost is also split by worker (stage) and
+    the control node, against the reference's own time in those stages."""
     import os
     import time
 
+    from molpipe.data.instance import auto_instance_size
     from molpipe.engine import make_engine, make_optimizers
     from molpipe.nn.network import NetworkConfig, build_network
     from molpipe.train import make_items, prepare
@@ -154,7 +177,8 @@ def overhead(data: str, one_core: bool, passes: int = 6) -> dict:
     prep = prepare(TrainConfig(data=data))
     rows = prep.split["train"]
     prep.graphs = dict(zip(rows.tolist(), prep.store.graphs(rows)))
-    items, _, _ = make_items(prep, rows, 16, np.random.default_rng(0), 0)
+    size = auto_instance_size(prep.store.n_atoms[rows])
+    items, _, _ = make_items(prep, rows, size, np.random.default_rng(0), 0)
     n_t = len(prep.targets)
     engines = {}
     for name, schedule, mak in (("reference", "reference", 1), ("async-mak1", "async", 1),
@@ -164,24 +188,66 @@ def overhead(data: str, one_core: bool, passes: int = 6) -> dict:
         engines[name] = make_engine(schedule, net, make_optimizers(net, 1e-4),
                                     max_active_keys=mak, weight_stashing=True).__enter__()
         engines[name].train(items[:8])
+    # the reference's time inside each stage's forward and backward (its own thread only)
+    in_stage: dict[str, float] = {}
+    ref_stages = set(engines["reference"].network.stages.values())
+
+    def timed(method):
+        def call(self, *args):
+            t = time.thread_time()
+            try:
+                return method(self, *args)
+            finally:
+                if self in ref_stages:
+                    in_stage[self.name] = in_stage.get(self.name, 0.0) + time.thread_time() - t
+        return call
+
+    originals = {(cls, m): getattr(cls, m) for cls in {type(st) for st in ref_stages}
+                 for m in ("forward", "backward")}
+    for (cls, method), fn in originals.items():
+        setattr(cls, method, timed(fn))
     wall = {k: 0.0 for k in engines}
     cpu = {k: 0.0 for k in engines}
+    threads: dict[str, dict[str, float]] = {k: {} for k in engines}
     for _ in range(passes):
         for name, engine in engines.items():
-            w, c = time.perf_counter(), time.process_time()
+            w, c, before = time.perf_counter(), time.process_time(), _thread_cpu()
             engine.train(items)
             wall[name] += time.perf_counter() - w
             cpu[name] += time.process_time() - c
-    for engine in engines.values():
-        engine.__exit__(None, None, None)
+            for thread, t in _thread_cpu().items():
+                threads[name][thread] = threads[name].get(thread, 0.0) + t - before.get(thread, 0.0)
+    for (cls, method), fn in originals.items():          # undo the timing wrappers
+        setattr(cls, method, fn)
     n = passes * len(rows)
     out = {name: {"molecules_per_second": n / wall[name], "cpu_us_per_molecule": cpu[name] / n * 1e6,
                   "cpu_vs_reference": cpu[name] / cpu["reference"],
-                  "speed_vs_reference": wall["reference"] / wall[name]} for name in engines}
-    print(f"{'one core' if one_core else 'all cores'} ({os.sched_getaffinity(0)}):")
+                  "speed_vs_reference": wall["reference"] / wall[name],
+                  "cores_busy": cpu[name] / wall[name]} for name in engines}
+    print(f"{'one core' if one_core else 'all cores'} ({os.sched_getaffinity(0)}), "
+          f"{size} molecules per instance:")
     for name, r in out.items():
         print(f"  {name:11s} {r['molecules_per_second']:7,.0f} mol/s  ×{r['speed_vs_reference']:.2f}  "
-              f"CPU {r['cpu_us_per_molecule']:5.0f} µs/mol (×{r['cpu_vs_reference']:.2f})")
+              f"CPU {r['cpu_us_per_molecule']:5.0f} µs/mol (×{r['cpu_vs_reference']:.2f}), "
+              f"{r['cores_busy']:.2f} cores busy")
+    # CPU µs per molecule by thread: each worker against the reference's time in its stages
+    ref_total = sum(in_stage.values())
+    print("  CPU µs/molecule by thread (async-mak4) | reference, inside those stages:")
+    by_thread = {}
+    for wid, worker in enumerate(engines["async-mak4"].pipeline.workers):
+        stages = list(worker.stages)
+        mine = threads["async-mak4"].get(f"molpipe-worker-{wid}", 0.0) / n * 1e6
+        ref = sum(in_stage.get(st, 0.0) for st in stages) / n * 1e6
+        by_thread["+".join(stages)] = {"async_mak4": mine, "reference_in_stages": ref}
+        print(f"    {'+'.join(stages):22s} {mine:6.0f} | {ref:6.0f}  (×{mine / max(ref, 1e-9):.2f})")
+    control = threads["async-mak4"].get("MainThread", 0.0) / n * 1e6
+    ref_rest = (cpu["reference"] - ref_total) / n * 1e6
+    by_thread["control node"] = {"async_mak4": control, "reference_outside_stages": ref_rest}
+    print(f"    {'control node':22s} {control:6.0f} | reference outside stage calls (updates, "
+          f"checks, loop) {ref_rest:.0f}")
+    out["async-mak4"]["cpu_us_per_molecule_by_thread"] = by_thread
+    for engine in engines.values():
+        engine.__exit__(None, None, None)
     return out
 
 
@@ -192,6 +258,7 @@ def main() -> None:
     ap.add_argument("--data", default="esol")
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     ap.add_argument("--async-epochs", type=int, default=50, help="converge: epochs of the async run")
+    ap.add_argument("--mak", type=int, default=4, help="converge: instances in flight of the async run")
     args = ap.parse_args()
     RESULTS.mkdir(parents=True, exist_ok=True)
     if args.what == "knee":
@@ -207,8 +274,9 @@ def main() -> None:
     elif args.what == "overhead":
         result = overhead(args.data, args.one_core)
     else:
-        result = converge(args.data, args.seeds, args.async_epochs)
+        result = converge(args.data, args.seeds, args.async_epochs, args.mak)
     suffix = f"-{args.async_epochs}" if args.what == "converge" and args.async_epochs != 50 else ""
+    suffix += f"-mak{args.mak}" if args.what == "converge" and args.mak != 4 else ""
     suffix += "-one-core" if args.what == "overhead" and args.one_core else ""
     (RESULTS / f"pipeline-{args.what}-{args.data}{suffix}.json").write_text(json.dumps(result, indent=2))
 
