@@ -223,7 +223,7 @@ def train(
         fail(f"--backend must be thread or mpi, not {backend!r}")
     _check_placement(placement)
     if backend == "mpi":   # ranks > 0 serve rank 0's workers, then leave without a word
-        from molpipe.runtime.mpi import MPIUnavailable, serve_unless_control
+        from molpipe.runtime.mpi_rank import serve_unless_control
 
         try:
             if serve_unless_control():
@@ -490,8 +490,6 @@ def plot(
 
     Example: molpipe plot runs/esol
     """
-    import json
-
     from molpipe.plots import plot_run
 
     if not run_dir.is_dir():

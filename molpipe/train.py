@@ -207,7 +207,7 @@ def train(config: TrainConfig, out_dir: str | Path, progress=None, resume: bool 
         ckpt = (state, arrays)
         emit("preprocess", message=f"resuming from {path}")
     if config.backend == "mpi":   # MPI: ranks > 0 serve rank 0's workers until it is done
-        from molpipe.runtime.mpi import serve_unless_control
+        from molpipe.runtime.mpi_rank import serve_unless_control
 
         if serve_unless_control():
             return {}

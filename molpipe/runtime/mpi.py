@@ -2,7 +2,9 @@
 
 Launch: ``mpiexec -n K+1 molpipe train esol --backend mpi`` (K worker ranks); rank 0 runs the
 training loop and ``MPIBackend`` (the seam of ``threads.py``), every other rank calls
-``serve()`` and hosts one worker until rank 0 says exit. Frames (``wire.py``: one contiguous
+``mpi_rank.serve()`` and hosts one worker until rank 0 says exit. This module holds rank 0's
+side and what both sides share (the link, state frames); ``mpi_rank`` the worker ranks' side.
+Frames (``wire.py``: one contiguous
 buffer, JSON header + raw arrays, no pickle) go out with ``Isend`` — a rank never blocks in a
 send, so two ranks sending to each other cannot deadlock — and come in through ``Improbe``
 with a sleep backoff, so an idle rank does not spin a core.
@@ -21,7 +23,6 @@ import itertools
 import socket
 import sys
 import time
-import traceback
 from collections import deque
 from contextlib import contextmanager
 
@@ -29,7 +30,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from molpipe.runtime import wire
-from molpipe.runtime.message import CONTROL, STOP, Kind, Message, destination
+from molpipe.runtime.message import CONTROL, Kind, Message, destination
 
 TAG_MSG, TAG_ABORT = 11, 12
 INSTALL = "pip install 'molpipe[mpi]'  (mpi4py and the mpich wheel, which carries mpiexec)"
@@ -49,7 +50,8 @@ def world():
     return MPI.COMM_WORLD
 
 
-def _where(comm) -> str:
+def where(comm) -> str:
+    """E.g. ``MPI rank 2 (host)``: how errors name a rank."""
     return f"MPI rank {comm.rank} ({socket.gethostname()})"
 
 
@@ -190,7 +192,8 @@ class MPIBackend:
                  comm=None, max_sleep: float = 2e-4, setup_timeout: float = 300.0):
         self.comm = comm or world()
         if self.comm.rank != 0:
-            raise RuntimeError("MPIBackend runs on rank 0; the other ranks call molpipe.runtime.mpi.serve()")
+            raise RuntimeError("MPIBackend runs on rank 0; the other ranks call "
+                               "molpipe.runtime.mpi_rank.serve()")
         need = len(workers) + 1
         if self.comm.size != need:
             raise MPIUnavailable(f"{len(workers)} workers need {need} MPI ranks (rank 0 = control "
@@ -375,147 +378,3 @@ def release(comm, timeout: float = 10.0) -> None:
         print(f"molpipe: MPI ranks {sorted(left)} did not exit; aborting the job",
               file=sys.stderr, flush=True)
         comm.Abort(1)
-
-
-def serve_unless_control() -> bool:
-    """Under ``--backend mpi``: True on a worker rank once rank 0 is done (it served
-    workers until then), False on rank 0 (which goes on to train)."""
-    comm = world()
-    if comm.size < 2:
-        raise MPIUnavailable("--backend mpi runs under mpiexec with 2 or more ranks, e.g. "
-                             "mpiexec -n 3 molpipe train esol --backend mpi")
-    if comm.rank == 0:
-        at_exit(comm)
-        return False
-    serve(comm)
-    return True
-
-
-# -- ranks 1..K -----------------------------------------------------------------------------
-class _Leave(Exception):
-    """Rank 0 said close, abort or exit."""
-
-    def __init__(self, kind: str):
-        self.kind = kind
-
-
-class _Rank:
-    """A worker rank: builds the worker rank 0 describes and serves it, one pipeline at a time."""
-
-    def __init__(self, comm, max_sleep: float):
-        self.comm, self.link, self.where = comm, Link(comm, max_sleep), _where(comm)
-        self.gen, self.worker, self.placement = None, None, {}
-        self._t_off = time.time() - time.perf_counter()
-
-    def reply(self, kind: str, arrays=None, **header) -> None:
-        self.link.send(0, wire.pack({"k": kind, "g": self.gen, **header}, arrays or {}))
-
-    def frame(self):
-        """Next frame for this rank: an abort or exit on its own tag comes first."""
-        while True:
-            src, header, arrays = self.link.wait(None, (TAG_ABORT, TAG_MSG))
-            k, gen = header["k"], header.get("g")
-            if k == "exit" or (k in ("close", "abort") and gen == self.gen):
-                raise _Leave(k)
-            if k == "setup" or gen == self.gen:
-                return header, arrays          # anything else is late, of an earlier pipeline
-
-    def setup(self, header: dict) -> None:
-        d, build = header["worker"], header["build"]
-        stages, optimizers, route = wire.resolve(build["fn"])(**build.get("args", {}))
-        crit = {s: wire.resolve(name)(**kw) for s, (name, kw) in d["criteria"].items()}
-        from molpipe.runtime.worker import Worker
-
-        extra = {"stash_weights": True} if d["stash"] else {}
-        if d.get("on_nonfinite") is not None:
-            extra["on_nonfinite"] = d["on_nonfinite"]
-        self.worker = Worker(d["wid"], {s: stages[s] for s in d["stages"]},
-                             {s: optimizers[s] for s in d["stages"]}, crit, route,
-                             auto_update=d["auto_update"], record=d["record"],
-                             ordered=d["ordered"], **extra)
-        self.placement = header["placement"]
-
-    def send(self, msg: Message) -> None:
-        d = destination(msg, self.placement)
-        info = None
-        if msg.kind is Kind.ERROR:
-            info = f"{str(msg.info).rstrip()}  [on {self.where}]"   # the last line names the rank
-        elif msg.kind is Kind.STATS:          # perf_counter is per host: send wall clock
-            info = {**msg.info, "trace": [(a + self._t_off, b + self._t_off, *rest)
-                                          for a, b, *rest in msg.info["trace"]]}
-        self.link.send(0 if d == CONTROL else d + 1, wire.encode(msg, info, self.gen))
-
-    def recv(self) -> Message:
-        """The worker's next message; admin frames (push, pull) are answered on the way."""
-        while True:
-            header, arrays = self.frame()
-            k = header["k"]
-            if wire.is_message(header):
-                msg = wire.decode(header, arrays)
-                return STOP if msg.kind is Kind.STOP else msg
-            if k == "push":
-                w = self.worker
-                try:
-                    load_state(w.stages, w.optimizers, header, arrays)
-                except Exception:
-                    self.reply("fail", where=self.where, info=traceback.format_exc())
-                else:
-                    self.reply("ack")
-            elif k == "pull":
-                header, arrays = state_frame(self.worker.stages, self.worker.optimizers)
-                self.reply("state", arrays, **header)
-
-    def serve_one(self, header: dict) -> None:
-        """Build the pipeline's worker and run it until rank 0 closes or aborts it."""
-        self.gen = header["g"]
-        try:
-            self.setup(header)
-        except Exception:
-            self.reply("fail", where=self.where, info=traceback.format_exc())
-            return self.drain()
-        self.reply("ready")
-        try:
-            self.worker.run(self.send, self.recv)
-        except _Leave as leave:
-            if leave.kind == "exit":
-                raise
-            self.reply("bye")
-            return None
-        except Exception:                     # outside a stage: decoding, routing, state
-            self.send(Message(Kind.ERROR, worker=self.worker.wid, info=traceback.format_exc()))
-        return self.drain()
-
-    def drain(self) -> None:
-        """After a failure: drop frames until rank 0 closes or aborts this pipeline."""
-        try:
-            while True:
-                self.frame()
-        except _Leave as leave:
-            if leave.kind == "exit":
-                raise
-            self.reply("bye")
-
-
-def serve(comm=None, max_sleep: float = 2e-4) -> None:
-    """On every rank but 0: host the workers rank 0 sets up, until it says exit."""
-    comm = comm or world()
-    rank = _Rank(comm, max_sleep)
-    with threadpool_limits(1):
-        try:
-            while True:
-                header, _ = rank.frame()
-                if header["k"] == "setup":
-                    try:
-                        rank.serve_one(header)
-                    except _Leave as leave:
-                        if leave.kind != "exit":
-                            rank.reply("bye")
-                        else:
-                            raise
-                elif header["k"] in ("close", "abort"):
-                    rank.reply("bye")
-        except _Leave:
-            pass
-        rank.gen = -1
-        rank.reply("gone")
-        rank.link.drain()

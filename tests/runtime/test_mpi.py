@@ -222,7 +222,7 @@ def test_balanced_placement_is_contiguous_and_minimises_the_heaviest_worker():
 
 
 if __name__ == "__main__":
-    from molpipe.runtime.mpi import serve_unless_control
+    from molpipe.runtime.mpi_rank import serve_unless_control
 
     if not serve_unless_control():
         run_cases(Path(sys.argv[1]))
