@@ -11,7 +11,6 @@ Run: nice -n 10 python benchmarks/bench_big_file.py [--size-mb 1024] [--dataset 
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import resource

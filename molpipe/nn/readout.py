@@ -11,7 +11,7 @@ import numpy as np
 
 from molpipe.kernels.activations import (relu_bwd, relu_fwd, sigmoid_bwd, sigmoid_fwd, tanh_bwd,
                                          tanh_fwd)
-from molpipe.kernels.dense import dense_bwd, dense_bwd_params, dense_fwd
+from molpipe.kernels.dense import dense_bwd, dense_fwd
 from molpipe.kernels.segment import gated_sum_bwd, gated_sum_fwd
 from molpipe.nn.init import glorot, zeros
 from molpipe.nn.stage import Arrays, Stage
