@@ -5,12 +5,6 @@ backward; without stashing the backward computes the input gradient with newer w
 than produced the activations. With stashing, a stage keeps a copy of a parameter version
 for as long as some in-flight instance went forward through it, and swaps it in for that
 instance's backward (the update itself still applies to the live weights).
-
-A stage an instance visits more than once (the propagation loop) is *pinned*: every visit of
-the instance, forward and backward, uses the version its first visit saw, so the instance's
-whole pass is the function of one set of weights per stage, as it is for the reference
-trainer. (Unpinned, an update landing between two rounds of an instance would make its
-rounds use different weights.)
 """
 
 from __future__ import annotations
@@ -22,37 +16,16 @@ from typing import Any
 class WeightStash:
     """Parameter versions of one stage, reference-counted by in-flight (key, step)."""
 
-    def __init__(self, stage, pin: bool = True):
+    def __init__(self, stage):
         self.stage = stage
-        self.pin = pin
         self.at: dict[tuple[Any, int], int] = {}     # (key, step) -> version seen in forward
         self.refs: dict[int, int] = {}               # version -> in-flight forwards using it
         self.copies: dict[int, dict] = {}            # version -> params as they were
-        self.pinned: dict[Any, list] = {}            # key -> [version, visits in flight]
 
     def forward(self, key, step: int, version: int) -> None:
         """Record that ``(key, step)`` went forward with parameter ``version``."""
         self.at[(key, step)] = version
         self.refs[version] = self.refs.get(version, 0) + 1
-
-    @contextmanager
-    def forward_weights(self, key, step: int, current: int):
-        """Around a training forward of ``(key, step)``: the weights of the version it must
-        use (the live ones, or with ``pin`` those of the instance's first visit), recorded
-        for its backward."""
-        version = current
-        if self.pin:
-            entry = self.pinned.setdefault(key, [current, 0])
-            entry[1] += 1
-            version = entry[0]
-        self.forward(key, step, version)
-        live = self.stage.params
-        if version != current:
-            self.stage.params = self.copies[version]
-        try:
-            yield
-        finally:
-            self.stage.params = live
 
     def before_update(self, version: int) -> None:
         """Copy the live parameters if an in-flight instance still needs ``version``."""
@@ -76,11 +49,6 @@ class WeightStash:
             else:
                 self.refs.pop(version, None)
                 self.copies.pop(version, None)
-            entry = self.pinned.get(key)
-            if entry is not None:
-                entry[1] -= 1
-                if entry[1] <= 0:              # the instance's last visit came back
-                    del self.pinned[key]
 
     @property
     def n_versions(self) -> int:

@@ -97,16 +97,14 @@ class Worker:
     def _forward(self, m: Message) -> Iterator[Message]:
         train = m.kind is Kind.FORWARD
         stage = self.stages[m.stage]
-        if train and self.stash is not None:
-            with self.stash[m.stage].forward_weights(m.key, m.step, self.acc[m.stage].version):
-                y = self._timed(m.key, m.stage, m.step, m.kind.value,
-                                stage.forward, m.key, m.step, m.payload, m.inst, train)
-        else:
-            y = self._timed(m.key, m.stage, m.step, m.kind.value,
-                            stage.forward, m.key, m.step, m.payload, m.inst, train)
+        y = self._timed(m.key, m.stage, m.step, m.kind.value,
+                        stage.forward, m.key, m.step, m.payload, m.inst, train)
         path = m.path + ((m.stage, m.step),) if train else ()
         if train:
-            self._version_at_fwd.setdefault((m.stage, m.key), self.acc[m.stage].version)
+            version = self.acc[m.stage].version
+            self._version_at_fwd.setdefault((m.stage, m.key), version)
+            if self.stash is not None:
+                self.stash[m.stage].forward(m.key, m.step, version)
         bad = first_nonfinite(y, m.payload) if train and self.on_nonfinite is not None else None
         if bad is not None:
             what = f"stage {m.stage!r} output {describe_nonfinite(bad, y[bad])}"
