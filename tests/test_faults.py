@@ -101,9 +101,12 @@ def test_a_stall_trips_the_watchdog_within_its_timeout_then_every_thread_ends(
     assert_last_good_checkpoint(tmp_path, 1)
 
 
+@pytest.mark.parametrize("direction", ["forward", "backward"])
 @pytest.mark.parametrize("schedule", ["async", "reference"])
-def test_reference_and_async_stop_on_nan_by_default(schedule, monkeypatch, tmp_path, smiles):
-    holder, progress = faulty(monkeypatch, "readout", "nan", 3)
+def test_reference_and_async_stop_on_nan_by_default(schedule, direction, monkeypatch, tmp_path,
+                                                   smiles):
+    # NaN in an activation, or in a gradient after a finite forward and loss
+    holder, progress = faulty(monkeypatch, "readout", "nan", 3, direction=direction)
     with pytest.raises((PipelineError, NonFiniteError)) as err:
         train(TrainConfig(schedule=schedule, **SMALL), tmp_path, progress=progress)
     (key, rows), = holder["fault"].fired

@@ -4,10 +4,11 @@
 control node turns into a PipelineError naming worker, stage and key. ``skip`` drops the
 instance: its caches are popped along its path by a backward message marked ``SKIP`` that
 computes nothing and adds no gradient, and the control node lists the key as skipped.
-Under ``skip`` a worker also checks the gradients a backward makes: a non-finite input
-gradient, or a non-finite parameter gradient gathered for an instance, turns the rest of that
-instance's backward into such a skip (the stage drops its gathered gradient), and the DONE
-that ends it tells the control node why.
+A worker also checks the gradients a backward makes: a non-finite input gradient, or a
+non-finite parameter gradient gathered for an instance, stops the run under ``stop`` (before
+any update applies it) and under ``skip`` turns the rest of that instance's backward into such
+a skip (the stage drops its gathered gradient); the DONE that ends it tells the control node
+why.
 """
 
 from __future__ import annotations

@@ -154,13 +154,17 @@ class Worker:
     def _backward_done(self, name: str, key, dx, path, inst, dy=None) -> Iterator[Message]:
         """Send the input gradient back along the path, then count and maybe update.
 
-        Under ``on_nonfinite="skip"`` a non-finite input gradient, or (at the instance's last
-        visit) a non-finite gradient gathered for the stage's parameters, skips the instance
-        from here on: the stage's gathered gradient is dropped (it holds the bad values;
-        other instances' parts of it go too) and the rest of the path only drops caches.
+        A non-finite input gradient, or (at the instance's last visit) a non-finite gradient
+        gathered for the stage's parameters, stops the run under ``on_nonfinite="stop"``
+        (naming stage and key, before any update applies it) and under ``"skip"`` skips the
+        instance from here on: the stage's gathered gradient is dropped (it holds the bad
+        values; other instances' parts of it go too) and the rest of the path only drops caches.
         """
-        if self.on_nonfinite == SKIP:
+        if self.on_nonfinite is not None:
             why = self._nonfinite_gradient(name, dx, dy, all(s != name for s, _ in path))
+            if why is not None and self.on_nonfinite != SKIP:
+                raise NonFiniteError(f"non-finite training backward: {why} "
+                                     "(on_nonfinite='skip' skips such instances)")
             if why is not None:
                 self.stages[name].zero_grad()
                 self._open.pop((name, key), None)
