@@ -315,7 +315,7 @@ def bench(
     for name in schedules:
         if result[name].get("utilization"):
             console.print(f"[bold]{name}[/bold] worker utilization")
-            console.print(utilization_table(result[name]["utilization"]))
+            console.print(utilization_table(result[name]["utilization"], result[name].get("cpu")))
 
 
 @app.command()

@@ -10,14 +10,20 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 
-def utilization_table(utilization: dict) -> Table:
-    """One bar per worker: the fraction of wall time it spent computing."""
+def utilization_table(utilization: dict, cpu: dict | None = None) -> Table:
+    """One bar per worker: the fraction of wall time it spent computing; with ``cpu``, also
+    its thread's CPU time over the wall time (messages and waiting for the GIL included)."""
     table = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
     table.add_column("worker")
     table.add_column("utilization", min_width=30)
+    if cpu:
+        table.add_column("cpu", justify="right")
     for name, frac in utilization.items():
         n = int(round(24 * max(0.0, min(1.0, frac))))
-        table.add_row(name, f"[green]{'█' * n}[/][dim]{'·' * (24 - n)}[/] {100 * frac:5.1f}%")
+        row = [name, f"[green]{'█' * n}[/][dim]{'·' * (24 - n)}[/] {100 * frac:5.1f}%"]
+        if cpu:
+            row.append(f"{100 * cpu.get(name, 0.0):5.1f}%")
+        table.add_row(*row)
     return table
 
 

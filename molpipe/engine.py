@@ -26,6 +26,7 @@ class EpochResult:
     preds: dict = field(default_factory=dict)
     seconds: float = 0.0
     utilization: dict = field(default_factory=dict)
+    cpu: dict = field(default_factory=dict)        # worker -> CPU seconds / wall seconds
     skipped: dict = field(default_factory=dict)   # key -> why (non-finite, on_nonfinite="skip")
     in_flight_max: int = 1                         # most instances in flight at once
 

@@ -41,7 +41,9 @@ class PipelineEngine:
     def _result(self, res) -> EpochResult:
         return EpochResult(losses=res.loss, preds=res.pred, seconds=res.wall,
                            in_flight_max=res.n_in_flight_max,
-                           utilization=self.utilization(), skipped=res.skipped)
+                           utilization=self.utilization(), skipped=res.skipped,
+                           cpu={self.worker_names[w]: f
+                                for w, f in self.pipeline.cpu_utilization().items()})
 
     def train(self, items, on_result=None) -> EpochResult:
         sizes = {key: inst.n_mols for key, inst in items}

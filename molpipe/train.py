@@ -350,6 +350,8 @@ def train(config: TrainConfig, out_dir: str | Path, progress=None, resume: bool 
         "parameters": network.n_parameters,
         "molecules_per_instance": size,
         "utilization": utilization,
+        # each worker thread's CPU seconds over wall seconds in the last training epoch
+        "worker_cpu": last_train[0].cpu if last_train else {},
         "resumed_from_epoch": first_epoch if resume else None,
         "skipped_instances": sum(h.get("skipped_instances", 0) for h in history),
         # bit-for-bit parameters from a seed: reference, sync, and async with one instance in
@@ -393,7 +395,7 @@ def _train_epoch(engine, items: list, partial: dict | None, config: TrainConfig,
         done.preds.update(res.preds)
         done.skipped.update(res.skipped)
         done.seconds += res.seconds
-        done.utilization = res.utilization
+        done.utilization, done.cpu = res.utilization, res.cpu
         done.in_flight_max = max(done.in_flight_max, res.in_flight_max)
         if every and lo + chunk < len(items) and time.perf_counter() - last_save >= 60 * every:
             save_partial(lo + chunk, done)

@@ -107,6 +107,8 @@ def test_bench_json_runs_every_schedule_on_the_same_molecules():
     assert out["async"]["speedup_vs_sync-each"] == pytest.approx(ratio)
     assert set(out["async"]["utilization"]) >= {"message", "update", "readout"}
     assert all(0 <= f <= 1 for f in out["async"]["utilization"].values())
+    assert set(out["async"]["cpu"]) == set(out["async"]["utilization"])
+    assert all(f >= 0 for f in out["async"]["cpu"].values()) and "cpu" not in out["reference"]
 
 
 def test_bench_unknown_schedule_is_one_line():
@@ -132,6 +134,7 @@ def test_train_with_two_workers(tmp_path):
     report = json.loads((out / "report.json").read_text())
     assert report["config"]["placement"] == "embed,message,readout/update,rings,loss"
     assert set(report["utilization"]) == {"embed+message+readout", "update+rings+loss"}
+    assert set(report["worker_cpu"]) == set(report["utilization"])
     missing = run("train", "freesolv", "--epochs", 1, "--hidden", 16, "--quiet",
                   "--out", tmp_path / "other", "--placement", "embed,message/update,readout,loss")
     assert_one_line_error(missing, "'rings' has no worker")

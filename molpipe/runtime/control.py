@@ -39,7 +39,11 @@ class RunResult:
     staleness : dict[str, int]     largest staleness of a gradient of every stage during
                                    this run (updates between an instance's forward and its
                                    backward at that stage; 0 = never stale)
-    busy : dict[int, float]        seconds every worker was busy during this run
+    busy : dict[int, float]        seconds every worker was busy during this run (wall time
+                                   inside its stage calls and updates)
+    cpu : dict[int, float]         CPU seconds of every worker's thread (or rank) during this
+                                   run: below ``busy`` when the OS ran something else on its
+                                   core meanwhile, above when its own messages cost much
     trace : list[tuple]            (worker, t_start, t_end, key, stage, step, direction),
                                    times in seconds from the start of the run
     skipped : dict[key, str]       training instances skipped for non-finite values, and why
@@ -55,6 +59,7 @@ class RunResult:
     n_in_flight_max: int = 0
     n_updates: dict = field(default_factory=dict)
     staleness: dict = field(default_factory=dict)
+    cpu: dict = field(default_factory=dict)
     busy: dict = field(default_factory=dict)
     trace: list = field(default_factory=list)
     skipped: dict = field(default_factory=dict)
@@ -164,11 +169,13 @@ class ControlNode:
             if msg.kind is not Kind.STATS:
                 raise PipelineError(f"expected stats, got {msg.kind.value!r} from {msg.worker}")
             res.busy[msg.worker] = msg.info["busy"]
+            res.cpu[msg.worker] = msg.info.get("cpu", 0.0)
             res.n_updates.update(msg.info["n_updates"])
             res.staleness.update(msg.info["staleness"])
             res.trace += [(msg.worker, a - t0, b - t0, *rest) for a, b, *rest in msg.info["trace"]]
         res.wall = time.perf_counter() - t0
         res.busy = dict(sorted(res.busy.items()))
+        res.cpu = dict(sorted(res.cpu.items()))
         res.trace.sort(key=lambda e: e[1])
 
     def _next(self, flight: dict) -> Message:

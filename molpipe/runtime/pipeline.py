@@ -165,6 +165,12 @@ class Pipeline:
         """Busy fraction of the last run's wall time, per worker."""
         return utilization(self.last.busy, self.last.wall) if self.last else {}
 
+    def cpu_utilization(self) -> dict[int, float]:
+        """CPU seconds of each worker's thread over the last run's wall time (not clipped)."""
+        if not self.last or self.last.wall <= 0:
+            return {}
+        return {w: c / self.last.wall for w, c in self.last.cpu.items()}
+
     def trace(self) -> list[tuple]:
         """Last run's (worker, t_start, t_end, key, stage, step, direction) entries."""
         return list(self.last.trace) if self.last else []

@@ -40,6 +40,7 @@ class Worker:
         self.record = record              # keep a trace of every busy interval
         self.trace: list[tuple] = []      # (t_start, t_end, key, stage, step, direction)
         self.busy = 0.0                   # seconds spent in stage calls and updates
+        self._cpu_mark: float | None = None  # thread CPU seconds at the last report
         self.n_updates = {name: 0 for name in stages}
         self.staleness = {name: 0 for name in stages}  # largest since the last report
         self.current: tuple | None = None  # (stage, key, step, direction, t_start) while busy
@@ -57,6 +58,7 @@ class Worker:
     # -- the loop ----------------------------------------------------------------------
     def run(self, send: Callable[[Message], None], recv: Callable[[], Message]) -> None:
         """Serve messages until STOP; messages between hosted stages skip the queue."""
+        self._cpu_mark = time.thread_time()
         while True:
             msg = recv()
             if msg.kind is Kind.STOP:
@@ -256,7 +258,9 @@ class Worker:
 
     def _report(self) -> dict:
         """Counters and trace since the last report (then reset)."""
-        out = {"busy": self.busy, "trace": self.trace, "n_updates": dict(self.n_updates),
+        now = time.thread_time()
+        cpu, self._cpu_mark = now - (self._cpu_mark if self._cpu_mark is not None else now), now
+        out = {"busy": self.busy, "cpu": cpu, "trace": self.trace, "n_updates": dict(self.n_updates),
                "pending": {name: acc.n for name, acc in self.acc.items()},
                "staleness": self.staleness}
         self.busy, self.trace = 0.0, []

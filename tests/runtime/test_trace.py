@@ -53,3 +53,31 @@ def test_utilization_clips():
     assert utilization({0: 2.0, 1: 0.5}, 1.0) == {0: 1.0, 1: 0.5}
     assert utilization({0: 1.0}, 0.0) == {0: 0.0}
     assert to_arrays([])["t_start"].shape == (0,)
+
+
+def test_cpu_is_the_worker_threads_own_cpu_time_not_its_busy_wall_time():
+    # every stage sleeps 1 ms a call (busy, no CPU), except "head", which spins 1 ms (busy
+    # and CPU): the reports must tell the two apart
+    import time
+
+    stages, opts = make_net(seed=33, delay=0.001)
+    head = stages["head"]
+    head.delay = 0.0
+    forward = head.forward
+
+    def spinning(key, step, x, inst, train):
+        end = time.perf_counter() + 0.001
+        while time.perf_counter() < end:
+            pass
+        return forward(key, step, x, inst, train)
+
+    head.forward = spinning
+    with Pipeline(stages, opts, route, FIRST, max_active_keys=2) as p:
+        res = p.run(make_items(40, seed=34))
+        cpu = p.cpu_utilization()
+    names = list(stages)
+    spin, sleep = names.index("head"), names.index("loop")
+    assert set(res.cpu) == set(range(len(names)))
+    assert res.cpu[spin] >= 0.5 * res.busy[spin] > 0        # spinning: its busy time is CPU
+    assert res.cpu[sleep] <= 0.5 * res.busy[sleep]          # sleeping: busy, but little CPU
+    assert cpu[spin] == res.cpu[spin] / res.wall
