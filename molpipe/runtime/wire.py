@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import json
+import math
 import struct
 
 import numpy as np
@@ -58,7 +59,7 @@ def unpack(buf: np.ndarray) -> tuple[dict, dict[str, np.ndarray]]:
     arrays = {}
     for name, dtype, shape, off in header.pop("arrays"):
         dt = np.dtype(dtype)
-        size = dt.itemsize * int(np.prod(shape, dtype=np.int64))
+        size = dt.itemsize * math.prod(shape)      # (np.prod costs ~5 µs an array)
         arrays[name] = buf[start + off:start + off + size].view(dt).reshape(shape)
     return header, arrays
 
