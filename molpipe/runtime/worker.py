@@ -162,8 +162,9 @@ class Worker:
         instance from here on: the stage's gathered gradient is dropped (it holds the bad
         values; other instances' parts of it go too) and the rest of the path only drops caches.
         """
+        last = all(s != name for s, _ in path)     # the instance's last visit to this stage
         if self.on_nonfinite is not None:
-            why = self._nonfinite_gradient(name, dx, dy, all(s != name for s, _ in path))
+            why = self._nonfinite_gradient(name, dx, dy, last)
             if why is not None and self.on_nonfinite != SKIP:
                 raise NonFiniteError(f"non-finite training backward: {why} "
                                      "(on_nonfinite='skip' skips such instances)")
@@ -177,7 +178,7 @@ class Worker:
             yield Message(Kind.BACKWARD, key, prev, step, dx, path[:-1], inst)
         else:
             yield Message(Kind.DONE, key, name, worker=self.wid)
-        if all(s != name for s, _ in path):   # the instance's last visit to this stage
+        if last:
             if self.ordered:
                 self._done[name][key] = self._open.pop((name, key))
             acc = self.acc[name]
