@@ -27,13 +27,10 @@ class InjectedFault(RuntimeError):
 class Fault:
     """A fault waiting in one stage's forward; fires on its ``at``-th training call once armed."""
 
-    def __init__(self, stage, kind: str, stall_seconds: float = 30.0, times: int = 1,
-                 direction: str = "forward"):
+    def __init__(self, stage, kind: str, stall_seconds: float = 30.0, times: int = 1):
         if kind not in KINDS:
             raise ValueError(f"fault kind must be one of {KINDS}, got {kind!r}")
-        if direction not in ("forward", "backward"):
-            raise ValueError(f"fault direction must be forward or backward, got {direction!r}")
-        self.stage, self.kind, self.direction = stage, kind, direction
+        self.stage, self.kind = stage, kind
         self.stall_seconds = stall_seconds   # a stall ends by itself after this, or on release()
         self.times = times                   # how many calls fire, one after another
         self.fired: list[tuple] = []         # (key, rows) of every instance hit
@@ -99,9 +96,11 @@ class Fault:
 def inject(stage, kind: str, direction: str = "forward", **kw) -> Fault:
     """Install a (disarmed) ``kind`` fault into ``stage.forward`` (or ``stage.backward``:
     kinds nan and inf only); returns it."""
+    if direction not in ("forward", "backward"):
+        raise ValueError(f"fault direction must be forward or backward, got {direction!r}")
     if direction == "backward" and kind not in ("nan", "inf"):
         raise ValueError(f"a backward fault is nan or inf, got {kind!r}")
-    fault = Fault(stage, kind, direction=direction, **kw)
+    fault = Fault(stage, kind, **kw)
     if direction == "backward":
         stage.backward = fault.backward
     else:
