@@ -126,8 +126,8 @@ def bench(config: BenchConfig, progress=None) -> dict:
                 results[schedule]["instances_per_update"] = sync_group or config.max_active_keys
         # the schedules take turns pass by pass (in a rotating order), so that a slow spell
         # of a shared machine falls on all of them alike
-        util = {name: {} for name in engines}
-        cpu = {name: {} for name in engines}
+        # per schedule, "utilization" and "cpu": worker -> fraction x seconds, summed over passes
+        shares = {name: {"utilization": {}, "cpu": {}} for name in engines}
         names = list(engines)
         for e, items in enumerate(epochs_items):
             n = sum(inst.n_mols for _, inst in items)
@@ -138,16 +138,16 @@ def bench(config: BenchConfig, progress=None) -> dict:
                 r["molecules"] += done
                 r["seconds"] += res.seconds
                 r["passes"].append(done / res.seconds)
-                for w, f in res.utilization.items():
-                    util[schedule][w] = util[schedule].get(w, 0.0) + f * res.seconds
-                for w, f in res.cpu.items():
-                    cpu[schedule][w] = cpu[schedule].get(w, 0.0) + f * res.seconds
+                for what, fractions in (("utilization", res.utilization), ("cpu", res.cpu)):
+                    total = shares[schedule][what]
+                    for w, f in fractions.items():
+                        total[w] = total.get(w, 0.0) + f * res.seconds
                 emit("epoch", schedule=schedule, epoch=e + 1, seconds=res.seconds)
         for schedule, r in results.items():
             r["molecules_per_second"] = r["molecules"] / r["seconds"]
-            if util[schedule]:
-                r["utilization"] = {w: v / r["seconds"] for w, v in util[schedule].items()}
-                r["cpu"] = {w: v / r["seconds"] for w, v in cpu[schedule].items()}
+            for what, total in shares[schedule].items():
+                if total:
+                    r[what] = {w: v / r["seconds"] for w, v in total.items()}
             if config.plot and schedule.startswith(("sync", "async")):     # a short pass to draw, after timing
                 engines[schedule].train(epochs_items[0][: config.plot_instances])
                 traces[schedule] = {"entries": engines[schedule].trace(),
