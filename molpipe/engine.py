@@ -115,9 +115,8 @@ def make_engine(schedule: str, network, optimizers: dict, *, max_active_keys: in
     ``sync_group``: instances per update of the sync schedule (default ``max_active_keys``).
     ``placement``: {stage: worker} of the pipeline schedules (default one worker per stage).
 
-    ``on_nonfinite``: NaN/inf in a training instance's forward (loss, activations; for the
-    reference trainer also its gradients) stops the run ("stop"), skips the instance
-    ("skip") or is not checked (None).
+    ``on_nonfinite``: NaN/inf in a training instance's loss, activations or gradients stops
+    the run ("stop"), skips the instance ("skip") or is not checked (None).
     """
     if schedule == "reference":
         return ReferenceEngine(network, optimizers, describe=describe, on_nonfinite=on_nonfinite)

@@ -18,9 +18,9 @@ from molpipe.data.instance import auto_instance_size, group_by_plan, pack
 from molpipe.engine import EpochResult, gather_predictions, make_engine, make_optimizers
 from molpipe.metrics import metrics_table
 from molpipe.model import save_model
-from molpipe.runtime.placement import parse_placement
 from molpipe.nn.network import NetworkConfig, build_network
 from molpipe.runtime.nonfinite import NonFiniteError
+from molpipe.runtime.placement import parse_placement
 from molpipe.runtime.trace import write_trace
 
 
