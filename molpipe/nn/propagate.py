@@ -19,9 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from molpipe.chem.molgraph import BOND_TYPES
-from molpipe.kernels.dense import dense_bwd, dense_fwd
-from molpipe.kernels.gru import gru_bwd, gru_fwd
-from molpipe.kernels.typed_message import pair_plan, typed_message_bwd, typed_message_fwd
+from molpipe.kernels import rounds
 from molpipe.nn.init import glorot, zeros
 from molpipe.nn.stage import Arrays, Stage
 
@@ -39,38 +37,31 @@ def update_params(rng: np.random.Generator, d_h: int, dtype) -> Arrays:
 
 def message_half_fwd(p: Arrays, H, Eh, inst):
     """``MX`` (n_atoms, 3 d_h) from ``H``, ``Eh``; returns (MX, what the backward needs)."""
-    plan = pair_plan(inst.dst, inst.etype, H.shape[0], N_TYPES)
-    M, S = typed_message_fwd(H, Eh, p["W_m"], inst.src, inst.dst, *plan)
-    return dense_fwd(M, p["W_x"], p["b_x"]), (M, S, plan)
+    MX, *saved = rounds.message_half_fwd(H, Eh, p["W_m"], p["W_x"], p["b_x"],
+                                         inst.src, inst.dst, inst.etype, N_TYPES)
+    return MX, saved
 
 
-def message_half_bwd(p: Arrays, g: Arrays, saved, dMX, inst):
-    """Adds the W_m, W_x, b_x gradients to ``g``; returns (dH, dEh) of the message half."""
-    M, S, plan = saved
-    dM, dW, db = dense_bwd(M, p["W_x"], np.ascontiguousarray(dMX))
-    g["W_x"] += dW
-    g["b_x"] += db
-    dH, dW, dEh = typed_message_bwd(dM, S, p["W_m"], inst.src, inst.dst, *plan)
-    g["W_m"] += dW
-    return dH, dEh
+def message_half_bwd(p: Arrays, g: Arrays, saved, dMX, dH, dEh, inst):
+    """Adds the W_m, W_x, b_x gradients to ``g``; returns (dH, dEh) of the message half plus
+    ``dH`` and ``dEh`` (gradients that reached H and Eh by other ways; ``dEh`` may be None)."""
+    M, S, *plan = saved
+    dH, dEh_m = rounds.message_half_bwd(dMX, dH, M, S, p["W_m"], p["W_x"], g["W_m"], g["W_x"],
+                                        g["b_x"], inst.src, inst.dst, *plan)
+    return dH, _add(dEh_m, dEh)
 
 
 def update_half_fwd(p: Arrays, H, MX, inst, step: int):
     """``H_out`` (n_atoms, d_h) of the GRU; returns (H_out, what the backward needs)."""
-    HU = dense_fwd(H, p["U_h"], p["b_h"])
-    H_out, gates = gru_fwd(MX, HU, H, inst.atom_rounds, step)
+    H_out, HU, gates = rounds.update_half_fwd(H, MX, p["U_h"], p["b_h"], inst.atom_rounds, step)
     return H_out, (H, HU, gates)
 
 
 def update_half_bwd(p: Arrays, g: Arrays, saved, dH_out, inst, step: int):
     """Adds the U_h, b_h gradients to ``g``; returns (dH, dMX) of the update half."""
     H, HU, gates = saved
-    dMX, dHU, dH = gru_bwd(np.ascontiguousarray(dH_out), H, HU, gates, inst.atom_rounds, step)
-    dH_u, dW, db = dense_bwd(H, p["U_h"], dHU)
-    g["U_h"] += dW
-    g["b_h"] += db
-    dH += dH_u
-    return dH, dMX
+    return rounds.update_half_bwd(dH_out, H, HU, gates, p["U_h"], g["U_h"], g["b_h"],
+                                  inst.atom_rounds, step)
 
 
 def _add(a, b):
@@ -97,9 +88,8 @@ class PropagateStage(Stage):
     def backward(self, key, step: int, dy: Arrays, inst) -> Arrays:
         saved_m, saved_u = self.pop(key, step)
         dH, dMX = update_half_bwd(self.params, self.grads, saved_u, dy["H"], inst, step)
-        dH_m, dEh = message_half_bwd(self.params, self.grads, saved_m, dMX, inst)
-        dH += dH_m
-        return {"H": dH, "Eh": _add(dEh, dy.get("Eh"))}
+        dH, dEh = message_half_bwd(self.params, self.grads, saved_m, dMX, dH, dy.get("Eh"), inst)
+        return {"H": dH, "Eh": dEh}
 
 
 class MessageStage(Stage):
@@ -118,9 +108,9 @@ class MessageStage(Stage):
         return {"H": x["H"], "Eh": x["Eh"], "MX": MX}
 
     def backward(self, key, step: int, dy: Arrays, inst) -> Arrays:
-        dH, dEh = message_half_bwd(self.params, self.grads, self.pop(key, step), dy["MX"], inst)
-        dH += dy["H"]
-        return {"H": dH, "Eh": _add(dEh, dy.get("Eh"))}
+        dH, dEh = message_half_bwd(self.params, self.grads, self.pop(key, step), dy["MX"],
+                                   dy["H"], dy.get("Eh"), inst)
+        return {"H": dH, "Eh": dEh}
 
 
 class UpdateStage(Stage):
