@@ -9,10 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from molpipe.kernels.activations import (relu_bwd, relu_fwd, sigmoid_bwd, sigmoid_fwd, tanh_bwd,
-                                         tanh_fwd)
-from molpipe.kernels.dense import dense_bwd, dense_fwd
-from molpipe.kernels.segment import gated_sum_bwd, gated_sum_fwd
+from molpipe.kernels.readout import readout_bwd, readout_fwd
 from molpipe.nn.init import glorot, zeros
 from molpipe.nn.stage import Arrays, Stage
 
@@ -35,46 +32,19 @@ class ReadoutStage(Stage):
 
     aggregation = "mean"
 
-    def _scale(self, inst, dtype):
-        """(n_mols, 1) factor on the gated sum: 1/n_atoms for ``mean``, else None."""
-        if self.aggregation != "mean":
-            return None
-        counts = np.bincount(inst.atom_mol, minlength=inst.n_mols).astype(dtype)
-        return (1.0 / np.maximum(counts, 1.0)).astype(dtype)[:, None]
-
     def forward(self, key, step: int, x: Arrays, inst, train: bool) -> Arrays:
         p = self.params
         H = x["H"]
-        G = sigmoid_fwd(dense_fwd(H, p["W_g"], p["b_g"]))
-        J = tanh_fwd(dense_fwd(H, p["W_j"], p["b_j"]))
-        h_mol = gated_sum_fwd(G, J, inst.atom_mol, inst.n_mols)
-        scale = self._scale(inst, H.dtype)
-        if scale is not None:
-            h_mol *= scale
-        Z = relu_fwd(dense_fwd(h_mol, p["W_1"], p["b_1"]))
-        Y = dense_fwd(Z, p["W_2"], p["b_2"])
+        Y, *saved = readout_fwd(H, p["W_g"], p["b_g"], p["W_j"], p["b_j"], p["W_1"], p["b_1"],
+                                p["W_2"], p["b_2"], inst.atom_mol, inst.n_mols,
+                                self.aggregation == "mean")
         if train:
-            self.save(key, step, (H, G, J, h_mol, Z))
+            self.save(key, step, (H, *saved))
         return {"Y": Y}
 
     def backward(self, key, step: int, dy: Arrays, inst) -> Arrays:
         H, G, J, h_mol, Z = self.pop(key, step)
         p, g = self.params, self.grads
-        dZ, dW, db = dense_bwd(Z, p["W_2"], np.ascontiguousarray(dy["Y"]))
-        g["W_2"] += dW
-        g["b_2"] += db
-        dh_mol, dW, db = dense_bwd(h_mol, p["W_1"], relu_bwd(Z, dZ))
-        g["W_1"] += dW
-        g["b_1"] += db
-        scale = self._scale(inst, H.dtype)
-        if scale is not None:
-            dh_mol *= scale
-        dG, dJ = gated_sum_bwd(dh_mol, G, J, inst.atom_mol)
-        dH, dW, db = dense_bwd(H, p["W_g"], sigmoid_bwd(G, dG))
-        g["W_g"] += dW
-        g["b_g"] += db
-        dH_j, dW, db = dense_bwd(H, p["W_j"], tanh_bwd(J, dJ))
-        g["W_j"] += dW
-        g["b_j"] += db
-        dH += dH_j
-        return {"H": dH}
+        return {"H": readout_bwd(dy["Y"], H, G, J, h_mol, Z, p["W_g"], p["W_j"], p["W_1"], p["W_2"],
+                                 g["W_g"], g["b_g"], g["W_j"], g["b_j"], g["W_1"], g["b_1"],
+                                 g["W_2"], g["b_2"], inst.atom_mol, self.aggregation == "mean")}
