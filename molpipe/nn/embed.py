@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from molpipe.kernels.activations import tanh_bwd, tanh_fwd
-from molpipe.kernels.dense import dense_bwd_params, dense_fwd
+from molpipe.kernels.embed import embed_bwd, embed_fwd
 from molpipe.nn.init import glorot, zeros
 from molpipe.nn.stage import Arrays, Stage
 
@@ -25,8 +24,7 @@ class EmbedStage(Stage):
         dtype = p["W_v"].dtype
         V = np.ascontiguousarray(x["V"] if "V" in x else inst.V, dtype=dtype)
         E = np.ascontiguousarray(x["E"] if "E" in x else inst.E, dtype=dtype)
-        H = tanh_fwd(dense_fwd(V, p["W_v"], p["b_v"]))
-        Eh = dense_fwd(E, p["W_e"], p["b_e"])
+        H, Eh = embed_fwd(V, E, p["W_v"], p["b_v"], p["W_e"], p["b_e"])
         if train:
             self.save(key, step, (V, E, H))
         return {"H": H, "Eh": Eh}
@@ -34,11 +32,7 @@ class EmbedStage(Stage):
     def backward(self, key, step: int, dy: Arrays, inst) -> Arrays:
         V, E, H = self.pop(key, step)
         g = self.grads
-        dW, db = dense_bwd_params(V, tanh_bwd(H, dy["H"]))
-        g["W_v"] += dW
-        g["b_v"] += db
-        if "Eh" in dy and E.shape[0] > 0:
-            dW, db = dense_bwd_params(E, np.ascontiguousarray(dy["Eh"]))
-            g["W_e"] += dW
-            g["b_e"] += db
+        dEh = dy.get("Eh")
+        embed_bwd(dy["H"], H[:0] if dEh is None else dEh, V, E, H,
+                  g["W_v"], g["b_v"], g["W_e"], g["b_e"])
         return {}
