@@ -114,6 +114,14 @@ def converge(data: str, seeds: list[int], async_epochs: int = 50, mak: int = 4) 
         mean[f"{name}_mean_final_test_rmse"] = float(np.mean([r[f"{name}_test_curve"][-1][1]
                                                              for r in out.values()]))
     mean["async_vs_reference_rmse"] = mean["async_rmse"] / mean["reference_rmse"] - 1
+    # is a gap more than the seeds' scatter? async minus reference, seed by seed (each seed
+    # has its own split, shared by both), with the standard error of that mean difference
+    for split in ("val", "test"):
+        diff = np.array([r[f"async_{split}_curve"][-1][1] - r[f"reference_{split}_curve"][-1][1]
+                         for r in out.values()])
+        mean[f"final_{split}_async_minus_reference"] = float(diff.mean())
+        mean[f"final_{split}_async_minus_reference_stderr"] = (
+            float(diff.std(ddof=1) / np.sqrt(diff.size)) if diff.size > 1 else None)
     for k in scalars:
         if "seconds_to" in k:       # over the seeds that got there; how many did:
             mean[k.replace("seconds_to", "seeds_reaching")] = sum(r[k] is not None for r in out.values())
