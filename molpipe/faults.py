@@ -76,6 +76,7 @@ class Fault:
 
     def _poison(self, y: dict) -> dict:
         """``y`` with its first float array all NaN (or inf)."""
+        self.stage.nonfinite = None     # what the kernels counted no longer holds
         y = dict(y)
         name = next(k for k, v in y.items() if isinstance(v, np.ndarray) and v.dtype.kind == "f")
         y[name] = np.full_like(y[name], np.nan if self.kind == "nan" else np.inf)

@@ -93,3 +93,24 @@ def test_sync_schedule_is_bit_for_bit_reproducible():
     for other in runs[1:]:
         for k in runs[0]:
             np.testing.assert_array_equal(other[k], runs[0][k], err_msg=k)
+
+
+@pytest.mark.parametrize("where", ["activation", "gathered gradient"])
+def test_a_nonfinite_value_the_stage_kernels_meet_themselves_stops_the_pipeline(where):
+    # message and update count NaN/inf in their kernels (no fault wrapper involved): a NaN
+    # bias makes NaN activations; a NaN already in the gathered gradient is counted when the
+    # first backward adds to it, and the worker then finds and names it
+    from molpipe.runtime.control import PipelineError
+    from molpipe.runtime.nonfinite import NonFiniteError
+
+    net = _network()
+    if where == "activation":
+        net.stages["update"].params["b_h"][0] = np.nan
+    else:
+        net.stages["update"].grads["U_h"][0, 0] = np.nan
+    with pytest.raises((PipelineError, NonFiniteError)) as err:
+        with make_engine("async", net, make_optimizers(net, 1e-2), max_active_keys=2) as engine:
+            engine.train(_items(4, 3))
+    expected = ("non-finite training forward: stage 'update' output 'H'" if where == "activation"
+                else "non-finite training backward: stage 'update' parameter gradient 'U_h'")
+    assert expected in str(err.value)

@@ -6,12 +6,17 @@ typed messages for the message half, dense and GRU for the update half), with th
 gradients added inside, turns the three to six kernel calls and numpy additions of a stage
 call into one: one hand-over of the GIL per message instead of up to a dozen.
 The arithmetic is the composed kernels', in the same order (the results are bit-identical).
+
+Every kernel also returns how many NaN/inf values it made (its outputs and, for a backward, the
+gathered parameter gradients it added to), counted as they are written: the worker's
+non-finite check then needs no second pass over them (``Stage.nonfinite``).
 """
 
 import numpy as np
 from numba import njit
 
 from molpipe.kernels.dense import dense_bwd, dense_fwd
+from molpipe.kernels.finite import add_count_nonfinite, count_nonfinite
 from molpipe.kernels.gru import gru_bwd, gru_fwd
 from molpipe.kernels.typed_message import pair_plan, typed_message_bwd, typed_message_fwd
 
@@ -20,48 +25,52 @@ from molpipe.kernels.typed_message import pair_plan, typed_message_bwd, typed_me
 def message_half_fwd(H, Eh, W_m, W_x, b_x, src, dst, etype, n_types):
     """``MX = M W_x + b_x`` with ``M`` the typed edge messages (``typed_message_fwd``).
 
-    Returns MX and what the backward needs: M, S and the pair plan (pair_atom,
-    type_offsets, edge_pair).
+    Returns the non-finite count of MX, MX, and what the backward needs: M, S and the pair
+    plan (pair_atom, type_offsets, edge_pair).
     """
     pair_atom, type_offsets, edge_pair = pair_plan(dst, etype, H.shape[0], n_types)
     M, S = typed_message_fwd(H, Eh, W_m, src, dst, pair_atom, type_offsets, edge_pair)
-    return dense_fwd(M, W_x, b_x), M, S, pair_atom, type_offsets, edge_pair
+    MX = dense_fwd(M, W_x, b_x)
+    return count_nonfinite(MX), MX, M, S, pair_atom, type_offsets, edge_pair
 
 
 @njit(nogil=True, cache=True, error_model="numpy")
-def message_half_bwd(dMX, dH_in, M, S, W_m, W_x, g_W_m, g_W_x, g_b_x, src, dst,
+def message_half_bwd(dMX, dH_in, dEh_in, M, S, W_m, W_x, g_W_m, g_W_x, g_b_x, src, dst,
                      pair_atom, type_offsets, edge_pair):
     """Backward of ``message_half_fwd``; adds the W_m, W_x, b_x gradients to ``g_*``.
 
-    ``dH_in`` is the gradient reaching H by the pass-through (added to the message's).
-    Returns dH, dEh.
+    ``dH_in`` and ``dEh_in`` are gradients reaching H and Eh by other ways (added to the
+    message's; ``dEh_in`` without rows: none). Returns the non-finite count, dH, dEh.
     """
     dM, dW, db = dense_bwd(M, W_x, np.ascontiguousarray(dMX))
-    g_W_x += dW
-    g_b_x += db
+    n = add_count_nonfinite(g_W_x, dW) + add_count_nonfinite(g_b_x, db)
     dH, dW, dEh = typed_message_bwd(dM, S, W_m, src, dst, pair_atom, type_offsets, edge_pair)
-    g_W_m += dW
-    dH += dH_in
-    return dH, dEh
+    n += add_count_nonfinite(g_W_m, dW)
+    n += add_count_nonfinite(dH, dH_in)
+    if dEh_in.shape[0] > 0:
+        n += add_count_nonfinite(dEh, dEh_in)
+    else:
+        n += count_nonfinite(dEh)
+    return n, dH, dEh
 
 
 @njit(nogil=True, cache=True, error_model="numpy")
 def update_half_fwd(H, MX, U_h, b_h, atom_rounds, step):
-    """GRU update ``H_out`` from ``HU = H U_h + b_h`` and ``MX``; returns H_out, HU, gates."""
+    """GRU update ``H_out`` from ``HU = H U_h + b_h`` and ``MX``; returns the non-finite
+    count of H_out, H_out, HU, gates."""
     HU = dense_fwd(H, U_h, b_h)
     H_out, gates = gru_fwd(MX, HU, H, atom_rounds, step)
-    return H_out, HU, gates
+    return count_nonfinite(H_out), H_out, HU, gates
 
 
 @njit(nogil=True, cache=True, error_model="numpy")
 def update_half_bwd(dH_out, H, HU, gates, U_h, g_U_h, g_b_h, atom_rounds, step):
     """Backward of ``update_half_fwd``; adds the U_h, b_h gradients to ``g_*``.
 
-    Returns dH (through the GRU's ``z ⊙ H`` and through ``HU``) and dMX.
+    Returns the non-finite count, dH (through the GRU's ``z ⊙ H`` and through ``HU``), dMX.
     """
     dMX, dHU, dH = gru_bwd(np.ascontiguousarray(dH_out), H, HU, gates, atom_rounds, step)
     dH_u, dW, db = dense_bwd(H, U_h, dHU)
-    g_U_h += dW
-    g_b_h += db
-    dH += dH_u
-    return dH, dMX
+    n = add_count_nonfinite(g_U_h, dW) + add_count_nonfinite(g_b_h, db)
+    n += add_count_nonfinite(dH, dH_u) + count_nonfinite(dMX)
+    return n, dH, dMX

@@ -36,37 +36,36 @@ def update_params(rng: np.random.Generator, d_h: int, dtype) -> Arrays:
 
 
 def message_half_fwd(p: Arrays, H, Eh, inst):
-    """``MX`` (n_atoms, 3 d_h) from ``H``, ``Eh``; returns (MX, what the backward needs)."""
-    MX, *saved = rounds.message_half_fwd(H, Eh, p["W_m"], p["W_x"], p["b_x"],
-                                         inst.src, inst.dst, inst.etype, N_TYPES)
-    return MX, saved
+    """``MX`` (n_atoms, 3 d_h) from ``H``, ``Eh``; returns (the non-finite count of MX, MX,
+    what the backward needs)."""
+    n, MX, *saved = rounds.message_half_fwd(H, Eh, p["W_m"], p["W_x"], p["b_x"],
+                                            inst.src, inst.dst, inst.etype, N_TYPES)
+    return n, MX, saved
 
 
 def message_half_bwd(p: Arrays, g: Arrays, saved, dMX, dH, dEh, inst):
-    """Adds the W_m, W_x, b_x gradients to ``g``; returns (dH, dEh) of the message half plus
-    ``dH`` and ``dEh`` (gradients that reached H and Eh by other ways; ``dEh`` may be None)."""
+    """Adds the W_m, W_x, b_x gradients to ``g``; returns (non-finite count, dH, dEh) of the
+    message half plus ``dH`` and ``dEh`` (gradients that reached H and Eh by other ways;
+    ``dEh`` may be None)."""
     M, S, *plan = saved
-    dH, dEh_m = rounds.message_half_bwd(dMX, dH, M, S, p["W_m"], p["W_x"], g["W_m"], g["W_x"],
-                                        g["b_x"], inst.src, inst.dst, *plan)
-    return dH, _add(dEh_m, dEh)
+    dEh = M[:0] if dEh is None else np.ascontiguousarray(dEh)
+    return rounds.message_half_bwd(dMX, np.ascontiguousarray(dH), dEh, M, S, p["W_m"], p["W_x"],
+                                   g["W_m"], g["W_x"], g["b_x"], inst.src, inst.dst, *plan)
 
 
 def update_half_fwd(p: Arrays, H, MX, inst, step: int):
-    """``H_out`` (n_atoms, d_h) of the GRU; returns (H_out, what the backward needs)."""
-    H_out, HU, gates = rounds.update_half_fwd(H, MX, p["U_h"], p["b_h"], inst.atom_rounds, step)
-    return H_out, (H, HU, gates)
+    """``H_out`` (n_atoms, d_h) of the GRU; returns (the non-finite count of H_out, H_out,
+    what the backward needs)."""
+    n, H_out, HU, gates = rounds.update_half_fwd(H, MX, p["U_h"], p["b_h"], inst.atom_rounds, step)
+    return n, H_out, (H, HU, gates)
 
 
 def update_half_bwd(p: Arrays, g: Arrays, saved, dH_out, inst, step: int):
-    """Adds the U_h, b_h gradients to ``g``; returns (dH, dMX) of the update half."""
+    """Adds the U_h, b_h gradients to ``g``; returns (non-finite count, dH, dMX) of the update
+    half."""
     H, HU, gates = saved
     return rounds.update_half_bwd(dH_out, H, HU, gates, p["U_h"], g["U_h"], g["b_h"],
                                   inst.atom_rounds, step)
-
-
-def _add(a, b):
-    """``a + b`` where either may be absent (None): a missing gradient is zero."""
-    return a if b is None else (b if a is None else a + b)
 
 
 class PropagateStage(Stage):
@@ -79,16 +78,18 @@ class PropagateStage(Stage):
         return cls({**message_params(rng, d_h, dtype), **update_params(rng, d_h, dtype)})
 
     def forward(self, key, step: int, x: Arrays, inst, train: bool) -> Arrays:
-        MX, saved_m = message_half_fwd(self.params, x["H"], x["Eh"], inst)
-        H_out, saved_u = update_half_fwd(self.params, x["H"], MX, inst, step)
+        n_m, MX, saved_m = message_half_fwd(self.params, x["H"], x["Eh"], inst)
+        n_u, H_out, saved_u = update_half_fwd(self.params, x["H"], MX, inst, step)
+        self.nonfinite = n_m + n_u
         if train:
             self.save(key, step, (saved_m, saved_u))
         return {"H": H_out, "Eh": x["Eh"]}
 
     def backward(self, key, step: int, dy: Arrays, inst) -> Arrays:
         saved_m, saved_u = self.pop(key, step)
-        dH, dMX = update_half_bwd(self.params, self.grads, saved_u, dy["H"], inst, step)
-        dH, dEh = message_half_bwd(self.params, self.grads, saved_m, dMX, dH, dy.get("Eh"), inst)
+        n_u, dH, dMX = update_half_bwd(self.params, self.grads, saved_u, dy["H"], inst, step)
+        n_m, dH, dEh = message_half_bwd(self.params, self.grads, saved_m, dMX, dH, dy.get("Eh"), inst)
+        self.nonfinite = n_u + n_m
         return {"H": dH, "Eh": dEh}
 
 
@@ -102,14 +103,14 @@ class MessageStage(Stage):
         return cls(message_params(rng, d_h, dtype))
 
     def forward(self, key, step: int, x: Arrays, inst, train: bool) -> Arrays:
-        MX, saved = message_half_fwd(self.params, x["H"], x["Eh"], inst)
+        self.nonfinite, MX, saved = message_half_fwd(self.params, x["H"], x["Eh"], inst)
         if train:
             self.save(key, step, saved)
         return {"H": x["H"], "Eh": x["Eh"], "MX": MX}
 
     def backward(self, key, step: int, dy: Arrays, inst) -> Arrays:
-        dH, dEh = message_half_bwd(self.params, self.grads, self.pop(key, step), dy["MX"],
-                                   dy["H"], dy.get("Eh"), inst)
+        self.nonfinite, dH, dEh = message_half_bwd(self.params, self.grads, self.pop(key, step),
+                                                   dy["MX"], dy["H"], dy.get("Eh"), inst)
         return {"H": dH, "Eh": dEh}
 
 
@@ -123,13 +124,14 @@ class UpdateStage(Stage):
         return cls(update_params(rng, d_h, dtype))
 
     def forward(self, key, step: int, x: Arrays, inst, train: bool) -> Arrays:
-        H_out, saved = update_half_fwd(self.params, x["H"], x["MX"], inst, step)
+        self.nonfinite, H_out, saved = update_half_fwd(self.params, x["H"], x["MX"], inst, step)
         if train:
             self.save(key, step, saved)
         return {"H": H_out, "Eh": x["Eh"]}
 
     def backward(self, key, step: int, dy: Arrays, inst) -> Arrays:
-        dH, dMX = update_half_bwd(self.params, self.grads, self.pop(key, step), dy["H"], inst, step)
+        self.nonfinite, dH, dMX = update_half_bwd(self.params, self.grads, self.pop(key, step),
+                                                  dy["H"], inst, step)
         out = {"H": dH, "MX": dMX}
         if dy.get("Eh") is not None:
             out["Eh"] = dy["Eh"]

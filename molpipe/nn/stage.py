@@ -21,6 +21,11 @@ class Stage:
     """
 
     name: str = "stage"
+    #: NaN/inf values the stage's kernels counted in what its last forward or backward made
+    #: (outputs; input gradients and the gathered parameter gradients). None: the stage does
+    #: not count, and a worker checking for non-finite values scans those arrays itself; 0
+    #: spares it that second pass; more sends it looking for the array to name.
+    nonfinite: int | None = None
 
     def __init__(self, params: Arrays):
         self.params = params

@@ -107,7 +107,8 @@ class Worker:
             self._version_at_fwd.setdefault((m.stage, m.key), version)
             if self.stash is not None:
                 self.stash[m.stage].forward(m.key, m.step, version)
-        bad = first_nonfinite(y, m.payload) if train and self.on_nonfinite is not None else None
+        check = train and self.on_nonfinite is not None and stage.nonfinite != 0
+        bad = first_nonfinite(y, m.payload) if check else None
         if bad is not None:
             what = f"stage {m.stage!r} output {describe_nonfinite(bad, y[bad])}"
             if self.on_nonfinite == "stop":
@@ -189,7 +190,12 @@ class Worker:
                 self._update(name)
 
     def _nonfinite_gradient(self, name: str, dx, dy, last: bool) -> str | None:
-        """Why the backward of ``name`` made non-finite gradients (None when it did not)."""
+        """Why the backward of ``name`` made non-finite gradients (None when it did not).
+
+        A stage whose kernels counted none (``Stage.nonfinite == 0``) is taken at its word.
+        """
+        if self.stages[name].nonfinite == 0:
+            return None
         bad = first_nonfinite(dx, dy)
         if bad is not None:
             return f"stage {name!r} input gradient {describe_nonfinite(bad, dx[bad])}"

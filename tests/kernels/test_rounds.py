@@ -1,5 +1,6 @@
-"""The half-round kernels: finite differences for every input and parameter, and the
-gradient accumulation (``g_* +=``) and pass-through additions they do in place."""
+"""The half-round kernels: finite differences for every input and parameter, the gradient
+accumulation (``g_* +=``) and pass-through additions they do in place, and the non-finite
+counts they return."""
 
 import numpy as np
 import pytest
@@ -27,14 +28,16 @@ def test_message_half_bwd_finite_differences(wrt):
 
     def f():
         return rounds.message_half_fwd(a["H"], a["Eh"], a["W_m"], a["W_x"], a["b_x"],
-                                       src, dst, etype, N_TYPES)[0]
+                                       src, dst, etype, N_TYPES)[1]
 
-    MX, M, S, *plan = rounds.message_half_fwd(a["H"], a["Eh"], a["W_m"], a["W_x"], a["b_x"],
-                                              src, dst, etype, N_TYPES)
+    n, MX, M, S, *plan = rounds.message_half_fwd(a["H"], a["Eh"], a["W_m"], a["W_x"], a["b_x"],
+                                                 src, dst, etype, N_TYPES)
+    assert n == 0
     w = rng.normal(size=MX.shape)
     g = {k: np.zeros_like(a[k]) for k in ("W_m", "W_x", "b_x")}
-    dH, dEh = rounds.message_half_bwd(w, np.zeros_like(a["H"]), M, S, a["W_m"], a["W_x"],
-                                      g["W_m"], g["W_x"], g["b_x"], src, dst, *plan)
+    n, dH, dEh = rounds.message_half_bwd(w, np.zeros_like(a["H"]), a["Eh"][:0], M, S, a["W_m"],
+                                         a["W_x"], g["W_m"], g["W_x"], g["b_x"], src, dst, *plan)
+    assert n == 0
     analytic = {"H": dH, "Eh": dEh, **g}[wrt]
     check(f, a[wrt], analytic, w)
 
@@ -48,14 +51,15 @@ def test_update_half_bwd_finite_differences(wrt):
     atom_rounds = np.array([3, 1, 2, 4, 1, 2], np.int32)     # atoms 1 and 4 are frozen at step 1
 
     def f():
-        return rounds.update_half_fwd(a["H"], a["MX"], a["U_h"], a["b_h"], atom_rounds, step)[0]
+        return rounds.update_half_fwd(a["H"], a["MX"], a["U_h"], a["b_h"], atom_rounds, step)[1]
 
-    H_out, HU, gates = rounds.update_half_fwd(a["H"], a["MX"], a["U_h"], a["b_h"], atom_rounds, step)
+    _, H_out, HU, gates = rounds.update_half_fwd(a["H"], a["MX"], a["U_h"], a["b_h"],
+                                                 atom_rounds, step)
     np.testing.assert_array_equal(H_out[[1, 4]], a["H"][[1, 4]])
     w = rng.normal(size=H_out.shape)
     g = {k: np.zeros_like(a[k]) for k in ("U_h", "b_h")}
-    dH, dMX = rounds.update_half_bwd(w, a["H"], HU, gates, a["U_h"], g["U_h"], g["b_h"],
-                                     atom_rounds, step)
+    _, dH, dMX = rounds.update_half_bwd(w, a["H"], HU, gates, a["U_h"], g["U_h"], g["b_h"],
+                                        atom_rounds, step)
     analytic = {"H": dH, "MX": dMX, **g}[wrt]
     check(f, a[wrt], analytic, w)
 
@@ -63,21 +67,48 @@ def test_update_half_bwd_finite_differences(wrt):
 def test_backwards_add_to_the_gradients_and_the_pass_through_they_are_given():
     rng = np.random.default_rng(5)
     a, (src, dst, etype) = _message_case(rng)
-    MX, M, S, *plan = rounds.message_half_fwd(a["H"], a["Eh"], a["W_m"], a["W_x"], a["b_x"],
-                                              src, dst, etype, N_TYPES)
+    _, MX, M, S, *plan = rounds.message_half_fwd(a["H"], a["Eh"], a["W_m"], a["W_x"], a["b_x"],
+                                                 src, dst, etype, N_TYPES)
     dMX = rng.normal(size=MX.shape)
 
-    def bwd(g, dH_in):
-        return rounds.message_half_bwd(dMX, dH_in, M, S, a["W_m"], a["W_x"], g["W_m"], g["W_x"],
-                                       g["b_x"], src, dst, *plan)
+    def bwd(g, dH_in, dEh_in):
+        return rounds.message_half_bwd(dMX, dH_in, dEh_in, M, S, a["W_m"], a["W_x"], g["W_m"],
+                                       g["W_x"], g["b_x"], src, dst, *plan)[1:]
 
     zero = {k: np.zeros_like(a[k]) for k in ("W_m", "W_x", "b_x")}
-    dH0, dEh0 = bwd(zero, np.zeros_like(a["H"]))
+    dH0, dEh0 = bwd(zero, np.zeros_like(a["H"]), a["Eh"][:0])
     start = {k: rng.normal(size=v.shape) for k, v in zero.items()}
     g = {k: v.copy() for k, v in start.items()}
-    dH_in = rng.normal(size=a["H"].shape)
-    dH1, dEh1 = bwd(g, dH_in)
+    dH_in, dEh_in = rng.normal(size=a["H"].shape), rng.normal(size=a["Eh"].shape)
+    dH1, dEh1 = bwd(g, dH_in, dEh_in)
     for k in g:
         np.testing.assert_allclose(g[k], start[k] + zero[k], rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(dH1, dH0 + dH_in, rtol=1e-12, atol=1e-12)
-    np.testing.assert_array_equal(dEh1, dEh0)
+    np.testing.assert_allclose(dEh1, dEh0 + dEh_in, rtol=1e-12, atol=1e-12)
+
+
+def test_counts_are_the_nonfinite_values_made_and_gathered():
+    rng = np.random.default_rng(10)
+    a, (src, dst, etype) = _message_case(rng)
+    a["H"][2, 1] = np.nan                       # one atom's state: every edge from it is NaN
+    n, MX, M, S, *plan = rounds.message_half_fwd(a["H"], a["Eh"], a["W_m"], a["W_x"], a["b_x"],
+                                                 src, dst, etype, N_TYPES)
+    assert n == np.count_nonzero(~np.isfinite(MX)) > 0
+    g = {k: np.zeros_like(a[k]) for k in ("W_m", "W_x", "b_x")}
+    n, dH, dEh = rounds.message_half_bwd(np.zeros_like(MX), np.zeros_like(a["H"]), a["Eh"][:0],
+                                         M, S, a["W_m"], a["W_x"], g["W_m"], g["W_x"], g["b_x"],
+                                         src, dst, *plan)
+    made = sum(np.count_nonzero(~np.isfinite(x)) for x in (dH, dEh, *g.values()))
+    assert n == made > 0                         # dW_m = S^T dM: S holds the NaN (NaN * 0)
+    # a gathered gradient that overflows counts although every part of it is finite
+    # a gathered gradient that overflows counts, although every part of it is finite
+    f32, active = np.float32, np.array([1, 1], np.int32)
+    H, U_h = np.ones((2, 1), f32), np.zeros((1, 3), f32)
+    n, H_out, HU, gates = rounds.update_half_fwd(H, np.zeros((2, 3), f32), U_h, np.zeros(3, f32),
+                                                 active, 0)
+    assert n == 0
+    g_U, g_b = np.zeros((1, 3), f32), np.full(3, 3e38, f32)
+    n, dH, dMX = rounds.update_half_bwd(np.full((2, 1), 3e38, f32), H, HU, gates, U_h, g_U, g_b,
+                                        active, 0)
+    assert np.isfinite(dH).all() and np.isfinite(dMX).all()
+    assert n == np.count_nonzero(np.isinf(g_b)) > 0

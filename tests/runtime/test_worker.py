@@ -78,3 +78,38 @@ def test_update_message_steps_only_stages_with_gradients():
     (ack,) = drive(w, [Message(Kind.UPDATE, worker=0)])
     assert ack.kind is Kind.UPDATED
     assert [opts[s].n_steps for s in names] == [1, 1, 0]   # gate was skipped: not stepped
+
+
+def _embed_worker(nonfinite, poison: bool):
+    """A worker hosting the toy embed stage, which reports ``nonfinite`` as its own count
+    and (``poison``) makes a NaN output."""
+    stages, opts = make_net(seed=1)
+    embed = stages["embed"]
+    forward = embed.forward
+
+    def counted_forward(key, step, x, inst, train):
+        y = forward(key, step, x, inst, train)
+        if poison:
+            y["h"][0] = np.nan
+        embed.nonfinite = nonfinite
+        return y
+
+    embed.forward = counted_forward
+    return Worker(0, {"embed": embed}, {"embed": opts["embed"]}, {"embed": EveryN(1)}, route,
+                  on_nonfinite="stop")
+
+
+def test_a_stage_that_counted_no_nonfinite_values_is_taken_at_its_word():
+    # the worker does not scan again what the stage's kernels counted as they wrote it
+    (out,) = drive(_embed_worker(0, poison=True), [Message(Kind.FORWARD, "k", "embed", 0, {}, (), INST)])
+    assert out.kind is Kind.FORWARD and np.isnan(out.payload["h"][0])
+
+
+def test_a_count_above_zero_or_no_count_sends_the_worker_looking():
+    for nonfinite in (None, 3):
+        (err,) = drive(_embed_worker(nonfinite, poison=True),
+                       [Message(Kind.FORWARD, "k", "embed", 0, {}, (), INST)])
+        assert err.kind is Kind.ERROR and "stage 'embed' output 'h' holds 1 NaN" in err.info
+    # a count the worker cannot confirm (finite outputs) passes
+    (out,) = drive(_embed_worker(2, poison=False), [Message(Kind.FORWARD, "k", "embed", 0, {}, (), INST)])
+    assert out.kind is Kind.FORWARD
