@@ -24,7 +24,7 @@ class EmbedStage(Stage):
         dtype = p["W_v"].dtype
         V = np.ascontiguousarray(x["V"] if "V" in x else inst.V, dtype=dtype)
         E = np.ascontiguousarray(x["E"] if "E" in x else inst.E, dtype=dtype)
-        H, Eh = embed_fwd(V, E, p["W_v"], p["b_v"], p["W_e"], p["b_e"])
+        self.nonfinite, H, Eh = embed_fwd(V, E, p["W_v"], p["b_v"], p["W_e"], p["b_e"])
         if train:
             self.save(key, step, (V, E, H))
         return {"H": H, "Eh": Eh}
@@ -33,6 +33,6 @@ class EmbedStage(Stage):
         V, E, H = self.pop(key, step)
         g = self.grads
         dEh = dy.get("Eh")
-        embed_bwd(dy["H"], H[:0] if dEh is None else dEh, V, E, H,
-                  g["W_v"], g["b_v"], g["W_e"], g["b_e"])
+        self.nonfinite = embed_bwd(dy["H"], H[:0] if dEh is None else dEh, V, E, H,
+                                   g["W_v"], g["b_v"], g["W_e"], g["b_e"])
         return {}

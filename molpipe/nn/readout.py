@@ -35,9 +35,9 @@ class ReadoutStage(Stage):
     def forward(self, key, step: int, x: Arrays, inst, train: bool) -> Arrays:
         p = self.params
         H = x["H"]
-        Y, *saved = readout_fwd(H, p["W_g"], p["b_g"], p["W_j"], p["b_j"], p["W_1"], p["b_1"],
-                                p["W_2"], p["b_2"], inst.atom_mol, inst.n_mols,
-                                self.aggregation == "mean")
+        self.nonfinite, Y, *saved = readout_fwd(
+            H, p["W_g"], p["b_g"], p["W_j"], p["b_j"], p["W_1"], p["b_1"], p["W_2"], p["b_2"],
+            inst.atom_mol, inst.n_mols, self.aggregation == "mean")
         if train:
             self.save(key, step, (H, *saved))
         return {"Y": Y}
@@ -45,6 +45,8 @@ class ReadoutStage(Stage):
     def backward(self, key, step: int, dy: Arrays, inst) -> Arrays:
         H, G, J, h_mol, Z = self.pop(key, step)
         p, g = self.params, self.grads
-        return {"H": readout_bwd(dy["Y"], H, G, J, h_mol, Z, p["W_g"], p["W_j"], p["W_1"], p["W_2"],
-                                 g["W_g"], g["b_g"], g["W_j"], g["b_j"], g["W_1"], g["b_1"],
-                                 g["W_2"], g["b_2"], inst.atom_mol, self.aggregation == "mean")}
+        self.nonfinite, dH = readout_bwd(dy["Y"], H, G, J, h_mol, Z, p["W_g"], p["W_j"], p["W_1"],
+                                         p["W_2"], g["W_g"], g["b_g"], g["W_j"], g["b_j"],
+                                         g["W_1"], g["b_1"], g["W_2"], g["b_2"], inst.atom_mol,
+                                         self.aggregation == "mean")
+        return {"H": dH}

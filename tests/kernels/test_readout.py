@@ -22,13 +22,15 @@ def test_readout_bwd_finite_differences(wrt, mean):
     a["b_1"] += 1.0                                       # most relu units active
 
     def f():
-        return readout_fwd(a["H"], *(a[k] for k in PARAMS), atom_mol, 3, mean)[0]
+        return readout_fwd(a["H"], *(a[k] for k in PARAMS), atom_mol, 3, mean)[1]
 
-    Y, G, J, h_mol, Z = readout_fwd(a["H"], *(a[k] for k in PARAMS), atom_mol, 3, mean)
+    n, Y, G, J, h_mol, Z = readout_fwd(a["H"], *(a[k] for k in PARAMS), atom_mol, 3, mean)
+    assert n == 0
     w = rng.normal(size=Y.shape)
     g = {k: np.zeros_like(a[k]) for k in PARAMS}
-    dH = readout_bwd(w, a["H"], G, J, h_mol, Z, a["W_g"], a["W_j"], a["W_1"], a["W_2"],
-                     *(g[k] for k in PARAMS), atom_mol, mean)
+    n, dH = readout_bwd(w, a["H"], G, J, h_mol, Z, a["W_g"], a["W_j"], a["W_1"], a["W_2"],
+                        *(g[k] for k in PARAMS), atom_mol, mean)
+    assert n == 0
     check(f, a[wrt], {"H": dH, **g}[wrt], w)
 
 
@@ -37,6 +39,20 @@ def test_mean_divides_each_molecule_by_its_atom_count():
     atom_mol = np.array([0, 0, 0, 1, 2, 2], np.int32)
     args = [rng.normal(size=(6, 3))] + [rng.normal(size=s) for s in
                                         [(3, 3), 3, (3, 3), 3, (3, 4), 4, (4, 1), 1]]
-    h_mean = readout_fwd(*args, atom_mol, 3, True)[3]
-    h_sum = readout_fwd(*args, atom_mol, 3, False)[3]
+    h_mean = readout_fwd(*args, atom_mol, 3, True)[4]
+    h_sum = readout_fwd(*args, atom_mol, 3, False)[4]
     np.testing.assert_allclose(h_mean * np.array([[3.0], [1.0], [2.0]]), h_sum, rtol=1e-12)
+
+
+def test_counts_the_nonfinite_values_made_and_gathered():
+    rng = np.random.default_rng(11)
+    atom_mol = np.array([0, 0, 1], np.int32)
+    params = [rng.normal(size=s) for s in [(2, 2), 2, (2, 2), 2, (2, 3), 3, (3, 1), 1]]
+    H = rng.normal(size=(3, 2))
+    H[2, 0] = np.inf                                   # molecule 1's only atom
+    n, Y, G, J, h_mol, Z = readout_fwd(H, *params, atom_mol, 2, True)
+    assert n == np.count_nonzero(~np.isfinite(Y))
+    g = [np.zeros_like(p) for p in params]
+    n, dH = readout_bwd(np.ones_like(Y), H, G, J, h_mol, Z, params[0], params[2], params[4],
+                        params[6], *g, atom_mol, True)
+    assert n == sum(np.count_nonzero(~np.isfinite(x)) for x in (dH, *g)) > 0
