@@ -8,7 +8,8 @@ A worker also checks the gradients a backward makes: a non-finite input gradient
 non-finite parameter gradient gathered for an instance, stops the run under ``stop`` (before
 any update applies it) and under ``skip`` turns the rest of that instance's backward into such
 a skip (the stage drops its gathered gradient); the DONE that ends it tells the control node
-why.
+why. The network's heavy stages count the NaN/inf their kernels write (``Stage.nonfinite``):
+a zero count spares the worker its own pass over those arrays.
 """
 
 from __future__ import annotations
