@@ -5,7 +5,7 @@ holds it, it waits (up to the switch interval). Composing a half's kernels here 
 typed messages for the message half, dense and GRU for the update half), with the parameter
 gradients added inside, turns the three to six kernel calls and numpy additions of a stage
 call into one: one hand-over of the GIL per message instead of up to a dozen.
-The arithmetic is the composed kernels', in the same order (the results are bit-identical).
+The arithmetic is the composed kernels', in the same order.
 
 Every kernel also returns how many NaN/inf values it made (its outputs and, for a backward, the
 gathered parameter gradients it added to), counted as they are written: the worker's
