@@ -1,7 +1,12 @@
-"""Ring pooling: rings as super-nodes (mean over members) and broadcast back to members."""
+"""Ring pooling: rings as super-nodes (mean over members) and broadcast back to members;
+the ring stage's forward and backward composed of them."""
 
 import numpy as np
 from numba import njit
+
+from molpipe.kernels.activations import tanh_bwd, tanh_fwd
+from molpipe.kernels.dense import dense_bwd, dense_fwd
+from molpipe.kernels.finite import add_count_nonfinite, count_nonfinite
 
 
 @njit(nogil=True, cache=True, error_model="numpy")
@@ -67,3 +72,27 @@ def ring_broadcast_bwd(dH_out, ring_atoms, ring_offsets):
             for j in range(d_h):
                 dRt[r, j] += dH_out[a, j]
     return dH_out.copy(), dRt
+
+
+@njit(nogil=True, cache=True, error_model="numpy")
+def ring_stage_fwd(H, W_r, b_r, ring_atoms, ring_offsets):
+    """The ring stage's forward as one GIL-free call (see ``rounds``): ``R`` the rings' mean
+    states, ``Rt = tanh(R W_r + b_r)``, ``H_out = H + Rt`` broadcast to the members.
+
+    Returns the non-finite count of H_out, H_out, and what the backward needs: R, Rt.
+    """
+    R = ring_pool_fwd(H, ring_atoms, ring_offsets)
+    Rt = tanh_fwd(dense_fwd(R, W_r, b_r))
+    H_out = ring_broadcast_fwd(H, Rt, ring_atoms, ring_offsets)
+    return count_nonfinite(H_out), H_out, R, Rt
+
+
+@njit(nogil=True, cache=True, error_model="numpy")
+def ring_stage_bwd(dH_out, R, Rt, W_r, g_W_r, g_b_r, ring_atoms, ring_offsets):
+    """Backward of ``ring_stage_fwd``; adds the W_r, b_r gradients to ``g_*``; returns the
+    non-finite count (dH and the gathered gradients) and dH."""
+    dH, dRt = ring_broadcast_bwd(np.ascontiguousarray(dH_out), ring_atoms, ring_offsets)
+    dR, dW, db = dense_bwd(R, W_r, tanh_bwd(Rt, dRt))
+    n = add_count_nonfinite(g_W_r, dW) + add_count_nonfinite(g_b_r, db)
+    n += add_count_nonfinite(dH, ring_pool_bwd(dR, ring_atoms, ring_offsets, dH.shape[0]))
+    return n, dH

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from molpipe.kernels.rings import (ring_broadcast_bwd, ring_broadcast_fwd, ring_pool_bwd,
-                                   ring_pool_fwd)
+                                   ring_pool_fwd, ring_stage_bwd, ring_stage_fwd)
 
 from .fd import check
 
@@ -57,3 +57,35 @@ def test_ring_bwd_finite_differences(rings, d):
     f = lambda: ring_broadcast_fwd(H, Rt, atoms, offsets)  # noqa: E731
     check(f, H, dH, w)
     check(f, Rt, dRt, w)
+
+
+@pytest.mark.parametrize("wrt", ["H", "W_r", "b_r"])
+def test_ring_stage_bwd_finite_differences(wrt):
+    rng = np.random.default_rng(13)
+    atoms, offsets = ring_arrays(RINGS)
+    a = {"H": rng.normal(size=(N_ATOMS, 3)), "W_r": rng.normal(size=(3, 3)),
+         "b_r": rng.normal(size=3)}
+
+    def f():
+        return ring_stage_fwd(a["H"], a["W_r"], a["b_r"], atoms, offsets)[1]
+
+    n, H_out, R, Rt = ring_stage_fwd(a["H"], a["W_r"], a["b_r"], atoms, offsets)
+    w = rng.normal(size=H_out.shape)
+    g = {"W_r": np.zeros((3, 3)), "b_r": np.zeros(3)}
+    m, dH = ring_stage_bwd(w, R, Rt, a["W_r"], g["W_r"], g["b_r"], atoms, offsets)
+    assert n == 0 and m == 0
+    check(f, a[wrt], {"H": dH, **g}[wrt], w)
+
+
+def test_ring_stage_counts_the_nonfinite_values_made_and_gathered():
+    atoms, offsets = ring_arrays(RINGS)
+    H = np.ones((N_ATOMS, 2))
+    H[13, 0] = np.nan                                  # an atom in no ring: passes through
+    W, b = np.ones((2, 2)), np.zeros(2)
+    n, H_out, R, Rt = ring_stage_fwd(H, W, b, atoms, offsets)
+    assert n == 1
+    dH_out = np.ones_like(H_out)
+    dH_out[0, 1] = np.inf                              # a ring member's gradient
+    g_W, g_b = np.zeros((2, 2)), np.zeros(2)
+    n, dH = ring_stage_bwd(dH_out, R, Rt, W, g_W, g_b, atoms, offsets)
+    assert n == sum(np.count_nonzero(~np.isfinite(x)) for x in (dH, g_W, g_b)) > 1
