@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from molpipe.kernels.finite import count_exponent_all_ones
+from molpipe.kernels.finite import count_nonfinite
 
 POLICIES = ("stop", "skip")
 SKIP = "skip"   # ``info`` of a BACKWARD (drop, do not compute) or RESULT (instance skipped)
@@ -38,16 +38,14 @@ def check_policy(policy: str | None) -> str | None:
     return policy
 
 
-_EXPONENT = {np.dtype(np.float32): (np.uint32, np.uint32(0x7F800000)),
-             np.dtype(np.float64): (np.uint64, np.uint64(0x7FF0000000000000))}
+_COUNTED = (np.dtype(np.float32), np.dtype(np.float64))
 
 
 def all_finite(a: np.ndarray) -> bool:
     """True when ``a`` holds no NaN and no inf (arrays that are not floats always do)."""
-    exp = _EXPONENT.get(a.dtype)
-    if exp is None or not a.flags.c_contiguous:
-        return a.dtype.kind not in "fc" or bool(np.isfinite(a).all())
-    return count_exponent_all_ones(a.reshape(-1).view(exp[0]), exp[1]) == 0
+    if a.dtype in _COUNTED and a.flags.c_contiguous:
+        return count_nonfinite(a) == 0
+    return a.dtype.kind not in "fc" or bool(np.isfinite(a).all())
 
 
 def first_nonfinite(payload: dict, inputs: dict | None = None) -> str | None:
