@@ -18,6 +18,12 @@ from molpipe.runtime.stash import WeightStash
 Route = Callable[[str, int, Any], "tuple[str, int] | None"]
 
 
+def _last_visit(name: str, path) -> bool:
+    """Whether an instance whose backward has ``path`` left to go ends its visits to ``name``
+    here (the path holds no further step of that stage)."""
+    return all(s != name for s, _ in path)
+
+
 class Worker:
     """Hosts one or more stages, each with its optimizer and gradient accumulator.
 
@@ -145,7 +151,7 @@ class Worker:
         ``info`` is ``SKIP`` when the control node already knows why (a skipped forward's
         RESULT said so), else ``(SKIP, why)``, which the DONE carries to the control node.
         """
-        if all(s != name for s, _ in path):   # the instance's last visit to this stage
+        if _last_visit(name, path):
             self._version_at_fwd.pop((name, key), None)
             self._open.pop((name, key), None)
         if path:
@@ -163,10 +169,10 @@ class Worker:
         instance from here on: the stage's gathered gradient is dropped (it holds the bad
         values; other instances' parts of it go too) and the rest of the path only drops caches.
         """
-        last = all(s != name for s, _ in path)     # the instance's last visit to this stage
+        last = _last_visit(name, path)
         if self.on_nonfinite is not None:
             why = self._nonfinite_gradient(name, dx, dy, last)
-            if why is not None and self.on_nonfinite != SKIP:
+            if why is not None and self.on_nonfinite == "stop":
                 raise NonFiniteError(f"non-finite training backward: {why} "
                                      "(on_nonfinite='skip' skips such instances)")
             if why is not None:
