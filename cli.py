@@ -274,13 +274,16 @@ def bench(
     """
     import json
 
-    from molpipe.bench import SCHEDULES, BenchConfig, bench as run_bench
+    from molpipe.bench import SCHEDULES, BenchConfig, bench as run_bench, schedule_settings
     from molpipe.display import utilization_table
 
     schedules = tuple(schedule or SCHEDULES)
-    bad = [s for s in schedules if s not in SCHEDULES]
+    bad = [s for s in schedules if schedule_settings(s, max_active_keys, True) is None]
     if bad:
-        fail(f"unknown schedule {bad[0]!r} (choose from {', '.join(SCHEDULES)})")
+        fail(f"unknown schedule {bad[0]!r} (choose from {', '.join(SCHEDULES)}, "
+             "or an async variant such as async-mak8, async-nostash)")
+    if len(set(schedules)) != len(schedules):
+        fail("a schedule is named twice")
     _check_placement(placement)
     config = BenchConfig(data=data, hidden=hidden, molecules_per_instance=molecules_per_instance,
                          max_active_keys=max_active_keys, min_update_frequency=min_update_frequency,

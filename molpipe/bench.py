@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import platform
+import re
 import threading
 import time
 from dataclasses import asdict, dataclass, replace
@@ -24,6 +25,22 @@ SCHEDULES = ("reference", "sync", "sync-each", "async", "reference-x2")
 # reference-x2: two reference trainers at once, each on its own thread and network, over the
 # same instances: what two threads of this machine make of the same work, GIL included (the
 # ceiling of any pipeline on two cores).
+# async variants, for comparisons within one run: "async-mak8" (8 in flight instead of
+# --max-active-keys), "async-nostash" (no weight stashing), "async-mak8-nostash".
+_VARIANT = re.compile(r"async(?:-mak(?P<mak>[1-9][0-9]*))?(?P<nostash>-nostash)?")
+
+
+def schedule_settings(name: str, max_active_keys: int, weight_stashing: bool) -> dict | None:
+    """The engine settings of a schedule name (``kind``, ``max_active_keys``,
+    ``weight_stashing``), None for a name that is neither a schedule nor an async variant."""
+    if name in SCHEDULES:
+        kind = name.removesuffix("-each").removesuffix("-x2")
+        return {"kind": kind, "max_active_keys": max_active_keys, "weight_stashing": weight_stashing}
+    m = _VARIANT.fullmatch(name)
+    if m is None:
+        return None
+    return {"kind": "async", "max_active_keys": int(m["mak"] or max_active_keys),
+            "weight_stashing": weight_stashing and not m["nostash"]}
 
 
 class _TwoReferences:
@@ -101,7 +118,10 @@ def bench(config: BenchConfig, progress=None) -> dict:
     with contextlib.ExitStack() as stack:
         engines = {}
         for schedule in config.schedules:
-            kind = schedule.removesuffix("-each").removesuffix("-x2")
+            settings = schedule_settings(schedule, config.max_active_keys, config.weight_stashing)
+            if settings is None:
+                raise ValueError(f"unknown schedule {schedule!r}")
+            kind = settings["kind"]
             sync_group = config.min_update_frequency if schedule == "sync-each" else None
             copies = []
             for _ in range(2 if schedule == "reference-x2" else 1):
@@ -113,15 +133,19 @@ def bench(config: BenchConfig, progress=None) -> dict:
                              if config.placement and kind != "reference" else None)
                 copies.append(stack.enter_context(make_engine(
                     kind, network, make_optimizers(network, 1e-4),
-                    max_active_keys=config.max_active_keys, sync_group=sync_group,
+                    max_active_keys=settings["max_active_keys"], sync_group=sync_group,
                     min_update_frequency=config.min_update_frequency,
-                    weight_stashing=config.weight_stashing, trace=bool(config.plot),
+                    weight_stashing=settings["weight_stashing"], trace=bool(config.plot),
                     placement=placement)))
             engine = copies[0] if len(copies) == 1 else _TwoReferences(copies)
             engine.train(warm)                      # compile / warm the kernels first
             engines[schedule] = engine
             results[schedule] = {"molecules_per_second": 0.0, "seconds": 0.0, "molecules": 0,
                                  "passes": []}
+            if kind != "reference":
+                results[schedule].update(max_active_keys=settings["max_active_keys"],
+                                         weight_stashing=settings["weight_stashing"],
+                                         in_flight_max=0)
             if schedule.startswith("sync"):
                 results[schedule]["instances_per_update"] = sync_group or config.max_active_keys
         # the schedules take turns pass by pass (in a rotating order), so that a slow spell
@@ -138,6 +162,8 @@ def bench(config: BenchConfig, progress=None) -> dict:
                 r["molecules"] += done
                 r["seconds"] += res.seconds
                 r["passes"].append(done / res.seconds)
+                if "in_flight_max" in r:
+                    r["in_flight_max"] = max(r["in_flight_max"], res.in_flight_max)
                 for what, fractions in (("utilization", res.utilization), ("cpu", res.cpu)):
                     total = shares[schedule][what]
                     for w, f in fractions.items():
@@ -163,7 +189,7 @@ def bench(config: BenchConfig, progress=None) -> dict:
         if ref:
             r["speedup_vs_reference"] = r["molecules_per_second"] / ref
     if "async" in results:
-        for name in ("sync", "sync-each", "reference-x2"):
+        for name in ("sync", "sync-each", "reference-x2", *(n for n in results if n.startswith("async-"))):
             if name in results:
                 results["async"][f"speedup_vs_{name}"] = (results["async"]["molecules_per_second"]
                                                           / results[name]["molecules_per_second"])

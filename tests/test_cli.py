@@ -113,6 +113,41 @@ def test_bench_json_runs_every_schedule_on_the_same_molecules():
 
 def test_bench_unknown_schedule_is_one_line():
     assert_one_line_error(run("bench", "esol", "--schedule", "fast"), "unknown schedule 'fast'")
+    assert_one_line_error(run("bench", "esol", "--schedule", "async-mak0"), "unknown schedule")
+    assert_one_line_error(run("bench", "esol", "--schedule", "async", "--schedule", "async"),
+                          "named twice")
+
+
+def test_bench_compares_async_variants_in_one_run():
+    import json
+
+    result = run("bench", "esol", "--molecules", 32, "--epochs", 1, "--hidden", 16,
+                 "--molecules-per-instance", 8, "--schedule", "async", "--schedule", "async-mak1",
+                 "--schedule", "async-mak2-nostash", "--json")
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout)
+    assert {"async", "async-mak1", "async-mak2-nostash"} <= set(out)
+    assert out["async-mak1"]["in_flight_max"] == 1 and out["async-mak1"]["weight_stashing"]
+    assert out["async-mak2-nostash"]["in_flight_max"] == 2
+    assert not out["async-mak2-nostash"]["weight_stashing"]
+    assert out["async"]["max_active_keys"] == 4 and out["async"]["in_flight_max"] == 4
+    for name in ("async-mak1", "async-mak2-nostash"):
+        assert out[name]["molecules"] == 32
+        ratio = out["async"]["molecules_per_second"] / out[name]["molecules_per_second"]
+        assert out["async"][f"speedup_vs_{name}"] == pytest.approx(ratio)
+
+
+@pytest.mark.parametrize("name, settings", [
+    ("async", ("async", 4, True)), ("sync-each", ("sync", 4, True)),
+    ("reference-x2", ("reference", 4, True)), ("async-mak8", ("async", 8, True)),
+    ("async-nostash", ("async", 4, False)), ("async-mak16-nostash", ("async", 16, False)),
+    ("async-nostash-mak8", None), ("async-mak", None), ("sync-mak8", None),
+])
+def test_bench_schedule_names(name, settings):
+    from molpipe.bench import schedule_settings
+
+    got = schedule_settings(name, 4, True)
+    assert (got if got is None else (got["kind"], got["max_active_keys"], got["weight_stashing"])) == settings
 
 
 @pytest.mark.parametrize("text, fragment", [
