@@ -12,8 +12,8 @@ import time
 from dataclasses import dataclass, field
 
 import numpy as np
-from threadpoolctl import threadpool_limits
 
+from molpipe.kernels import one_blas_thread
 from molpipe.nn.optim import Adam
 from molpipe.runtime.nonfinite import NonFiniteError, check_policy, first_nonfinite
 
@@ -98,7 +98,7 @@ class ReferenceEngine:
 
     def __enter__(self):
         # one core: small matmuls run fastest on one BLAS thread
-        self._blas = threadpool_limits(limits=1)
+        self._blas = one_blas_thread()
         return self
 
     def __exit__(self, *exc):

@@ -27,8 +27,8 @@ from collections import deque
 from contextlib import contextmanager
 
 import numpy as np
-from threadpoolctl import threadpool_limits
 
+from molpipe.kernels import one_blas_thread
 from molpipe.runtime import wire
 from molpipe.runtime.message import CONTROL, Kind, Message, destination
 
@@ -340,7 +340,7 @@ class MPIBackend:
     @contextmanager
     def session(self):
         """Push rank 0's state to the workers, run, pull their state back (one BLAS thread)."""
-        with threadpool_limits(1):
+        with one_blas_thread():
             self._sync("push")
             yield
             self._sync("pull")

@@ -23,8 +23,7 @@ import threading
 import time
 from contextlib import contextmanager
 
-from threadpoolctl import threadpool_limits
-
+from molpipe.kernels import one_blas_thread
 from molpipe.runtime.message import CONTROL, STOP, Message, destination
 from molpipe.runtime.worker import Worker
 
@@ -92,7 +91,7 @@ class ThreadBackend:
         old = sys.getswitchinterval()
         sys.setswitchinterval(self.switch_interval)
         try:
-            with threadpool_limits(1):
+            with one_blas_thread():
                 yield
         finally:
             sys.setswitchinterval(old)
