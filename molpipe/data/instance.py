@@ -54,29 +54,45 @@ class Instance:
 
 
 def pack(graphs: list[MolGraph], Y: np.ndarray, rows: np.ndarray | None = None) -> Instance:
-    """Concatenate ``graphs`` (with targets ``Y``: (n_mols, n_targets)) into one Instance."""
-    n_atoms = np.array([g.n_atoms for g in graphs], dtype=np.int64)
-    atom_start = np.concatenate([[0], np.cumsum(n_atoms)[:-1]])
-    n_edges = np.array([g.n_edges for g in graphs], dtype=np.int64)
+    """Concatenate ``graphs`` (with targets ``Y``: (n_mols, n_targets)) into one Instance.
+
+    Runs once per instance and epoch on the control node's thread, ahead of the pipeline:
+    one pass over the molecules in Python, the rest whole-instance numpy calls.
+    """
+    V, E, edge_index, edge_type, ring_atoms, ring_ends = [], [], [], [], [], []
+    n_atoms, n_edges, n_ring_atoms, n_rings, rounds = [], [], [], [], []
+    for g in graphs:
+        V.append(g.V)
+        E.append(g.E)
+        edge_index.append(g.edge_index)
+        edge_type.append(g.edge_type)
+        ring_atoms.append(g.ring_atoms)
+        ring_ends.append(g.ring_offsets[1:])
+        n_atoms.append(g.V.shape[0])
+        n_edges.append(g.E.shape[0])
+        n_ring_atoms.append(g.ring_atoms.shape[0])
+        n_rings.append(g.ring_offsets.shape[0] - 1)
+        rounds.append(g.n_rounds)
+    atom_start = np.cumsum([0] + n_atoms[:-1])
     edge_shift = np.repeat(atom_start, n_edges)
-    edge_index = np.concatenate([g.edge_index for g in graphs], axis=1)
-    n_ring_atoms = np.array([g.ring_atoms.shape[0] for g in graphs], dtype=np.int64)
-    ring_sizes = np.concatenate([np.diff(g.ring_offsets) for g in graphs])
-    rounds = np.array([g.n_rounds for g in graphs], dtype=np.int32)
+    edge_index = np.concatenate(edge_index, axis=1)
+    ring_start = np.cumsum([0] + n_ring_atoms[:-1])
+    rounds = np.array(rounds, dtype=np.int32)
     return Instance(
-        V=np.concatenate([g.V for g in graphs]),
-        E=np.concatenate([g.E for g in graphs]),
+        V=np.concatenate(V),
+        E=np.concatenate(E),
         src=(edge_index[0] + edge_shift).astype(np.int32),
         dst=(edge_index[1] + edge_shift).astype(np.int32),
-        etype=np.concatenate([g.edge_type for g in graphs]).astype(np.int32),
+        etype=np.concatenate(edge_type).astype(np.int32),
         atom_mol=np.repeat(np.arange(len(graphs), dtype=np.int32), n_atoms),
         atom_rounds=np.repeat(rounds, n_atoms),
-        ring_atoms=(np.concatenate([g.ring_atoms for g in graphs])
-                    + np.repeat(atom_start, n_ring_atoms)).astype(np.int32),
-        ring_offsets=np.concatenate([[0], np.cumsum(ring_sizes)]).astype(np.int32),
+        ring_atoms=(np.concatenate(ring_atoms) + np.repeat(atom_start, n_ring_atoms)).astype(np.int32),
+        # each molecule's ring ends, shifted by the ring atoms of the molecules before it
+        ring_offsets=np.concatenate([[0], np.concatenate(ring_ends) + np.repeat(ring_start, n_rings)]
+                                    ).astype(np.int32),
         Y=np.ascontiguousarray(Y, dtype=np.float32).reshape(len(graphs), -1),
         rows=np.arange(len(graphs), dtype=np.int64) if rows is None else np.asarray(rows, np.int64),
-        n_rounds=int(rounds.max()),
+        n_rounds=int(max(rounds)),
         has_rings=any(g.has_rings for g in graphs),
     )
 

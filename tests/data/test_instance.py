@@ -2,6 +2,7 @@
 
 import numpy as np
 
+from molpipe.chem.featurize import featurize
 from molpipe.chem.molgraph import MolGraph
 from molpipe.data.instance import ATOMS_PER_INSTANCE, auto_instance_size, group_by_plan, pack
 
@@ -38,6 +39,33 @@ def test_pack_offsets_edges_and_rings():
     assert inst.n_rounds == 3 and inst.has_rings
     assert inst.rows.tolist() == [7, 8, 9]
     assert np.isnan(inst.Y[1, 0])
+
+
+def test_pack_keeps_every_molecule_whole():
+    """Every molecule's own atoms, bonds and rings come back out of the instance, shifted."""
+    smiles = ["c1ccc2ccccc2c1", "CCO", "C1CC2(C1)CCC2", "[Na+].CC(=O)[O-]", "c1ccccc1-c1ccncc1",
+              "C", "O=C1NC(=O)C2=C1C=CC=C2"]
+    graphs = [featurize(s) for s in smiles]
+    inst = pack(graphs, np.zeros((len(graphs), 1)))
+    start = 0
+    rings_before = 0
+    for i, g in enumerate(graphs):
+        atoms = np.flatnonzero(inst.atom_mol == i)
+        assert atoms.tolist() == list(range(start, start + g.n_atoms))
+        np.testing.assert_array_equal(inst.V[atoms], g.V)
+        edges = np.flatnonzero(inst.atom_mol[inst.src] == i)
+        np.testing.assert_array_equal(np.stack([inst.src[edges], inst.dst[edges]]) - start, g.edge_index)
+        np.testing.assert_array_equal(inst.E[edges], g.E)
+        np.testing.assert_array_equal(inst.etype[edges], g.edge_type)
+        for r in range(g.n_rings):
+            lo, hi = inst.ring_offsets[rings_before + r], inst.ring_offsets[rings_before + r + 1]
+            own = g.ring_atoms[g.ring_offsets[r]:g.ring_offsets[r + 1]]
+            assert (inst.ring_atoms[lo:hi] - start).tolist() == own.tolist()
+        start += g.n_atoms
+        rings_before += g.n_rings
+    assert inst.ring_offsets.shape[0] == rings_before + 1 and inst.ring_offsets[-1] == inst.ring_atoms.size
+    assert inst.n_rounds == max(g.n_rounds for g in graphs)
+    assert inst.atom_rounds.tolist() == [g.n_rounds for g in graphs for _ in range(g.n_atoms)]
 
 
 def test_group_by_plan_covers_everything_once_with_one_plan_per_group():
