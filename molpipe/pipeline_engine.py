@@ -30,6 +30,7 @@ class PipelineEngine:
             stall_timeout=stall_timeout, describe=describe, weight_stashing=weight_stashing,
             on_nonfinite=on_nonfinite, sync_group=sync_group)
         self.worker_names = self._worker_names(placement)
+        self._trained = None           # the last training run's RunResult (for its timeline)
 
     def _worker_names(self, placement) -> dict[int, str]:
         placement = placement or {s: i for i, s in enumerate(self.network.stages)}
@@ -48,7 +49,8 @@ class PipelineEngine:
     def train(self, items, on_result=None) -> EpochResult:
         sizes = {key: inst.n_mols for key, inst in items}
         cb = None if on_result is None else (lambda k, loss, pred: on_result(k, loss, sizes[k]))
-        return self._result(self.pipeline.run([(k, inst, True) for k, inst in items], cb))
+        res = self._trained = self.pipeline.run([(k, inst, True) for k, inst in items], cb)
+        return self._result(res)
 
     def predict(self, items) -> EpochResult:
         return self._result(self.pipeline.run([(k, inst, False) for k, inst in items]))
@@ -56,8 +58,9 @@ class PipelineEngine:
     def utilization(self) -> dict[str, float]:
         return {self.worker_names[w]: f for w, f in self.pipeline.utilization().items()}
 
-    def trace(self):
-        return self.pipeline.trace()
+    def trace(self) -> list[tuple]:
+        """The last training run's timeline (evaluation runs since do not replace it)."""
+        return list(self._trained.trace) if self._trained else []
 
     def close(self) -> None:
         self.pipeline.close()

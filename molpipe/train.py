@@ -284,7 +284,7 @@ def train(config: TrainConfig, out_dir: str | Path, progress=None, resume: bool 
             res = _train_epoch(engine, items, partial, config, save_partial,
                                on_result=lambda k, loss, n: emit("instance", n=n, loss=loss))
             partial = None
-            last_train = (res, getattr(engine, "trace", lambda: [])())
+            last_train = res
             seen = _account_rows(epoch + 1, items, epoch_members, res, split["train"])
             _require_finite(network.state_dict(), f"epoch {epoch + 1}: after training, parameter")
             if res.skipped:
@@ -326,10 +326,11 @@ def train(config: TrainConfig, out_dir: str | Path, progress=None, resume: bool 
         network.load_state_dict(best_state)
         val_metrics, _ = evaluate_items(engine, val_items, val_members, prep, split["val"])
         test_metrics, P_test = evaluate_items(engine, test_items, test_members, prep, split["test"])
-        utilization = last_train[0].utilization if last_train else {}
+        utilization = last_train.utilization if last_train else {}
+        entries = getattr(engine, "trace", lambda: [])() if last_train else []
         trace = None
-        if last_train and last_train[1]:
-            trace = {"entries": last_train[1], "wall": last_train[0].seconds,
+        if entries:
+            trace = {"entries": entries, "wall": last_train.seconds,
                      "workers": getattr(engine, "worker_names", {}), "utilization": utilization}
 
     report = {
@@ -351,7 +352,7 @@ def train(config: TrainConfig, out_dir: str | Path, progress=None, resume: bool 
         "molecules_per_instance": size,
         "utilization": utilization,
         # each worker thread's CPU seconds over wall seconds in the last training epoch
-        "worker_cpu": last_train[0].cpu if last_train else {},
+        "worker_cpu": last_train.cpu if last_train else {},
         "resumed_from_epoch": first_epoch if resume else None,
         "skipped_instances": sum(h.get("skipped_instances", 0) for h in history),
         # bit-for-bit parameters from a seed: reference, sync, and async with one instance in

@@ -87,6 +87,22 @@ def test_async_many_in_flight_completes_every_instance_and_leaks_nothing():
     assert pred.preds[0].shape == (4, 2)
 
 
+def test_the_timeline_is_the_last_training_runs_after_evaluation_runs():
+    items = _items(6, 2, seed=2)
+    net = _network("float32")
+    with make_engine("async", net, make_optimizers(net, 1e-3), max_active_keys=2,
+                     trace=True) as engine:
+        engine.train(items[:3])
+        engine.train(items[3:])
+        engine.predict(items[:2])
+        entries = engine.trace()
+    assert {e[3] for e in entries} == {3, 4, 5, None}   # the last training run (None: updates)
+    assert {e[6] for e in entries} >= {"forward", "backward", "update"}
+    assert "eval" not in {e[6] for e in entries}
+    assert [e[1] for e in entries] == sorted(e[1] for e in entries)
+    assert all(0 <= e[1] <= e[2] for e in entries)
+
+
 def test_sync_schedule_is_bit_for_bit_reproducible():
     items = _items(40, 3, seed=2)
     runs = [_trained("sync", items, max_active_keys=4)[0] for _ in range(3)]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, Callable, Iterable
 
 import numpy as np
@@ -45,7 +46,12 @@ class RunResult:
                                    run: below ``busy`` when the OS ran something else on its
                                    core meanwhile, above when its own messages cost much
     trace : list[tuple]            (worker, t_start, t_end, key, stage, step, direction),
-                                   times in seconds from the start of the run
+                                   times in seconds from the start of the run (merged from
+                                   ``reports`` when first read: a run whose timeline nobody
+                                   reads does not pay for it)
+    reports : list[tuple]          (worker, [(t_start, t_end, key, stage, step, direction)])
+                                   as the workers reported them (``perf_counter`` times)
+    t0 : float                     ``perf_counter`` time of the run's start
     skipped : dict[key, str]       training instances skipped for non-finite values, and why
                                    (their loss is NaN; they added no gradient, or lost it: see
                                    ``nonfinite``)
@@ -61,8 +67,16 @@ class RunResult:
     staleness: dict = field(default_factory=dict)
     cpu: dict = field(default_factory=dict)
     busy: dict = field(default_factory=dict)
-    trace: list = field(default_factory=list)
+    reports: list = field(default_factory=list)
+    t0: float = 0.0
     skipped: dict = field(default_factory=dict)
+
+    @cached_property
+    def trace(self) -> list[tuple]:
+        out = [(w, a - self.t0, b - self.t0, *rest) for w, entries in self.reports
+               for a, b, *rest in entries]
+        out.sort(key=lambda e: e[1])
+        return out
 
     @property
     def utilization(self) -> dict[int, float]:
@@ -172,11 +186,12 @@ class ControlNode:
             res.cpu[msg.worker] = msg.info.get("cpu", 0.0)
             res.n_updates.update(msg.info["n_updates"])
             res.staleness.update(msg.info["staleness"])
-            res.trace += [(msg.worker, a - t0, b - t0, *rest) for a, b, *rest in msg.info["trace"]]
+            if msg.info["trace"]:
+                res.reports.append((msg.worker, msg.info["trace"]))
         res.wall = time.perf_counter() - t0
         res.busy = dict(sorted(res.busy.items()))
         res.cpu = dict(sorted(res.cpu.items()))
-        res.trace.sort(key=lambda e: e[1])
+        res.t0 = t0
 
     def _next(self, flight: dict) -> Message:
         """The next message, or PipelineError when none comes within ``stall_timeout``."""
