@@ -5,6 +5,7 @@
     python benchmarks/bench_pipeline.py converge    # reference vs async: RMSE, time to accuracy
     python benchmarks/bench_pipeline.py overhead [--one-core]   # pipeline cost, one in flight
     python benchmarks/bench_pipeline.py placement   # stages per worker vs molecules/s
+    python benchmarks/bench_pipeline.py loop        # train(): seconds per epoch outside training
 
 Results go to ``benchmarks/results/pipeline-<what>.json`` and a markdown table to stdout.
 Throughput figures come from ``molpipe.bench`` (all schedules in one process) or from the
@@ -266,9 +267,29 @@ def overhead(data: str, one_core: bool, passes: int = 6) -> dict:
     return out
 
 
+def loop(data: str, seed: int, epochs: int = 20) -> dict:
+    """``train()`` of each schedule: seconds per epoch inside the training passes and outside
+    them (packing the epoch's instances, validation, checkpoints), epochs 2..N."""
+    rows = {}
+    for schedule in ("reference", "async"):
+        _, history = _run(data=data, seed=seed, epochs=epochs, patience=epochs, schedule=schedule)
+        inside = sum(float(h["epoch_seconds"]) for h in history[1:]) / (len(history) - 1)
+        wall = (float(history[-1]["wall_seconds"]) - float(history[0]["wall_seconds"])) / (len(history) - 1)
+        rows[schedule] = {"epoch_wall_seconds": wall, "training_seconds": inside,
+                          "outside_training_seconds": wall - inside}
+        print(f"| {schedule} | {wall:.3f} | {inside:.3f} | {wall - inside:.3f} "
+              f"({(wall - inside) / wall:.0%}) |", flush=True)
+    ref, asy = rows["reference"], rows["async"]
+    rows["reference_over_async"] = {"epoch_wall": ref["epoch_wall_seconds"] / asy["epoch_wall_seconds"],
+                                    "training": ref["training_seconds"] / asy["training_seconds"]}
+    print(f"reference / async: epoch wall {rows['reference_over_async']['epoch_wall']:.2f}, "
+          f"training {rows['reference_over_async']['training']:.2f}")
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("what", choices=("knee", "sweep", "converge", "overhead", "placement"))
+    ap.add_argument("what", choices=("knee", "sweep", "converge", "overhead", "placement", "loop"))
     ap.add_argument("--one-core", action="store_true", help="overhead: pin to one CPU")
     ap.add_argument("--data", default="esol")
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
@@ -288,6 +309,9 @@ def main() -> None:
         result = placement(args.data)
     elif args.what == "overhead":
         result = overhead(args.data, args.one_core)
+    elif args.what == "loop":
+        print("| schedule | epoch wall s | training s | outside training s |\n| --- | --- | --- | --- |")
+        result = loop(args.data, args.seeds[0])
     else:
         result = converge(args.data, args.seeds, args.async_epochs, args.mak)
     suffix = f"-{args.async_epochs}" if args.what == "converge" and args.async_epochs != 50 else ""
