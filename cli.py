@@ -1,4 +1,8 @@
-"""molpipe command line: parses options, calls the library, prints."""
+"""molpipe command line: the typer app; parses options, calls the library, prints.
+
+preprocess, datasets and train are here; the measuring commands (bench, simulate) and the
+ones that use a trained run (predict, evaluate, plot) are in ``molpipe.commands``.
+"""
 
 from __future__ import annotations
 
@@ -6,38 +10,18 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.console import Console
 from rich.markup import escape
-from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                           TimeElapsedColumn, TimeRemainingColumn)
 from rich.table import Table
 
+from molpipe.commands import (bar_callback, check_placement, console, err_console, fail,
+                              featurize_bar)
+from molpipe.commands.measure import bench, simulate
+from molpipe.commands.model import evaluate, plot, predict
 from molpipe.data.errors import DataError
 
 app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Graph neural networks on molecules, trained with asynchronous "
                        "model-parallel pipelining.")
-console = Console()
-err_console = Console(stderr=True)
-
-
-def fail(message: str, code: int = 2) -> None:
-    """Print one red error line (no traceback) and exit with ``code``."""
-    err_console.print(f"[red]error:[/red] {escape(message)}", soft_wrap=True, highlight=False)
-    raise typer.Exit(code)
-
-
-def _check_placement(text: str | None) -> None:
-    """Fail early on a --placement that names an unknown stage or repeats one."""
-    if text is None:
-        return
-    from molpipe.pipeline_engine import STAGE_WEIGHTS
-    from molpipe.runtime.placement import parse_placement
-
-    try:
-        parse_placement(text, list(STAGE_WEIGHTS), complete=False)
-    except ValueError as err:
-        fail(f"--placement: {err}")
 
 
 @app.command()
@@ -60,22 +44,13 @@ def preprocess(
     from molpipe.data.build import build_store
     from molpipe.data.registry import resolve_source
 
-    columns = [TextColumn("featurizing"), BarColumn(), MofNCompleteColumn(),
-               TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TimeRemainingColumn()]
     try:
         path, _ = resolve_source(input)
-        # no refresh thread: with none running, the featurizing processes can be forked
-        with Progress(*columns, console=err_console, transient=True, auto_refresh=False) as bar:
-            task = bar.add_task("featurize", total=None, rate="")
-
-            def progress(done: int, total: int) -> None:
-                rate = done / max(bar.tasks[task].elapsed or 0.0, 1e-9)
-                bar.update(task, completed=done, total=total, rate=f"{rate:,.0f} mol/s")
-                bar.refresh()
-
+        with featurize_bar() as bar:     # no refresh thread: the featurizing processes can fork
+            task = bar.add_task("featurizing", total=None, rate="")
             summary = build_store(path, output, smiles_column=smiles_column, targets=target,
                                   min_rounds=min_rounds, max_rounds=max_rounds, n_jobs=jobs,
-                                  progress=progress)
+                                  progress=bar_callback(bar, task))
     except DataError as err:
         fail(str(err))
     except ValueError as err:                          # bad option values (rounds, ...)
@@ -221,7 +196,7 @@ def train(
         fail(f"--task must be regression or classification, not {task!r}")
     if backend not in ("thread", "mpi"):
         fail(f"--backend must be thread or mpi, not {backend!r}")
-    _check_placement(placement)
+    check_placement(placement)
     if backend == "mpi":   # ranks > 0 serve rank 0's workers, then leave without a word
         from molpipe.runtime.mpi_rank import serve_unless_control
 
@@ -247,264 +222,11 @@ def train(
     run(config, out)
 
 
-@app.command()
-def bench(
-    data: Annotated[str, typer.Argument(help="Bundled data set name, CSV/SDF path or graph store.")] = "esol",
-    hidden: Annotated[int, typer.Option(help="Hidden size d_h.")] = 128,
-    molecules_per_instance: Annotated[Optional[int], typer.Option(
-        help="Molecules packed into one instance (default: as train chooses).")] = None,
-    max_active_keys: Annotated[int, typer.Option(help="Most instances in flight (mak).")] = 4,
-    min_update_frequency: Annotated[int, typer.Option(help="Gradients per update (muf).")] = 1,
-    epochs: Annotated[int, typer.Option(help="Timed passes over the training split (schedules take turns).")] = 4,
-    molecules: Annotated[Optional[int], typer.Option(help="Use only the first N training molecules.")] = None,
-    replicate: Annotated[int, typer.Option(help="Repeat the training split N times (a larger workload).")] = 1,
-    schedule: Annotated[Optional[list[str]], typer.Option(
-        help="Schedules to run (repeat; default all): reference, sync (one update per mak "
-             "instances), sync-each (one update per muf instances, as often as async), async, "
-             "reference-x2 (two reference trainers on two threads: the machine's ceiling).")] = None,
-    placement: Annotated[Optional[str], typer.Option(
-        help="Stages per worker of the pipeline schedules, as for train.")] = None,
-    json_out: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
-    plot: Annotated[Optional[Path], typer.Option(
-        help="Write a PNG of the pipeline schedules' timelines of a short pass.")] = None,
-) -> None:
-    """Training molecules/s of every schedule on the same instances, in one process.
-
-    Example: molpipe bench esol --json
-    """
-    import json
-
-    from molpipe.bench import SCHEDULES, BenchConfig, bench as run_bench, schedule_settings
-    from molpipe.display import utilization_table
-
-    schedules = tuple(schedule or SCHEDULES)
-    bad = [s for s in schedules if schedule_settings(s, max_active_keys, True) is None]
-    if bad:
-        fail(f"unknown schedule {bad[0]!r} (choose from {', '.join(SCHEDULES)}, "
-             "or an async variant such as async-mak8, async-nostash)")
-    if len(set(schedules)) != len(schedules):
-        fail("a schedule is named twice")
-    _check_placement(placement)
-    config = BenchConfig(data=data, hidden=hidden, molecules_per_instance=molecules_per_instance,
-                         max_active_keys=max_active_keys, min_update_frequency=min_update_frequency,
-                         epochs=epochs, molecules=molecules, replicate=replicate, schedules=schedules,
-                         placement=placement,
-                         plot=str(plot) if plot else None)
-    status = err_console.status("benchmarking", spinner="dots")
-    status.start()
-    try:
-        result = run_bench(config, progress=lambda event, **kw: status.update(
-            f"{kw['schedule']}: pass {kw['epoch']}/{epochs} took {kw['seconds']:.2f} s"))
-    except DataError as err:
-        status.stop()
-        fail(str(err))
-    status.stop()
-    if json_out:
-        print(json.dumps(result, indent=2))
-        return
-    table = Table(title=f"molpipe bench {data} (hidden {hidden}, "
-                        f"{result['settings']['molecules_per_instance']} mol/instance, "
-                        f"mak {max_active_keys}, muf {min_update_frequency})")
-    for column in ("schedule", "instances/update", "molecules/s", "× reference", "async ×", "seconds"):
-        table.add_column(column, justify="right")
-    asy = result.get("async", {}).get("molecules_per_second")
-    for name in schedules:
-        r = result[name]
-        per_update = r.get("instances_per_update", min_update_frequency if name != "reference" else 1)
-        table.add_row(name, str(per_update), f"{r['molecules_per_second']:,.0f}",
-                      f"{r.get('speedup_vs_reference', float('nan')):.2f}",
-                      f"{asy / r['molecules_per_second']:.2f}" if asy else "", f"{r['seconds']:.2f}")
-    console.print(table)
-    for name in schedules:
-        if result[name].get("utilization"):
-            console.print(f"[bold]{name}[/bold] worker utilization")
-            console.print(utilization_table(result[name]["utilization"], result[name].get("cpu")))
-
-
-@app.command()
-def simulate(
-    data: Annotated[str, typer.Argument(help="Data set whose stage costs are measured (threads).")] = "qm9",
-    workers: Annotated[Optional[list[int]], typer.Option(help="K values (repeat; default 1..64).")] = None,
-    max_active_keys: Annotated[int, typer.Option(help="Most instances in flight (mak).")] = 8,
-    latency: Annotated[float, typer.Option(help="Seconds a message takes between two workers.")] = 50e-6,
-    overhead: Annotated[float, typer.Option(help="Receiver CPU seconds per message (decode).")] = 20e-6,
-    molecules_per_instance: Annotated[int, typer.Option(help="Molecules packed into one instance.")] = 16,
-) -> None:
-    """Predict pipeline throughput for K workers from measured stage costs (discrete events).
-
-    Example: molpipe simulate qm9 --max-active-keys 16 --latency 1e-4
-    """
-    from molpipe.simulate import measure_costs, predict_curve
-
-    costs = measure_costs(data, size=molecules_per_instance)
-    rows = predict_curve(costs, tuple(workers or (1, 2, 4, 6, 8, 16, 32, 64)), mak=max_active_keys,
-                         latency=latency, overhead=overhead)
-    table = Table(title=f"predicted throughput, {data}, mak {max_active_keys}, latency {latency:g} s")
-    for column in ("workers", "used", "molecules/s", "busiest worker"):
-        table.add_column(column, justify="right")
-    for r in rows:
-        table.add_row(str(r["workers"]), str(r["used"]),
-                      f"{r['instances_per_second'] * molecules_per_instance:,.0f}",
-                      f"{r['max_utilization']:.0%}")
-    console.print(table)
-
-
-def _featurize_bar():
-    """A transient progress bar on stderr, refreshed by hand (no thread: pools can fork)."""
-    columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TimeRemainingColumn()]
-    return Progress(*columns, console=err_console, transient=True, auto_refresh=False)
-
-
-def _bar_callback(bar, task):
-    def progress(done: int, total: int) -> None:
-        rate = done / max(bar.tasks[task].elapsed or 0.0, 1e-9)
-        bar.update(task, completed=done, total=total, rate=f"{rate:,.0f} mol/s")
-        bar.refresh()
-    return progress
-
-
-@app.command()
-def predict(
-    smiles: Annotated[Optional[list[str]], typer.Argument(
-        help="SMILES to predict (or give --input).", show_default=False)] = None,
-    model: Annotated[Optional[Path], typer.Option(
-        "--model", "-m", help="Run directory written by `molpipe train`.")] = None,
-    input: Annotated[Optional[Path], typer.Option(
-        "--input", "-i", help="CSV (with a SMILES column) or SDF file to predict.")] = None,
-    output: Annotated[Optional[str], typer.Option(
-        "--output", "-o", help="CSV to write: the input columns, pred_<target> per target and "
-                               "error ('-': standard output; default: <input>_predictions.csv).")] = None,
-    smiles_column: Annotated[Optional[str], typer.Option(
-        help="CSV column holding SMILES (default: the column named 'smiles').")] = None,
-    overwrite: Annotated[bool, typer.Option(help="Replace an existing --output file.")] = False,
-    jobs: Annotated[int, typer.Option(help="Processes featurizing and predicting a file.")] = 2,
-) -> None:
-    """Predict molecules with a trained model: SMILES as arguments (a table) or a whole file.
-
-    Rows that cannot be featurized get empty predictions and the reason in the error column.
-
-    Example: molpipe predict --model runs/esol CCO c1ccccc1
-    Example: molpipe predict --model runs/esol --input mols.csv --output preds.csv
-    """
-    from molpipe.model import ModelError
-    from molpipe.predict import Predictor, predict_file, predict_smiles
-
-    if model is None:
-        fail("give the trained model: --model RUN_DIR (a directory written by `molpipe train`)")
-    if smiles and input is not None:
-        fail("give SMILES as arguments or --input FILE, not both")
-    if not smiles and input is None:
-        fail("give SMILES as arguments, or --input FILE (CSV or SDF)")
-    if input is None and output is not None:
-        fail("--output needs --input FILE; SMILES given as arguments are printed as a table")
-    try:
-        predictor = Predictor.load(model)
-        if input is None:
-            P, errors = predict_smiles(predictor, smiles)
-        else:
-            if not input.exists():
-                fail(f"{input}: no such file; check the path")
-            if output is None:
-                stem = input.name.split(".")[0] or "input"
-                output = str(input.with_name(f"{stem}_predictions.csv"))
-            with _featurize_bar() as bar:
-                task = bar.add_task("predicting", total=None, rate="")
-                summary = predict_file(predictor, input, output, smiles_column=smiles_column,
-                                       overwrite=overwrite, n_jobs=jobs,
-                                       progress=_bar_callback(bar, task))
-    except BrokenPipeError:                     # `--output - | head`: the reader left
-        import os
-        import sys
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        raise typer.Exit(1)
-    except (DataError, ModelError, OSError) as err:
-        fail(str(err))
-    if input is None:
-        table = Table(title=f"predictions of {model}", title_justify="left")
-        table.add_column("SMILES", overflow="fold")
-        for t in predictor.targets:
-            table.add_column(t, justify="right")
-        table.add_column("error", style="red", overflow="fold")
-        for s, p, e in zip(smiles, P, errors):
-            table.add_row(escape(s), *("" if e else f"{v:.4g}" for v in p), escape(e))
-        console.print(table)
-        failed = sum(bool(e) for e in errors)
-        if failed:
-            err_console.print(f"{failed} of {len(smiles)} molecules could not be predicted")
-        return
-    where = "standard output" if summary["output"] == "-" else summary["output"]
-    err_console.print(
-        f"[bold]{summary['rows']}[/bold] rows: {summary['predicted']} predicted, "
-        f"{summary['failed']} failed · {summary['molecules_per_second']:,.0f} molecules/s · "
-        f"{summary['seconds']:.1f} s → {escape(where)}", soft_wrap=True, highlight=False)
-    for row, reason in summary["first_errors"]:
-        err_console.print(f"  row {row}: {escape(reason)}", soft_wrap=True, highlight=False)
-    if summary["failed"] > len(summary["first_errors"]):
-        err_console.print("  … (the error column names every failed row's reason)")
-
-
-@app.command()
-def evaluate(
-    data: Annotated[Optional[str], typer.Argument(
-        help="Labelled CSV/SDF file, bundled data set name or graph store (default: the "
-             "run's own test split).", show_default=False)] = None,
-    model: Annotated[Optional[Path], typer.Option(
-        "--model", "-m", help="Run directory written by `molpipe train`.")] = None,
-    smiles_column: Annotated[Optional[str], typer.Option(help="SMILES column of a CSV.")] = None,
-    json_out: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
-) -> None:
-    """Metrics of a trained model (RMSE, MAE, R² or AUC) on labelled data or its test split.
-
-    Example: molpipe evaluate --model runs/esol             (the run's test split)
-    Example: molpipe evaluate --model runs/esol datasets/esol.csv
-    """
-    import json
-
-    from molpipe.display import metrics_rich_table
-    from molpipe.evaluate import evaluate as run_evaluate
-    from molpipe.model import ModelError
-
-    if model is None:
-        fail("give the trained model: --model RUN_DIR (a directory written by `molpipe train`)")
-    try:
-        with _featurize_bar() as bar:
-            task = bar.add_task("featurizing", total=None, rate="")
-            result = run_evaluate(model, data, smiles_column=smiles_column,
-                                  progress=_bar_callback(bar, task))
-    except (DataError, ModelError, OSError) as err:
-        fail(str(err))
-    if json_out:
-        print(json.dumps(result, indent=2, default=float))
-        return
-    what = (f"{result['data']}, test split" if result["split"] else result["data"])
-    console.print(metrics_rich_table(f"{model} on {what}", result["metrics"]))
-    note = (f", {result['rejected']} rows could not be featurized"
-            if result["rejected"] else "")
-    console.print(f"{result['rows']} molecules{note}", highlight=False)
-
-
-@app.command()
-def plot(
-    run_dir: Annotated[Path, typer.Argument(help="Run directory written by `molpipe train`.")],
-) -> None:
-    """Charts of a run as PNGs in RUN_DIR/plots: learning curves, parity, pipeline timeline,
-    worker utilization.
-
-    Example: molpipe plot runs/esol
-    """
-    from molpipe.plots import plot_run
-
-    if not run_dir.is_dir():
-        fail(f"{run_dir}: no such directory; pass a run directory written by `molpipe train`")
-    try:
-        paths = plot_run(run_dir)
-    except (OSError, ValueError, KeyError, TypeError) as err:   # includes bad JSON / CSV
-        fail(f"{run_dir}: cannot plot ({err})")
-    if not paths:
-        fail(f"{run_dir}: nothing to plot (no metrics.csv, test_predictions.csv or trace.json)")
-    for p in paths:
-        console.print(str(p), highlight=False, soft_wrap=True)
+app.command()(bench)
+app.command()(simulate)
+app.command()(predict)
+app.command()(evaluate)
+app.command()(plot)
 
 
 if __name__ == "__main__":

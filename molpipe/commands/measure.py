@@ -1,0 +1,114 @@
+"""molpipe bench and molpipe simulate: throughput measured, and predicted."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.table import Table
+
+from molpipe.commands import check_placement, console, err_console, fail
+from molpipe.data.errors import DataError
+
+
+def bench(
+    data: Annotated[str, typer.Argument(help="Bundled data set name, CSV/SDF path or graph store.")] = "esol",
+    hidden: Annotated[int, typer.Option(help="Hidden size d_h.")] = 128,
+    molecules_per_instance: Annotated[Optional[int], typer.Option(
+        help="Molecules packed into one instance (default: as train chooses).")] = None,
+    max_active_keys: Annotated[int, typer.Option(help="Most instances in flight (mak).")] = 4,
+    min_update_frequency: Annotated[int, typer.Option(help="Gradients per update (muf).")] = 1,
+    epochs: Annotated[int, typer.Option(help="Timed passes over the training split (schedules take turns).")] = 4,
+    molecules: Annotated[Optional[int], typer.Option(help="Use only the first N training molecules.")] = None,
+    replicate: Annotated[int, typer.Option(help="Repeat the training split N times (a larger workload).")] = 1,
+    schedule: Annotated[Optional[list[str]], typer.Option(
+        help="Schedules to run (repeat; default all): reference, sync (one update per mak "
+             "instances), sync-each (one update per muf instances, as often as async), async, "
+             "reference-x2 (two reference trainers on two threads: the machine's ceiling); "
+             "async variants to compare in one run: async-mak8 (8 in flight), async-nostash "
+             "(no weight stashing), async-mak8-nostash.")] = None,
+    placement: Annotated[Optional[str], typer.Option(
+        help="Stages per worker of the pipeline schedules, as for train.")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
+    plot: Annotated[Optional[Path], typer.Option(
+        help="Write a PNG of the pipeline schedules' timelines of a short pass.")] = None,
+) -> None:
+    """Training molecules/s of every schedule on the same instances, in one process.
+
+    Example: molpipe bench esol --json
+    """
+    import json
+
+    from molpipe.bench import SCHEDULES, BenchConfig, bench as run_bench, schedule_settings
+    from molpipe.display import utilization_table
+
+    schedules = tuple(schedule or SCHEDULES)
+    bad = [s for s in schedules if schedule_settings(s, max_active_keys, True) is None]
+    if bad:
+        fail(f"unknown schedule {bad[0]!r} (choose from {', '.join(SCHEDULES)}, "
+             "or an async variant such as async-mak8, async-nostash)")
+    if len(set(schedules)) != len(schedules):
+        fail("a schedule is named twice")
+    check_placement(placement)
+    config = BenchConfig(data=data, hidden=hidden, molecules_per_instance=molecules_per_instance,
+                         max_active_keys=max_active_keys, min_update_frequency=min_update_frequency,
+                         epochs=epochs, molecules=molecules, replicate=replicate, schedules=schedules,
+                         placement=placement,
+                         plot=str(plot) if plot else None)
+    status = err_console.status("benchmarking", spinner="dots")
+    status.start()
+    try:
+        result = run_bench(config, progress=lambda event, **kw: status.update(
+            f"{kw['schedule']}: pass {kw['epoch']}/{epochs} took {kw['seconds']:.2f} s"))
+    except DataError as err:
+        status.stop()
+        fail(str(err))
+    status.stop()
+    if json_out:
+        print(json.dumps(result, indent=2))
+        return
+    table = Table(title=f"molpipe bench {data} (hidden {hidden}, "
+                        f"{result['settings']['molecules_per_instance']} mol/instance, "
+                        f"mak {max_active_keys}, muf {min_update_frequency})")
+    for column in ("schedule", "instances/update", "molecules/s", "× reference", "async ×", "seconds"):
+        table.add_column(column, justify="right")
+    asy = result.get("async", {}).get("molecules_per_second")
+    for name in schedules:
+        r = result[name]
+        per_update = r.get("instances_per_update", min_update_frequency if name != "reference" else 1)
+        table.add_row(name, str(per_update), f"{r['molecules_per_second']:,.0f}",
+                      f"{r.get('speedup_vs_reference', float('nan')):.2f}",
+                      f"{asy / r['molecules_per_second']:.2f}" if asy else "", f"{r['seconds']:.2f}")
+    console.print(table)
+    for name in schedules:
+        if result[name].get("utilization"):
+            console.print(f"[bold]{name}[/bold] worker utilization")
+            console.print(utilization_table(result[name]["utilization"], result[name].get("cpu")))
+
+
+def simulate(
+    data: Annotated[str, typer.Argument(help="Data set whose stage costs are measured (threads).")] = "qm9",
+    workers: Annotated[Optional[list[int]], typer.Option(help="K values (repeat; default 1..64).")] = None,
+    max_active_keys: Annotated[int, typer.Option(help="Most instances in flight (mak).")] = 8,
+    latency: Annotated[float, typer.Option(help="Seconds a message takes between two workers.")] = 50e-6,
+    overhead: Annotated[float, typer.Option(help="Receiver CPU seconds per message (decode).")] = 20e-6,
+    molecules_per_instance: Annotated[int, typer.Option(help="Molecules packed into one instance.")] = 16,
+) -> None:
+    """Predict pipeline throughput for K workers from measured stage costs (discrete events).
+
+    Example: molpipe simulate qm9 --max-active-keys 16 --latency 1e-4
+    """
+    from molpipe.simulate import measure_costs, predict_curve
+
+    costs = measure_costs(data, size=molecules_per_instance)
+    rows = predict_curve(costs, tuple(workers or (1, 2, 4, 6, 8, 16, 32, 64)), mak=max_active_keys,
+                         latency=latency, overhead=overhead)
+    table = Table(title=f"predicted throughput, {data}, mak {max_active_keys}, latency {latency:g} s")
+    for column in ("workers", "used", "molecules/s", "busiest worker"):
+        table.add_column(column, justify="right")
+    for r in rows:
+        table.add_row(str(r["workers"]), str(r["used"]),
+                      f"{r['instances_per_second'] * molecules_per_instance:,.0f}",
+                      f"{r['max_utilization']:.0%}")
+    console.print(table)

@@ -1,0 +1,153 @@
+"""molpipe predict, evaluate and plot: what a trained run directory is used for."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from molpipe.commands import bar_callback, console, err_console, fail, featurize_bar
+from molpipe.data.errors import DataError
+
+
+def predict(
+    smiles: Annotated[Optional[list[str]], typer.Argument(
+        help="SMILES to predict (or give --input).", show_default=False)] = None,
+    model: Annotated[Optional[Path], typer.Option(
+        "--model", "-m", help="Run directory written by `molpipe train`.")] = None,
+    input: Annotated[Optional[Path], typer.Option(
+        "--input", "-i", help="CSV (with a SMILES column) or SDF file to predict.")] = None,
+    output: Annotated[Optional[str], typer.Option(
+        "--output", "-o", help="CSV to write: the input columns, pred_<target> per target and "
+                               "error ('-': standard output; default: <input>_predictions.csv).")] = None,
+    smiles_column: Annotated[Optional[str], typer.Option(
+        help="CSV column holding SMILES (default: the column named 'smiles').")] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing --output file.")] = False,
+    jobs: Annotated[int, typer.Option(help="Processes featurizing and predicting a file.")] = 2,
+) -> None:
+    """Predict molecules with a trained model: SMILES as arguments (a table) or a whole file.
+
+    Rows that cannot be featurized get empty predictions and the reason in the error column.
+
+    Example: molpipe predict --model runs/esol CCO c1ccccc1
+    Example: molpipe predict --model runs/esol --input mols.csv --output preds.csv
+    """
+    from molpipe.model import ModelError
+    from molpipe.predict import Predictor, predict_file, predict_smiles
+
+    if model is None:
+        fail("give the trained model: --model RUN_DIR (a directory written by `molpipe train`)")
+    if smiles and input is not None:
+        fail("give SMILES as arguments or --input FILE, not both")
+    if not smiles and input is None:
+        fail("give SMILES as arguments, or --input FILE (CSV or SDF)")
+    if input is None and output is not None:
+        fail("--output needs --input FILE; SMILES given as arguments are printed as a table")
+    try:
+        predictor = Predictor.load(model)
+        if input is None:
+            P, errors = predict_smiles(predictor, smiles)
+        else:
+            if not input.exists():
+                fail(f"{input}: no such file; check the path")
+            if output is None:
+                stem = input.name.split(".")[0] or "input"
+                output = str(input.with_name(f"{stem}_predictions.csv"))
+            with featurize_bar() as bar:
+                task = bar.add_task("predicting", total=None, rate="")
+                summary = predict_file(predictor, input, output, smiles_column=smiles_column,
+                                       overwrite=overwrite, n_jobs=jobs,
+                                       progress=bar_callback(bar, task))
+    except BrokenPipeError:                     # `--output - | head`: the reader left
+        import os
+        import sys
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        raise typer.Exit(1)
+    except (DataError, ModelError, OSError) as err:
+        fail(str(err))
+    if input is None:
+        table = Table(title=f"predictions of {model}", title_justify="left")
+        table.add_column("SMILES", overflow="fold")
+        for t in predictor.targets:
+            table.add_column(t, justify="right")
+        table.add_column("error", style="red", overflow="fold")
+        for s, p, e in zip(smiles, P, errors):
+            table.add_row(escape(s), *("" if e else f"{v:.4g}" for v in p), escape(e))
+        console.print(table)
+        failed = sum(bool(e) for e in errors)
+        if failed:
+            err_console.print(f"{failed} of {len(smiles)} molecules could not be predicted")
+        return
+    where = "standard output" if summary["output"] == "-" else summary["output"]
+    err_console.print(
+        f"[bold]{summary['rows']}[/bold] rows: {summary['predicted']} predicted, "
+        f"{summary['failed']} failed · {summary['molecules_per_second']:,.0f} molecules/s · "
+        f"{summary['seconds']:.1f} s → {escape(where)}", soft_wrap=True, highlight=False)
+    for row, reason in summary["first_errors"]:
+        err_console.print(f"  row {row}: {escape(reason)}", soft_wrap=True, highlight=False)
+    if summary["failed"] > len(summary["first_errors"]):
+        err_console.print("  … (the error column names every failed row's reason)")
+
+
+def evaluate(
+    data: Annotated[Optional[str], typer.Argument(
+        help="Labelled CSV/SDF file, bundled data set name or graph store (default: the "
+             "run's own test split).", show_default=False)] = None,
+    model: Annotated[Optional[Path], typer.Option(
+        "--model", "-m", help="Run directory written by `molpipe train`.")] = None,
+    smiles_column: Annotated[Optional[str], typer.Option(help="SMILES column of a CSV.")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
+) -> None:
+    """Metrics of a trained model (RMSE, MAE, R² or AUC) on labelled data or its test split.
+
+    Example: molpipe evaluate --model runs/esol             (the run's test split)
+    Example: molpipe evaluate --model runs/esol datasets/esol.csv
+    """
+    import json
+
+    from molpipe.display import metrics_rich_table
+    from molpipe.evaluate import evaluate as run_evaluate
+    from molpipe.model import ModelError
+
+    if model is None:
+        fail("give the trained model: --model RUN_DIR (a directory written by `molpipe train`)")
+    try:
+        with featurize_bar() as bar:
+            task = bar.add_task("featurizing", total=None, rate="")
+            result = run_evaluate(model, data, smiles_column=smiles_column,
+                                  progress=bar_callback(bar, task))
+    except (DataError, ModelError, OSError) as err:
+        fail(str(err))
+    if json_out:
+        print(json.dumps(result, indent=2, default=float))
+        return
+    what = (f"{result['data']}, test split" if result["split"] else result["data"])
+    console.print(metrics_rich_table(f"{model} on {what}", result["metrics"]))
+    note = (f", {result['rejected']} rows could not be featurized"
+            if result["rejected"] else "")
+    console.print(f"{result['rows']} molecules{note}", highlight=False)
+
+
+def plot(
+    run_dir: Annotated[Path, typer.Argument(help="Run directory written by `molpipe train`.")],
+) -> None:
+    """Charts of a run as PNGs in RUN_DIR/plots: learning curves, parity, pipeline timeline,
+    worker utilization.
+
+    Example: molpipe plot runs/esol
+    """
+    from molpipe.plots import plot_run
+
+    if not run_dir.is_dir():
+        fail(f"{run_dir}: no such directory; pass a run directory written by `molpipe train`")
+    try:
+        paths = plot_run(run_dir)
+    except (OSError, ValueError, KeyError, TypeError) as err:   # includes bad JSON / CSV
+        fail(f"{run_dir}: cannot plot ({err})")
+    if not paths:
+        fail(f"{run_dir}: nothing to plot (no metrics.csv, test_predictions.csv or trace.json)")
+    for p in paths:
+        console.print(str(p), highlight=False, soft_wrap=True)
