@@ -72,11 +72,12 @@ def kernel_table(inst, d_h: int, repeat: int) -> list[tuple[str, float, float]]:
     b = np.zeros(3 * d_h, f32)
     HW = dense.dense_fwd(H, W_m, np.zeros(4 * d_h, f32))
     Eh = rng.normal(size=(ne, d_h)).astype(f32)
+    Ea = rng.normal(size=(n, d_h)).astype(f32)
     MX, HU = dense.dense_fwd(H, W, b), dense.dense_fwd(H, W, b)
     H2, gates = gru.gru_fwd(MX, HU, H, inst.atom_rounds, 0)
     dY3 = rng.normal(size=(n, 3 * d_h)).astype(f32)
     plan = typed_message.pair_plan(inst.dst, inst.etype, n, 4)
-    _, S = typed_message.typed_message_fwd(H, Eh, W_m, inst.src, inst.dst, *plan)
+    _, S = typed_message.typed_message_fwd(H, Ea, W_m, inst.src, *plan)
     R = rings.ring_pool_fwd(H, inst.ring_atoms, inst.ring_offsets)
     Y = rng.normal(size=(inst.n_mols, 1)).astype(f32)
     p = rng.normal(size=d_h * 3 * d_h).astype(f32)
@@ -91,8 +92,8 @@ def kernel_table(inst, d_h: int, repeat: int) -> list[tuple[str, float, float]]:
         ("message", lambda: message.message_fwd(HW, Eh, inst.src, inst.dst, inst.etype, n),
          lambda: message.message_bwd(H, inst.src, inst.dst, inst.etype, 4)),
         ("typed_message (+ pair_plan)", lambda: typed_message.typed_message_fwd(
-            H, Eh, W_m, inst.src, inst.dst, *typed_message.pair_plan(inst.dst, inst.etype, n, 4)),
-         lambda: typed_message.typed_message_bwd(H, S, W_m, inst.src, inst.dst, *plan)),
+            H, Ea, W_m, inst.src, *typed_message.pair_plan(inst.dst, inst.etype, n, 4)),
+         lambda: typed_message.typed_message_bwd(H, S, W_m, inst.src, *plan)),
         ("gru", lambda: gru.gru_fwd(MX, HU, H, inst.atom_rounds, 0),
          lambda: gru.gru_bwd(H2, H, HU, gates, inst.atom_rounds, 0)),
         ("ring_pool", lambda: rings.ring_pool_fwd(H, inst.ring_atoms, inst.ring_offsets),

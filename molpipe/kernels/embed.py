@@ -1,7 +1,9 @@
 """The embed stage's forward and backward, each as one GIL-free call (see ``rounds``).
 
-``H = tanh(V W_v + b_v)``, ``Eh = E W_e + b_e``; like the round kernels, each returns first
-how many NaN/inf values it made.
+``H = tanh(V W_v + b_v)`` and ``Ea[a] = Σ_{e: dst[e]=a} (E[e] W_e + b_e) = B[a] W_e + deg[a] b_e``
+(``B[a] = Σ_{e: dst[e]=a} E[e]``, ``deg[a]`` the number of edges into a): the bond encodings
+summed at every atom, the bond part of each atom's message, the same every round, so computed
+once here. Like the round kernels, each returns first how many NaN/inf values it made.
 """
 
 import numpy as np
@@ -13,21 +15,41 @@ from molpipe.kernels.finite import add_count_nonfinite, count_nonfinite
 
 
 @njit(nogil=True, cache=True, error_model="numpy")
-def embed_fwd(V, E, W_v, b_v, W_e, b_e):
-    """The non-finite count, H : (n_atoms, d_h) and Eh : (n_edges, d_h)."""
+def embed_fwd(V, E, dst, W_v, b_v, W_e, b_e):
+    """The non-finite count (of H and Ea), H : (n_atoms, d_h), Ea : (n_atoms, d_h), and for
+    the backward B : (n_atoms, d_e) and deg : (n_atoms,) (in E's dtype)."""
     H = tanh_fwd(dense_fwd(V, W_v, b_v))
-    Eh = dense_fwd(E, W_e, b_e)
-    return count_nonfinite(H) + count_nonfinite(Eh), H, Eh
+    n_atoms, d_e = V.shape[0], E.shape[1]
+    B = np.zeros((n_atoms, d_e), dtype=E.dtype)
+    count = np.zeros(n_atoms, dtype=np.int32)
+    for e in range(dst.shape[0]):
+        a = dst[e]
+        count[a] += 1
+        for k in range(d_e):
+            B[a, k] += E[e, k]
+    deg = count.astype(E.dtype)
+    Ea = np.dot(B, W_e)
+    d_h = Ea.shape[1]
+    for a in range(n_atoms):
+        for j in range(d_h):
+            Ea[a, j] += deg[a] * b_e[j]
+    return count_nonfinite(H) + count_nonfinite(Ea), H, Ea, B, deg
 
 
 @njit(nogil=True, cache=True, error_model="numpy")
-def embed_bwd(dH, dEh, V, E, H, g_W_v, g_b_v, g_W_e, g_b_e):
-    """Adds the parameter gradients to ``g_*`` (the bond encoder's only when ``dEh`` has rows:
-    an instance without bonds, or a network whose later stages drop Eh, gives it none).
-    Returns the non-finite count of the gathered gradients."""
+def embed_bwd(dH, dEa, V, B, deg, H, g_W_v, g_b_v, g_W_e, g_b_e):
+    """Adds the parameter gradients to ``g_*``: ``dW_e = B^T dEa``, ``db_e = Σ_a deg[a] dEa[a]``
+    (the bond encoder's only when ``dEa`` has rows: a network whose later stages drop Ea
+    gives it none). Returns the non-finite count of the gathered gradients."""
     dW, db = dense_bwd_params(V, tanh_bwd(H, dH))
     n = add_count_nonfinite(g_W_v, dW) + add_count_nonfinite(g_b_v, db)
-    if dEh.shape[0] > 0:
-        dW, db = dense_bwd_params(E, np.ascontiguousarray(dEh))
+    if dEa.shape[0] > 0:
+        dA = np.ascontiguousarray(dEa)
+        dW = np.dot(B.T, dA)
+        n_atoms, d_h = dA.shape
+        db = np.zeros(d_h, dtype=dA.dtype)
+        for a in range(n_atoms):
+            for j in range(d_h):
+                db[j] += deg[a] * dA[a, j]
         n += add_count_nonfinite(g_W_e, dW) + add_count_nonfinite(g_b_e, db)
     return n

@@ -22,36 +22,40 @@ from molpipe.kernels.typed_message import pair_plan, typed_message_bwd, typed_me
 
 
 @njit(nogil=True, cache=True, error_model="numpy")
-def message_half_fwd(H, Eh, W_m, W_x, b_x, src, dst, etype, n_types):
-    """``MX = M W_x + b_x`` with ``M`` the typed edge messages (``typed_message_fwd``).
+def message_half_fwd(H, Ea, W_m, W_x, b_x, src, dst, etype, n_types):
+    """``MX = M W_x + b_x`` with ``M`` the typed edge messages (``typed_message_fwd``) added to
+    ``Ea``, the bond encodings summed at every atom (the bond part of each atom's message, the
+    same every round).
 
     Returns the non-finite count of MX, MX, and what the backward needs: M, S and the pair
     plan (pair_atom, type_offsets, edge_pair).
     """
     pair_atom, type_offsets, edge_pair = pair_plan(dst, etype, H.shape[0], n_types)
-    M, S = typed_message_fwd(H, Eh, W_m, src, dst, pair_atom, type_offsets, edge_pair)
+    M, S = typed_message_fwd(H, Ea, W_m, src, pair_atom, type_offsets, edge_pair)
     MX = dense_fwd(M, W_x, b_x)
     return count_nonfinite(MX), MX, M, S, pair_atom, type_offsets, edge_pair
 
 
 @njit(nogil=True, cache=True, error_model="numpy")
-def message_half_bwd(dMX, dH_in, dEh_in, M, S, W_m, W_x, g_W_m, g_W_x, g_b_x, src, dst,
+def message_half_bwd(dMX, dH_in, dEa_in, M, S, W_m, W_x, g_W_m, g_W_x, g_b_x, src,
                      pair_atom, type_offsets, edge_pair):
     """Backward of ``message_half_fwd``; adds the W_m, W_x, b_x gradients to ``g_*``.
 
-    ``dH_in`` and ``dEh_in`` are gradients reaching H and Eh by other ways (added to the
-    message's; ``dEh_in`` without rows: none). Returns the non-finite count, dH, dEh.
+    ``dH_in`` and ``dEa_in`` are gradients reaching H and Ea by other ways (added to the
+    message's; ``dEa_in`` without rows: none). Returns the non-finite count, dH, dEa (this
+    round's ``dEa`` is ``dM``, the gradient of the messages).
     """
     dM, dW, db = dense_bwd(M, W_x, np.ascontiguousarray(dMX))
     n = add_count_nonfinite(g_W_x, dW) + add_count_nonfinite(g_b_x, db)
-    dH, dW, dEh = typed_message_bwd(dM, S, W_m, src, dst, pair_atom, type_offsets, edge_pair)
+    dH, dW = typed_message_bwd(dM, S, W_m, src, pair_atom, type_offsets, edge_pair)
     n += add_count_nonfinite(g_W_m, dW)
     n += add_count_nonfinite(dH, dH_in)
-    if dEh_in.shape[0] > 0:
-        n += add_count_nonfinite(dEh, dEh_in)
+    dEa = dM
+    if dEa_in.shape[0] > 0:
+        n += add_count_nonfinite(dEa, dEa_in)
     else:
-        n += count_nonfinite(dEh)
-    return n, dH, dEh
+        n += count_nonfinite(dEa)
+    return n, dH, dEa
 
 
 @njit(nogil=True, cache=True, error_model="numpy")

@@ -1,9 +1,10 @@
 """Edge messages by (bond type, destination atom) pairs: the same sum as ``message_fwd``, cheaper.
 
-``M[a] = Σ_{e: dst[e]=a} (H[src[e]] W_{etype[e]} + Eh[e])`` is computed as
-``S[p] = Σ_{e -> pair p} H[src[e]]`` over the pairs p = (type t, atom a) that occur, then
-``M[a] += S[p] W_t`` per type: the matmuls cover only existing pairs (~1.2 n_atoms rows for
-drug-like molecules) instead of the 4 n_atoms rows of ``H W_m``.
+``M[a] = Ea[a] + Σ_{e: dst[e]=a} H[src[e]] W_{etype[e]}`` (``Ea`` the bond encodings summed at
+every atom, from the embed stage) is computed as ``S[p] = Σ_{e -> pair p} H[src[e]]`` over the
+pairs p = (type t, atom a) that occur, then ``M[a] += S[p] W_t`` per type: the matmuls cover
+only existing pairs (~1.2 n_atoms rows for drug-like molecules) instead of the 4 n_atoms rows
+of ``H W_m``.
 """
 
 import numpy as np
@@ -44,23 +45,22 @@ def pair_plan(dst, etype, n_atoms, n_types):
 
 
 @njit(nogil=True, cache=True, error_model="numpy")
-def typed_message_fwd(H, Eh, W_m, src, dst, pair_atom, type_offsets, edge_pair):
-    """``M[dst[e]] += H[src[e]] W_m[:, etype[e] block] + Eh[e]`` via pairs.
+def typed_message_fwd(H, Ea, W_m, src, pair_atom, type_offsets, edge_pair):
+    """``M = Ea``, then ``M[dst[e]] += H[src[e]] W_m[:, etype[e] block]`` via pairs.
 
-    H : (n_atoms, d_h); Eh : (n_edges, d_h); W_m : (d_h, n_types d_h); plan from ``pair_plan``.
-    Returns M : (n_atoms, d_h) and S : (n_pairs, d_h) (saved for the backward).
+    H : (n_atoms, d_h); Ea : (n_atoms, d_h) the bond encodings summed at every atom (the bond
+    part of each atom's message, the same every round); W_m : (d_h, n_types d_h); plan from
+    ``pair_plan``. Returns M : (n_atoms, d_h) and S : (n_pairs, d_h) (saved for the backward).
     """
-    n_atoms, d_h = H.shape
+    d_h = H.shape[1]
     n_types = type_offsets.shape[0] - 1
     S = np.zeros((pair_atom.shape[0], d_h), dtype=H.dtype)
-    M = np.zeros((n_atoms, d_h), dtype=H.dtype)
+    M = Ea.copy()
     for e in range(src.shape[0]):
         p = edge_pair[e]
         s = src[e]
-        t = dst[e]
         for j in range(d_h):
             S[p, j] += H[s, j]
-            M[t, j] += Eh[e, j]
     for t in range(n_types):
         p0 = type_offsets[t]
         p1 = type_offsets[t + 1]
@@ -75,11 +75,12 @@ def typed_message_fwd(H, Eh, W_m, src, dst, pair_atom, type_offsets, edge_pair):
 
 
 @njit(nogil=True, cache=True, error_model="numpy")
-def typed_message_bwd(dM, S, W_m, src, dst, pair_atom, type_offsets, edge_pair):
+def typed_message_bwd(dM, S, W_m, src, pair_atom, type_offsets, edge_pair):
     """Backward of ``typed_message_fwd``: ``dW_t = S_t^T dM[pair_atom_t]``,
-    ``dS_t = dM[pair_atom_t] W_t^T``, ``dH[src[e]] += dS[edge_pair[e]]``, ``dEh[e] = dM[dst[e]]``.
+    ``dS_t = dM[pair_atom_t] W_t^T``, ``dH[src[e]] += dS[edge_pair[e]]`` (the gradient of Ea is
+    dM itself).
 
-    Returns dH : (n_atoms, d_h), dW_m : (d_h, n_types d_h), dEh : (n_edges, d_h).
+    Returns dH : (n_atoms, d_h), dW_m : (d_h, n_types d_h).
     """
     n_atoms, d_h = dM.shape
     n_types = type_offsets.shape[0] - 1
@@ -102,12 +103,9 @@ def typed_message_bwd(dM, S, W_m, src, dst, pair_atom, type_offsets, edge_pair):
                 dW_m[i, t * d_h + j] = dW_t[i, j]
         dS[p0:p1] = np.dot(dMp, np.ascontiguousarray(W_m[:, t * d_h:(t + 1) * d_h]).T)
     dH = np.zeros((n_atoms, d_h), dtype=dM.dtype)
-    dEh = np.empty((n_edges, d_h), dtype=dM.dtype)
     for e in range(n_edges):
         p = edge_pair[e]
         s = src[e]
-        t = dst[e]
         for j in range(d_h):
             dH[s, j] += dS[p, j]
-            dEh[e, j] = dM[t, j]
-    return dH, dW_m, dEh
+    return dH, dW_m

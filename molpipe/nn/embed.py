@@ -1,4 +1,6 @@
-"""Embed stage: atom and bond encoders ``H = tanh(V W_v + b_v)``, ``Eh = E W_e + b_e``."""
+"""Embed stage: atom encoder ``H = tanh(V W_v + b_v)`` and the bond encodings summed at every
+atom, ``Ea[a] = Σ_{e: dst[e]=a} (E[e] W_e + b_e)``: the bond part of each atom's message, the
+same every round."""
 
 from __future__ import annotations
 
@@ -24,15 +26,16 @@ class EmbedStage(Stage):
         dtype = p["W_v"].dtype
         V = np.ascontiguousarray(x["V"] if "V" in x else inst.V, dtype=dtype)
         E = np.ascontiguousarray(x["E"] if "E" in x else inst.E, dtype=dtype)
-        self.nonfinite, H, Eh = embed_fwd(V, E, p["W_v"], p["b_v"], p["W_e"], p["b_e"])
+        self.nonfinite, H, Ea, B, deg = embed_fwd(V, E, inst.dst, p["W_v"], p["b_v"],
+                                                  p["W_e"], p["b_e"])
         if train:
-            self.save(key, step, (V, E, H))
-        return {"H": H, "Eh": Eh}
+            self.save(key, step, (V, B, deg, H))
+        return {"H": H, "Ea": Ea}
 
     def backward(self, key, step: int, dy: Arrays, inst) -> Arrays:
-        V, E, H = self.pop(key, step)
+        V, B, deg, H = self.pop(key, step)
         g = self.grads
-        dEh = dy.get("Eh")
-        self.nonfinite = embed_bwd(dy["H"], H[:0] if dEh is None else dEh, V, E, H,
+        dEa = dy.get("Ea")
+        self.nonfinite = embed_bwd(dy["H"], H[:0] if dEa is None else dEa, V, B, deg, H,
                                    g["W_v"], g["b_v"], g["W_e"], g["b_e"])
         return {}

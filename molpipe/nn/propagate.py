@@ -2,7 +2,7 @@
 
 A round has two halves, each a function pair on the round's parameters:
 
-* **message**: ``M[a] = Σ_{e: dst[e]=a} (H[src[e]] W_m[etype[e]] + Eh[e])`` (computed by
+* **message**: ``M[a] = Ea[a] + Σ_{e: dst[e]=a} H[src[e]] W_m[etype[e]]`` (computed by
   (type, atom) pairs in ``typed_message_fwd``), then the GRU's input projection
   ``MX = M W_x + b_x``;
 * **update**: ``HU = H U_h + b_h``; ``H' = GRU(MX, HU, H)``;
@@ -11,7 +11,9 @@ A round has two halves, each a function pair on the round's parameters:
 The network runs a round either as one ``propagate`` stage (``fused``) or as two stages,
 ``message`` then ``update`` (``split``, the default): two workers that share a round's work
 about evenly, so the propagation loop — nine tenths of the network's work — spans two cores.
-Eh passes through every stage unchanged; its gradient is summed over the rounds.
+``Ea`` (from the embed stage) is the bond encodings summed at every atom: the bond part of each
+atom's message, the same every round. It passes through every stage unchanged; its gradient is
+summed over the rounds.
 """
 
 from __future__ import annotations
@@ -35,22 +37,22 @@ def update_params(rng: np.random.Generator, d_h: int, dtype) -> Arrays:
     return {"U_h": glorot(rng, d_h, d_h, 3, dtype), "b_h": zeros(3 * d_h, dtype)}
 
 
-def message_half_fwd(p: Arrays, H, Eh, inst):
-    """``MX`` (n_atoms, 3 d_h) from ``H``, ``Eh``; returns (the non-finite count of MX, MX,
+def message_half_fwd(p: Arrays, H, Ea, inst):
+    """``MX`` (n_atoms, 3 d_h) from ``H``, ``Ea``; returns (the non-finite count of MX, MX,
     what the backward needs)."""
-    n, MX, *saved = rounds.message_half_fwd(H, Eh, p["W_m"], p["W_x"], p["b_x"],
+    n, MX, *saved = rounds.message_half_fwd(H, Ea, p["W_m"], p["W_x"], p["b_x"],
                                             inst.src, inst.dst, inst.etype, N_TYPES)
     return n, MX, saved
 
 
-def message_half_bwd(p: Arrays, g: Arrays, saved, dMX, dH, dEh, inst):
-    """Adds the W_m, W_x, b_x gradients to ``g``; returns (non-finite count, dH, dEh) of the
-    message half plus ``dH`` and ``dEh`` (gradients that reached H and Eh by other ways;
-    ``dEh`` may be None)."""
+def message_half_bwd(p: Arrays, g: Arrays, saved, dMX, dH, dEa, inst):
+    """Adds the W_m, W_x, b_x gradients to ``g``; returns (non-finite count, dH, dEa) of the
+    message half plus ``dH`` and ``dEa`` (gradients that reached H and Ea by other ways;
+    ``dEa`` may be None)."""
     M, S, *plan = saved
-    dEh = M[:0] if dEh is None else np.ascontiguousarray(dEh)
-    return rounds.message_half_bwd(dMX, np.ascontiguousarray(dH), dEh, M, S, p["W_m"], p["W_x"],
-                                   g["W_m"], g["W_x"], g["b_x"], inst.src, inst.dst, *plan)
+    dEa = M[:0] if dEa is None else np.ascontiguousarray(dEa)
+    return rounds.message_half_bwd(dMX, np.ascontiguousarray(dH), dEa, M, S, p["W_m"], p["W_x"],
+                                   g["W_m"], g["W_x"], g["b_x"], inst.src, *plan)
 
 
 def update_half_fwd(p: Arrays, H, MX, inst, step: int):
@@ -78,19 +80,19 @@ class PropagateStage(Stage):
         return cls({**message_params(rng, d_h, dtype), **update_params(rng, d_h, dtype)})
 
     def forward(self, key, step: int, x: Arrays, inst, train: bool) -> Arrays:
-        n_m, MX, saved_m = message_half_fwd(self.params, x["H"], x["Eh"], inst)
+        n_m, MX, saved_m = message_half_fwd(self.params, x["H"], x["Ea"], inst)
         n_u, H_out, saved_u = update_half_fwd(self.params, x["H"], MX, inst, step)
         self.nonfinite = n_m + n_u
         if train:
             self.save(key, step, (saved_m, saved_u))
-        return {"H": H_out, "Eh": x["Eh"]}
+        return {"H": H_out, "Ea": x["Ea"]}
 
     def backward(self, key, step: int, dy: Arrays, inst) -> Arrays:
         saved_m, saved_u = self.pop(key, step)
         n_u, dH, dMX = update_half_bwd(self.params, self.grads, saved_u, dy["H"], inst, step)
-        n_m, dH, dEh = message_half_bwd(self.params, self.grads, saved_m, dMX, dH, dy.get("Eh"), inst)
+        n_m, dH, dEa = message_half_bwd(self.params, self.grads, saved_m, dMX, dH, dy.get("Ea"), inst)
         self.nonfinite = n_u + n_m
-        return {"H": dH, "Eh": dEh}
+        return {"H": dH, "Ea": dEa}
 
 
 class MessageStage(Stage):
@@ -103,15 +105,15 @@ class MessageStage(Stage):
         return cls(message_params(rng, d_h, dtype))
 
     def forward(self, key, step: int, x: Arrays, inst, train: bool) -> Arrays:
-        self.nonfinite, MX, saved = message_half_fwd(self.params, x["H"], x["Eh"], inst)
+        self.nonfinite, MX, saved = message_half_fwd(self.params, x["H"], x["Ea"], inst)
         if train:
             self.save(key, step, saved)
-        return {"H": x["H"], "Eh": x["Eh"], "MX": MX}
+        return {"H": x["H"], "Ea": x["Ea"], "MX": MX}
 
     def backward(self, key, step: int, dy: Arrays, inst) -> Arrays:
-        self.nonfinite, dH, dEh = message_half_bwd(self.params, self.grads, self.pop(key, step),
-                                                   dy["MX"], dy["H"], dy.get("Eh"), inst)
-        return {"H": dH, "Eh": dEh}
+        self.nonfinite, dH, dEa = message_half_bwd(self.params, self.grads, self.pop(key, step),
+                                                   dy["MX"], dy["H"], dy.get("Ea"), inst)
+        return {"H": dH, "Ea": dEa}
 
 
 class UpdateStage(Stage):
@@ -127,12 +129,12 @@ class UpdateStage(Stage):
         self.nonfinite, H_out, saved = update_half_fwd(self.params, x["H"], x["MX"], inst, step)
         if train:
             self.save(key, step, saved)
-        return {"H": H_out, "Eh": x["Eh"]}
+        return {"H": H_out, "Ea": x["Ea"]}
 
     def backward(self, key, step: int, dy: Arrays, inst) -> Arrays:
         self.nonfinite, dH, dMX = update_half_bwd(self.params, self.grads, self.pop(key, step),
                                                   dy["H"], inst, step)
         out = {"H": dH, "MX": dMX}
-        if dy.get("Eh") is not None:
-            out["Eh"] = dy["Eh"]
+        if dy.get("Ea") is not None:
+            out["Ea"] = dy["Ea"]
         return out

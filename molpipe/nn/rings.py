@@ -10,7 +10,7 @@ from molpipe.nn.stage import Arrays, Stage
 
 
 class RingStage(Stage):
-    """``H_out[a] = H[a] + sum over rings r containing a of Rt[r]``; drops Eh."""
+    """``H_out[a] = H[a] + sum over rings r containing a of Rt[r]``; drops Ea."""
 
     name = "rings"
 

@@ -15,30 +15,30 @@ N_TYPES = 4
 
 def _message_case(rng, n_atoms=7, n_edges=16, d_h=3):
     src, dst, etype = random_edges(rng, n_atoms, n_edges)
-    arrays = {"H": rng.normal(size=(n_atoms, d_h)), "Eh": rng.normal(size=(n_edges, d_h)),
+    arrays = {"H": rng.normal(size=(n_atoms, d_h)), "Ea": rng.normal(size=(n_atoms, d_h)),
               "W_m": rng.normal(size=(d_h, N_TYPES * d_h)),
               "W_x": rng.normal(size=(d_h, 3 * d_h)), "b_x": rng.normal(size=3 * d_h)}
     return arrays, (src, dst, etype)
 
 
-@pytest.mark.parametrize("wrt", ["H", "Eh", "W_m", "W_x", "b_x"])
+@pytest.mark.parametrize("wrt", ["H", "Ea", "W_m", "W_x", "b_x"])
 def test_message_half_bwd_finite_differences(wrt):
     rng = np.random.default_rng(3)
     a, (src, dst, etype) = _message_case(rng)
 
     def f():
-        return rounds.message_half_fwd(a["H"], a["Eh"], a["W_m"], a["W_x"], a["b_x"],
+        return rounds.message_half_fwd(a["H"], a["Ea"], a["W_m"], a["W_x"], a["b_x"],
                                        src, dst, etype, N_TYPES)[1]
 
-    n, MX, M, S, *plan = rounds.message_half_fwd(a["H"], a["Eh"], a["W_m"], a["W_x"], a["b_x"],
+    n, MX, M, S, *plan = rounds.message_half_fwd(a["H"], a["Ea"], a["W_m"], a["W_x"], a["b_x"],
                                                  src, dst, etype, N_TYPES)
     assert n == 0
     w = rng.normal(size=MX.shape)
     g = {k: np.zeros_like(a[k]) for k in ("W_m", "W_x", "b_x")}
-    n, dH, dEh = rounds.message_half_bwd(w, np.zeros_like(a["H"]), a["Eh"][:0], M, S, a["W_m"],
-                                         a["W_x"], g["W_m"], g["W_x"], g["b_x"], src, dst, *plan)
+    n, dH, dEa = rounds.message_half_bwd(w, np.zeros_like(a["H"]), a["Ea"][:0], M, S, a["W_m"],
+                                         a["W_x"], g["W_m"], g["W_x"], g["b_x"], src, *plan)
     assert n == 0
-    analytic = {"H": dH, "Eh": dEh, **g}[wrt]
+    analytic = {"H": dH, "Ea": dEa, **g}[wrt]
     check(f, a[wrt], analytic, w)
 
 
@@ -67,38 +67,38 @@ def test_update_half_bwd_finite_differences(wrt):
 def test_backwards_add_to_the_gradients_and_the_pass_through_they_are_given():
     rng = np.random.default_rng(5)
     a, (src, dst, etype) = _message_case(rng)
-    _, MX, M, S, *plan = rounds.message_half_fwd(a["H"], a["Eh"], a["W_m"], a["W_x"], a["b_x"],
+    _, MX, M, S, *plan = rounds.message_half_fwd(a["H"], a["Ea"], a["W_m"], a["W_x"], a["b_x"],
                                                  src, dst, etype, N_TYPES)
     dMX = rng.normal(size=MX.shape)
 
-    def bwd(g, dH_in, dEh_in):
-        return rounds.message_half_bwd(dMX, dH_in, dEh_in, M, S, a["W_m"], a["W_x"], g["W_m"],
-                                       g["W_x"], g["b_x"], src, dst, *plan)[1:]
+    def bwd(g, dH_in, dEa_in):
+        return rounds.message_half_bwd(dMX, dH_in, dEa_in, M, S, a["W_m"], a["W_x"], g["W_m"],
+                                       g["W_x"], g["b_x"], src, *plan)[1:]
 
     zero = {k: np.zeros_like(a[k]) for k in ("W_m", "W_x", "b_x")}
-    dH0, dEh0 = bwd(zero, np.zeros_like(a["H"]), a["Eh"][:0])
+    dH0, dEa0 = bwd(zero, np.zeros_like(a["H"]), a["Ea"][:0])
     start = {k: rng.normal(size=v.shape) for k, v in zero.items()}
     g = {k: v.copy() for k, v in start.items()}
-    dH_in, dEh_in = rng.normal(size=a["H"].shape), rng.normal(size=a["Eh"].shape)
-    dH1, dEh1 = bwd(g, dH_in, dEh_in)
+    dH_in, dEa_in = rng.normal(size=a["H"].shape), rng.normal(size=a["Ea"].shape)
+    dH1, dEa1 = bwd(g, dH_in, dEa_in)
     for k in g:
         np.testing.assert_allclose(g[k], start[k] + zero[k], rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(dH1, dH0 + dH_in, rtol=1e-12, atol=1e-12)
-    np.testing.assert_allclose(dEh1, dEh0 + dEh_in, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(dEa1, dEa0 + dEa_in, rtol=1e-12, atol=1e-12)
 
 
 def test_counts_are_the_nonfinite_values_made_and_gathered():
     rng = np.random.default_rng(10)
     a, (src, dst, etype) = _message_case(rng)
     a["H"][2, 1] = np.nan                       # one atom's state: every edge from it is NaN
-    n, MX, M, S, *plan = rounds.message_half_fwd(a["H"], a["Eh"], a["W_m"], a["W_x"], a["b_x"],
+    n, MX, M, S, *plan = rounds.message_half_fwd(a["H"], a["Ea"], a["W_m"], a["W_x"], a["b_x"],
                                                  src, dst, etype, N_TYPES)
     assert n == np.count_nonzero(~np.isfinite(MX)) > 0
     g = {k: np.zeros_like(a[k]) for k in ("W_m", "W_x", "b_x")}
-    n, dH, dEh = rounds.message_half_bwd(np.zeros_like(MX), np.zeros_like(a["H"]), a["Eh"][:0],
+    n, dH, dEa = rounds.message_half_bwd(np.zeros_like(MX), np.zeros_like(a["H"]), a["Ea"][:0],
                                          M, S, a["W_m"], a["W_x"], g["W_m"], g["W_x"], g["b_x"],
-                                         src, dst, *plan)
-    made = sum(np.count_nonzero(~np.isfinite(x)) for x in (dH, dEh, *g.values()))
+                                         src, *plan)
+    made = sum(np.count_nonzero(~np.isfinite(x)) for x in (dH, dEa, *g.values()))
     assert n == made > 0                         # dW_m = S^T dM: S holds the NaN (NaN * 0)
     # a gathered gradient that overflows counts although every part of it is finite
     # a gathered gradient that overflows counts, although every part of it is finite

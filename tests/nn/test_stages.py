@@ -49,10 +49,10 @@ def test_forward_without_train_caches_nothing_and_backward_needs_cache():
     x = network.stages["embed"].forward("k", 0, {}, a, False)
     assert network.stages["embed"].n_cached == 0
     with pytest.raises(KeyError):
-        network.stages["embed"].backward("k", 0, {"H": x["H"], "Eh": x["Eh"]}, a)
+        network.stages["embed"].backward("k", 0, {"H": x["H"], "Ea": x["Ea"]}, a)
 
 
-def test_propagate_freezes_finished_molecules_and_passes_eh():
+def test_propagate_freezes_finished_molecules_and_passes_ea():
     a, _ = insts()   # benzene-like: 3 rounds, chain: 1 round
     network = net()
     e = network.stages["embed"].forward(None, 0, {}, a, False)
@@ -62,18 +62,18 @@ def test_propagate_freezes_finished_molecules_and_passes_eh():
     assert frozen.any() and (~frozen).any()
     np.testing.assert_array_equal(out["H"][frozen], e["H"][frozen])
     assert not np.allclose(out["H"][~frozen], e["H"][~frozen])
-    assert out["Eh"] is e["Eh"]
-    # absent Eh gradient is zero; a given one is added to this round's contribution
+    assert out["Ea"] is e["Ea"]
+    # absent Ea gradient is zero; a given one is added to this round's contribution
     dH = np.ones_like(out["H"])
     g0 = prop.backward("k", 1, {"H": dH}, a)
     prop.forward("k", 1, e, a, True)
-    extra = np.full_like(e["Eh"], 0.25)
-    g1 = prop.backward("k", 1, {"H": dH, "Eh": extra}, a)
-    np.testing.assert_allclose(g1["Eh"], g0["Eh"] + 0.25)
+    extra = np.full_like(e["Ea"], 0.25)
+    g1 = prop.backward("k", 1, {"H": dH, "Ea": extra}, a)
+    np.testing.assert_allclose(g1["Ea"], g0["Ea"] + 0.25)
     np.testing.assert_array_equal(g0["H"][frozen], 1.0)
 
 
-def test_rings_stage_drops_eh_and_returns_only_dh():
+def test_rings_stage_drops_ea_and_returns_only_dh():
     a, _ = insts()
     network = net()
     x = {}
@@ -91,7 +91,7 @@ def test_embed_casts_features_to_parameter_dtype():
     for dtype in ("float32", "float64"):
         network = build_network(NetworkConfig(hidden=4, dtype=dtype), D_V, D_E, 1)
         out = network.stages["embed"].forward(None, 0, {}, a, False)
-        assert out["H"].dtype == np.dtype(dtype) and out["Eh"].dtype == np.dtype(dtype)
+        assert out["H"].dtype == np.dtype(dtype) and out["Ea"].dtype == np.dtype(dtype)
 
 
 def test_loss_stage_buffers_and_backward():
