@@ -1,7 +1,8 @@
 """Test error against chemprop 2.3.1's on the four bundled sets, mean over split seeds 0, 1, 2.
 
     python benchmarks/bench_accuracy.py [--schedule reference] [--sets esol freesolv lipo qm9]
-        [--seeds 0 1 2] [--hidden 128] [--out benchmarks/results/accuracy-reference.json]
+        [--seeds 0 1 2] [--hidden 128] [--molecules-per-instance N]
+        [--out benchmarks/results/accuracy-reference.json]
 
 Each run is ``molpipe.train.train`` with the defaults of ``molpipe train`` (random 80/10/10
 split, 50 epochs; 30 for Lipophilicity and the QM9 subset, whose first 10,000 molecules are
@@ -36,6 +37,8 @@ def main() -> None:
     ap.add_argument("--sets", nargs="+", default=list(SETS))
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     ap.add_argument("--hidden", type=int, default=128)
+    ap.add_argument("--molecules-per-instance", type=int, default=None,
+                    help="default: as molpipe train chooses")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
     out = args.out or Path(f"benchmarks/results/accuracy-{args.schedule}.json")
@@ -48,7 +51,9 @@ def main() -> None:
             with tempfile.TemporaryDirectory() as tmp:
                 t0 = time.perf_counter()
                 rep = train(TrainConfig(data=name, seed=seed, schedule=args.schedule,
-                                        hidden=args.hidden, **settings), tmp)
+                                        hidden=args.hidden,
+                                        molecules_per_instance=args.molecules_per_instance,
+                                        **settings), tmp)
             (target, m), = rep["test"].items()
             runs.append({"seed": seed, "rmse": m["rmse"], "mae": m["mae"], "r2": m["r2"],
                          "wall_seconds": time.perf_counter() - t0, "epochs": rep["epochs"],
