@@ -31,6 +31,7 @@ from molpipe.kernels import (dense, gru, loss, message, optim, rings, segment,  
                              typed_message)
 from molpipe.nn.network import NetworkConfig, build_network  # noqa: E402
 from molpipe.nn.optim import Adam  # noqa: E402
+from molpipe.nn.propagate import blocks_from_columns  # noqa: E402
 
 
 def bench_instance(n_mols: int = 16, lo: int = 22, hi: int = 28):
@@ -68,9 +69,10 @@ def kernel_table(inst, d_h: int, repeat: int) -> list[tuple[str, float, float]]:
     n, ne = inst.n_atoms, inst.E.shape[0]
     H = rng.normal(size=(n, d_h)).astype(f32)
     W = (rng.normal(size=(d_h, 3 * d_h)) / np.sqrt(d_h)).astype(f32)
-    W_m = (rng.normal(size=(d_h, 4 * d_h)) / np.sqrt(d_h)).astype(f32)
+    W_cols = (rng.normal(size=(d_h, 4 * d_h)) / np.sqrt(d_h)).astype(f32)   # H W_m as one matmul
+    W_m = blocks_from_columns(W_cols, 4)                     # the network's (4, d_h, d_h) blocks
     b = np.zeros(3 * d_h, f32)
-    HW = dense.dense_fwd(H, W_m, np.zeros(4 * d_h, f32))
+    HW = dense.dense_fwd(H, W_cols, np.zeros(4 * d_h, f32))
     Eh = rng.normal(size=(ne, d_h)).astype(f32)
     Ea = rng.normal(size=(n, d_h)).astype(f32)
     MX, HU = dense.dense_fwd(H, W, b), dense.dense_fwd(H, W, b)
@@ -85,8 +87,8 @@ def kernel_table(inst, d_h: int, repeat: int) -> list[tuple[str, float, float]]:
     rows = [
         ("dense H W (d_h x 3d_h)", lambda: dense.dense_fwd(H, W, b),
          lambda: dense.dense_bwd(H, W, dY3)),
-        ("dense H W_m (d_h x 4d_h)", lambda: dense.dense_fwd(H, W_m, np.zeros(4 * d_h, f32)),
-         lambda: dense.dense_bwd(H, W_m, HW)),
+        ("dense H W_m (d_h x 4d_h)", lambda: dense.dense_fwd(H, W_cols, np.zeros(4 * d_h, f32)),
+         lambda: dense.dense_bwd(H, W_cols, HW)),
         ("tanh", lambda: A.tanh_fwd(H), lambda: A.tanh_bwd(H, H)),
         ("sigmoid", lambda: A.sigmoid_fwd(H), lambda: A.sigmoid_bwd(H, H)),
         ("message", lambda: message.message_fwd(HW, Eh, inst.src, inst.dst, inst.etype, n),

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from molpipe.nn.network import AGGREGATIONS, DTYPES, PROPAGATE, NetworkConfig, build_network
+from molpipe.nn.propagate import is_old_layout
 from molpipe.safenpz import NpzError, inspect_npz, regular_file, sha256_file
 
 MODEL_FORMAT = 1
@@ -175,7 +176,8 @@ def load_model(model_dir: str | Path):
     """Rebuild the network of a model directory; returns ``(network, config)``.
 
     Nothing is unpickled and nothing is allocated from a declared size before the file's
-    checksum and every array header (name, dtype, shape) match what ``config.json`` implies.
+    checksum and every array header (name, dtype, shape) match what ``config.json`` implies
+    (W_m may also have its old (d_h, n_types d_h) layout: ``Network.load_state_dict`` converts it).
     """
     config = read_model_config(model_dir)
     model_dir = Path(config["_dir"])
@@ -205,7 +207,7 @@ def load_model(model_dir: str | Path):
         raise ModelError(f"{params}: arrays do not match config.json: missing {missing[:5]}, "
                          f"unexpected {extra[:5]}")
     for k, (shape, dtype) in header.items():
-        if shape != want[k][0] or dtype.kind != "f":
+        if (shape != want[k][0] and not is_old_layout(k, shape, want[k][0])) or dtype.kind != "f":
             raise ModelError(f"{params}: array {k!r} is {dtype}{list(shape)}, the network "
                              f"needs {want[k][1]}{list(want[k][0])}")
     try:

@@ -186,7 +186,7 @@ def _restore(arrays: dict, scalars: dict, network, optimizers: dict) -> dict:
         prefix = f"opt/{name}/"
         opt.load_state_dict({**scalars.get(name, {}),
                              **{k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}})
-    return {k[5:]: v for k, v in arrays.items() if k.startswith("best/")}
+    return network.upgrade_state({k[5:]: v for k, v in arrays.items() if k.startswith("best/")})
 
 
 def train(config: TrainConfig, out_dir: str | Path, progress=None, resume: bool = False) -> dict:

@@ -73,6 +73,58 @@ def test_wrong_shape_missing_and_extra_arrays(model):
     refused(d, "params.npz", "unexpected", "extra")
 
 
+def old_layout(a):
+    """W_m (or an Adam slot of it) as saved before it became per-type blocks."""
+    n_types, d_h, _ = a.shape
+    return a.transpose(1, 0, 2).reshape(d_h, n_types * d_h)
+
+
+def test_a_model_saved_with_the_old_w_m_layout_loads_and_a_wrong_shape_does_not(tmp_path):
+    net = build_network(NetworkConfig(hidden=4), 6, 3, 1, seed=0)
+    state = net.state_dict()
+    old = dict(state, **{"message.W_m": old_layout(state["message.W_m"])})
+    d = save_model(tmp_path / "old", net.config, old, META)
+    loaded, _ = load_model(d)
+    got = loaded.state_dict()
+    assert got["message.W_m"].shape == (4, 4, 4)
+    assert all(np.array_equal(got[k], state[k]) for k in state)
+    d = save_model(tmp_path / "bad", net.config, dict(old, **{"message.W_m": old["message.W_m"].T}),
+                   META)
+    refused(d, "params.npz", "'message.W_m'", "needs")
+
+
+def test_a_checkpoint_with_the_old_w_m_layout_resumes_the_same_state(tmp_path):
+    from molpipe.engine import make_optimizers
+    from molpipe.train import _restore, _state_arrays
+
+    def make():
+        network = build_network(NetworkConfig(hidden=4, propagate="fused"), 6, 3, 1, seed=0)
+        return network, make_optimizers(network, 1e-3)
+
+    network, opts = make()
+    rng = np.random.default_rng(0)
+    for _ in range(2):                              # Adam slots that are not zero
+        for name, opt in opts.items():
+            opt.step({k: rng.normal(size=p.shape).astype(p.dtype) for k, p in opt.params.items()})
+    best = {k: v + 1 for k, v in network.state_dict().items()}
+    arrays, scalars = _state_arrays(network, opts, best)
+    old = {k: old_layout(v) if k.endswith("W_m") else v for k, v in arrays.items()}
+    assert sorted(k for k in old if old[k].shape != arrays[k].shape) == [
+        "best/propagate.W_m", "net/propagate.W_m", "opt/propagate/m.W_m", "opt/propagate/v.W_m"]
+    save_checkpoint(tmp_path, 0, {"epoch": 0}, old)
+    _, loaded, _ = load_checkpoint(tmp_path)
+    fresh, fresh_opts = make()
+    got_best = _restore(loaded, scalars, fresh, fresh_opts)
+    again, _ = _state_arrays(fresh, fresh_opts, got_best)
+    assert again.keys() == arrays.keys()
+    for k, v in arrays.items():
+        assert again[k].shape == v.shape, k
+        np.testing.assert_array_equal(again[k], v)
+    bad = dict(old, **{"opt/propagate/v.W_m": old["opt/propagate/v.W_m"].T})
+    with pytest.raises(ValueError, match="v.W_m"):
+        _restore(bad, scalars, *make())
+
+
 def _npy_member(shape, dtype="<f4", data=b""):
     buf = io.BytesIO()
     np.lib.format.write_array_header_1_0(buf, {"descr": dtype, "fortran_order": False, "shape": shape})

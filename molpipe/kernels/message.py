@@ -8,7 +8,7 @@ from numba import njit
 def message_fwd(HW, Eh, src, dst, etype, n_atoms):
     """Sum incoming messages per atom.
 
-    HW : (n_atoms, n_types * d_h)  ``H W_m``, one d_h block per bond type
+    HW : (n_atoms, n_types * d_h)  ``H [W_m[0] | ... | W_m[n_types-1]]``, a d_h block per type
     Eh : (n_edges, d_h)            edge embeddings
     src, dst, etype : (n_edges,)   edge endpoints and bond type
     Returns M : (n_atoms, d_h).

@@ -39,7 +39,8 @@ def message_half_fwd(H, Ea, W_m, W_x, b_x, src, dst, etype, n_types):
 @njit(nogil=True, cache=True, error_model="numpy")
 def message_half_bwd(dMX, dH_in, dEa_in, M, S, W_m, W_x, g_W_m, g_W_x, g_b_x, src,
                      pair_atom, type_offsets, edge_pair):
-    """Backward of ``message_half_fwd``; adds the W_m, W_x, b_x gradients to ``g_*``.
+    """Backward of ``message_half_fwd``; adds the W_m, W_x, b_x gradients to ``g_*``
+    (``g_W_m`` shaped as W_m, (n_types, d_h, d_h)).
 
     ``dH_in`` and ``dEa_in`` are gradients reaching H and Ea by other ways (added to the
     message's; ``dEa_in`` without rows: none). Returns the non-finite count, dH, dEa (this

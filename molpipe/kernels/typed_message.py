@@ -2,9 +2,9 @@
 
 ``M[a] = Ea[a] + Σ_{e: dst[e]=a} H[src[e]] W_{etype[e]}`` (``Ea`` the bond encodings summed at
 every atom, from the embed stage) is computed as ``S[p] = Σ_{e -> pair p} H[src[e]]`` over the
-pairs p = (type t, atom a) that occur, then ``M[a] += S[p] W_t`` per type: the matmuls cover
-only existing pairs (~1.2 n_atoms rows for drug-like molecules) instead of the 4 n_atoms rows
-of ``H W_m``.
+pairs p = (type t, atom a) that occur, then ``M[a] += S[p] W_t`` per type (``W_t = W_m[t]``,
+W_m an (n_types, d_h, d_h) array of contiguous blocks): the matmuls cover only existing pairs
+(~1.2 n_atoms rows for drug-like molecules) instead of the 4 n_atoms rows of ``H W_m``.
 """
 
 import numpy as np
@@ -46,11 +46,12 @@ def pair_plan(dst, etype, n_atoms, n_types):
 
 @njit(nogil=True, cache=True, error_model="numpy")
 def typed_message_fwd(H, Ea, W_m, src, pair_atom, type_offsets, edge_pair):
-    """``M = Ea``, then ``M[dst[e]] += H[src[e]] W_m[:, etype[e] block]`` via pairs.
+    """``M = Ea``, then ``M[dst[e]] += H[src[e]] W_m[etype[e]]`` via pairs.
 
     H : (n_atoms, d_h); Ea : (n_atoms, d_h) the bond encodings summed at every atom (the bond
-    part of each atom's message, the same every round); W_m : (d_h, n_types d_h); plan from
-    ``pair_plan``. Returns M : (n_atoms, d_h) and S : (n_pairs, d_h) (saved for the backward).
+    part of each atom's message, the same every round); W_m : (n_types, d_h, d_h), C-contiguous
+    (every block ``W_m[t]`` used as it is); plan from ``pair_plan``. Returns M : (n_atoms, d_h)
+    and S : (n_pairs, d_h) (saved for the backward).
     """
     d_h = H.shape[1]
     n_types = type_offsets.shape[0] - 1
@@ -66,7 +67,7 @@ def typed_message_fwd(H, Ea, W_m, src, pair_atom, type_offsets, edge_pair):
         p1 = type_offsets[t + 1]
         if p1 == p0:
             continue
-        Y = np.dot(S[p0:p1], np.ascontiguousarray(W_m[:, t * d_h:(t + 1) * d_h]))
+        Y = np.dot(S[p0:p1], W_m[t])
         for k in range(p1 - p0):
             a = pair_atom[p0 + k]
             for j in range(d_h):
@@ -76,11 +77,11 @@ def typed_message_fwd(H, Ea, W_m, src, pair_atom, type_offsets, edge_pair):
 
 @njit(nogil=True, cache=True, error_model="numpy")
 def typed_message_bwd(dM, S, W_m, src, pair_atom, type_offsets, edge_pair):
-    """Backward of ``typed_message_fwd``: ``dW_t = S_t^T dM[pair_atom_t]``,
-    ``dS_t = dM[pair_atom_t] W_t^T``, ``dH[src[e]] += dS[edge_pair[e]]`` (the gradient of Ea is
+    """Backward of ``typed_message_fwd``: ``dW_m[t] = S_t^T dM[pair_atom_t]``,
+    ``dS_t = dM[pair_atom_t] W_m[t]^T``, ``dH[src[e]] += dS[edge_pair[e]]`` (the gradient of Ea is
     dM itself).
 
-    Returns dH : (n_atoms, d_h), dW_m : (d_h, n_types d_h).
+    Returns dH : (n_atoms, d_h), dW_m : (n_types, d_h, d_h) (zero for types without pairs).
     """
     n_atoms, d_h = dM.shape
     n_types = type_offsets.shape[0] - 1
@@ -97,11 +98,8 @@ def typed_message_bwd(dM, S, W_m, src, pair_atom, type_offsets, edge_pair):
             a = pair_atom[p0 + k]
             for j in range(d_h):
                 dMp[k, j] = dM[a, j]
-        dW_t = np.dot(S[p0:p1].T, dMp)
-        for i in range(d_h):
-            for j in range(d_h):
-                dW_m[i, t * d_h + j] = dW_t[i, j]
-        dS[p0:p1] = np.dot(dMp, np.ascontiguousarray(W_m[:, t * d_h:(t + 1) * d_h]).T)
+        dW_m[t] = np.dot(S[p0:p1].T, dMp)
+        dS[p0:p1] = np.dot(dMp, W_m[t].T)
     dH = np.zeros((n_atoms, d_h), dtype=dM.dtype)
     for e in range(n_edges):
         p = edge_pair[e]

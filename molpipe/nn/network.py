@@ -8,7 +8,7 @@ import numpy as np
 
 from molpipe.nn.embed import EmbedStage
 from molpipe.nn.loss import TASKS, LossStage
-from molpipe.nn.propagate import MessageStage, PropagateStage, UpdateStage
+from molpipe.nn.propagate import MessageStage, PropagateStage, UpdateStage, from_old_layout
 from molpipe.nn.readout import ReadoutStage
 from molpipe.nn.rings import RingStage
 from molpipe.nn.stage import Stage
@@ -140,18 +140,28 @@ class Network:
         return {k: v.copy() for k, v in self._arrays().items()}
 
     def load_state_dict(self, d: dict[str, np.ndarray]) -> None:
-        """Copy ``d`` into the parameters in place (optimizers keep their references)."""
+        """Copy ``d`` into the parameters in place (optimizers keep their references).
+
+        W_m saved in its old (d_h, n_types d_h) layout is converted (``from_old_layout``).
+        """
         own = self._arrays()
         missing = sorted(set(own) - set(d))
         unknown = sorted(set(d) - set(own))
         if missing or unknown:
             raise ValueError(f"state dict mismatch: missing {missing}, unexpected {unknown}")
+        d = self.upgrade_state(d)
         for k, arr in own.items():
             src = np.asarray(d[k])
             if src.shape != arr.shape:
                 raise ValueError(f"{k}: shape {src.shape} in state dict, network has {arr.shape}")
         for k, arr in own.items():
             arr[...] = d[k]
+
+    def upgrade_state(self, d: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """``d`` with arrays saved in an older layout (W_m) in this network's; any other array
+        (unknown names, other shapes) as it is."""
+        own = self._arrays()
+        return {k: from_old_layout(k, v, own[k].shape) if k in own else v for k, v in d.items()}
 
     @property
     def n_parameters(self) -> int:

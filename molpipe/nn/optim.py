@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from molpipe.kernels.optim import adam_step, sgd_step
+from molpipe.nn.propagate import from_old_layout
 
 
 def _flat(a: np.ndarray) -> np.ndarray:
@@ -34,11 +35,13 @@ class _Optimizer:
         return out
 
     def load_state_dict(self, d: dict) -> None:
+        """Scalars and slots from ``state_dict``; a W_m slot saved in W_m's old
+        (d_h, n_types d_h) layout is converted (``from_old_layout``)."""
         for s in self.scalars:
             setattr(self, s, type(getattr(self, s))(np.asarray(d[s]).item()))
         for s, arrays in self.state.items():
             for k, a in arrays.items():
-                src = np.asarray(d[f"{s}.{k}"])
+                src = from_old_layout(f"{s}.{k}", d[f"{s}.{k}"], a.shape)
                 if src.shape != a.shape:
                     raise ValueError(f"{s}.{k}: shape {src.shape}, expected {a.shape}")
                 a[...] = src

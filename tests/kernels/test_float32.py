@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from numba import njit
 
-from molpipe.kernels import activations, dense, embed, gru, loss, message, optim, rings, segment
+from molpipe.kernels import (activations, dense, embed, finite, gru, loss, message, optim, rings,
+                             segment)
 from molpipe.kernels import typed_message as tm
 
 rng = np.random.default_rng(0)
@@ -33,8 +34,9 @@ CALLS = [
     (activations.relu_bwd, (f32(N, D), f32(N, D))),
     (message.message_fwd, (f32(N, 4 * D), f32(NE, D), i32, i32[::-1].copy(), i32 % 4, N)),
     (message.message_bwd, (f32(N, D), i32, i32[::-1].copy(), i32 % 4, 4)),
-    (tm.typed_message_fwd, (f32(N, D), f32(N, D), f32(D, 4 * D), i32, *PLAN)),
-    (tm.typed_message_bwd, (f32(N, D), f32(PLAN[0].shape[0], D), f32(D, 4 * D), i32, *PLAN)),
+    (tm.typed_message_fwd, (f32(N, D), f32(N, D), f32(4, D, D), i32, *PLAN)),
+    (tm.typed_message_bwd, (f32(N, D), f32(PLAN[0].shape[0], D), f32(4, D, D), i32, *PLAN)),
+    (finite.add_count_nonfinite, (f32(4, D, D), f32(4, D, D))),     # g_W_m += dW_m
     (embed.embed_fwd, (f32(N, D), f32(NE, 3), i32[::-1].copy(), f32(D, D), f32(D), f32(3, D),
                        f32(D))),
     (embed.embed_bwd, (f32(N, D), f32(N, D), f32(N, D), f32(N, 3), f32(N), np.tanh(f32(N, D)),

@@ -16,7 +16,7 @@ N_TYPES = 4
 def _message_case(rng, n_atoms=7, n_edges=16, d_h=3):
     src, dst, etype = random_edges(rng, n_atoms, n_edges)
     arrays = {"H": rng.normal(size=(n_atoms, d_h)), "Ea": rng.normal(size=(n_atoms, d_h)),
-              "W_m": rng.normal(size=(d_h, N_TYPES * d_h)),
+              "W_m": rng.normal(size=(N_TYPES, d_h, d_h)),
               "W_x": rng.normal(size=(d_h, 3 * d_h)), "b_x": rng.normal(size=3 * d_h)}
     return arrays, (src, dst, etype)
 

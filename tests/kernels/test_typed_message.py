@@ -3,6 +3,7 @@ import pytest
 
 from molpipe.kernels.message import message_bwd, message_fwd
 from molpipe.kernels.typed_message import pair_plan, typed_message_bwd, typed_message_fwd
+from molpipe.nn.propagate import blocks_from_columns
 
 from .fd import check
 from .test_message import random_edges
@@ -10,6 +11,12 @@ from .test_message import random_edges
 
 def plan_for(dst, etype, n_atoms):
     return pair_plan(dst, etype, n_atoms, 4)
+
+
+def columns(W_m):
+    """(n_types, d_h, d_h) blocks side by side: (d_h, n_types d_h), the ``H W_m`` of message_fwd."""
+    n_types, d_h, _ = W_m.shape
+    return W_m.transpose(1, 0, 2).reshape(d_h, n_types * d_h)
 
 
 def per_atom(Eh, dst, n_atoms):
@@ -34,12 +41,12 @@ def test_typed_message_fwd_equals_message_fwd(n_atoms, n_edges, d_h):
     src, dst, etype = random_edges(rng, n_atoms, n_edges)
     for dtype in (np.float32, np.float64):
         H = rng.normal(size=(n_atoms, d_h)).astype(dtype)
-        W_m = rng.normal(size=(d_h, 4 * d_h)).astype(dtype)
+        W_m = rng.normal(size=(4, d_h, d_h)).astype(dtype)
         Eh = rng.normal(size=(n_edges, d_h)).astype(dtype)
         M, _ = typed_message_fwd(H, per_atom(Eh, dst, n_atoms), W_m, src,
                                  *plan_for(dst, etype, n_atoms))
         assert M.dtype == dtype
-        ref = message_fwd((H @ W_m).astype(dtype), Eh, src, dst, etype, n_atoms)
+        ref = message_fwd((H @ columns(W_m)).astype(dtype), Eh, src, dst, etype, n_atoms)
         np.testing.assert_allclose(M, ref, rtol=1e-4, atol=1e-4)
 
 
@@ -48,7 +55,7 @@ def test_typed_message_bwd_finite_differences(n_atoms, n_edges, d_h):
     rng = np.random.default_rng(9 + n_edges)
     src, dst, etype = random_edges(rng, n_atoms, n_edges)
     plan = plan_for(dst, etype, n_atoms)
-    H, W_m = rng.normal(size=(n_atoms, d_h)), rng.normal(size=(d_h, 4 * d_h))
+    H, W_m = rng.normal(size=(n_atoms, d_h)), rng.normal(size=(4, d_h, d_h))
     Ea = rng.normal(size=(n_atoms, d_h))
     w = rng.normal(size=(n_atoms, d_h))
     _, S = typed_message_fwd(H, Ea, W_m, src, *plan)
@@ -58,5 +65,22 @@ def test_typed_message_bwd_finite_differences(n_atoms, n_edges, d_h):
     check(f, Ea, w, w)                      # the gradient of Ea is dM itself
     # W_m blocks of types without edges get zero gradient, as in the HW formulation
     dHW, _ = message_bwd(w, src, dst, etype, 4)
-    np.testing.assert_allclose(dW_m, H.T @ dHW, rtol=1e-10, atol=1e-12)
+    assert dW_m.shape == (4, d_h, d_h) and dW_m.flags.c_contiguous
+    np.testing.assert_allclose(dW_m, blocks_from_columns(H.T @ dHW, 4), rtol=1e-10, atol=1e-12)
     check(f, W_m, dW_m, w)
+    for t in range(4):                      # block t is the gradient of bond type t only
+        if not np.any(etype == t):
+            np.testing.assert_array_equal(dW_m[t], 0.0)
+
+
+def test_block_t_is_the_weight_of_bond_type_t():
+    """One edge of type t: the message is ``H[src] W_m[t]`` (not a transposed or mixed block)."""
+    rng = np.random.default_rng(1)
+    d_h = 3
+    H, W_m = rng.normal(size=(2, d_h)), rng.normal(size=(4, d_h, d_h))
+    src, dst = np.array([0], np.int32), np.array([1], np.int32)
+    for t in range(4):
+        etype = np.array([t], np.int32)
+        M, _ = typed_message_fwd(H, np.zeros((2, d_h)), W_m, src, *plan_for(dst, etype, 2))
+        np.testing.assert_allclose(M[1], H[0] @ W_m[t], rtol=1e-12)
+        np.testing.assert_array_equal(M[0], 0.0)

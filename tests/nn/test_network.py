@@ -4,6 +4,8 @@ import numpy as np
 import pytest
 
 from molpipe.nn.network import Network, NetworkConfig, build_network
+from molpipe.nn.optim import Adam
+from molpipe.nn.propagate import N_TYPES
 
 from ..kernels.fd import num_grad, rel_err
 from .graphs import (D_E, D_V, benzene_like, chain, instance, naphthalene_like, one_atom,
@@ -178,7 +180,7 @@ def test_state_dict_roundtrip_and_errors():
     a, b = net(seed=1), net(seed=2)
     sd = a.state_dict()
     assert "propagate.W_m" in sd and "loss.mean" in sd and "loss.std" in sd
-    assert sd["propagate.W_m"].shape == (4, 16)
+    assert sd["propagate.W_m"].shape == (N_TYPES, 4, 4)
     inst = instances()["rings"]
     b.load_state_dict(sd)
     np.testing.assert_array_equal(a.predict(inst), b.predict(inst))
@@ -187,6 +189,57 @@ def test_state_dict_roundtrip_and_errors():
         b.load_state_dict(bad)
     with pytest.raises(ValueError, match="missing"):
         b.load_state_dict({k: v for k, v in sd.items() if k != "embed.b_v"})
+
+
+def old_layout(a):
+    """W_m (or a slot of it) as saved before it became per-type blocks: (d_h, n_types d_h)."""
+    n_types, d_h, _ = a.shape
+    return a.transpose(1, 0, 2).reshape(d_h, n_types * d_h)
+
+
+@pytest.mark.parametrize("propagate,stage", [("fused", "propagate"), ("split", "message")])
+def test_old_w_m_layout_loads_into_the_network_and_adam(propagate, stage):
+    inst = instances()["packed_rounds"]
+    a = net(seed=1, propagate=propagate)
+    opts = {n: Adam(s.params, lr=1e-2) for n, s in a.stages.items() if s.params}
+    for i in range(2):                              # Adam slots that are not zero
+        a.zero_grad()
+        a.forward_backward(i, inst)
+        for n, o in opts.items():
+            o.step(a.stages[n].grads)
+    sd, osd = a.state_dict(), opts[stage].state_dict()
+    key = f"{stage}.W_m"
+    assert sd[key].shape == (N_TYPES, 4, 4) and osd["m.W_m"].shape == (N_TYPES, 4, 4)
+    old = dict(sd, **{key: old_layout(sd[key])})
+    assert old[key].shape == (4, N_TYPES * 4)
+    old_opt = dict(osd, **{s: old_layout(osd[s]) for s in ("m.W_m", "v.W_m")})
+
+    b = net(seed=2, propagate=propagate)
+    assert not np.array_equal(b.predict(inst), a.predict(inst))
+    b.load_state_dict(old)
+    np.testing.assert_array_equal(b.predict(inst), a.predict(inst))
+    for k, v in b.state_dict().items():
+        np.testing.assert_array_equal(v, sd[k])
+    assert b.stages[stage].params["W_m"].flags.c_contiguous
+    ob = Adam(b.stages[stage].params, lr=1.0)
+    ob.load_state_dict(old_opt)
+    for s in ("m", "v"):
+        np.testing.assert_array_equal(ob.state[s]["W_m"], osd[f"{s}.W_m"])
+    # and the next step moves both alike
+    g = {k: np.full_like(v, 0.1) for k, v in a.stages[stage].params.items()}
+    opts[stage].step(g)
+    ob.step(g)
+    np.testing.assert_array_equal(b.stages[stage].params["W_m"], a.stages[stage].params["W_m"])
+
+    # any other shape is still refused, naming the array
+    for bad in (old[key].T, old[key][:, :-1], sd[key][:, :, :-1]):
+        with pytest.raises(ValueError, match=key):
+            b.load_state_dict(dict(sd, **{key: bad}))
+        with pytest.raises(ValueError, match="m.W_m"):
+            Adam(b.stages[stage].params).load_state_dict(dict(osd, **{"m.W_m": bad}))
+    # the old layout is W_m's only: another 2-D array of that size is not reshaped
+    with pytest.raises(ValueError, match=f"{stage}.W_x"):
+        b.load_state_dict(dict(sd, **{f"{stage}.W_x": sd[f"{stage}.W_x"].T}))
 
 
 def test_config_json_roundtrip_and_defaults():

@@ -3,7 +3,9 @@
 import numpy as np
 import pytest
 
+from molpipe.nn.init import glorot
 from molpipe.nn.network import NetworkConfig, build_network
+from molpipe.nn.propagate import N_TYPES
 
 from .graphs import D_E, D_V, benzene_like, chain, instance, naphthalene_like, one_atom
 
@@ -41,6 +43,22 @@ def test_interleaved_keys_give_the_same_grads_as_sequential():
         assert inter.stages[name].n_cached == 0
         for k, g in stage.grads.items():
             np.testing.assert_allclose(inter.stages[name].grads[k], g, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("propagate,stage", [("fused", "propagate"), ("split", "message")])
+def test_w_m_is_per_type_blocks_of_the_seeds_glorot_draw(propagate, stage):
+    """W_m is (n_types, d_h, d_h), every block contiguous, and holds the values the seed drew
+    for the (d_h, n_types d_h) column blocks it replaced: a seed gives the same network."""
+    d_h, seed = 6, 5
+    network = build_network(NetworkConfig(hidden=d_h, seed=seed, propagate=propagate), D_V, D_E, 1)
+    W_m = network.stages[stage].params["W_m"]
+    assert W_m.shape == (N_TYPES, d_h, d_h) and W_m.flags.c_contiguous
+    assert network.stages[stage].grads["W_m"].shape == W_m.shape
+    rng = np.random.default_rng(seed)           # the draws before W_m's: the embed stage's
+    glorot(rng, D_V, d_h), glorot(rng, D_E, d_h)
+    cols = glorot(rng, d_h, d_h, N_TYPES, np.float32)
+    for t in range(N_TYPES):
+        np.testing.assert_array_equal(W_m[t], cols[:, t * d_h:(t + 1) * d_h])
 
 
 def test_forward_without_train_caches_nothing_and_backward_needs_cache():
