@@ -31,7 +31,7 @@ from molpipe.kernels import (dense, gru, loss, message, optim, rings, segment,  
                              typed_message)
 from molpipe.nn.network import NetworkConfig, build_network  # noqa: E402
 from molpipe.nn.optim import Adam  # noqa: E402
-from molpipe.nn.propagate import blocks_from_columns  # noqa: E402
+from molpipe.nn.layout import blocks_from_columns  # noqa: E402
 
 
 def bench_instance(n_mols: int = 16, lo: int = 22, hi: int = 28):

@@ -8,7 +8,8 @@ import numpy as np
 
 from molpipe.nn.embed import EmbedStage
 from molpipe.nn.loss import TASKS, LossStage
-from molpipe.nn.propagate import MessageStage, PropagateStage, UpdateStage, from_old_layout
+from molpipe.nn.layout import from_old_layout
+from molpipe.nn.propagate import MessageStage, PropagateStage, UpdateStage
 from molpipe.nn.readout import ReadoutStage
 from molpipe.nn.rings import RingStage
 from molpipe.nn.stage import Stage

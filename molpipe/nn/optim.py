@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from molpipe.kernels.optim import adam_step, sgd_step
-from molpipe.nn.propagate import from_old_layout
+from molpipe.nn.layout import from_old_layout
 
 
 def _flat(a: np.ndarray) -> np.ndarray:

@@ -3,7 +3,7 @@ import pytest
 
 from molpipe.kernels.message import message_bwd, message_fwd
 from molpipe.kernels.typed_message import pair_plan, typed_message_bwd, typed_message_fwd
-from molpipe.nn.propagate import blocks_from_columns
+from molpipe.nn.layout import blocks_from_columns
 
 from .fd import check
 from .test_message import random_edges
