@@ -70,10 +70,8 @@ def evaluate(model: "str | Path | Predictor", data: str | None = None, *,
         (rows of the file that could not be featurized), metrics {target: {rmse, mae, r2, n} or
         {auc, accuracy, n}}.
     """
-    from threadpoolctl import threadpool_limits
-
-    import molpipe.kernels  # noqa: F401  (loads numba's BLAS before the limit)
     from molpipe.data.store import open_data
+    from molpipe.kernels import one_blas_thread
     from molpipe.metrics import metrics_table
 
     predictor = model if isinstance(model, Predictor) else Predictor.load(model)
@@ -106,7 +104,7 @@ def evaluate(model: "str | Path | Predictor", data: str | None = None, *,
                           cache_root=cache_root, progress=progress, **rounds)
         rows = np.arange(len(store), dtype=np.int64)
         split = None
-    with threadpool_limits(1):
+    with one_blas_thread():
         P = predict_rows(predictor, store, rows, size)
     metrics = metrics_table(predictor.task, targets, store.targets[rows], P)
     return {"data": str(data), "split": split, "task": predictor.task, "targets": targets,

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from molpipe.nn.network import AGGREGATIONS, DTYPES, PROPAGATE, NetworkConfig, build_network
 from molpipe.nn.layout import is_old_layout
+from molpipe.nn.network import AGGREGATIONS, DTYPES, PROPAGATE, NetworkConfig, build_network
 from molpipe.safenpz import NpzError, inspect_npz, regular_file, sha256_file
 
 MODEL_FORMAT = 1

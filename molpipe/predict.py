@@ -128,11 +128,9 @@ class Predictor:
 def predict_smiles(model: "str | Path | Predictor", smiles: Sequence[str]) -> tuple[np.ndarray, list[str]]:
     """Predictions (n, n_targets) and per-row error reasons ("" if fine) for SMILES strings."""
     predictor = model if isinstance(model, Predictor) else Predictor.load(model)
-    from threadpoolctl import threadpool_limits
+    from molpipe.kernels import one_blas_thread
 
-    import molpipe.kernels  # noqa: F401  (loads numba's BLAS before the limit)
-
-    with threadpool_limits(1):
+    with one_blas_thread():
         return predictor.predict(list(smiles))
 
 
@@ -208,11 +206,10 @@ _WORKER: Predictor | None = None
 
 def _init_worker(predictor: Predictor) -> None:
     global _WORKER
-    from threadpoolctl import threadpool_limits
+    from molpipe.kernels import one_blas_thread
 
-    import molpipe.kernels  # noqa: F401
     _WORKER = predictor
-    threadpool_limits(1)
+    one_blas_thread()                  # for the worker process's lifetime
 
 
 def _predict_chunk(items: list) -> tuple[np.ndarray, list[str]]:
@@ -287,9 +284,7 @@ def predict_file(model: "str | Path | Predictor", input: str | Path, output: str
     dict : rows, predicted, failed, seconds, molecules_per_second, output, targets,
         first_errors (up to 5 (row, reason) pairs).
     """
-    from threadpoolctl import threadpool_limits
-
-    import molpipe.kernels  # noqa: F401  (loads numba's BLAS before the limit)
+    from molpipe.kernels import one_blas_thread
 
     t0 = time.perf_counter()
     predictor = model if isinstance(model, Predictor) else Predictor.load(model)
@@ -312,7 +307,7 @@ def predict_file(model: "str | Path | Predictor", input: str | Path, output: str
                 fields_queue.append([f for f, _ in chunk])
                 yield [item for _, item in chunk]
 
-        with threadpool_limits(1):
+        with one_blas_thread():
             for P, errors in _map_chunks(predictor, items(), n_jobs):
                 fields = fields_queue.popleft()
                 for f, p, e in zip(fields, P, errors):

@@ -7,8 +7,8 @@ from dataclasses import asdict, dataclass, fields
 import numpy as np
 
 from molpipe.nn.embed import EmbedStage
-from molpipe.nn.loss import TASKS, LossStage
 from molpipe.nn.layout import from_old_layout
+from molpipe.nn.loss import TASKS, LossStage
 from molpipe.nn.propagate import MessageStage, PropagateStage, UpdateStage
 from molpipe.nn.readout import ReadoutStage
 from molpipe.nn.rings import RingStage

@@ -11,8 +11,8 @@ import argparse
 import time
 
 import numpy as np
-from threadpoolctl import threadpool_limits
 
+from molpipe.kernels import one_blas_thread
 from molpipe.nn.stage import Stage
 from molpipe.runtime.pipeline import Pipeline
 
@@ -71,7 +71,7 @@ def make(n_stages: int, d: int, seed: int = 0):
 def sequential(stages, opts, route, first, items) -> float:
     """Seconds the sequential reference trainer takes on ``items``."""
     t0 = time.perf_counter()
-    with threadpool_limits(1):
+    with one_blas_thread():
         for key, inst, _ in items:
             at, x, path = (first, 0), {}, []
             while at is not None:

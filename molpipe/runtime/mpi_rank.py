@@ -11,8 +11,7 @@ from __future__ import annotations
 import time
 import traceback
 
-from threadpoolctl import threadpool_limits
-
+from molpipe.kernels import one_blas_thread
 from molpipe.runtime import wire
 from molpipe.runtime.message import CONTROL, STOP, Kind, Message, destination
 from molpipe.runtime.mpi import (TAG_ABORT, TAG_MSG, Link, MPIUnavailable, at_exit, load_state,
@@ -141,7 +140,7 @@ def serve(comm=None, max_sleep: float = 2e-4) -> None:
     """On every rank but 0: host the workers rank 0 sets up, until it says exit."""
     comm = comm or world()
     rank = _Rank(comm, max_sleep)
-    with threadpool_limits(1):
+    with one_blas_thread():
         try:
             while True:
                 header, _ = rank.frame()
