@@ -1,17 +1,21 @@
 """chemprop and molpipe on the same machine, the same day: seconds per epoch, molecules/s, RMSE.
 
-    python benchmarks/bench_chemprop.py --chemprop /path/to/venv/bin/chemprop [--seeds 0 1 2]
+    python benchmarks/bench_chemprop.py --chemprop /path/to/venv/bin/chemprop [--data esol]
+        [--seeds 0 1 2] [--epochs 50 --short-epochs 5]
 
 chemprop is not a molpipe dependency and nothing of it enters the repo: install it in a venv
 of its own (``python -m venv cp && cp/bin/pip install torch==2.13.0 chemprop``) and pass its
-executable. For each seed, each tool trains ESOL (random 0.8/0.1/0.1 split of that seed, its
-own defaults otherwise: chemprop's D-MPNN, molpipe's async schedule) as its command line
-does, once for ``--epochs`` and once for ``--short-epochs``, the tools taking turns. The
-difference of the two wall times over the difference of epochs is a tool's seconds per epoch
-(training and validation; start-up, featurization and the final test pass cancel out), and
-the training split's molecules over it its molecules/s. Test RMSE is of the long runs, each on
-its own tool's split (the seeds' splits differ between the tools).
-Results: ``benchmarks/results/chemprop-esol.json`` and a table on stdout.
+executable. ``--data`` is one of the sets the issue quotes chemprop on: ESOL, Lipophilicity,
+or the QM9 subset (its first 10,000 molecules, the HOMO-LUMO gap — as in
+``bench_accuracy.py``). Both tools read the same CSV (SMILES and the one target). For each
+seed, each tool trains it (random 0.8/0.1/0.1 split of that seed, its own defaults otherwise:
+chemprop's D-MPNN, molpipe's async schedule) as its command line does, once for ``--epochs``
+and once for ``--short-epochs``, the tools taking turns. The difference of the two wall times
+over the difference of epochs is a tool's seconds per epoch (training and validation;
+start-up, featurization and the final test pass cancel out), and the training split's
+molecules over it its molecules/s. Test RMSE and MAE are of the long runs, each on its own
+tool's split (the seeds' splits differ between the tools).
+Results: ``benchmarks/results/chemprop-DATA.json`` and a table on stdout.
 """
 
 from __future__ import annotations
@@ -29,7 +33,10 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
-TARGET = "measured_log_solubility"
+# data set: (bundled file, target column, first rows used)
+SETS = {"esol": ("esol.csv", "measured_log_solubility", None),
+        "lipo": ("lipophilicity.csv", "lipo", None),
+        "qm9": ("qm9_subset.csv", "gap", 10_000)}
 
 
 def _timed(cmd: list[str]) -> float:
@@ -40,63 +47,83 @@ def _timed(cmd: list[str]) -> float:
     return time.perf_counter() - t0
 
 
-def chemprop(exe: str, data: Path, seed: int, epochs: int, out: Path) -> dict:
-    wall = _timed([exe, "train", "-i", str(data), "-s", "smiles", "--target-columns", TARGET,
+def write_set(name: str, path: Path) -> Path:
+    """The set's SMILES and target (its first rows only, where the issue's figure used them)."""
+    file, target, limit = SETS[name]
+    with open(ROOT / "datasets" / file, newline="") as f:
+        rows = [(r["smiles"], r[target]) for r in csv.DictReader(f)][:limit]
+    with open(path, "w", newline="") as f:
+        csv.writer(f).writerows([("smiles", target), *rows])
+    return path
+
+
+def _errors(err: np.ndarray) -> dict:
+    return {"test_rmse": float(np.sqrt(np.mean(err ** 2))), "test_mae": float(np.mean(np.abs(err)))}
+
+
+def chemprop(exe: str, data: Path, target: str, seed: int, epochs: int, out: Path) -> dict:
+    wall = _timed([exe, "train", "-i", str(data), "-s", "smiles", "--target-columns", target,
                    "-t", "regression", "--epochs", str(epochs), "--split-sizes", "0.8", "0.1", "0.1",
                    "--data-seed", str(seed), "--pytorch-seed", str(seed), "-n", "0",
                    "--accelerator", "cpu", "-o", str(out)])
-    truth = {r["smiles"]: float(r[TARGET]) for r in csv.DictReader(open(data))}
+    truth = {r["smiles"]: float(r[target]) for r in csv.DictReader(open(data))}
     pred = list(csv.DictReader(open(out / "model_0" / "test_predictions.csv")))
-    err = np.array([float(r[TARGET]) - truth[r["smiles"]] for r in pred])
+    err = np.array([float(r[target]) - truth[r["smiles"]] for r in pred])
     splits = json.loads((out / "splits.json").read_text())[0]
-    return {"wall_seconds": wall, "test_rmse": float(np.sqrt(np.mean(err ** 2))),
-            "n_train": len(splits["train"])}
+    return {"wall_seconds": wall, **_errors(err), "n_train": len(splits["train"])}
 
 
-def molpipe(data: str, seed: int, epochs: int, out: Path) -> dict:
-    wall = _timed([sys.executable, str(ROOT / "cli.py"), "train", data, "--seed", str(seed),
-                   "--epochs", str(epochs), "--patience", str(epochs), "--out", str(out), "--quiet"])
+def molpipe(data: Path, target: str, seed: int, epochs: int, out: Path) -> dict:
+    wall = _timed([sys.executable, str(ROOT / "cli.py"), "train", str(data), "--target", target,
+                   "--seed", str(seed), "--epochs", str(epochs), "--patience", str(epochs),
+                   "--out", str(out), "--quiet"])
     report = json.loads((out / "report.json").read_text())
     (m,) = report["test"].values()
-    return {"wall_seconds": wall, "test_rmse": m["rmse"], "n_train": report["split_sizes"]["train"],
+    return {"wall_seconds": wall, "test_rmse": m["rmse"], "test_mae": m["mae"],
+            "n_train": report["split_sizes"]["train"],
             "train_molecules_per_second": report["train_molecules_per_second"]}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--chemprop", required=True, help="chemprop executable (its own venv)")
+    ap.add_argument("--data", choices=sorted(SETS), default="esol")
     ap.add_argument("--seeds", nargs="+", type=int, default=[0])
     ap.add_argument("--epochs", type=int, default=50)
     ap.add_argument("--short-epochs", type=int, default=5)
     args = ap.parse_args()
-    csv_path = ROOT / "datasets" / "esol.csv"
+    target = SETS[args.data][1]
     runs = []
-    print("| seed | chemprop wall s | s/epoch | mol/s | test RMSE | molpipe (async) wall s | s/epoch "
-          "| mol/s | test RMSE | molpipe / chemprop mol/s |\n| --- | --- | --- | --- | --- | --- | --- "
-          "| --- | --- | --- |")
+    print("| seed | chemprop wall s | s/epoch | mol/s | test RMSE | MAE | molpipe (async) wall s | s/epoch "
+          "| mol/s | test RMSE | MAE | molpipe / chemprop mol/s |\n| --- | --- | --- | --- | --- | --- "
+          "| --- | --- | --- | --- | --- | --- |")
     with tempfile.TemporaryDirectory() as tmp:
+        csv_path = write_set(args.data, Path(tmp) / f"{args.data}.csv")
         for seed in args.seeds:
             row = {"seed": seed}
             for n in (args.short_epochs, args.epochs):
-                row[f"chemprop_{n}"] = chemprop(args.chemprop, csv_path, seed, n, Path(tmp) / f"c{seed}-{n}")
-                row[f"molpipe_{n}"] = molpipe("esol", seed, n, Path(tmp) / f"m{seed}-{n}")
+                row[f"chemprop_{n}"] = chemprop(args.chemprop, csv_path, target, seed, n,
+                                                Path(tmp) / f"c{seed}-{n}")
+                row[f"molpipe_{n}"] = molpipe(csv_path, target, seed, n, Path(tmp) / f"m{seed}-{n}")
             for tool in ("chemprop", "molpipe"):
                 long, short = row[f"{tool}_{args.epochs}"], row[f"{tool}_{args.short_epochs}"]
                 per_epoch = (long["wall_seconds"] - short["wall_seconds"]) / (args.epochs - args.short_epochs)
                 row[tool] = {"seconds_per_epoch": per_epoch, "molecules_per_second": long["n_train"] / per_epoch,
-                             "wall_seconds": long["wall_seconds"], "test_rmse": long["test_rmse"]}
+                             "wall_seconds": long["wall_seconds"], "test_rmse": long["test_rmse"],
+                             "test_mae": long["test_mae"]}
             row["molpipe_over_chemprop"] = row["molpipe"]["molecules_per_second"] / row["chemprop"]["molecules_per_second"]
             runs.append(row)
             c, m = row["chemprop"], row["molpipe"]
             print(f"| {seed} | {c['wall_seconds']:.1f} | {c['seconds_per_epoch']:.2f} | {c['molecules_per_second']:.0f} "
-                  f"| {c['test_rmse']:.3f} | {m['wall_seconds']:.1f} | {m['seconds_per_epoch']:.2f} "
-                  f"| {m['molecules_per_second']:.0f} | {m['test_rmse']:.3f} | {row['molpipe_over_chemprop']:.2f} |",
+                  f"| {c['test_rmse']:.4g} | {c['test_mae']:.4g} | {m['wall_seconds']:.1f} "
+                  f"| {m['seconds_per_epoch']:.2f} | {m['molecules_per_second']:.0f} | {m['test_rmse']:.4g} "
+                  f"| {m['test_mae']:.4g} | {row['molpipe_over_chemprop']:.2f} |",
                   flush=True)
-    result = {"epochs": args.epochs, "short_epochs": args.short_epochs, "runs": runs,
+    result = {"data": args.data, "target": target, "epochs": args.epochs, "short_epochs": args.short_epochs, "runs": runs,
               "chemprop_version": subprocess.run([args.chemprop, "--version"], capture_output=True,
                                                  text=True).stdout.strip()}
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "chemprop-esol.json").write_text(json.dumps(result, indent=2))
+    (RESULTS / f"chemprop-{args.data}.json").write_text(json.dumps(result, indent=2))
 
 
 if __name__ == "__main__":
