@@ -1,7 +1,7 @@
 """Test error against chemprop 2.3.1's on the four bundled sets, mean over split seeds 0, 1, 2.
 
     python benchmarks/bench_accuracy.py [--schedule reference] [--sets esol freesolv lipo qm9]
-        [--seeds 0 1 2] [--hidden 128] [--molecules-per-instance N]
+        [--seeds 0 1 2] [--hidden 128] [--max-rounds 6] [--molecules-per-instance N]
         [--out benchmarks/results/accuracy-reference.json]
 
 Each run is ``molpipe.train.train`` with the defaults of ``molpipe train`` (random 80/10/10
@@ -37,6 +37,7 @@ def main() -> None:
     ap.add_argument("--sets", nargs="+", default=list(SETS))
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     ap.add_argument("--hidden", type=int, default=128)
+    ap.add_argument("--max-rounds", type=int, default=6, help="cap on a molecule's propagation rounds")
     ap.add_argument("--molecules-per-instance", type=int, default=None,
                     help="default: as molpipe train chooses")
     ap.add_argument("--out", type=Path, default=None)
@@ -51,7 +52,7 @@ def main() -> None:
             with tempfile.TemporaryDirectory() as tmp:
                 t0 = time.perf_counter()
                 rep = train(TrainConfig(data=name, seed=seed, schedule=args.schedule,
-                                        hidden=args.hidden,
+                                        hidden=args.hidden, max_rounds=args.max_rounds,
                                         molecules_per_instance=args.molecules_per_instance,
                                         **settings), tmp)
             (target, m), = rep["test"].items()
@@ -65,6 +66,7 @@ def main() -> None:
         mean = {k: float(np.mean([r[k] for r in runs])) for k in ("rmse", "mae", "r2", "wall_seconds",
                                                                   "train_molecules_per_second")}
         results[name] = {"target": target, "schedule": args.schedule, "hidden": args.hidden,
+                         "max_rounds": args.max_rounds,
                          "settings": settings, "runs": runs, "mean": mean,
                          "chemprop": {"rmse": cp_rmse, "mae": cp_mae, "train_molecules_per_second": cp_rate}}
         out.write_text(json.dumps(results, indent=2))
