@@ -1,7 +1,7 @@
 """chemprop and molpipe on the same machine, the same day: seconds per epoch, molecules/s, RMSE.
 
     python benchmarks/bench_chemprop.py --chemprop /path/to/venv/bin/chemprop [--data esol]
-        [--seeds 0 1 2] [--epochs 50 --short-epochs 5]
+        [--seeds 0 1 2] [--epochs 50 --short-epochs 5] [--molpipe-args "--rounds 3"]
 
 chemprop is not a molpipe dependency and nothing of it enters the repo: install it in a venv
 of its own (``python -m venv cp && cp/bin/pip install torch==2.13.0 chemprop``) and pass its
@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -73,10 +74,10 @@ def chemprop(exe: str, data: Path, target: str, seed: int, epochs: int, out: Pat
     return {"wall_seconds": wall, **_errors(err), "n_train": len(splits["train"])}
 
 
-def molpipe(data: Path, target: str, seed: int, epochs: int, out: Path) -> dict:
+def molpipe(data: Path, target: str, seed: int, epochs: int, out: Path, extra: list[str]) -> dict:
     wall = _timed([sys.executable, str(ROOT / "cli.py"), "train", str(data), "--target", target,
                    "--seed", str(seed), "--epochs", str(epochs), "--patience", str(epochs),
-                   "--out", str(out), "--quiet"])
+                   "--out", str(out), "--quiet", *extra])
     report = json.loads((out / "report.json").read_text())
     (m,) = report["test"].values()
     return {"wall_seconds": wall, "test_rmse": m["rmse"], "test_mae": m["mae"],
@@ -91,6 +92,7 @@ def main() -> None:
     ap.add_argument("--seeds", nargs="+", type=int, default=[0])
     ap.add_argument("--epochs", type=int, default=50)
     ap.add_argument("--short-epochs", type=int, default=5)
+    ap.add_argument("--molpipe-args", default="", help="more `molpipe train` options, e.g. \"--rounds 3\"")
     args = ap.parse_args()
     target = SETS[args.data][1]
     runs = []
@@ -104,7 +106,8 @@ def main() -> None:
             for n in (args.short_epochs, args.epochs):
                 row[f"chemprop_{n}"] = chemprop(args.chemprop, csv_path, target, seed, n,
                                                 Path(tmp) / f"c{seed}-{n}")
-                row[f"molpipe_{n}"] = molpipe(csv_path, target, seed, n, Path(tmp) / f"m{seed}-{n}")
+                row[f"molpipe_{n}"] = molpipe(csv_path, target, seed, n, Path(tmp) / f"m{seed}-{n}",
+                                              shlex.split(args.molpipe_args))
             for tool in ("chemprop", "molpipe"):
                 long, short = row[f"{tool}_{args.epochs}"], row[f"{tool}_{args.short_epochs}"]
                 per_epoch = (long["wall_seconds"] - short["wall_seconds"]) / (args.epochs - args.short_epochs)
@@ -119,11 +122,13 @@ def main() -> None:
                   f"| {m['seconds_per_epoch']:.2f} | {m['molecules_per_second']:.0f} | {m['test_rmse']:.4g} "
                   f"| {m['test_mae']:.4g} | {row['molpipe_over_chemprop']:.2f} |",
                   flush=True)
-    result = {"data": args.data, "target": target, "epochs": args.epochs, "short_epochs": args.short_epochs, "runs": runs,
+    result = {"data": args.data, "target": target, "molpipe_args": args.molpipe_args,
+              "epochs": args.epochs, "short_epochs": args.short_epochs, "runs": runs,
               "chemprop_version": subprocess.run([args.chemprop, "--version"], capture_output=True,
                                                  text=True).stdout.strip()}
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"chemprop-{args.data}.json").write_text(json.dumps(result, indent=2))
+    suffix = "".join(shlex.split(args.molpipe_args)).replace("-", "") if args.molpipe_args else ""
+    (RESULTS / f"chemprop-{args.data}{'-' + suffix if suffix else ''}.json").write_text(json.dumps(result, indent=2))
 
 
 if __name__ == "__main__":
