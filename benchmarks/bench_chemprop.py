@@ -32,12 +32,20 @@ from pathlib import Path
 
 import numpy as np
 
+from molpipe.data.registry import get_dataset
+
+from bench_accuracy import SETS as ACCURACY_SETS     # benchmarks/ is the script's directory
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
-# data set: (bundled file, target column, first rows used)
-SETS = {"esol": ("esol.csv", "measured_log_solubility", None),
-        "lipo": ("lipophilicity.csv", "lipo", None),
-        "qm9": ("qm9_subset.csv", "gap", 10_000)}
+SETS = ("esol", "lipo", "qm9")      # the sets the issue quotes chemprop on
+
+
+def _subset(name: str) -> tuple[Path, str, str, int | None]:
+    """(file, SMILES column, target, first rows used): the bundled set as bench_accuracy.py trains it."""
+    entry = get_dataset(name)
+    settings = ACCURACY_SETS[name][0]
+    return entry.path, entry.smiles_column, settings.get("targets", entry.targets)[0], settings.get("limit")
 
 
 def _timed(cmd: list[str]) -> float:
@@ -50,9 +58,9 @@ def _timed(cmd: list[str]) -> float:
 
 def write_set(name: str, path: Path) -> Path:
     """The set's SMILES and target (its first rows only, where the issue's figure used them)."""
-    file, target, limit = SETS[name]
-    with open(ROOT / "datasets" / file, newline="") as f:
-        rows = [(r["smiles"], r[target]) for r in csv.DictReader(f)][:limit]
+    file, smiles, target, limit = _subset(name)
+    with open(file, newline="") as f:
+        rows = [(r[smiles], r[target]) for r in csv.DictReader(f)][:limit]
     with open(path, "w", newline="") as f:
         csv.writer(f).writerows([("smiles", target), *rows])
     return path
@@ -88,13 +96,14 @@ def molpipe(data: Path, target: str, seed: int, epochs: int, out: Path, extra: l
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--chemprop", required=True, help="chemprop executable (its own venv)")
-    ap.add_argument("--data", choices=sorted(SETS), default="esol")
+    ap.add_argument("--data", choices=SETS, default="esol")
     ap.add_argument("--seeds", nargs="+", type=int, default=[0])
     ap.add_argument("--epochs", type=int, default=50)
     ap.add_argument("--short-epochs", type=int, default=5)
     ap.add_argument("--molpipe-args", default="", help="more `molpipe train` options, e.g. \"--rounds 3\"")
     args = ap.parse_args()
-    target = SETS[args.data][1]
+    target = _subset(args.data)[2]
+    extra = shlex.split(args.molpipe_args)
     runs = []
     print("| seed | chemprop wall s | s/epoch | mol/s | test RMSE | MAE | molpipe (async) wall s | s/epoch "
           "| mol/s | test RMSE | MAE | molpipe / chemprop mol/s |\n| --- | --- | --- | --- | --- | --- "
@@ -106,8 +115,7 @@ def main() -> None:
             for n in (args.short_epochs, args.epochs):
                 row[f"chemprop_{n}"] = chemprop(args.chemprop, csv_path, target, seed, n,
                                                 Path(tmp) / f"c{seed}-{n}")
-                row[f"molpipe_{n}"] = molpipe(csv_path, target, seed, n, Path(tmp) / f"m{seed}-{n}",
-                                              shlex.split(args.molpipe_args))
+                row[f"molpipe_{n}"] = molpipe(csv_path, target, seed, n, Path(tmp) / f"m{seed}-{n}", extra)
             for tool in ("chemprop", "molpipe"):
                 long, short = row[f"{tool}_{args.epochs}"], row[f"{tool}_{args.short_epochs}"]
                 per_epoch = (long["wall_seconds"] - short["wall_seconds"]) / (args.epochs - args.short_epochs)
@@ -127,8 +135,8 @@ def main() -> None:
               "chemprop_version": subprocess.run([args.chemprop, "--version"], capture_output=True,
                                                  text=True).stdout.strip()}
     RESULTS.mkdir(parents=True, exist_ok=True)
-    suffix = "".join(shlex.split(args.molpipe_args)).replace("-", "") if args.molpipe_args else ""
-    (RESULTS / f"chemprop-{args.data}{'-' + suffix if suffix else ''}.json").write_text(json.dumps(result, indent=2))
+    name = "-".join([f"chemprop-{args.data}", *(["".join(extra).replace("-", "")] if extra else [])])
+    (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=2))
 
 
 if __name__ == "__main__":
