@@ -79,8 +79,8 @@ def test_preprocess_not_csv(tmp_path):
 
 
 def test_preprocess_unknown_dataset(tmp_path):
-    result = run("preprocess", "qm8", "-o", tmp_path / "s")
-    assert_one_line_error(result, "unknown data set 'qm8'", "did you mean qm9")
+    result = run("preprocess", "qm7", "-o", tmp_path / "s")
+    assert_one_line_error(result, "unknown data set 'qm7'", "did you mean qm9")
 
 
 def test_preprocess_bad_rounds(tmp_path):

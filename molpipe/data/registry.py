@@ -74,8 +74,17 @@ def list_datasets() -> list[DatasetEntry]:
     return list(_load(datasets_dir()))
 
 
+def file_stem(path: str | Path) -> str:
+    """The file name without its suffixes, compression included: ``hiv.csv.gz`` -> ``hiv``."""
+    path = Path(path)
+    if path.suffix.lower() == ".gz":
+        path = Path(path.stem)
+    return path.stem
+
+
 def _aliases(entry: DatasetEntry) -> set[str]:
-    return {entry.name.lower(), entry.path.stem.lower()}
+    """The names ``entry`` answers to: its own and its file's stem, lower case."""
+    return {entry.name.lower(), file_stem(entry.path).lower()}
 
 
 def is_dataset_name(name: str) -> bool:
