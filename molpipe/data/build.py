@@ -22,7 +22,7 @@ from rdkit import Chem
 from molpipe.chem.featurize import ATOM_DIM, BOND_DIM, FEATURIZER_VERSION, featurize
 from molpipe.data.errors import DataError
 from molpipe.data.npyfile import NpyAppender
-from molpipe.data.readers import Row, open_table
+from molpipe.data.readers import NotNumbers, Row, open_table
 from molpipe.safenpz import sha256_file
 
 CHUNK = 256                     # rows per multiprocessing task
@@ -140,7 +140,10 @@ def build_store(source: str | Path, out_dir: str | Path, *, smiles_column: str |
     Returns
     -------
     dict : rows_read, rows_kept, rows_rejected, targets_missing (kept rows with a NaN
-        target, per target), rejects (path), store (path), seconds, mols_per_s, targets.
+        target, per target), targets_not_numbers ({target: {count, rows, values}} of the cells
+        read as NaN that were neither empty, an NA marker nor a number, among all rows read,
+        with the first 5 rows and values; only targets that have any, else {}), rejects
+        (path), store (path), seconds, mols_per_s, targets. ``meta.json`` holds the counts too.
     """
     if not 1 <= min_rounds <= max_rounds:
         raise ValueError(f"need 1 <= min_rounds <= max_rounds, got {min_rounds} and {max_rounds}")
@@ -177,7 +180,7 @@ def build_store(source: str | Path, out_dir: str | Path, *, smiles_column: str |
 
 def _write_arrays(table, tmp: Path, rounds: tuple[int, int], n_jobs: int, chunk_size: int,
                   progress: Progress | None, total: int) -> dict:
-    """Stream featurized chunks into ``tmp``; return the row counts."""
+    """Stream featurized chunks into ``tmp``; return the row and target cell counts."""
     n_t = len(table.target_names)
     graph = {k: NpyAppender(tmp / f"{k}.npy", dt, tail) for k, (dt, tail) in _GRAPH_ARRAYS.items()}
     per_mol = {"targets": NpyAppender(tmp / "targets.npy", np.float32, (n_t,)),
@@ -193,11 +196,12 @@ def _write_arrays(table, tmp: Path, rounds: tuple[int, int], n_jobs: int, chunk_
         w.append(np.zeros(1, np.int64))
     read = kept = 0
     missing = np.zeros(n_t, np.int64)                 # NaN targets among the kept rows
+    not_numbers = NotNumbers(table.target_names)      # filled by the reader, in this process
     with open(tmp / "smiles.txt", "w", encoding="utf-8") as smiles_f, \
             open(tmp / REJECTS, "w", encoding="utf-8", newline="") as rejects_f:
         rejects = csv.writer(rejects_f)
         rejects.writerow(["row", "smiles", "reason"])
-        for out in _map_chunks(_chunks(table, chunk_size), n_jobs, rounds):
+        for out in _map_chunks(_chunks(table.rows(not_numbers), chunk_size), n_jobs, rounds):
             for k, w in graph.items():
                 w.append(out[k])
             per_mol["targets"].append(out["targets"])
@@ -218,4 +222,5 @@ def _write_arrays(table, tmp: Path, rounds: tuple[int, int], n_jobs: int, chunk_
     for w in (*graph.values(), *per_mol.values(), *offsets.values()):
         w.close()
     return {"rows_read": read, "rows_kept": kept, "rows_rejected": read - kept,
-            "targets_missing": dict(zip(table.target_names, missing.tolist()))}
+            "targets_missing": dict(zip(table.target_names, missing.tolist())),
+            "targets_not_numbers": not_numbers.as_dict()}

@@ -15,7 +15,9 @@ How hostile files are read (a rejected row goes to ``rejects.csv`` with its reas
   A cut inside the last, unquoted field of the last line cannot be told from a short value
   and is read as it stands.
 - targets that are empty, NaN, inf, "n/a", "none", "-", "?" or any non-number: NaN
-  (masked; ``build_store`` counts them per target).
+  (masked; ``build_store`` counts them per target). Cells that are none of those but still
+  not a number ("abc", "1,5") are also counted apart, with their first rows and values
+  (``NotNumbers``, passed to ``Table.rows``), so that a typo is not silently a missing label.
 - an SDF record that RDKit cannot read (or with more than ``MAX_ATOMS`` heavy atoms) is
   rejected; the records after it still load.
 - fields up to ``FIELD_LIMIT`` characters (16 MiB) are read (an over-long SMILES is then
@@ -34,7 +36,7 @@ import zlib
 import math
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -81,7 +83,19 @@ class Table:
     columns: tuple[str, ...] = ()
 
     def __iter__(self) -> Iterator[Row]:
-        return _iter_csv(self) if self.kind == "csv" else _iter_sdf(self)
+        return self.rows()
+
+    def rows(self, not_numbers: NotNumbers | None = None) -> Iterator[Row]:
+        """The rows, streamed; target cells that are not numbers are noted in ``not_numbers``.
+
+        Parameters
+        ----------
+        not_numbers : a ``NotNumbers`` for ``target_names``, updated while the rows are read
+            (complete once the iterator is exhausted), or None.
+        """
+        if self.kind == "csv":
+            return _iter_csv(self, not_numbers)
+        return _iter_sdf(self, not_numbers)
 
     def estimate_rows(self) -> int:
         """Cheap row count (newlines or ``$$$$`` markers) for progress bars."""
@@ -92,6 +106,55 @@ class Table:
                 count += (last + block).count(marker) - last.count(marker)
                 last = block[-3:]
         return max(count - (self.kind == "csv"), 0)
+
+
+@dataclass
+class NotNumbers:
+    """Target cells read as NaN that were not empty, not an NA marker and not a number.
+
+    Fields
+    ------
+    names : the targets, in the order of a row's targets.
+    keep : how many first rows and values are kept per target.
+    count : (n_targets,) cells per target.
+    rows : per target, the first ``keep`` 1-based data rows (or SDF records) with such a cell.
+    values : per target, those cells as read (stripped, cut at ``VALUE_CHARS`` characters).
+    """
+
+    names: tuple[str, ...]
+    keep: int = 5
+    count: list[int] = field(init=False)
+    rows: list[list[int]] = field(init=False)
+    values: list[list[str]] = field(init=False)
+
+    VALUE_CHARS = 80
+
+    def __post_init__(self):
+        self.names = tuple(self.names)
+        self.count = [0] * len(self.names)
+        self.rows = [[] for _ in self.names]
+        self.values = [[] for _ in self.names]
+
+    def check(self, j: int, row: int, text: str | None) -> None:
+        """Note target ``j``'s cell ``text`` of ``row`` if it is a value that is not a number."""
+        text = (text or "").strip()
+        if not text or text.lower() in _NA or _is_number(text):
+            return
+        self.count[j] += 1
+        if len(self.rows[j]) < self.keep:
+            self.rows[j].append(row)
+            cut = self.VALUE_CHARS
+            self.values[j].append(text if len(text) <= cut else text[:cut - 1] + "…")
+
+    def note(self, row: int, y: np.ndarray, cells) -> None:
+        """Check the cells (indexable by target) of ``row`` whose target ``y`` came out NaN."""
+        for j in np.flatnonzero(np.isnan(y)).tolist():
+            self.check(j, row, cells[j])
+
+    def as_dict(self) -> dict[str, dict]:
+        """{target: {"count", "rows", "values"}} for the targets with such cells (else {})."""
+        return {name: {"count": n, "rows": list(r), "values": list(v)}
+                for name, n, r, v in zip(self.names, self.count, self.rows, self.values) if n}
 
 
 def open_table(path: str | Path, *, smiles_column: str | None = None,
@@ -307,7 +370,7 @@ def csv_rows(table: Table) -> Iterator[tuple[int, list[str], FeaturizationError 
         raise _gzip_error(table.path, err) from None
 
 
-def _iter_csv(table: Table) -> Iterator[Row]:
+def _iter_csv(table: Table, not_numbers: NotNumbers | None = None) -> Iterator[Row]:
     s = table.columns.index(table.smiles_column)
     cols = [table.columns.index(t) for t in table.target_names]
     missing = np.full(len(table.target_names), np.nan, np.float32)
@@ -315,7 +378,10 @@ def _iter_csv(table: Table) -> Iterator[Row]:
         if problem is not None:
             yield row, problem, missing.copy()
             continue
-        y = np.array([_to_float(fields[c]) for c in cols], dtype=np.float32)
+        cells = [fields[c] for c in cols]
+        y = np.array([_to_float(c) for c in cells], dtype=np.float32)
+        if not_numbers is not None:
+            not_numbers.note(row, y, cells)
         yield row, fields[s].strip(), y
 
 
@@ -371,9 +437,12 @@ def _open_sdf(path: Path, targets) -> Table:
     return Table(path, "sdf", None, tuple(targets))
 
 
-def _iter_sdf(table: Table) -> Iterator[Row]:
+def _iter_sdf(table: Table, not_numbers: NotNumbers | None = None) -> Iterator[Row]:
     for row, (block, props) in enumerate(sdf_records(table.path), start=1):
-        y = np.array([_to_float(props.get(t)) for t in table.target_names], dtype=np.float32)
+        cells = [props.get(t) for t in table.target_names]
+        y = np.array([_to_float(c) for c in cells], dtype=np.float32)
+        if not_numbers is not None:
+            not_numbers.note(row, y, cells)
         yield row, mol_from_block(block), y
 
 

@@ -10,7 +10,8 @@ A store directory (written by ``build_store``) holds, for n kept molecules:
   owns atoms/edges/rings ``offsets[i]:offsets[i + 1]`` (atom indices are per molecule)
 - ``targets.npy`` (n, n_targets) f4 NaN-masked, ``n_rounds.npy`` i4, ``has_rings.npy`` bool,
   ``source_row.npy`` i8 (1-based data row in the source), ``smiles.txt`` (one per line)
-- ``meta.json`` (featurizer version, source path + sha256, columns, counts, rounds, dims)
+- ``meta.json`` (featurizer version, source path + sha256, columns, counts, rounds, dims;
+  ``targets_not_numbers``: target cells that were not numbers, absent in older stores)
   and ``rejects.csv`` (row, smiles, reason)
 """
 
@@ -128,6 +129,12 @@ class GraphStore:
     @property
     def target_names(self) -> list[str]:
         return list(self.meta["targets"])
+
+    @property
+    def targets_not_numbers(self) -> dict[str, dict]:
+        """{target: {count, rows, values}} of source cells not numbers ({} for older stores)."""
+        found = self.meta.get("targets_not_numbers") or {}
+        return {t: found[t] for t in self.target_names if t in found}
 
     @property
     def atom_dim(self) -> int:

@@ -8,7 +8,7 @@ from rdkit import Chem
 
 from molpipe.chem.featurize import FeaturizationError
 from molpipe.data.errors import DataError
-from molpipe.data.readers import open_table
+from molpipe.data.readers import NotNumbers, open_table
 from molpipe.data.registry import get_dataset
 
 from .conftest import CSV_ROWS
@@ -96,3 +96,52 @@ def test_sdf_broken_record_in_middle(sdf_with_broken_record):
 def test_sdf_missing_property(sdf_with_broken_record):
     with pytest.raises(DataError, match="no SDF property 'logP'.*'y', 'label'"):
         open_table(sdf_with_broken_record, targets=["logP"])
+
+
+NOT_NUMBERS_CSV = ("smiles,y,z\n"
+                   "CCO,abc,1\n"           # row 1: y not a number
+                   "CCN,,n/a\n"            # row 2: empty and an NA marker: only missing
+                   "CCC,1.5,1;5\n"         # row 3: z not a number
+                   "CCCl,inf,NaN\n"        # row 4: numbers that are not finite: only missing
+                   "CCBr, ? , x \n")       # row 5: "?" is NA; " x " is not a number
+
+
+def test_not_numbers_are_nan_and_counted(tmp_path):
+    path = tmp_path / "t.csv"
+    path.write_text(NOT_NUMBERS_CSV)
+    table = open_table(path, targets=["y", "z"])      # too few numbers to be found as targets
+    seen = NotNumbers(table.target_names)
+    rows = list(table.rows(seen))
+    assert np.isnan(rows[0][2][0]) and rows[0][2][1] == 1.0          # still NaN, still kept
+    assert [np.isnan(r[2]).tolist() for r in rows[1:]] == [[True, True], [False, True],
+                                                            [True, True], [True, True]]
+    assert seen.as_dict() == {"y": {"count": 1, "rows": [1], "values": ["abc"]},
+                              "z": {"count": 2, "rows": [3, 5], "values": ["1;5", "x"]}}
+    assert len(list(table)) == 5                                      # plain iteration as before
+
+
+def test_not_numbers_keeps_the_first_few(tmp_path):
+    path = tmp_path / "many.csv"
+    long = "q" * 500
+    path.write_text("smiles,y\n" + "".join(f"C,bad{i}\n" for i in range(8)) + f"C,{long}\nC,2\n")
+    seen = NotNumbers(("y",), keep=5)
+    list(open_table(path, targets=["y"]).rows(seen))
+    got = seen.as_dict()["y"]
+    assert got["count"] == 9 and got["rows"] == [1, 2, 3, 4, 5]
+    assert got["values"] == [f"bad{i}" for i in range(5)]
+    cut = NotNumbers(("y",), keep=10)
+    list(open_table(path, targets=["y"]).rows(cut))
+    assert len(cut.values[0][-1]) == NotNumbers.VALUE_CHARS and cut.values[0][-1].endswith("…")
+    assert NotNumbers(("y",)).as_dict() == {}
+
+
+def test_not_numbers_sdf(tmp_path):
+    from .conftest import _record
+
+    path = tmp_path / "p.sdf"
+    path.write_text(_record("CCO", {"y": "1.0"}) + _record("CCN", {"y": "high"})
+                    + _record("CCC", {"other": "1"}) + _record("CCCC", {"y": "n/a"}))
+    table = open_table(path, targets=["y"])
+    seen = NotNumbers(table.target_names)
+    assert [r[2][0] for r in table.rows(seen)][0] == 1.0
+    assert seen.as_dict() == {"y": {"count": 1, "rows": [2], "values": ["high"]}}

@@ -142,3 +142,54 @@ def test_open_store_with_target_subset(tmp_path):
     assert GraphStore.open(tmp_path / "s").target_names == ["a", "b"]
     with pytest.raises(DataError, match="no target 'c'"):
         open_data(tmp_path / "s", targets=["c"])
+
+
+def test_targets_not_numbers_in_meta_and_summary(tmp_path):
+    path = tmp_path / "typos.csv"
+    path.write_text("smiles,a,b\nCCO,1,2\nC1CC,abc,3\nCCN,n/a,4\nCCC,,x1\nCCCl,2,5\nCCBr,zz,6\n")
+    summary = build_store(path, tmp_path / "s", targets=["a", "b"], n_jobs=2, chunk_size=2)
+    want = {"a": {"count": 2, "rows": [2, 6], "values": ["abc", "zz"]},
+            "b": {"count": 1, "rows": [4], "values": ["x1"]}}
+    assert summary["targets_not_numbers"] == want             # row 2 is rejected: still counted
+    assert summary["targets_missing"] == {"a": 3, "b": 1}       # NaN among the 5 kept rows
+    store = GraphStore.open(tmp_path / "s")
+    assert store.meta["targets_not_numbers"] == want and store.targets_not_numbers == want
+    assert np.isnan(store.targets[:, 0]).tolist() == [False, True, True, False, True]
+    assert store.with_targets(["b"]).targets_not_numbers == {"b": want["b"]}
+
+
+def test_no_not_numbers_is_an_empty_dict(mixed_csv, tmp_path):
+    summary = build_store(mixed_csv, tmp_path / "s", n_jobs=1)
+    assert summary["targets_not_numbers"] == {}
+    assert json.loads((tmp_path / "s" / "meta.json").read_text())["targets_not_numbers"] == {}
+
+
+def test_store_without_not_numbers_still_opens(mixed_csv, tmp_path):
+    """A store built before the count existed: no field in meta.json, read as {}."""
+    build_store(mixed_csv, tmp_path / "s", n_jobs=1)
+    meta_path = tmp_path / "s" / "meta.json"
+    meta = json.loads(meta_path.read_text())
+    del meta["targets_not_numbers"]
+    meta_path.write_text(json.dumps(meta))
+    store = open_data(tmp_path / "s")
+    assert len(store) == len(MIXED) and store.targets_not_numbers == {}
+
+
+@pytest.mark.parametrize("name, n, targets", [("bace", 1513, ["Class"]),
+                                              ("clintox", 1478, ["FDA_APPROVED", "CT_TOX"])])
+def test_open_bundled_classification_set(tmp_path, monkeypatch, name, n, targets):
+    monkeypatch.setenv("MOLPIPE_CACHE", str(tmp_path))
+    store = open_data(name, n_jobs=1)
+    assert store.path.parent == tmp_path and store.target_names == targets
+    assert store.meta["rows_read"] == n and len(store) + store.meta["rows_rejected"] == n
+    assert set(np.unique(store.targets).tolist()) == {0.0, 1.0}
+    assert store.targets_not_numbers == {}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("target", ["u0", "cv"])
+def test_open_qm9_one_target(tmp_path, monkeypatch, target):
+    monkeypatch.setenv("MOLPIPE_CACHE", str(tmp_path))
+    store = open_data("qm9", targets=[target])
+    assert store.target_names == [target] and store.targets.shape == (14862, 1)
+    assert np.isfinite(store.targets).all()
