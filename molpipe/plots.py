@@ -1,4 +1,5 @@
-"""Charts of a run: learning curves, parity, pipeline timelines (AMPNet's FIG. 9), utilization.
+"""Charts of a run: learning curves, parity or ROC curves, pipeline timelines (AMPNet's FIG. 9),
+utilization.
 
 Drawn with matplotlib's Agg canvas directly (no pyplot, no global backend switch), as PNGs of
 ``SIZE`` pixels. A *trace* is what ``trace.json`` holds — ``{"entries": [(worker, t_start,
@@ -20,6 +21,7 @@ from molpipe.runtime.trace import to_arrays
 SIZE = (1200, 700)          # pixels
 DPI = 100
 KEY_COLORS = "tab20"        # instance keys cycle through this colormap
+ROC_TASKS = 12              # ROC curves drawn at most (the first tasks), to stay readable
 
 
 def _figure():
@@ -110,6 +112,53 @@ def plot_parity(measured: np.ndarray, predicted: np.ndarray, targets: list[str],
         ax.set_visible(False)
     fig.suptitle(title or "parity (test set)")
     return _save(fig, path)
+
+
+def plot_roc(measured: np.ndarray, predicted: np.ndarray, targets: list[str],
+             path: str | Path, title: str = "", max_tasks: int = ROC_TASKS) -> Path:
+    """ROC curves of the first ``max_tasks`` tasks on one panel, their ROC-AUC in the legend.
+
+    Tasks whose labelled rows hold one class (or none) are not drawn: the legend names them.
+    """
+    from matplotlib import colormaps
+
+    from molpipe.metrics import roc_auc, roc_curve
+
+    fig = _figure()
+    ax = fig.subplots()
+    measured, predicted = np.atleast_2d(measured), np.atleast_2d(predicted)
+    colors = colormaps["tab20" if min(len(targets), max_tasks) > 10 else "tab10"]
+    skipped = []
+    for j, target in enumerate(targets[:max_tasks]):
+        fpr, tpr = roc_curve(measured[:, j], predicted[:, j])
+        if not fpr.size:
+            skipped.append(target)
+            continue
+        n = int(np.isfinite(measured[:, j]).sum())
+        ax.plot(fpr, tpr, lw=1.5, color=colors(j % colors.N),      # ties: a diagonal step
+                label=f"{_short(target)}: AUC {roc_auc(measured[:, j], predicted[:, j]):.3f}, "
+                      f"n = {n}")
+    ax.plot([0, 1], [0, 1], "k--", lw=1, label="chance")
+    notes = []
+    if skipped:
+        more = f" and {len(skipped) - 3} more" if len(skipped) > 3 else ""
+        notes.append(f"not drawn (one class): {', '.join(map(_short, skipped[:3]))}{more}")
+    if len(targets) > max_tasks:
+        notes.append(f"{len(targets) - max_tasks} more tasks not drawn")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.01)
+    ax.set_xlabel("false positive rate")
+    ax.set_ylabel("true positive rate")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8, title="\n".join(notes) or None,
+              title_fontsize=8)
+    ax.set_title(title or "ROC curves (test set)")
+    return _save(fig, path)
+
+
+def _short(name: str, width: int = 36) -> str:
+    """``name`` cut to ``width`` characters for a legend."""
+    return name if len(name) <= width else name[:width - 1] + "…"
 
 
 # -- pipeline timelines ------------------------------------------------------------------
@@ -228,8 +277,9 @@ def plot_utilization(utilization: dict, path: str | Path, title: str = "") -> Pa
 def plot_run(run_dir: str | Path) -> list[Path]:
     """Every chart a run directory has data for, as PNGs in ``run_dir/plots/``.
 
-    learning_curves.png (metrics.csv), parity.png (test_predictions.csv, regression),
-    timeline.png and utilization.png (trace.json). Returns the paths written.
+    learning_curves.png (metrics.csv), parity.png (regression) or roc.png (classification)
+    from test_predictions.csv, timeline.png and utilization.png (trace.json). Returns the
+    paths written.
     """
     run_dir = Path(run_dir)
     out = run_dir / "plots"
@@ -244,15 +294,20 @@ def plot_run(run_dir: str | Path) -> list[Path]:
             written.append(plot_learning_curves(metrics, out / "learning_curves.png",
                                                 f"learning curves ({name})"))
     preds = run_dir / "test_predictions.csv"
-    if preds.is_file() and report.get("task", "regression") == "regression":
+    task = report.get("task", "regression")
+    if preds.is_file() and task in ("regression", "classification"):
         rows = _read_csv(preds)
         targets = report.get("targets") or [c[5:] for c in (rows[0] if rows else {})
                                             if c.startswith("pred_")]
         if rows and targets:
             Y = np.column_stack([_floats(rows, t) for t in targets])
             P = np.column_stack([_floats(rows, f"pred_{t}") for t in targets])
-            written.append(plot_parity(Y, P, targets, out / "parity.png",
-                                       f"parity, test set ({name})", _units(report)))
+            if task == "classification":
+                written.append(plot_roc(Y, P, targets, out / "roc.png",
+                                        f"ROC curves, test set ({name})"))
+            else:
+                written.append(plot_parity(Y, P, targets, out / "parity.png",
+                                           f"parity, test set ({name})", _units(report)))
     if (run_dir / "trace.json").is_file():
         trace = json.loads((run_dir / "trace.json").read_text(encoding="utf-8"))
         if trace.get("entries"):

@@ -8,6 +8,7 @@ import shutil
 import pytest
 
 from tests.test_cli import assert_one_line_error, run
+from tests.test_evaluate import classification_run
 from tests.test_predict import BAD, GOOD, trained_run, write_seeded_csv
 
 
@@ -74,6 +75,64 @@ def test_evaluate_file(run_dir, tmp_path):
     assert result.exit_code == 0, result.output
     doc = json.loads(result.stdout)
     assert doc["rows"] == 2 and doc["rejected"] == 1 and doc["metrics"]["freesolv"]["n"] == 2
+
+
+@pytest.fixture(scope="module")
+def clf_dir(tmp_path_factory):
+    return classification_run(tmp_path_factory)
+
+
+def test_evaluate_classification_table(clf_dir):
+    result = run("evaluate", "--model", clf_dir)
+    assert result.exit_code == 0, result.output
+    out = result.stdout
+    for text in ("ROC-AUC", "PR-AUC", "accuracy", "n/a (one class)", "mean",
+                 "left out of the mean: never", "test split"):
+        assert text in out, text
+    assert out.count("n/a (one class)") == 2                        # ROC-AUC and PR-AUC
+    doc = json.loads(run("evaluate", "--model", clf_dir, "--json").stdout)
+    ring = doc["metrics"]["ring"]
+    assert f"{ring['auc']:.4f}" in out and f"{ring['prc_auc']:.4f}" in out
+    assert doc["metrics"]["never"]["auc"] is None                  # NaN written as null
+    assert doc["summary"] == {"auc": ring["auc"], "prc_auc": ring["prc_auc"],
+                              "tasks_in_mean": 1, "tasks_left_out": ["never"]}
+
+
+def test_predict_classification_gives_probabilities(clf_dir):
+    result = run("predict", "--model", clf_dir, "CCO", "c1ccccc1")
+    assert result.exit_code == 0, result.output
+    assert "ring" in result.stdout and "never" in result.stdout
+    values = [float(v) for line in result.stdout.splitlines() for v in line.split("│")[2:4]
+              if line.startswith("│") and ("CCO" in line or "c1ccccc1" in line)]
+    assert len(values) == 4 and all(0 < v < 1 for v in values)
+
+
+def test_evaluate_regression_json_has_summary(run_dir):
+    doc = json.loads(run("evaluate", "--model", run_dir, "--json").stdout)
+    assert doc["summary"] == {m: doc["metrics"]["freesolv"][m] for m in ("rmse", "mae", "r2")}
+    result = run("evaluate", "--model", run_dir)
+    assert "mean" not in result.stdout                             # one target: no mean row
+
+
+def test_regression_mean_row():
+    from rich.console import Console
+
+    from molpipe.commands.model import _regression_table
+    from molpipe.metrics import summary
+
+    metrics = {"x": {"rmse": 1.0, "mae": 0.5, "r2": 0.9, "n": 3},
+               "y": {"rmse": 3.0, "mae": 1.5, "r2": 0.7, "n": 3}}
+    console = Console(width=120, record=True)
+    console.print(_regression_table("t", metrics, summary("regression", metrics)))
+    mean = [line for line in console.export_text().splitlines() if "mean" in line]
+    assert len(mean) == 1 and all(v in mean[0] for v in ("2.0000", "1.0000", "0.8000"))
+
+
+def test_plot_classification_run(clf_dir):
+    result = run("plot", clf_dir)
+    assert result.exit_code == 0, result.output
+    assert "roc.png" in result.stdout and "parity.png" not in result.stdout
+    assert (clf_dir / "plots" / "roc.png").stat().st_size > 1000
 
 
 def test_plot(run_dir):

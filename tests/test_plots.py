@@ -5,7 +5,7 @@ import struct
 import numpy as np
 import pytest
 
-from molpipe.plots import SIZE, _as_trace, plot_parity, plot_run, plot_timelines
+from molpipe.plots import SIZE, _as_trace, plot_parity, plot_roc, plot_run, plot_timelines
 from tests.test_predict import trained_run
 
 
@@ -96,3 +96,50 @@ def test_parity_several_targets(tmp_path):
     path = plot_parity(Y, Y + 0.1 * rng.normal(size=Y.shape), ["a", "b", "c", "d"],
                        tmp_path / "p.png")
     assert png_size(path) == SIZE and drawn_fraction(path) > 0.01
+
+
+def fake_classification_run(root, n=60, with_report_targets=True):
+    """A fake classification run directory: report.json and test_predictions.csv only.
+
+    Task ``a`` has both classes (some labels empty, some "nan"), ``b`` both, ``c`` one class.
+    """
+    import csv
+    import json
+
+    rng = np.random.default_rng(0)
+    root.mkdir(parents=True, exist_ok=True)
+    report = {"dataset": "toy", "task": "classification", "schedule": "async"}
+    if with_report_targets:
+        report["targets"] = ["a", "b", "c"]
+    (root / "report.json").write_text(json.dumps(report))
+    with open(root / "test_predictions.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["row", "smiles", "a", "b", "c", "pred_a", "pred_b", "pred_c"])
+        for i in range(n):
+            a, b = int(rng.random() < 0.4), int(rng.random() < 0.5)
+            label_a = "" if i % 7 == 0 else ("nan" if i % 11 == 0 else f"{a:.1f}")
+            w.writerow([i + 1, "C" * (i % 5 + 1), label_a, b, 0.0,
+                        np.clip(0.3 * a + 0.7 * rng.random(), 0, 1), rng.random(), rng.random()])
+    return root
+
+
+@pytest.mark.parametrize("with_report_targets", [True, False])
+def test_plot_run_classification_draws_roc(tmp_path, with_report_targets):
+    run = fake_classification_run(tmp_path / "run", with_report_targets=with_report_targets)
+    paths = plot_run(run)
+    assert [p.name for p in paths] == ["roc.png"]
+    assert not (run / "plots" / "parity.png").exists()
+    assert png_size(paths[0]) == SIZE and drawn_fraction(paths[0]) > 0.01
+
+
+def test_roc_draws_at_most_max_tasks(tmp_path):
+    from matplotlib.image import imread
+
+    rng = np.random.default_rng(1)
+    Y = (rng.random((40, 20)) < 0.5).astype(float)
+    P = rng.random((40, 20))
+    a = plot_roc(Y, P, [f"t{j}" for j in range(20)], tmp_path / "a.png", max_tasks=12)
+    b = plot_roc(Y[:, :12], P[:, :12], [f"t{j}" for j in range(12)], tmp_path / "b.png")
+    assert png_size(a) == SIZE
+    diff = np.abs(imread(a)[..., :3] - imread(b)[..., :3]).max(axis=2) > 0.1
+    assert 0 < diff.mean() < 0.01          # the same 12 curves; only the legend's note differs

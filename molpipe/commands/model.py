@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -99,16 +100,18 @@ def evaluate(
     model: Annotated[Optional[Path], typer.Option(
         "--model", "-m", help="Run directory written by `molpipe train`.")] = None,
     smiles_column: Annotated[Optional[str], typer.Option(help="SMILES column of a CSV.")] = None,
-    json_out: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
+    json_out: Annotated[bool, typer.Option(
+        "--json", help="Print the results as JSON (per-target metrics and their mean; NaN as "
+                       "null).")] = False,
 ) -> None:
-    """Metrics of a trained model (RMSE, MAE, R² or AUC) on labelled data or its test split.
+    """Metrics of a trained model on labelled data or its test split: RMSE, MAE, R² per target
+    (regression) or ROC-AUC, PR-AUC, accuracy per task (classification), and their mean.
 
     Example: molpipe evaluate --model runs/esol             (the run's test split)
     Example: molpipe evaluate --model runs/esol datasets/esol.csv
     """
     import json
 
-    from molpipe.display import metrics_rich_table
     from molpipe.evaluate import evaluate as run_evaluate
     from molpipe.model import ModelError
 
@@ -122,20 +125,79 @@ def evaluate(
     except (DataError, ModelError, OSError) as err:
         fail(str(err))
     if json_out:
-        print(json.dumps(result, indent=2, default=float))
+        print(json.dumps(_nan_to_none(result), indent=2, default=float, allow_nan=False))
         return
     what = (f"{result['data']}, test split" if result["split"] else result["data"])
-    console.print(metrics_rich_table(f"{model} on {what}", result["metrics"]))
+    title = f"{model} on {what}"
+    if result["task"] == "classification":
+        console.print(_classification_table(title, result["metrics"], result["summary"]))
+        left = result["summary"]["tasks_left_out"]
+        if left:
+            console.print(f"left out of the mean: {escape(', '.join(left))}", soft_wrap=True,
+                          highlight=False)
+    else:
+        console.print(_regression_table(title, result["metrics"], result["summary"]))
     note = (f", {result['rejected']} rows could not be featurized"
             if result["rejected"] else "")
     console.print(f"{result['rows']} molecules{note}", highlight=False)
 
 
+def _nan_to_none(value):
+    """``value`` with every NaN float (nested in dicts and lists) replaced by None."""
+    if isinstance(value, dict):
+        return {k: _nan_to_none(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_nan_to_none(v) for v in value]
+    if isinstance(value, numbers.Real) and value != value:     # numpy floats too
+        return None
+    return value
+
+
+def _regression_table(title: str, metrics: dict, summary: dict) -> Table:
+    """RMSE, MAE, R² per target, and their mean in a last row when there are several."""
+    from molpipe.display import metrics_rich_table
+
+    table = metrics_rich_table(title, metrics)
+    if len(metrics) > 1:
+        names = [m for m in next(iter(metrics.values())) if m != "n"]
+        table.add_section()
+        table.add_row("mean", *(f"{summary.get(m, float('nan')):.4f}" for m in names), "")
+    return table
+
+
+def _one_class(m: dict) -> str:
+    """Why a task has no AUC: 'no labels', 'one class' or ''."""
+    if not m.get("n"):
+        return "no labels"
+    return "one class" if m.get("positives") in (0, m.get("n")) else ""
+
+
+def _classification_table(title: str, metrics: dict, summary: dict) -> Table:
+    """ROC-AUC, PR-AUC, accuracy, positives and n per task, and the mean of the tasks with an AUC."""
+    table = Table(title=title, title_justify="left")
+    table.add_column("task", overflow="fold")
+    for name in ("ROC-AUC", "PR-AUC", "accuracy", "positives", "n"):
+        table.add_column(name, justify="right", no_wrap=True)
+    number = lambda v: "n/a" if v is None or v != v else f"{v:.4f}"
+    for task, m in metrics.items():
+        auc, prc = number(m["auc"]), number(m["prc_auc"])
+        why = _one_class(m)
+        if auc == "n/a" and why:
+            auc = prc = f"n/a ({why})"
+        table.add_row(escape(task), auc, prc, number(m["accuracy"]), str(m["positives"]),
+                      str(m["n"]))
+    k, n = summary["tasks_in_mean"], len(metrics)
+    table.add_section()
+    table.add_row(f"mean ({k} of {n} tasks)" if k != n else f"mean ({n} task{'s' * (n != 1)})",
+                  number(summary["auc"]), number(summary["prc_auc"]), "", "", "")
+    return table
+
+
 def plot(
     run_dir: Annotated[Path, typer.Argument(help="Run directory written by `molpipe train`.")],
 ) -> None:
-    """Charts of a run as PNGs in RUN_DIR/plots: learning curves, parity, pipeline timeline,
-    worker utilization.
+    """Charts of a run as PNGs in RUN_DIR/plots: learning curves, parity (regression) or ROC
+    curves (classification), pipeline timeline, worker utilization.
 
     Example: molpipe plot runs/esol
     """
