@@ -19,7 +19,8 @@ from pathlib import Path
 import numpy as np
 
 from molpipe.nn.layout import is_old_layout
-from molpipe.nn.network import AGGREGATIONS, DTYPES, PROPAGATE, NetworkConfig, build_network
+from molpipe.nn.network import DTYPES, PROPAGATE, NetworkConfig, build_network
+from molpipe.nn.readout import AGGREGATIONS
 from molpipe.safenpz import NpzError, inspect_npz, regular_file, sha256_file
 
 MODEL_FORMAT = 1
@@ -78,6 +79,7 @@ NETWORK_SCHEMA = {
     "dtype": _one_of(DTYPES),
     "propagate": _one_of(PROPAGATE),
     "aggregation": _one_of(AGGREGATIONS),
+    "dropout": lambda v: (type(v) in (int, float) and 0 <= v < 1) or "a number in [0, 1)",
     "seed": _int_in(0, 2**63 - 1),
 }
 

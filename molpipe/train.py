@@ -39,6 +39,9 @@ class TrainConfig:
     epochs: int = 50
     patience: int = 20
     hidden: int = 128
+    aggregation: str = "mean+norm"    # readout over atoms: mean, sum, norm, attention, mean+norm
+    dropout: float = 0.0              # readout MLP dropout
+    weight_decay: float = 0.0         # L2 on every parameter (Adam)
     min_rounds: int = 2
     max_rounds: int = 6
     rings: bool = True
@@ -59,6 +62,10 @@ class TrainConfig:
                                       # or "skip" the instance (never saved into a checkpoint
                                       # or model)
     cache_root: str | None = None
+
+
+#: what a checkpoint written before a setting existed meant by leaving it out
+LEGACY = {"aggregation": "mean"}
 
 
 @dataclass
@@ -203,7 +210,8 @@ def train(config: TrainConfig, out_dir: str | Path, progress=None, resume: bool 
     ckpt = None
     if resume:
         state, arrays, path = load_checkpoint(out_dir)
-        config = TrainConfig(**{**state["config"], "split_fractions": tuple(state["config"]["split_fractions"])})
+        config = TrainConfig(**{**LEGACY, **state["config"],
+                                "split_fractions": tuple(state["config"]["split_fractions"])})
         ckpt = (state, arrays)
         emit("preprocess", message=f"resuming from {path}")
     if config.backend == "mpi":   # MPI: ranks > 0 serve rank 0's workers until it is done
@@ -221,10 +229,11 @@ def train(config: TrainConfig, out_dir: str | Path, progress=None, resume: bool 
     std = np.nanstd(Ytr, axis=0) if prep.task == "regression" else np.ones(Ytr.shape[1])
     std = np.where(np.isfinite(std) & (std > 0), std, 1.0)
     net_config = NetworkConfig(hidden=config.hidden, rings=config.rings, task=prep.task,
-                               dtype=config.dtype)
+                               dtype=config.dtype, aggregation=config.aggregation,
+                               dropout=config.dropout)
     network = build_network(net_config, store.atom_dim, store.bond_dim, len(prep.targets),
                             mean, std, config.seed)
-    optimizers = make_optimizers(network, config.lr)
+    optimizers = make_optimizers(network, config.lr, config.weight_decay)
     rng = np.random.default_rng(config.seed)
     size = config.molecules_per_instance or auto_instance_size(store.n_atoms[split["train"]])
     val_items, val_members, key = make_items(prep, split["val"], size, None, 0)

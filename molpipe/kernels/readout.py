@@ -1,9 +1,11 @@
 """The readout stage's forward and backward, each as one GIL-free call (see ``rounds``).
 
-``G = σ(H W_g + b_g)``, ``J = tanh(H W_j + b_j)``, ``h_mol = scale ⊙ Σ_{a ∈ mol} G[a] ⊙ J[a]``
-(``scale`` 1 / atom count with ``mean``, else 1), ``Z = relu(h_mol W_1 + b_1)``,
-``Y = Z W_2 + b_2``. The arithmetic is the composed kernels', in the same order; like the
-round kernels, each returns first how many NaN/inf values it made.
+``G = σ(H W_g + b_g)``, ``J = tanh(H W_j + b_j)``; with attention ``α = softmax_mol(H w_a)``
+(no bias: a softmax forgets shifts), else ``α = 1``; ``S[m] = Σ_{a ∈ m} α[a] G[a] ⊙ J[a]``; ``h[m] = [C[m, k] S[m]]_k``
+(the aggregation's channels, ``pool.channels_fwd``), ``Z = relu((h ⊙ M_h) W_1 + b_1)``,
+``Y = (Z ⊙ M_z) W_2 + b_2``. ``M_h``, ``M_z`` are dropout masks (zero-size arrays: none);
+a zero-size ``w_a`` means no attention. Like the round kernels, each returns first how many
+NaN/inf values it made.
 """
 
 import numpy as np
@@ -13,51 +15,53 @@ from molpipe.kernels.activations import (relu_bwd, relu_fwd, sigmoid_bwd, sigmoi
                                          tanh_fwd)
 from molpipe.kernels.dense import dense_bwd, dense_fwd
 from molpipe.kernels.finite import add_count_nonfinite, count_nonfinite
-from molpipe.kernels.segment import gated_sum_bwd, gated_sum_fwd
+from molpipe.kernels.pool import (attention_bwd, attention_fwd, channels_bwd, channels_fwd,
+                                  mask_bwd, mask_fwd, weighted_gated_sum_bwd,
+                                  weighted_gated_sum_fwd)
 
 
 @njit(nogil=True, cache=True, error_model="numpy")
-def _scale_rows(X, atom_mol):
-    """``X[m] *= 1 / (atoms of molecule m)`` (at least one), in X's precision."""
-    one = X.dtype.type(1.0)
-    counts = np.zeros(X.shape[0], dtype=X.dtype)
-    for a in range(atom_mol.shape[0]):
-        counts[atom_mol[a]] += one
-    for m in range(X.shape[0]):
-        s = one / max(counts[m], one)
-        for j in range(X.shape[1]):
-            X[m, j] *= s
-
-
-@njit(nogil=True, cache=True, error_model="numpy")
-def readout_fwd(H, W_g, b_g, W_j, b_j, W_1, b_1, W_2, b_2, atom_mol, n_mols, mean):
+def readout_fwd(H, W_g, b_g, W_j, b_j, w_a, W_1, b_1, W_2, b_2, atom_mol, n_mols, C,
+                M_h, M_z):
     """The non-finite count of Y, Y : (n_mols, n_targets), and what the backward needs:
-    G, J, h_mol, Z."""
+    G, J, α, h (masked), Z, Z masked."""
     G = sigmoid_fwd(dense_fwd(H, W_g, b_g))
     J = tanh_fwd(dense_fwd(H, W_j, b_j))
-    h_mol = gated_sum_fwd(G, J, atom_mol, n_mols)
-    if mean:
-        _scale_rows(h_mol, atom_mol)
-    Z = relu_fwd(dense_fwd(h_mol, W_1, b_1))
-    Y = dense_fwd(Z, W_2, b_2)
-    return count_nonfinite(Y), Y, G, J, h_mol, Z
+    if w_a.shape[0] > 0:
+        alpha = attention_fwd(np.dot(H, w_a)[:, 0].copy(), atom_mol, n_mols)
+    else:
+        alpha = np.ones(H.shape[0], dtype=H.dtype)
+    h = channels_fwd(weighted_gated_sum_fwd(alpha, G, J, atom_mol, n_mols), C)
+    if M_h.size > 0:
+        h = mask_fwd(h, M_h)
+    Z = relu_fwd(dense_fwd(h, W_1, b_1))
+    Zm = mask_fwd(Z, M_z) if M_z.size > 0 else Z
+    Y = dense_fwd(Zm, W_2, b_2)
+    return count_nonfinite(Y), Y, G, J, alpha, h, Z, Zm
 
 
 @njit(nogil=True, cache=True, error_model="numpy")
-def readout_bwd(dY, H, G, J, h_mol, Z, W_g, W_j, W_1, W_2,
-                g_W_g, g_b_g, g_W_j, g_b_j, g_W_1, g_b_1, g_W_2, g_b_2, atom_mol, mean):
+def readout_bwd(dY, H, G, J, alpha, h, Z, Zm, W_g, W_j, w_a, W_1, W_2,
+                g_W_g, g_b_g, g_W_j, g_b_j, g_w_a, g_W_1, g_b_1, g_W_2, g_b_2,
+                atom_mol, C, M_h, M_z):
     """Backward of ``readout_fwd``; adds the parameter gradients to ``g_*``; returns the
     non-finite count (dH and the gathered gradients) and dH."""
-    dZ, dW, db = dense_bwd(Z, W_2, np.ascontiguousarray(dY))
+    dZ, dW, db = dense_bwd(Zm, W_2, np.ascontiguousarray(dY))
     n = add_count_nonfinite(g_W_2, dW) + add_count_nonfinite(g_b_2, db)
-    dh_mol, dW, db = dense_bwd(h_mol, W_1, relu_bwd(Z, dZ))
+    if M_z.size > 0:
+        dZ = mask_bwd(dZ, M_z)
+    dh, dW, db = dense_bwd(h, W_1, relu_bwd(Z, dZ))
     n += add_count_nonfinite(g_W_1, dW) + add_count_nonfinite(g_b_1, db)
-    if mean:
-        _scale_rows(dh_mol, atom_mol)
-    dG, dJ = gated_sum_bwd(dh_mol, G, J, atom_mol)
+    if M_h.size > 0:
+        dh = mask_bwd(dh, M_h)
+    dalpha, dG, dJ = weighted_gated_sum_bwd(channels_bwd(dh, C), alpha, G, J, atom_mol)
     dH, dW, db = dense_bwd(H, W_g, sigmoid_bwd(G, dG))
     n += add_count_nonfinite(g_W_g, dW) + add_count_nonfinite(g_b_g, db)
     dH_j, dW, db = dense_bwd(H, W_j, tanh_bwd(J, dJ))
     n += add_count_nonfinite(g_W_j, dW) + add_count_nonfinite(g_b_j, db)
+    if w_a.shape[0] > 0:
+        de = attention_bwd(dalpha, alpha, atom_mol, C.shape[0]).reshape(-1, 1)
+        n += add_count_nonfinite(g_w_a, np.dot(H.T, de))
+        dH_j += np.dot(de, w_a.T)
     n += add_count_nonfinite(dH, dH_j)
     return n, dH

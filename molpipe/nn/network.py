@@ -10,13 +10,14 @@ from molpipe.nn.embed import EmbedStage
 from molpipe.nn.layout import from_old_layout
 from molpipe.nn.loss import TASKS, LossStage
 from molpipe.nn.propagate import MessageStage, PropagateStage, UpdateStage
-from molpipe.nn.readout import ReadoutStage
+from molpipe.nn.readout import AGGREGATIONS, ReadoutStage
 from molpipe.nn.rings import RingStage
 from molpipe.nn.stage import Stage
 
 DTYPES = ("float32", "float64")
 PROPAGATE = ("split", "fused")
-AGGREGATIONS = ("mean", "sum")
+#: what a model directory written before a field existed meant by leaving it out
+LEGACY = {"aggregation": "mean", "dropout": 0.0}
 
 
 @dataclass
@@ -29,7 +30,8 @@ class NetworkConfig:
     task: str = "regression"          # "regression" | "classification"
     dtype: str = "float32"            # "float32" | "float64"
     propagate: str = "split"          # a round as two stages (message, update) or one (fused)
-    aggregation: str = "mean"         # readout over a molecule's atoms: "mean" | "sum"
+    aggregation: str = "mean+norm"    # readout over a molecule's atoms (AGGREGATIONS)
+    dropout: float = 0.0              # readout MLP dropout (training only)
     seed: int = 0                     # initialization seed
 
     def __post_init__(self):
@@ -42,7 +44,10 @@ class NetworkConfig:
         if self.propagate not in PROPAGATE:
             raise ValueError(f"propagate must be one of {PROPAGATE}, got {self.propagate!r}")
         if self.aggregation not in AGGREGATIONS:
-            raise ValueError(f"aggregation must be one of {AGGREGATIONS}, got {self.aggregation!r}")
+            raise ValueError(f"aggregation must be one of {', '.join(AGGREGATIONS)}, "
+                             f"got {self.aggregation!r}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}")
         if self.hidden < 1 or self.ffn < 1:
             raise ValueError("hidden and ffn must be positive")
 
@@ -55,7 +60,7 @@ class NetworkConfig:
         unknown = set(d) - names
         if unknown:
             raise ValueError(f"unknown NetworkConfig fields: {sorted(unknown)}")
-        return cls(**d)
+        return cls(**{**LEGACY, **d})
 
 
 class Network:
@@ -190,6 +195,7 @@ def build_network(config: NetworkConfig, d_v: int, d_e: int, n_targets: int,
     if config.rings:
         stages["rings"] = RingStage.create(rng, d_h, dtype)
     stages["readout"] = ReadoutStage.create(rng, d_h, config.ffn, n_targets, dtype,
-                                            config.aggregation)
+                                            config.aggregation, config.dropout,
+                                            config.seed if seed is None else seed)
     stages["loss"] = LossStage(mean, std, config.task, dtype)
     return Network(config, stages)

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from numba import njit
 
-from molpipe.kernels import (activations, dense, embed, finite, gru, loss, message, optim, rings,
-                             segment)
+from molpipe.kernels import (activations, dense, embed, finite, gru, loss, message, optim, pool,
+                             rings, segment)
 from molpipe.kernels import typed_message as tm
 
 rng = np.random.default_rng(0)
@@ -51,6 +51,14 @@ CALLS = [
     (segment.segment_sum_bwd, (f32(2, D), i32[:N] % 2)),
     (segment.gated_sum_fwd, (f32(N, D), f32(N, D), i32[:N] % 2, 2)),
     (segment.gated_sum_bwd, (f32(2, D), f32(N, D), f32(N, D), i32[:N] % 2)),
+    (pool.attention_fwd, (f32(N), i32[:N] % 2, 2)),
+    (pool.attention_bwd, (f32(N), f32(N), i32[:N] % 2, 2)),
+    (pool.weighted_gated_sum_fwd, (f32(N), f32(N, D), f32(N, D), i32[:N] % 2, 2)),
+    (pool.weighted_gated_sum_bwd, (f32(2, D), f32(N), f32(N, D), f32(N, D), i32[:N] % 2)),
+    (pool.channels_fwd, (f32(2, D), f32(2, 2))),
+    (pool.channels_bwd, (f32(2, 2 * D), f32(2, 2))),
+    (pool.mask_fwd, (f32(N, D), f32(N, D))),
+    (pool.mask_bwd, (f32(N, D), f32(N, D))),
     (loss.masked_mse_fwd, (f32(N, 2), f32(N, 2))),
     (loss.masked_bce_fwd, (f32(N, 2), f32(N, 2))),
     (loss.masked_mse_bwd, (f32(N, 2), f32(N, 2), 1.0)),

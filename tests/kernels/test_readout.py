@@ -1,58 +1,100 @@
-"""The readout kernel pair: finite differences for H and every parameter, mean and sum."""
+"""The readout kernel pair: finite differences for H and every parameter, for every
+aggregation's channels, with and without attention and dropout masks."""
 
 import numpy as np
 import pytest
 
 from molpipe.kernels.readout import readout_bwd, readout_fwd
+from molpipe.nn.readout import AGGREGATIONS, channel_scales, n_channels
 
 from .fd import check
 
-PARAMS = ("W_g", "b_g", "W_j", "b_j", "W_1", "b_1", "W_2", "b_2")
+PARAMS = ("W_g", "b_g", "W_j", "b_j", "w_a", "W_1", "b_1", "W_2", "b_2")
+ATOM_MOL = np.array([0, 0, 0, 1, 2, 2], np.int32)      # molecules of 3, 1 and 2 atoms
 
 
-@pytest.mark.parametrize("mean", [True, False])
-@pytest.mark.parametrize("wrt", ("H",) + PARAMS)
-def test_readout_bwd_finite_differences(wrt, mean):
-    rng = np.random.default_rng(6)
-    d_h, d_ffn, n_targets = 3, 4, 2
-    atom_mol = np.array([0, 0, 0, 1, 2, 2], np.int32)      # molecules of 3, 1 and 2 atoms
+def arrays(rng, aggregation, d_h=3, d_ffn=4, n_targets=2, dropout=False):
+    k = n_channels(aggregation)
+    attend = aggregation == "attention"
     shapes = {"H": (6, d_h), "W_g": (d_h, d_h), "b_g": (d_h,), "W_j": (d_h, d_h), "b_j": (d_h,),
-              "W_1": (d_h, d_ffn), "b_1": (d_ffn,), "W_2": (d_ffn, n_targets), "b_2": (n_targets,)}
-    a = {k: rng.normal(size=s) for k, s in shapes.items()}
+              "w_a": (d_h if attend else 0, 1),
+              "W_1": (k * d_h, d_ffn), "b_1": (d_ffn,), "W_2": (d_ffn, n_targets),
+              "b_2": (n_targets,)}
+    a = {name: rng.normal(size=s) for name, s in shapes.items()}
     a["b_1"] += 1.0                                       # most relu units active
+    a["C"] = channel_scales(aggregation, ATOM_MOL, 3, np.dtype(np.float64))
+    none = np.zeros((0, 0))
+    if dropout:
+        a["M_h"] = (rng.random((3, k * d_h)) > 0.3) / 0.7
+        a["M_z"] = (rng.random((3, d_ffn)) > 0.3) / 0.7
+    else:
+        a["M_h"] = a["M_z"] = none
+    return a
 
-    def f():
-        return readout_fwd(a["H"], *(a[k] for k in PARAMS), atom_mol, 3, mean)[1]
 
-    n, Y, G, J, h_mol, Z = readout_fwd(a["H"], *(a[k] for k in PARAMS), atom_mol, 3, mean)
+def forward(a):
+    return readout_fwd(a["H"], *(a[k] for k in PARAMS), ATOM_MOL, 3, a["C"], a["M_h"], a["M_z"])
+
+
+def backward(a, dY, saved):
+    g = {k: np.zeros_like(a[k]) for k in PARAMS}
+    n, dH = readout_bwd(dY, a["H"], *saved, a["W_g"], a["W_j"], a["w_a"], a["W_1"], a["W_2"],
+                        *(g[k] for k in PARAMS), ATOM_MOL, a["C"], a["M_h"], a["M_z"])
+    return n, dH, g
+
+
+@pytest.mark.parametrize("dropout", [False, True])
+@pytest.mark.parametrize("aggregation", AGGREGATIONS)
+@pytest.mark.parametrize("wrt", ("H",) + PARAMS)
+def test_readout_bwd_finite_differences(wrt, aggregation, dropout):
+    if wrt == "w_a" and aggregation != "attention":
+        pytest.skip("attention parameters exist with the attention aggregation only")
+    rng = np.random.default_rng(6)
+    a = arrays(rng, aggregation, dropout=dropout)
+    n, Y, *saved = forward(a)
     assert n == 0
     w = rng.normal(size=Y.shape)
-    g = {k: np.zeros_like(a[k]) for k in PARAMS}
-    n, dH = readout_bwd(w, a["H"], G, J, h_mol, Z, a["W_g"], a["W_j"], a["W_1"], a["W_2"],
-                        *(g[k] for k in PARAMS), atom_mol, mean)
+    n, dH, g = backward(a, w, saved)
     assert n == 0
-    check(f, a[wrt], {"H": dH, **g}[wrt], w)
+    check(lambda: forward(a)[1], a[wrt], {"H": dH, **g}[wrt], w)
 
 
-def test_mean_divides_each_molecule_by_its_atom_count():
+def _pooled(a):
+    """h of the forward without the MLP's masks: the molecule vectors."""
+    return forward(a)[5]
+
+
+def test_channels_against_numpy():
+    """mean, sum, norm and mean+norm are numpy's per-molecule sums, scaled."""
     rng = np.random.default_rng(7)
-    atom_mol = np.array([0, 0, 0, 1, 2, 2], np.int32)
-    args = [rng.normal(size=(6, 3))] + [rng.normal(size=s) for s in
-                                        [(3, 3), 3, (3, 3), 3, (3, 4), 4, (4, 1), 1]]
-    h_mean = readout_fwd(*args, atom_mol, 3, True)[4]
-    h_sum = readout_fwd(*args, atom_mol, 3, False)[4]
-    np.testing.assert_allclose(h_mean * np.array([[3.0], [1.0], [2.0]]), h_sum, rtol=1e-12)
+    a = arrays(rng, "sum")
+    P = (1 / (1 + np.exp(-(a["H"] @ a["W_g"] + a["b_g"])))) * np.tanh(a["H"] @ a["W_j"] + a["b_j"])
+    S = np.stack([P[ATOM_MOL == m].sum(axis=0) for m in range(3)])
+    n_atoms = np.array([[3.0], [1.0], [2.0]])
+    expect = {"sum": S, "mean": S / n_atoms, "norm": S / 100, "mean+norm": np.hstack([S / n_atoms, S / 100])}
+    for aggregation, h in expect.items():
+        b = {**a, "C": channel_scales(aggregation, ATOM_MOL, 3, np.dtype(np.float64)),
+             "W_1": rng.normal(size=(h.shape[1], 4))}
+        np.testing.assert_allclose(_pooled(b), h, rtol=1e-12)
+
+
+def test_attention_weights_are_a_softmax_within_each_molecule():
+    rng = np.random.default_rng(8)
+    a = arrays(rng, "attention")
+    alpha = forward(a)[4]
+    e = (a["H"] @ a["w_a"])[:, 0]
+    for m in range(3):
+        em = np.exp(e[ATOM_MOL == m])
+        np.testing.assert_allclose(alpha[ATOM_MOL == m], em / em.sum(), rtol=1e-12)
+    # a one-atom molecule's weight is one, whatever its score
+    assert alpha[3] == pytest.approx(1.0)
 
 
 def test_counts_the_nonfinite_values_made_and_gathered():
     rng = np.random.default_rng(11)
-    atom_mol = np.array([0, 0, 1], np.int32)
-    params = [rng.normal(size=s) for s in [(2, 2), 2, (2, 2), 2, (2, 3), 3, (3, 1), 1]]
-    H = rng.normal(size=(3, 2))
-    H[2, 0] = np.inf                                   # molecule 1's only atom
-    n, Y, G, J, h_mol, Z = readout_fwd(H, *params, atom_mol, 2, True)
-    assert n == np.count_nonzero(~np.isfinite(Y))
-    g = [np.zeros_like(p) for p in params]
-    n, dH = readout_bwd(np.ones_like(Y), H, G, J, h_mol, Z, params[0], params[2], params[4],
-                        params[6], *g, atom_mol, True)
-    assert n == sum(np.count_nonzero(~np.isfinite(x)) for x in (dH, *g)) > 0
+    a = arrays(rng, "mean")
+    a["W_2"][0, 0] = np.nan
+    n, Y, *saved = forward(a)
+    assert n == np.count_nonzero(~np.isfinite(Y)) > 0
+    n, dH, g = backward(a, np.ones_like(Y), saved)
+    assert n == sum(np.count_nonzero(~np.isfinite(x)) for x in (dH, *g.values())) > 0

@@ -6,6 +6,7 @@ import pytest
 from molpipe.nn.network import Network, NetworkConfig, build_network
 from molpipe.nn.optim import Adam
 from molpipe.nn.propagate import N_TYPES
+from molpipe.nn.readout import AGGREGATIONS
 
 from ..kernels.fd import num_grad, rel_err
 from .graphs import (D_E, D_V, benzene_like, chain, instance, naphthalene_like, one_atom,
@@ -35,7 +36,7 @@ def instances():
 
 
 def check_network_gradient(network, inst, core=("embed.W_v", "propagate.b_x", "propagate.U_h",
-                                                 "readout.W_2")):
+                                                 "readout.W_2"), tol=1e-6):
     network.zero_grad()
     network.forward_backward("k", inst)
     for sname, stage in network.stages.items():
@@ -43,7 +44,7 @@ def check_network_gradient(network, inst, core=("embed.W_v", "propagate.b_x", "p
         for pname, p in stage.params.items():
             fd = num_grad(lambda: network.loss(inst), p)
             err = rel_err(stage.grads[pname], fd)
-            assert err < 1e-6, f"{sname}.{pname}: relative error {err:.2e}"
+            assert err < tol, f"{sname}.{pname}: relative error {err:.2e}"
     # the check is not vacuous: the core parameters do get gradient
     for name in core:
         s, p = name.split(".")
@@ -63,12 +64,15 @@ def test_regression_gradient_finite_differences(case):
         assert np.abs(network.stages["propagate"].grads["W_m"]).sum() > 0
 
 
-@pytest.mark.parametrize("aggregation", ["mean", "sum"])
+@pytest.mark.parametrize("aggregation", AGGREGATIONS)
 @pytest.mark.parametrize("case", ["rings", "no_rings", "one_atom", "fragments", "packed_rounds"])
 def test_split_round_gradient_finite_differences(case, aggregation):
     network = net(propagate="split", aggregation=aggregation)
+    # norm divides the sum by 100: gradients below the readout are 100x smaller, and the
+    # central differences' rounding error (about 1e-10 / eps) is larger beside them
     check_network_gradient(network, instances()[case],
-                           core=("embed.W_v", "message.b_x", "update.U_h", "readout.W_2"))
+                           core=("embed.W_v", "message.b_x", "update.U_h", "readout.W_2"),
+                           tol=1e-4 if "norm" in aggregation else 1e-6)
 
 
 @pytest.mark.parametrize("case", ["rings", "packed_rounds"])
@@ -98,7 +102,7 @@ def test_split_path_alternates_message_and_update():
                                             ("message", 1), ("update", 1), ("rings", 0),
                                             ("readout", 0), ("loss", 0)]
     assert net(propagate="split", rings=False).route("update", 1, insts["rings"]) == ("readout", 0)
-    assert NetworkConfig().propagate == "split" and NetworkConfig().aggregation == "mean"
+    assert NetworkConfig().propagate == "split"
     with pytest.raises(ValueError, match="propagate"):
         NetworkConfig(propagate="sideways")
 
