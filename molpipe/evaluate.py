@@ -54,7 +54,7 @@ def predict_rows(predictor: Predictor, store, rows: np.ndarray, size: int) -> np
     for g in group_by_plan(store.n_rounds[rows], store.has_rings[rows], size, None):
         r = rows[g]
         inst = pack(store.graphs(r), store.targets[r], rows=r)
-        P[g] = predictor.network.predict(inst)
+        P[g] = predictor.network.predict(predictor.fit_features(inst))
     return P
 
 
@@ -68,11 +68,12 @@ def evaluate(model: "str | Path | Predictor", data: str | None = None, *,
     -------
     dict : data, split ("test" or None), task, targets, rows (evaluated molecules), rejected
         (rows of the file that could not be featurized), metrics {target: {rmse, mae, r2, n} or
-        {auc, accuracy, n}}.
+        {auc, prc_auc, accuracy, positives, n}}, summary (their mean over targets:
+        ``molpipe.metrics.summary``).
     """
     from molpipe.data.store import open_data
     from molpipe.kernels import one_blas_thread
-    from molpipe.metrics import metrics_table
+    from molpipe.metrics import metrics_table, summary
 
     predictor = model if isinstance(model, Predictor) else Predictor.load(model)
     targets = predictor.targets
@@ -110,4 +111,4 @@ def evaluate(model: "str | Path | Predictor", data: str | None = None, *,
     return {"data": str(data), "split": split, "task": predictor.task, "targets": targets,
             "rows": int(len(rows)),
             "rejected": None if split else int(store.meta.get("rows_rejected", 0)),
-            "metrics": metrics}
+            "metrics": metrics, "summary": summary(predictor.task, metrics)}

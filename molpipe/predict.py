@@ -10,6 +10,7 @@ and predicted in worker processes, in order.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import itertools
 import multiprocessing as mp
 import os
@@ -47,16 +48,21 @@ class Predictor:
     """
 
     def __init__(self, network, config: dict):
-        from molpipe.chem.featurize import ATOM_DIM, BOND_DIM, FEATURIZER_VERSION
+        from molpipe.chem.featurize import ATOM_DIM, BOND_DIM, FEATURIZER_VERSION, V1_DIMS
 
         version = config.get("featurizer_version")
-        if version is not None and str(version) != str(FEATURIZER_VERSION):
-            raise ModelError(f"{config.get('_dir', 'model')}: trained on featurizer version "
-                             f"{version}, this molpipe has {FEATURIZER_VERSION}; retrain the model")
-        if (config["atom_dim"], config["bond_dim"]) != (ATOM_DIM, BOND_DIM):
-            raise ModelError(f"{config.get('_dir', 'model')}: the model expects "
+        where = config.get('_dir', 'model')
+        # version 2 appended columns to version 1's: a version-1 model reads their prefix
+        dims = {"1": V1_DIMS, str(FEATURIZER_VERSION): (ATOM_DIM, BOND_DIM)}
+        if version is not None and str(version) not in dims:
+            raise ModelError(f"{where}: trained on featurizer version {version}, this molpipe "
+                             f"reads versions {', '.join(dims)}; retrain the model")
+        expect = dims[str(version)] if version is not None else (ATOM_DIM, BOND_DIM)
+        if (config["atom_dim"], config["bond_dim"]) != expect:
+            raise ModelError(f"{where}: the model expects "
                              f"{config['atom_dim']} atom / {config['bond_dim']} bond features, "
-                             f"the featurizer makes {ATOM_DIM} / {BOND_DIM}; retrain the model")
+                             f"the featurizer makes {expect[0]} / {expect[1]}; retrain the model")
+        self.dims = expect
         self.network = network
         self.config = config
         self.targets = list(config["targets"])
@@ -86,6 +92,15 @@ class Predictor:
             raise FeaturizationError(f"not a SMILES string ({type(item).__name__})")
         return featurize(item, min_rounds=self.min_rounds, max_rounds=self.max_rounds)
 
+    def fit_features(self, inst):
+        """``inst`` with the feature columns the model was trained on (a version-1 model
+        reads the first columns of today's features)."""
+        a, b = self.dims
+        if inst.V.shape[1] == a and inst.E.shape[1] == b:
+            return inst
+        return dataclasses.replace(inst, V=np.ascontiguousarray(inst.V[:, :a]),
+                                   E=np.ascontiguousarray(inst.E[:, :b]))
+
     def predict_graphs(self, graphs: Sequence, batch: int = BATCH) -> np.ndarray:
         """Predictions (n, n_targets) float64 of MolGraphs, packed ``batch`` per instance."""
         from molpipe.data.instance import group_by_plan, pack
@@ -98,7 +113,7 @@ class Predictor:
         has_rings = np.array([g.has_rings for g in graphs])
         for rows in group_by_plan(n_rounds, has_rings, batch):
             inst = pack([graphs[i] for i in rows], np.full((len(rows), n_t), np.nan, np.float32))
-            P[rows] = self.network.predict(inst)
+            P[rows] = self.network.predict(self.fit_features(inst))
         return P
 
     def predict(self, items: Sequence, batch: int = BATCH) -> tuple[np.ndarray, list[str]]:

@@ -11,8 +11,10 @@ from rdkit import Chem, rdBase
 
 from molpipe.chem.molgraph import BOND_TYPES, MolGraph
 
-#: bump whenever the features or the plan change: stores built by another version are rebuilt
-FEATURIZER_VERSION = "1"
+#: bump whenever the features or the plan change: stores built by another version are rebuilt.
+#: Version 2 appended columns to version 1's (chirality, mass; bond Z/E): a version-1 model
+#: reads the first ``V1_DIMS`` columns (``molpipe.predict``).
+FEATURIZER_VERSION = "2"
 
 #: molecules with more heavy atoms than this are rejected (the distance matrix is n^2)
 MAX_ATOMS = 500
@@ -30,17 +32,27 @@ HYBRIDIZATIONS = (Chem.HybridizationType.S, Chem.HybridizationType.SP,
                   Chem.HybridizationType.SP3D, Chem.HybridizationType.SP3D2)  # + "other"
 RING_SIZES = (3, 4, 5, 6, 7, 8)
 
-# widths of the one-hot blocks of V, in order; then aromatic, in ring, ring sizes (multi-hot)
+CHIRAL_TAGS = (Chem.ChiralType.CHI_TETRAHEDRAL_CW, Chem.ChiralType.CHI_TETRAHEDRAL_CCW)  # + other
+
+# widths of the one-hot blocks of V, in order; then aromatic, in ring, ring sizes (multi-hot);
+# then (version 2) the chiral tag (CW, CCW, another tag; none: all zero) and the mass / 100
 _BLOCKS = (len(ELEMENTS) + 1, len(DEGREES) + 1, len(CHARGES) + 1, len(HYDROGENS) + 1,
            len(HYBRIDIZATIONS) + 1)
 _STARTS = np.cumsum((0,) + _BLOCKS[:-1])
 _AROMATIC = int(sum(_BLOCKS))
 _IN_RING = _AROMATIC + 1
 _RING_SIZE0 = _IN_RING + 1
-ATOM_DIM = _RING_SIZE0 + len(RING_SIZES)
+_CHIRAL0 = _RING_SIZE0 + len(RING_SIZES)
+_CHIRAL_COL = {t: _CHIRAL0 + k for k, t in enumerate(CHIRAL_TAGS)}
+_CHIRAL_OTHER = _CHIRAL0 + len(CHIRAL_TAGS)
+_MASS = _CHIRAL_OTHER + 1
+ATOM_DIM = _MASS + 1
 
-#: E columns: bond type one-hot (BOND_TYPES order), conjugated, in ring, has E/Z stereo
-BOND_DIM = len(BOND_TYPES) + 3
+#: E columns: bond type one-hot (BOND_TYPES order), conjugated, in ring, has E/Z stereo;
+#: then (version 2) Z (or cis), E (or trans)
+BOND_DIM = len(BOND_TYPES) + 5
+#: (atom, bond) feature widths of version 1: the first columns of version 2's
+V1_DIMS = (_CHIRAL0, len(BOND_TYPES) + 3)
 
 # column of every one-hot value in V (the last column of a block is "other")
 _Z_COL = {Chem.GetPeriodicTable().GetAtomicNumber(e): k for k, e in enumerate(ELEMENTS)}
@@ -56,6 +68,15 @@ _BOND_CODE = {_BT.SINGLE: 0, _BT.DOUBLE: 1, _BT.TRIPLE: 2, _BT.AROMATIC: 3}  # o
 _DOUBLE = BOND_TYPES.index("double")
 _CONJUGATED, _BOND_IN_RING, _STEREO = len(BOND_TYPES), len(BOND_TYPES) + 1, len(BOND_TYPES) + 2
 _STEREO_NONE = (Chem.BondStereo.STEREONONE, Chem.BondStereo.STEREOANY)
+_Z_LIKE, _E_LIKE = _STEREO + 1, _STEREO + 2
+_STEREO_SIDE = {Chem.BondStereo.STEREOZ: _Z_LIKE, Chem.BondStereo.STEREOCIS: _Z_LIKE,
+                Chem.BondStereo.STEREOE: _E_LIKE, Chem.BondStereo.STEREOTRANS: _E_LIKE}
+_NO_CHIRALITY = Chem.ChiralType.CHI_UNSPECIFIED
+
+
+def _MASS_OF(z: int, _table=Chem.GetPeriodicTable()) -> float:
+    """The element's standard atomic weight / 100 (isotope labels are ignored)."""
+    return 0.01 * _table.GetAtomicWeight(z)
 _INNER_SPACE = re.compile(r"\s")
 _FAR = 1e7   # GetDistanceMatrix puts 1e8 between atoms of different fragments
 
@@ -171,7 +192,8 @@ def _sanitized(mol: Chem.Mol) -> Chem.Mol:
 
 def _atom_features(mol: Chem.Mol, degrees: list[int],
                    rings: tuple[tuple[int, ...], ...]) -> np.ndarray:
-    """(n_atoms, ATOM_DIM) float32: one-hot blocks, aromatic, in ring, ring sizes (multi-hot).
+    """(n_atoms, ATOM_DIM) float32: one-hot blocks, aromatic, in ring, ring sizes (multi-hot),
+    chiral tag, mass / 100.
 
     ``degrees`` (heavy-atom neighbours of every atom) come from the distance matrix.
     """
@@ -189,6 +211,9 @@ def _atom_features(mol: Chem.Mol, degrees: list[int],
                base + _HYB_COL.get(a.GetHybridization(), _HYB_OTHER))
         if a.GetIsAromatic():
             on.append(base + _AROMATIC)
+        tag = a.GetChiralTag()
+        if tag != _NO_CHIRALITY:
+            on.append(base + _CHIRAL_COL.get(tag, _CHIRAL_OTHER))
     for ring in rings:
         size_col = _RING_SIZE0 + len(ring) - RING_SIZES[0]
         sized = RING_SIZES[0] <= len(ring) <= RING_SIZES[-1]
@@ -198,7 +223,9 @@ def _atom_features(mol: Chem.Mol, degrees: list[int],
                 on.append(i * ATOM_DIM + size_col)
     V = np.zeros(n * ATOM_DIM, dtype=np.float32)
     V[on] = 1.0
-    return V.reshape(n, ATOM_DIM)
+    V = V.reshape(n, ATOM_DIM)
+    V[:, _MASS] = [_MASS_OF(atom(i).GetAtomicNum()) for i in range(n)]
+    return V
 
 
 def _bond_features(mol: Chem.Mol, bond_rings: tuple[tuple[int, ...], ...]
@@ -229,6 +256,9 @@ def _bond_features(mol: Chem.Mol, bond_rings: tuple[tuple[int, ...], ...]
                 cols.append(_BOND_IN_RING)
             if t == _DOUBLE and b.GetStereo() not in _STEREO_NONE:
                 cols.append(_STEREO)
+                side = _STEREO_SIDE.get(b.GetStereo())
+                if side is not None:
+                    cols.append(side)
             on += [base + c for c in cols]
             on += [base + BOND_DIM + c for c in cols]
             base += 2 * BOND_DIM

@@ -104,7 +104,24 @@ def test_stereo_featurizes():
     chiral = featurize("C[C@H](N)O")
     for g in (cis, trans, chiral):
         check_arrays(g)
-    assert cis.E[:, -1].sum() == 2                          # the stereo double bond, both ways
+    assert cis.E[:, F._STEREO].sum() == 2                   # the stereo double bond, both ways
+    # which side: Z (cis) or E (trans), both ways
+    assert cis.E[:, F._Z_LIKE].sum() == 2 and cis.E[:, F._E_LIKE].sum() == 0
+    assert trans.E[:, F._E_LIKE].sum() == 2 and trans.E[:, F._Z_LIKE].sum() == 0
+    # the chiral centre is tagged (CW or CCW); its mirror image gets the other tag
+    mirror = featurize("C[C@@H](N)O")
+    tags = slice(F._CHIRAL0, F._CHIRAL_OTHER)
+    assert chiral.V[1, tags].sum() == 1 and mirror.V[1, tags].sum() == 1
+    assert not np.array_equal(chiral.V[1, tags], mirror.V[1, tags])
+    assert chiral.V[[0, 2, 3], F._CHIRAL0:F._CHIRAL_OTHER + 1].sum() == 0
+
+
+def test_version_one_columns_are_a_prefix():
+    """A version-1 model reads the first V1_DIMS columns: they are version 1's features."""
+    g = featurize("C[C@H](N)C(=O)O")
+    a, b = F.V1_DIMS
+    assert g.V[:, a:].shape[1] == F.ATOM_DIM - a == 4 and g.E[:, b:].shape[1] == 2
+    assert g.V[1, F._MASS] == pytest.approx(0.12011, abs=1e-4)     # carbon / 100
 
 
 def test_other_element_slot():
@@ -151,11 +168,15 @@ def naive_atom_features(mol):
         def onehot(value, choices):
             return [float(value == c) for c in choices] + [float(value not in choices)]
         sizes = [float(a.IsInRingSize(s)) for s in F.RING_SIZES]
+        tag = a.GetChiralTag()
+        chiral = ([float(tag == t) for t in F.CHIRAL_TAGS]
+                  + [float(tag not in F.CHIRAL_TAGS and tag != Chem.ChiralType.CHI_UNSPECIFIED)])
+        mass = Chem.GetPeriodicTable().GetAtomicWeight(a.GetSymbol()) / 100
         rows.append(onehot(a.GetSymbol(), F.ELEMENTS) + onehot(a.GetDegree(), F.DEGREES)
                     + onehot(a.GetFormalCharge(), F.CHARGES)
                     + onehot(a.GetTotalNumHs(), F.HYDROGENS)
                     + onehot(a.GetHybridization(), F.HYBRIDIZATIONS)
-                    + [float(a.GetIsAromatic()), float(a.IsInRing())] + sizes)
+                    + [float(a.GetIsAromatic()), float(a.IsInRing())] + sizes + chiral + [mass])
     return np.array(rows, dtype=np.float32)
 
 
@@ -165,8 +186,11 @@ def naive_bonds(mol):
     for b in mol.GetBonds():
         t = {"SINGLE": 0, "DOUBLE": 1, "TRIPLE": 2, "AROMATIC": 3}.get(str(b.GetBondType()), 0)
         stereo = b.GetStereo() not in (Chem.BondStereo.STEREONONE, Chem.BondStereo.STEREOANY)
+        side = str(b.GetStereo())
         e = [float(k == t) for k in range(4)] + [float(b.GetIsConjugated()),
-                                                   float(b.IsInRing()), float(stereo)]
+                                                   float(b.IsInRing()), float(stereo),
+                                                   float(side in ("STEREOZ", "STEREOCIS")),
+                                                   float(side in ("STEREOE", "STEREOTRANS"))]
         i, j = b.GetBeginAtomIdx(), b.GetEndAtomIdx()
         out[(i, j)] = out[(j, i)] = (t, e)
     return out
