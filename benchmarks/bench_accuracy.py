@@ -1,82 +1,293 @@
-"""Test error against chemprop 2.3.1's on the four bundled sets, mean over split seeds 0, 1, 2.
+"""The accuracy matrix: molpipe's defaults beside chemprop 2.3.1 on the same rows and split.
 
-    python benchmarks/bench_accuracy.py [--schedule reference] [--sets esol freesolv lipo qm9]
-        [--seeds 0 1 2] [--hidden 128] [--max-rounds 6] [--molecules-per-instance N]
-        [--out benchmarks/results/accuracy-reference.json]
+    python benchmarks/bench_accuracy.py [--chemprop VENV/bin/chemprop] [--tools molpipe chemprop]
+        [--sets esol lipo ...] [--splits random scaffold] [--seeds 0 1 2]
+        [--molpipe-args "--aggregation sum"] [--tag NAME] [--out FILE] [--force]
 
-Each run is ``molpipe.train.train`` with the defaults of ``molpipe train`` (random 80/10/10
-split, 50 epochs; 30 for Lipophilicity and the QM9 subset, whose first 10,000 molecules are
-used with the ``gap`` target as in the chemprop figure). The chemprop figures were measured
-with its defaults on this 2-core machine and are quoted from the project's issue tracker.
+For every set × split × seed the benchmark writes one CSV (the SMILES and targets of the rows
+molpipe keeps, in store order) and one split (molpipe's random or Murcko-scaffold split of
+that seed, 80/10/10), then trains each tool on exactly those rows and that split as its
+command line does with its defaults (``molpipe train CSV --split SPLIT.json``;
+``chemprop train -i CSV --splits-file ...``), both as subprocesses, one after the other.
+Test errors of both are computed here, by molpipe.metrics, from each tool's test
+predictions on the same test rows. chemprop is not a molpipe dependency: it lives in a venv
+of its own (``python -m venv cp && cp/bin/pip install torch==2.13.0 chemprop==2.3.1``);
+without ``--chemprop`` only molpipe runs.
+
+Results are kept per run in ``--out`` (default ``benchmarks/results/accuracy-matrix.json``,
+keyed ``tool/tag/set/split/seed``): a later invocation skips runs already there (``--force``
+reruns them), so the two tools can run in separate invocations of one sitting. The summary
+(mean ± SD over seeds per cell, wall seconds per run) is printed as Markdown tables.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
+import dataclasses
+import gzip
 import json
-import tempfile
+import os
+import platform
+import shlex
+import subprocess
+import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from molpipe.train import TrainConfig, train
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+MOSES = ROOT.parent / "shared" / "data" / "moses_train.csv.gz"
 
-# data set -> (train() settings, chemprop test RMSE, chemprop MAE or None, chemprop training mol/s)
+
+@dataclass(frozen=True)
+class Set:
+    """One row block of the matrix: a data set, its targets and how both tools train it."""
+
+    data: str                       # bundled name, or "moses-tpsa" (built here)
+    targets: tuple[str, ...] | None = None   # None: the bundled set's targets
+    metric: str = "rmse"            # rmse | mae (regression, mean over targets) | auc
+    limit: int | None = None        # the first N molecules only
+    epochs: int = 50
+    seeds: tuple[int, ...] | None = None     # None: the command line's --seeds
+    note: str = ""
+
+
 SETS = {
-    "esol": (dict(epochs=50), 0.664, 0.518, 586),
-    "freesolv": (dict(epochs=50), 1.378, None, 987),
-    "lipo": (dict(epochs=30), 0.635, None, 272),
-    "qm9": (dict(epochs=30, targets=["gap"], limit=10_000), None, 0.00804, 825),
+    "esol": Set("esol"),
+    "freesolv": Set("freesolv"),
+    "lipo": Set("lipo", epochs=30),
+    "qm9-gap": Set("qm9", ("gap",), "mae", limit=10_000, epochs=30),
+    "qm9-u0": Set("qm9", ("u0",), "mae", limit=10_000, epochs=30),
+    "qm9-cv": Set("qm9", ("cv",), "mae", limit=10_000, epochs=30),
+    "qm8": Set("qm8", None, "mae", epochs=20, seeds=(0,), note="one seed, 20 epochs"),
+    "bace": Set("bace", metric="auc"),
+    "clintox": Set("clintox", metric="auc"),
+    "sider": Set("sider", metric="auc"),
+    "tox21": Set("tox21", metric="auc", epochs=30),
+    "hiv": Set("hiv", metric="auc", epochs=10, seeds=(0,), note="one seed, 10 epochs"),
+    "moses-tpsa": Set("moses-tpsa", ("tpsa",), note="5,000 MOSES molecules, RDKit TPSA"),
 }
+
+
+def moses_tpsa(path: Path, n: int = 5000, seed: int = 0) -> Path:
+    """An extensive property on molecules unlike the bundled sets: RDKit's TPSA of ``n``
+    molecules drawn (seeded) from the MOSES training set."""
+    if path.exists():
+        return path
+    from rdkit import Chem
+    from rdkit.Chem import rdMolDescriptors
+
+    with gzip.open(MOSES, "rt") as f:
+        smiles = [row[0] for row in csv.reader(f)][1:]
+    pick = np.random.default_rng(seed).choice(len(smiles), n, replace=False)
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["smiles", "tpsa"])
+        for i in sorted(pick):
+            w.writerow([smiles[i], f"{rdMolDescriptors.CalcTPSA(Chem.MolFromSmiles(smiles[i])):.3f}"])
+    return path
+
+
+@dataclass
+class Cell:
+    """The files of one set × split × seed, shared by both tools."""
+
+    csv: Path
+    split: Path                  # molpipe's {"train": [...], "val": [...], "test": [...]}
+    chemprop_split: Path         # chemprop's [{"train": ..., "val": ..., "test": ...}]
+    targets: list[str]
+    task: str
+    Y: np.ndarray                # (n_rows, n_targets) the targets as written, NaN = missing
+    test: np.ndarray             # row indices of the test split
+    sizes: dict = field(default_factory=dict)
+
+
+def make_cell(name: str, split: str, seed: int, work: Path) -> Cell:
+    """Write the rows molpipe keeps (first ``limit``) and the split of ``seed`` for both tools."""
+    from molpipe.data.store import open_data
+    from molpipe.train import infer_task, split_indices
+
+    s = SETS[name]
+    data = moses_tpsa(work / "moses-tpsa.csv") if s.data == "moses-tpsa" else s.data
+    store = open_data(data, targets=list(s.targets) if s.targets else None)
+    n = len(store.smiles) if s.limit is None else min(s.limit, len(store.smiles))
+    smiles, Y = store.smiles[:n], np.asarray(store.targets[:n], np.float64)
+    targets = list(store.target_names)
+    task = infer_task(Y)
+    parts = split_indices(smiles, split, (0.8, 0.1, 0.1), seed)
+    stem = f"{name}-{split}-{seed}"
+    path = work / f"{name}.csv"
+    if not path.exists():
+        with open(path, "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["smiles", *targets])
+            for smi, y in zip(smiles, Y):
+                w.writerow([smi, *("" if np.isnan(v) else (f"{v:.0f}" if task == "classification"
+                                                           else repr(float(v))) for v in y)])
+    idx = {k: [int(i) for i in v] for k, v in parts.items()}
+    (work / f"{stem}.json").write_text(json.dumps(idx))
+    (work / f"{stem}-chemprop.json").write_text(json.dumps([idx]))
+    return Cell(path, work / f"{stem}.json", work / f"{stem}-chemprop.json", targets, task, Y,
+                parts["test"], {k: len(v) for k, v in idx.items()})
+
+
+def score(cell: Cell, P: np.ndarray) -> dict:
+    """Per-target test metrics of predictions ``P`` (test rows × targets) and their means."""
+    from molpipe.metrics import metrics_table
+
+    per = metrics_table(cell.task, cell.targets, cell.Y[cell.test], P)
+    keys = ("auc",) if cell.task == "classification" else ("rmse", "mae", "r2")
+    mean = {}
+    for k in keys:
+        v = [m[k] for m in per.values() if np.isfinite(m[k])]
+        mean[k] = float(np.mean(v)) if v else float("nan")
+    return {"per_target": per, **mean}
+
+
+def _run(cmd: list[str], threads: int | None = None) -> float:
+    env = dict(os.environ)
+    if threads:
+        env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    t0 = time.perf_counter()
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if done.returncode != 0:
+        raise RuntimeError(f"{shlex.join(cmd[:4])} ... failed:\n{done.stderr[-3000:]}")
+    return time.perf_counter() - t0
+
+
+def run_molpipe(cell: Cell, s: Set, seed: int, out: Path, extra: list[str]) -> dict:
+    cmd = [sys.executable, str(ROOT / "cli.py"), "train", str(cell.csv), "--split", str(cell.split),
+           "--seed", str(seed), "--epochs", str(s.epochs), "--task", cell.task, "--out", str(out),
+           "--overwrite", "--quiet", *(a for t in cell.targets for a in ("--target", t)), *extra]
+    wall = _run(cmd)
+    report = json.loads((out / "report.json").read_text())
+    preds = list(csv.DictReader(open(out / "test_predictions.csv")))
+    P = np.array([[float(r[f"pred_{t}"]) for t in cell.targets] for r in preds])
+    rows = np.array([int(r["row"]) - 1 for r in preds])         # 1-based data rows of the CSV
+    if not np.array_equal(rows, cell.test):
+        raise RuntimeError(f"molpipe's test rows differ from the split's ({cell.csv})")
+    return {"wall_seconds": wall, **score(cell, P), "epochs_run": report["epochs"],
+            "train_molecules_per_second": report["train_molecules_per_second"],
+            "aggregation": report["config"].get("aggregation")}
+
+
+def run_chemprop(exe: str, cell: Cell, s: Set, seed: int, out: Path, threads: int | None) -> dict:
+    cmd = [exe, "train", "-i", str(cell.csv), "-s", "smiles", "--target-columns", *cell.targets,
+           "-t", cell.task, "--epochs", str(s.epochs), "--splits-file", str(cell.chemprop_split),
+           "--pytorch-seed", str(seed), "--data-seed", str(seed), "-n", "0",
+           "--accelerator", "cpu", "-o", str(out)]
+    wall = _run(cmd, threads)
+    preds = list(csv.DictReader(open(out / "model_0" / "test_predictions.csv")))
+    with open(cell.csv, newline="") as f:
+        smiles = [r["smiles"] for r in csv.DictReader(f)]
+    if [r["smiles"] for r in preds] != [smiles[i] for i in cell.test]:
+        raise RuntimeError(f"chemprop's test rows differ from the split's ({cell.csv})")
+    P = np.array([[float(r[t]) for t in cell.targets] for r in preds])
+    return {"wall_seconds": wall, **score(cell, P)}
+
+
+def _mean_sd(values: list[float], digits: int | None = None) -> str:
+    v = np.array([x for x in values if x is not None and np.isfinite(x)])
+    if not v.size:
+        return "n/a"
+    if digits is None:
+        digits = 3 if abs(v.mean()) >= 0.1 else 5
+    sd = f" ± {v.std(ddof=1):.{digits}f}" if v.size > 1 else ""
+    return f"{v.mean():.{digits}f}{sd}"
+
+
+def table(results: dict, tag: str, sets: list[str], splits: list[str]) -> str:
+    """Markdown: one row per set × split, molpipe beside chemprop, mean ± SD over seeds."""
+    lines = ["| set | split | metric | seeds | molpipe | chemprop | molpipe / chemprop | "
+             "wall s, molpipe / chemprop |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    ratios = []
+    for name in sets:
+        metric = SETS[name].metric
+        for split in splits:
+            runs = {tool: [r for k, r in results.items()
+                           if k.startswith(f"{tool}/{tag if tool == 'molpipe' else 'default'}/"
+                                           f"{name}/{split}/")]
+                    for tool in ("molpipe", "chemprop")}
+            if not runs["molpipe"] and not runs["chemprop"]:
+                continue
+            m = [r[metric] for r in runs["molpipe"]]
+            c = [r[metric] for r in runs["chemprop"]]
+            ratio = ""
+            if m and c:
+                r = float(np.nanmean(m) / np.nanmean(c))
+                ratio = f"{r:.3f}"
+                if metric != "auc":
+                    ratios.append(r)
+            wall = " / ".join(_mean_sd([r["wall_seconds"] for r in runs[t]], 0)
+                              for t in ("molpipe", "chemprop"))
+            lines.append(f"| {name} | {split} | {'ROC-AUC' if metric == 'auc' else metric.upper()} "
+                         f"| {max(len(m), len(c))} | {_mean_sd(m)} | {_mean_sd(c)} | {ratio} | {wall} |")
+    if ratios:
+        lines.append(f"\nmean molpipe / chemprop error over the {len(ratios)} regression cells: "
+                     f"{np.mean(ratios):.3f}")
+    return "\n".join(lines)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--schedule", default="reference")
-    ap.add_argument("--sets", nargs="+", default=list(SETS))
+    ap.add_argument("--chemprop", help="chemprop executable (its own venv); omit to run molpipe alone")
+    ap.add_argument("--tools", nargs="+", default=None, choices=("molpipe", "chemprop"))
+    ap.add_argument("--sets", nargs="+", default=list(SETS), choices=list(SETS))
+    ap.add_argument("--splits", nargs="+", default=["random", "scaffold"], choices=("random", "scaffold"))
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    ap.add_argument("--hidden", type=int, default=128)
-    ap.add_argument("--max-rounds", type=int, default=6, help="cap on a molecule's propagation rounds")
-    ap.add_argument("--molecules-per-instance", type=int, default=None,
-                    help="default: as molpipe train chooses")
-    ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--molpipe-args", default="", help="more `molpipe train` options")
+    ap.add_argument("--tag", default="default", help="name of this molpipe configuration")
+    ap.add_argument("--out", type=Path, default=RESULTS / "accuracy-matrix.json")
+    ap.add_argument("--work", type=Path, default=Path("/tmp/molpipe-bench-accuracy"))
+    ap.add_argument("--force", action="store_true", help="rerun runs already in --out")
+    ap.add_argument("--chemprop-threads", type=int, default=None,
+                    help="OMP/MKL threads of chemprop's torch (default: torch's own, all cores)")
+    ap.add_argument("--epochs", type=int, default=None, help="override every set's epochs (smoke tests)")
     args = ap.parse_args()
-    out = args.out or Path(f"benchmarks/results/accuracy-{args.schedule}.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    results = json.loads(out.read_text()) if out.exists() else {}
+    tools = args.tools or (["molpipe", "chemprop"] if args.chemprop else ["molpipe"])
+    if "chemprop" in tools and not args.chemprop:
+        ap.error("--tools chemprop needs --chemprop PATH")
+    extra = shlex.split(args.molpipe_args)
+    args.work.mkdir(parents=True, exist_ok=True)
+    doc = json.loads(args.out.read_text()) if args.out.exists() else {"runs": {}, "sittings": []}
+    doc["sittings"].append({"started": time.strftime("%Y-%m-%d %H:%M:%S"), "tools": tools,
+                            "tag": args.tag, "molpipe_args": args.molpipe_args,
+                            "machine": f"{platform.processor() or platform.machine()}, "
+                                       f"{os.cpu_count()} cores",
+                            "chemprop": subprocess.run([args.chemprop, "--version"], capture_output=True,
+                                                       text=True).stdout.strip() if args.chemprop else None})
     for name in args.sets:
-        settings, cp_rmse, cp_mae, cp_rate = SETS[name]
-        runs = []
-        for seed in args.seeds:
-            with tempfile.TemporaryDirectory() as tmp:
-                t0 = time.perf_counter()
-                rep = train(TrainConfig(data=name, seed=seed, schedule=args.schedule,
-                                        hidden=args.hidden, max_rounds=args.max_rounds,
-                                        molecules_per_instance=args.molecules_per_instance,
-                                        **settings), tmp)
-            (target, m), = rep["test"].items()
-            runs.append({"seed": seed, "rmse": m["rmse"], "mae": m["mae"], "r2": m["r2"],
-                         "wall_seconds": time.perf_counter() - t0, "epochs": rep["epochs"],
-                         "molecules_per_instance": rep["molecules_per_instance"],
-                         "train_molecules_per_second": rep["train_molecules_per_second"]})
-            print(f"{name} seed {seed}: test RMSE {m['rmse']:.4f} MAE {m['mae']:.5f} "
-                  f"({runs[-1]['wall_seconds']:.0f} s, {runs[-1]['train_molecules_per_second']:.0f} mol/s)",
-                  flush=True)
-        mean = {k: float(np.mean([r[k] for r in runs])) for k in ("rmse", "mae", "r2", "wall_seconds",
-                                                                  "train_molecules_per_second")}
-        results[name] = {"target": target, "schedule": args.schedule, "hidden": args.hidden,
-                         "max_rounds": args.max_rounds,
-                         "settings": settings, "runs": runs, "mean": mean,
-                         "chemprop": {"rmse": cp_rmse, "mae": cp_mae, "train_molecules_per_second": cp_rate}}
-        out.write_text(json.dumps(results, indent=2))
-    print(f"\n| data set | target | molpipe {args.schedule} test RMSE (MAE) | chemprop | wall s/run | mol/s |")
-    print("| --- | --- | --- | --- | --- | --- |")
-    for name, r in results.items():
-        cp = r["chemprop"]
-        cp_txt = f"{cp['rmse']}" if cp["rmse"] else f"MAE {cp['mae']}"
-        print(f"| {name} | {r['target']} | {r['mean']['rmse']:.4f} ({r['mean']['mae']:.5f}) | {cp_txt} | "
-              f"{r['mean']['wall_seconds']:.0f} | {r['mean']['train_molecules_per_second']:.0f} |")
+        s = SETS[name]
+        if args.epochs:
+            s = dataclasses.replace(s, epochs=args.epochs)
+        for split in args.splits:
+            for seed in (s.seeds if s.seeds is not None else args.seeds):
+                cell = None
+                for tool in tools:
+                    key = f"{tool}/{args.tag if tool == 'molpipe' else 'default'}/{name}/{split}/{seed}"
+                    if key in doc["runs"] and not args.force:
+                        continue
+                    cell = cell or make_cell(name, split, seed, args.work)
+                    out = args.work / "runs" / key.replace("/", "-")
+                    try:
+                        res = (run_molpipe(cell, s, seed, out, extra) if tool == "molpipe"
+                               else run_chemprop(args.chemprop, cell, s, seed, out,
+                                                 args.chemprop_threads))
+                    except RuntimeError as err:
+                        print(f"{key}: FAILED {err}", flush=True)
+                        continue
+                    res.update(sizes=cell.sizes, epochs=s.epochs, threads=args.chemprop_threads
+                               if tool == "chemprop" else None, molpipe_args=args.molpipe_args
+                               if tool == "molpipe" else None, when=time.strftime("%Y-%m-%d %H:%M"))
+                    doc["runs"][key] = res
+                    args.out.write_text(json.dumps(doc, indent=1))
+                    print(f"{key}: {s.metric} {res[s.metric]:.5g} ({res['wall_seconds']:.0f} s)",
+                          flush=True)
+    print(table(doc["runs"], args.tag, args.sets, args.splits))
 
 
 if __name__ == "__main__":
