@@ -6,6 +6,7 @@ import time
 
 from rich.console import Console, Group
 from rich.live import Live
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -45,6 +46,7 @@ class TrainDisplay:
 
     def __init__(self, console: Console | None = None, quiet: bool = False):
         self.console = console or Console()
+        self.err_console = Console(stderr=True)
         self.quiet = quiet
         self.progress = Progress(
             TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -64,6 +66,10 @@ class TrainDisplay:
         return Group(*parts)
 
     def __call__(self, event: str, **kw) -> None:
+        if event == "warning":              # said even when quiet: it changes what was done
+            self.err_console.print(f"[yellow]warning:[/yellow] {escape(kw['message'])}",
+                                   soft_wrap=True)
+            return
         if self.quiet:
             return
         if event == "preprocess":

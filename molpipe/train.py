@@ -14,9 +14,10 @@ from pathlib import Path
 import numpy as np
 
 import molpipe
+from molpipe.data.checks import check_labels, check_split, target_warnings
 from molpipe.data.instance import auto_instance_size, group_by_plan, pack
 from molpipe.engine import EpochResult, gather_predictions, make_engine, make_optimizers
-from molpipe.metrics import metrics_table
+from molpipe.metrics import metrics_table, summary
 from molpipe.model import save_model
 from molpipe.nn.network import NetworkConfig, build_network
 from molpipe.runtime.nonfinite import NonFiniteError
@@ -111,6 +112,7 @@ def prepare(config: TrainConfig, progress=None) -> Prepared:
                       progress=lambda done, total: emit("preprocess", done=done, total=total),
                       min_rounds=config.min_rounds, max_rounds=config.max_rounds)
     task = config.task or infer_task(store.targets)
+    check_labels(store, task, str(config.data))
     smiles = store.smiles if config.limit is None else store.smiles[: config.limit]
     split = split_indices(smiles, config.split, config.split_fractions, config.seed)
     return Prepared(store=store, split=split, targets=list(store.target_names), task=task)
@@ -146,10 +148,14 @@ def evaluate_items(engine, items, members, prep: Prepared, rows: np.ndarray) -> 
 
 
 def score(metrics: dict, task: str, std: np.ndarray) -> float:
-    """One number to select on (lower is better): mean scaled RMSE, or minus mean AUC."""
+    """One number to select on (lower is better): mean scaled RMSE, or minus mean AUC
+    (tasks with one class left out); NaN when no target has a value."""
     if task == "regression":
-        return float(np.nanmean([m["rmse"] / s for m, s in zip(metrics.values(), std)]))
-    return -float(np.nanmean([m["auc"] for m in metrics.values()]))
+        v = np.array([m["rmse"] / s for m, s in zip(metrics.values(), std)])
+    else:
+        v = -np.array([m["auc"] for m in metrics.values()])
+    v = v[np.isfinite(v)]
+    return float(v.mean()) if v.size else float("nan")
 
 
 def versions() -> dict:
@@ -221,6 +227,11 @@ def train(config: TrainConfig, out_dir: str | Path, progress=None, resume: bool 
             return {}
     prep = prepare(config, progress=progress)
     store, split = prep.store, prep.split
+    warnings = check_split(split, sum(len(v) for v in split.values()), str(config.data))
+    warnings += target_warnings(store, split["train"], prep.task)
+    for message in warnings:
+        emit("warning", message=message)
+    has_val = len(split["val"]) > 0
     need = np.concatenate([split["train"], split["val"], split["test"]])
     prep.graphs = dict(zip(need.tolist(), store.graphs(need)))
 
@@ -303,7 +314,7 @@ def train(config: TrainConfig, out_dir: str | Path, progress=None, resume: bool 
             n_train_mols += len(split["train"])
             train_seconds += res.seconds
             val_metrics, _ = evaluate_items(engine, val_items, val_members, prep, split["val"])
-            val_score = score(val_metrics, prep.task, std)
+            val_score = score(val_metrics, prep.task, std) if has_val else float("nan")
             row = {"epoch": epoch + 1, "train_loss": _mean_finite(res.losses.values()),
                    "val_score": val_score, "lr": lr,
                    "epoch_seconds": res.seconds, "wall_seconds": time.perf_counter() - t_start,
@@ -316,8 +327,8 @@ def train(config: TrainConfig, out_dir: str | Path, progress=None, resume: bool 
                 row.update({f"test_{t}_{m}": v for t, ms in test_metrics.items()
                             for m, v in ms.items() if m != "n"})
             history.append(row)
-            if val_score < best:
-                best, best_state, bad_epochs = val_score, network.state_dict(), 0
+            if val_score < best or not has_val:      # no validation: keep the last epoch
+                best, best_state, bad_epochs = val_score if has_val else -1.0, network.state_dict(), 0
                 _require_finite(best_state, f"epoch {epoch + 1}: model parameter")
                 save_model(out_dir / "model", network.config, best_state, meta)
             else:
@@ -351,12 +362,17 @@ def train(config: TrainConfig, out_dir: str | Path, progress=None, resume: bool 
         "seed": config.seed,
         "schedule": config.schedule,
         "epochs": len(history),
-        "best_epoch": int(np.argmin([h["val_score"] for h in history])) + 1,
+        "best_epoch": _best_epoch(history),
         "wall_seconds": time.perf_counter() - t_start,
         "train_seconds": train_seconds,
         "train_molecules_per_second": n_train_mols / max(train_seconds, 1e-9),
         "val": val_metrics,
         "test": test_metrics,
+        "val_summary": summary(prep.task, val_metrics),
+        "test_summary": summary(prep.task, test_metrics),
+        "network": network.config.to_dict(),
+        "warnings": warnings,
+        "targets_not_numbers": store.targets_not_numbers,
         "parameters": network.n_parameters,
         "molecules_per_instance": size,
         "utilization": utilization,
@@ -375,6 +391,12 @@ def train(config: TrainConfig, out_dir: str | Path, progress=None, resume: bool 
     write_run(out_dir, network, prep, report, history, split, P_test, trace, meta)
     emit("done", report=report)
     return report
+
+
+def _best_epoch(history: list) -> int:
+    """1-based epoch of the best validation score; the last epoch when none was scored."""
+    scores = np.array([h["val_score"] for h in history], np.float64)
+    return int(np.nanargmin(scores)) + 1 if np.isfinite(scores).any() else len(history)
 
 
 def _digest(rows: np.ndarray) -> str:
