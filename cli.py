@@ -111,6 +111,12 @@ def train(
     epochs: Annotated[int, typer.Option(help="Most epochs to train.")] = 50,
     patience: Annotated[int, typer.Option(help="Stop after this many epochs without a better validation score.")] = 20,
     hidden: Annotated[int, typer.Option(help="Hidden size d_h.")] = 128,
+    aggregation: Annotated[str, typer.Option(
+        help="Readout over a molecule's atoms: mean (intensive properties), sum or norm (sum / "
+             "100: extensive ones, sums over atoms), attention (learned per-atom weights), "
+             "mean+norm (both side by side, for a property of unknown kind).")] = "mean+norm",
+    dropout: Annotated[float, typer.Option(help="Dropout in the readout MLP while training.")] = 0.0,
+    weight_decay: Annotated[float, typer.Option(help="L2 weight decay of every parameter (Adam).")] = 0.0,
     rounds: Annotated[int, typer.Option(help="Most propagation rounds per molecule.")] = 6,
     lr: Annotated[float, typer.Option(help="Peak learning rate (Adam).")] = 1e-3,
     schedule: Annotated[str, typer.Option(
@@ -192,6 +198,14 @@ def train(
         fail(f"--on-nonfinite must be stop or skip, not {on_nonfinite!r}")
     if not stall_timeout > 0:
         fail(f"--stall-timeout must be positive, not {stall_timeout}")
+    from molpipe.nn.readout import AGGREGATIONS
+
+    if aggregation not in AGGREGATIONS:
+        fail(f"--aggregation must be one of {', '.join(AGGREGATIONS)}, not {aggregation!r}")
+    if not 0 <= dropout < 1:
+        fail(f"--dropout must be in [0, 1), not {dropout}")
+    if weight_decay < 0:
+        fail(f"--weight-decay must be zero or positive, not {weight_decay}")
     if task is not None and task not in ("regression", "classification"):
         fail(f"--task must be regression or classification, not {task!r}")
     if backend not in ("thread", "mpi"):
@@ -213,6 +227,7 @@ def train(
         shutil.rmtree(out)
     config = TrainConfig(data=data, targets=target, smiles_column=smiles_column, task=task,
                          split=split, seed=seed, epochs=epochs, patience=patience, hidden=hidden,
+                         aggregation=aggregation, dropout=dropout, weight_decay=weight_decay,
                          max_rounds=rounds, lr=lr, schedule=schedule,
                          max_active_keys=max_active_keys, min_update_frequency=min_update_frequency,
                          molecules_per_instance=molecules_per_instance, backend=backend,

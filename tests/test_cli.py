@@ -173,3 +173,25 @@ def test_train_with_two_workers(tmp_path):
     missing = run("train", "freesolv", "--epochs", 1, "--hidden", 16, "--quiet",
                   "--out", tmp_path / "other", "--placement", "embed,message/update,readout,loss")
     assert_one_line_error(missing, "'rings' has no worker")
+
+
+@pytest.mark.parametrize("args, fragments", [
+    (("--aggregation", "max"), ("--aggregation", "mean, sum, norm, attention, mean+norm", "'max'")),
+    (("--dropout", "1.5"), ("--dropout", "[0, 1)")),
+    (("--weight-decay", "-1"), ("--weight-decay",)),
+])
+def test_train_bad_readout_options_are_one_line(tmp_path, args, fragments):
+    assert_one_line_error(run("train", "esol", *args, "--out", tmp_path / "r"), *fragments)
+
+
+def test_train_aggregation_reaches_model_and_report(tmp_path):
+    import json
+
+    out = tmp_path / "run"
+    result = run("train", "freesolv", "--epochs", 1, "--hidden", 16, "--quiet", "--out", out,
+                 "--aggregation", "attention", "--dropout", "0.1")
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "report.json").read_text())
+    assert report["network"]["aggregation"] == "attention" and report["network"]["dropout"] == 0.1
+    model = json.loads((out / "model" / "config.json").read_text())
+    assert model["network"]["aggregation"] == "attention"

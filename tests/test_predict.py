@@ -205,3 +205,63 @@ def test_evaluate_refuses_other_targets(predictor, tmp_path):
         evaluate(predictor, str(src))
     with pytest.raises(DataError, match="unknown data set"):
         evaluate(predictor, "freesolvv")
+
+
+def _rewrite(src, dst, edit_config, edit_state=lambda s: s):
+    """A copy of model directory ``src`` with its config and parameters edited."""
+    from molpipe.model import save_model
+    from molpipe.nn.network import NetworkConfig
+
+    network, config = load_model(src)
+    meta = {k: v for k, v in config.items()
+            if k not in ("format", "network", "params", "params_sha256", "_dir")}
+    net_cfg, meta = edit_config(dict(network.config.to_dict()), meta)
+    save_model(dst, _Raw(net_cfg), edit_state(network.state_dict()), meta)
+    return dst
+
+
+class _Raw:
+    """A network config written as given (fields an old molpipe did not write left out)."""
+
+    def __init__(self, d):
+        self.d = d
+
+    def to_dict(self):
+        return self.d
+
+
+def test_old_models_load_version_1_features_and_mean(tmp_path):
+    """A model from before featurizer version 2 and before the aggregation field (a mean
+    readout over 60 atom / 7 bond columns) loads and predicts as it did: the same numbers
+    as today's network with zero weights on the columns version 2 appended."""
+    from molpipe.chem.featurize import V1_DIMS
+    from molpipe.train import TrainConfig, train
+
+    train(TrainConfig(data="freesolv", epochs=1, hidden=16, aggregation="mean",
+                      cache_root=str(tmp_path / "cache")), tmp_path / "run")
+    a, b = V1_DIMS
+
+    def zero_new_columns(state):
+        state["embed.W_v"][a:] = 0
+        state["embed.W_e"][b:] = 0
+        return state
+
+    today = _rewrite(tmp_path / "run" / "model", tmp_path / "today", lambda c, m: (c, m),
+                     zero_new_columns)
+
+    def as_version_1(cfg, meta):
+        cfg = {k: v for k, v in cfg.items() if k not in ("aggregation", "dropout")}
+        return cfg, {**meta, "featurizer_version": "1", "atom_dim": a, "bond_dim": b}
+
+    def sliced(state):
+        state = zero_new_columns(state)
+        state["embed.W_v"], state["embed.W_e"] = state["embed.W_v"][:a], state["embed.W_e"][:b]
+        return state
+
+    old = _rewrite(tmp_path / "run" / "model", tmp_path / "old", as_version_1, sliced)
+    assert "aggregation" not in json.loads((old / "config.json").read_text())["network"]
+    p_old, err = predict_smiles(old, GOOD)
+    p_today, _ = predict_smiles(today, GOOD)
+    assert err == [""] * len(GOOD)
+    np.testing.assert_allclose(p_old, p_today, rtol=1e-5)
+    assert Predictor.load(old).network.config.aggregation == "mean"
