@@ -117,6 +117,9 @@ def train(
              "mean+norm (both side by side, for a property of unknown kind).")] = "mean+norm",
     dropout: Annotated[float, typer.Option(help="Dropout in the readout MLP while training.")] = 0.0,
     weight_decay: Annotated[float, typer.Option(help="L2 weight decay of every parameter (Adam).")] = 0.0,
+    target_scaling: Annotated[str, typer.Option(
+        help="Standardize regression targets by their mean and SD (standard) or by median and "
+             "IQR (robust: a few wild values do not squash the rest).")] = "standard",
     rounds: Annotated[int, typer.Option(help="Most propagation rounds per molecule.")] = 6,
     lr: Annotated[float, typer.Option(help="Peak learning rate (Adam).")] = 1e-3,
     schedule: Annotated[str, typer.Option(
@@ -204,6 +207,8 @@ def train(
         fail(f"--aggregation must be one of {', '.join(AGGREGATIONS)}, not {aggregation!r}")
     if not 0 <= dropout < 1:
         fail(f"--dropout must be in [0, 1), not {dropout}")
+    if target_scaling not in ("standard", "robust"):
+        fail(f"--target-scaling must be standard or robust, not {target_scaling!r}")
     if weight_decay < 0:
         fail(f"--weight-decay must be zero or positive, not {weight_decay}")
     if task is not None and task not in ("regression", "classification"):
@@ -228,6 +233,7 @@ def train(
     config = TrainConfig(data=data, targets=target, smiles_column=smiles_column, task=task,
                          split=split, seed=seed, epochs=epochs, patience=patience, hidden=hidden,
                          aggregation=aggregation, dropout=dropout, weight_decay=weight_decay,
+                         target_scaling=target_scaling,
                          max_rounds=rounds, lr=lr, schedule=schedule,
                          max_active_keys=max_active_keys, min_update_frequency=min_update_frequency,
                          molecules_per_instance=molecules_per_instance, backend=backend,

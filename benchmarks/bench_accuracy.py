@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import csv
 import dataclasses
+import fcntl
 import gzip
 import json
 import os
@@ -232,6 +233,20 @@ def table(results: dict, tag: str, sets: list[str], splits: list[str]) -> str:
     return "\n".join(lines)
 
 
+def _update(path: Path, change) -> dict:
+    """Apply ``change(doc)`` to the results file under a lock (the two tools may run as two
+    invocations at once) and write it back by rename; returns the new document."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        doc = json.loads(path.read_text()) if path.exists() else {"runs": {}, "sittings": []}
+        change(doc)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(doc, indent=1))
+        os.replace(tmp, path)
+    return doc
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--chemprop", help="chemprop executable (its own venv); omit to run molpipe alone")
@@ -253,19 +268,21 @@ def main() -> None:
         ap.error("--tools chemprop needs --chemprop PATH")
     extra = shlex.split(args.molpipe_args)
     args.work.mkdir(parents=True, exist_ok=True)
-    doc = json.loads(args.out.read_text()) if args.out.exists() else {"runs": {}, "sittings": []}
-    doc["sittings"].append({"started": time.strftime("%Y-%m-%d %H:%M:%S"), "tools": tools,
-                            "tag": args.tag, "molpipe_args": args.molpipe_args,
-                            "machine": f"{platform.processor() or platform.machine()}, "
-                                       f"{os.cpu_count()} cores",
-                            "chemprop": subprocess.run([args.chemprop, "--version"], capture_output=True,
-                                                       text=True).stdout.strip() if args.chemprop else None})
-    for name in args.sets:
-        s = SETS[name]
-        if args.epochs:
-            s = dataclasses.replace(s, epochs=args.epochs)
-        for split in args.splits:
-            for seed in (s.seeds if s.seeds is not None else args.seeds):
+    sitting = {"started": time.strftime("%Y-%m-%d %H:%M:%S"), "tools": tools, "tag": args.tag,
+               "molpipe_args": args.molpipe_args,
+               "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+               "chemprop": subprocess.run([args.chemprop, "--version"], capture_output=True,
+                                          text=True).stdout.strip() if args.chemprop else None}
+    doc = _update(args.out, lambda d: d["sittings"].append(sitting))
+    # seed by seed, so that every cell has one seed before any has three
+    for seed in args.seeds:
+        for name in args.sets:
+            s = SETS[name]
+            if args.epochs:
+                s = dataclasses.replace(s, epochs=args.epochs)
+            if s.seeds is not None and seed not in s.seeds:
+                continue
+            for split in args.splits:
                 cell = None
                 for tool in tools:
                     key = f"{tool}/{args.tag if tool == 'molpipe' else 'default'}/{name}/{split}/{seed}"
@@ -283,8 +300,7 @@ def main() -> None:
                     res.update(sizes=cell.sizes, epochs=s.epochs, threads=args.chemprop_threads
                                if tool == "chemprop" else None, molpipe_args=args.molpipe_args
                                if tool == "molpipe" else None, when=time.strftime("%Y-%m-%d %H:%M"))
-                    doc["runs"][key] = res
-                    args.out.write_text(json.dumps(doc, indent=1))
+                    doc = _update(args.out, lambda d: d["runs"].__setitem__(key, res))
                     print(f"{key}: {s.metric} {res[s.metric]:.5g} ({res['wall_seconds']:.0f} s)",
                           flush=True)
     print(table(doc["runs"], args.tag, args.sets, args.splits))

@@ -77,7 +77,8 @@ class TrainDisplay:
         elif event == "start":
             self.console.print(
                 f"train {kw['n_train']} · val {kw['n_val']} · test {kw['n_test']} molecules · "
-                f"{kw['parameters']:,} parameters")
+                f"{kw['parameters']:,} parameters · {kw.get('task', '')} · readout "
+                f"{kw.get('aggregation', '')}")
             first = kw.get("first_epoch", 0)
             self.epoch_task = self.progress.add_task("epochs", total=kw["epochs"], info="",
                                                      completed=first)

@@ -16,6 +16,7 @@ import numpy as np
 import molpipe
 from molpipe.data.checks import check_labels, check_split, target_warnings
 from molpipe.data.instance import auto_instance_size, group_by_plan, pack
+from molpipe.data.scaling import target_scale
 from molpipe.engine import EpochResult, gather_predictions, make_engine, make_optimizers
 from molpipe.metrics import metrics_table, summary
 from molpipe.model import save_model
@@ -43,6 +44,7 @@ class TrainConfig:
     aggregation: str = "mean+norm"    # readout over atoms: mean, sum, norm, attention, mean+norm
     dropout: float = 0.0              # readout MLP dropout
     weight_decay: float = 0.0         # L2 on every parameter (Adam)
+    target_scaling: str = "standard"  # regression targets: "standard" (mean, SD) or "robust"
     min_rounds: int = 2
     max_rounds: int = 6
     rings: bool = True
@@ -235,10 +237,7 @@ def train(config: TrainConfig, out_dir: str | Path, progress=None, resume: bool 
     need = np.concatenate([split["train"], split["val"], split["test"]])
     prep.graphs = dict(zip(need.tolist(), store.graphs(need)))
 
-    Ytr = store.targets[split["train"]].astype(np.float64)
-    mean = np.nan_to_num(np.nanmean(Ytr, axis=0)) if prep.task == "regression" else np.zeros(Ytr.shape[1])
-    std = np.nanstd(Ytr, axis=0) if prep.task == "regression" else np.ones(Ytr.shape[1])
-    std = np.where(np.isfinite(std) & (std > 0), std, 1.0)
+    mean, std = target_scale(store.targets[split["train"]], prep.task, config.target_scaling)
     net_config = NetworkConfig(hidden=config.hidden, rings=config.rings, task=prep.task,
                                dtype=config.dtype, aggregation=config.aggregation,
                                dropout=config.dropout)
@@ -267,7 +266,8 @@ def train(config: TrainConfig, out_dir: str | Path, progress=None, resume: bool 
         # model/ newer than the checkpoint, or absent: rewrite it from the checkpoint
         save_model(out_dir / "model", network.config, best_state, meta)
     emit("start", epochs=config.epochs, n_train=len(split["train"]), n_val=len(split["val"]),
-         n_test=len(split["test"]), parameters=network.n_parameters, first_epoch=first_epoch)
+         n_test=len(split["test"]), parameters=network.n_parameters, first_epoch=first_epoch,
+         task=prep.task, aggregation=network.config.aggregation)
     last_train = None
     stop = bad_epochs >= config.patience
     placement = parse_placement(config.placement, list(network.stages)) if config.placement else None

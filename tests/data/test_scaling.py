@@ -1,0 +1,41 @@
+"""Target scaling: standard and robust centres and scales, and the degenerate targets."""
+
+import warnings
+
+import numpy as np
+import pytest
+
+from molpipe.data.scaling import target_scale
+
+
+def test_standard_is_mean_and_sd_of_the_known_values():
+    Y = np.array([[1.0, np.nan], [2.0, 5.0], [4.0, 7.0]])
+    c, s = target_scale(Y, "regression")
+    np.testing.assert_allclose(c, [7 / 3, 6.0])
+    np.testing.assert_allclose(s, [np.std([1, 2, 4]), 1.0])
+
+
+def test_robust_ignores_a_wild_value():
+    rng = np.random.default_rng(0)
+    y = rng.normal(3.0, 2.0, size=(2000, 1))
+    wild = np.vstack([y, [[1e6]]])
+    c, s = target_scale(wild, "regression", "robust")
+    assert c[0] == pytest.approx(3.0, abs=0.15) and s[0] == pytest.approx(2.0, rel=0.1)
+    assert target_scale(wild, "regression", "standard")[1][0] > 1000     # what robust avoids
+
+
+def test_degenerate_targets_get_unit_scale_quietly():
+    Y = np.array([[np.nan, 2.0], [np.nan, 2.0]])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for how in ("standard", "robust"):
+            c, s = target_scale(Y, "regression", how)
+            np.testing.assert_array_equal(s, [1.0, 1.0])
+            np.testing.assert_array_equal(c, [0.0, 2.0])
+
+
+def test_classification_is_not_scaled_and_unknown_names_the_choices():
+    c, s = target_scale(np.array([[0.0], [1.0]]), "classification", "robust")
+    assert c.tolist() == [0.0] and s.tolist() == [1.0]
+    with pytest.raises(ValueError, match="standard, robust"):
+        target_scale(np.zeros((2, 1)), "regression", "minmax")
