@@ -24,14 +24,14 @@ def _items(n_instances: int, per: int, seed: int = 0):
     return items
 
 
-def _network(dtype="float64"):
+def _network(dtype="float64", **config):
     g = featurize("CCO")
-    return build_network(NetworkConfig(hidden=16, dtype=dtype), g.V.shape[1], g.E.shape[1], 2,
-                         np.zeros(2), np.ones(2), seed=3)
+    return build_network(NetworkConfig(hidden=16, dtype=dtype, **config), g.V.shape[1],
+                         g.E.shape[1], 2, np.zeros(2), np.ones(2), seed=3)
 
 
-def _trained(schedule: str, items, **kw):
-    net = _network()
+def _trained(schedule: str, items, network=None, **kw):
+    net = network or _network()
     opts = make_optimizers(net, 1e-2)
     with make_engine(schedule, net, opts, **kw) as engine:
         res = engine.train(items)
@@ -49,6 +49,24 @@ def test_async_mak1_muf1_reproduces_the_reference_trainer():
     assert max(np.abs(ref[k] - _network().state_dict()[k]).max() for k in ref) > 1e-3
     for key in ref_res.losses:
         assert asy_res.losses[key] == pytest.approx(ref_res.losses[key], abs=1e-9)
+
+
+@pytest.mark.parametrize("config", [dict(aggregation="attention", dropout=0.2),
+                                    dict(aggregation="mean", dropout=0.0),
+                                    dict(aggregation="norm", dropout=0.5)])
+def test_every_readout_keeps_async_mak1_muf1_exact(config):
+    """Dropout masks come from (seed, key, step), not from the order stages see instances."""
+    items = _items(60, 3, seed=7)
+    ref, _ = _trained("reference", items, _network(**config))
+    asy, _ = _trained("async", items, _network(**config), max_active_keys=1)
+    for k in ref:
+        np.testing.assert_allclose(asy[k], ref[k], rtol=0, atol=1e-9, err_msg=k)
+    # a different dropout seed trains other parameters: the masks matter
+    if config["dropout"]:
+        other = _network(**config)
+        other.stages["readout"].seed = 99
+        moved, _ = _trained("reference", items, other)
+        assert not np.allclose(moved["readout.W_2"], ref["readout.W_2"])
 
 
 def test_two_workers_hosting_three_stages_each_reproduce_the_reference_trainer():
