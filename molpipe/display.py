@@ -41,6 +41,44 @@ def metrics_rich_table(title: str, metrics: dict) -> Table:
     return table
 
 
+def regression_table(title: str, metrics: dict, summary: dict) -> Table:
+    """RMSE, MAE, R² per target, and their mean in a last row when there are several."""
+    table = metrics_rich_table(title, metrics)
+    if len(metrics) > 1:
+        names = [m for m in next(iter(metrics.values())) if m != "n"]
+        table.add_section()
+        table.add_row("mean", *(f"{summary.get(m, float('nan')):.4f}" for m in names), "")
+    return table
+
+
+def one_class(m: dict) -> str:
+    """Why a task has no AUC: 'no labels', 'one class' or ''."""
+    if not m.get("n"):
+        return "no labels"
+    return "one class" if m.get("positives") in (0, m.get("n")) else ""
+
+
+def classification_table(title: str, metrics: dict, summary: dict) -> Table:
+    """ROC-AUC, PR-AUC, accuracy, positives and n per task, and the mean of the tasks with an AUC."""
+    table = Table(title=title, title_justify="left")
+    table.add_column("task", overflow="fold")
+    for name in ("ROC-AUC", "PR-AUC", "accuracy", "positives", "n"):
+        table.add_column(name, justify="right", no_wrap=True)
+    number = lambda v: "n/a" if v is None or v != v else f"{v:.4f}"
+    for task, m in metrics.items():
+        auc, prc = number(m["auc"]), number(m["prc_auc"])
+        why = one_class(m)
+        if auc == "n/a" and why:
+            auc = prc = f"n/a ({why})"
+        table.add_row(escape(task), auc, prc, number(m["accuracy"]), str(m["positives"]),
+                      str(m["n"]))
+    k, n = summary["tasks_in_mean"], len(metrics)
+    table.add_section()
+    table.add_row(f"mean ({k} of {n} tasks)" if k != n else f"mean ({n} task{'s' * (n != 1)})",
+                  number(summary["auc"]), number(summary["prc_auc"]), "", "", "")
+    return table
+
+
 class TrainDisplay:
     """The ``progress`` callback of ``molpipe.train.train``, drawn with rich."""
 
@@ -112,7 +150,8 @@ class TrainDisplay:
                 self.live = None
             report = kw["report"]
             self.console.print()
-            self.console.print(metrics_rich_table("test", report["test"]))
+            table = classification_table if report.get("task") == "classification" else regression_table
+            self.console.print(table("test", report["test"], report.get("test_summary") or {}))
             self.console.print(
                 f"{report['epochs']} epochs in {report['wall_seconds']:.1f} s · "
                 f"{report['train_molecules_per_second']:,.0f} training molecules/s · "

@@ -11,6 +11,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from molpipe.commands import bar_callback, console, err_console, fail, featurize_bar
+from molpipe.display import classification_table, regression_table
 from molpipe.data.errors import DataError
 
 
@@ -130,13 +131,13 @@ def evaluate(
     what = (f"{result['data']}, test split" if result["split"] else result["data"])
     title = f"{model} on {what}"
     if result["task"] == "classification":
-        console.print(_classification_table(title, result["metrics"], result["summary"]))
+        console.print(classification_table(title, result["metrics"], result["summary"]))
         left = result["summary"]["tasks_left_out"]
         if left:
             console.print(f"left out of the mean: {escape(', '.join(left))}", soft_wrap=True,
                           highlight=False)
     else:
-        console.print(_regression_table(title, result["metrics"], result["summary"]))
+        console.print(regression_table(title, result["metrics"], result["summary"]))
     note = (f", {result['rejected']} rows could not be featurized"
             if result["rejected"] else "")
     console.print(f"{result['rows']} molecules{note}", highlight=False)
@@ -151,46 +152,6 @@ def _nan_to_none(value):
     if isinstance(value, numbers.Real) and value != value:     # numpy floats too
         return None
     return value
-
-
-def _regression_table(title: str, metrics: dict, summary: dict) -> Table:
-    """RMSE, MAE, R² per target, and their mean in a last row when there are several."""
-    from molpipe.display import metrics_rich_table
-
-    table = metrics_rich_table(title, metrics)
-    if len(metrics) > 1:
-        names = [m for m in next(iter(metrics.values())) if m != "n"]
-        table.add_section()
-        table.add_row("mean", *(f"{summary.get(m, float('nan')):.4f}" for m in names), "")
-    return table
-
-
-def _one_class(m: dict) -> str:
-    """Why a task has no AUC: 'no labels', 'one class' or ''."""
-    if not m.get("n"):
-        return "no labels"
-    return "one class" if m.get("positives") in (0, m.get("n")) else ""
-
-
-def _classification_table(title: str, metrics: dict, summary: dict) -> Table:
-    """ROC-AUC, PR-AUC, accuracy, positives and n per task, and the mean of the tasks with an AUC."""
-    table = Table(title=title, title_justify="left")
-    table.add_column("task", overflow="fold")
-    for name in ("ROC-AUC", "PR-AUC", "accuracy", "positives", "n"):
-        table.add_column(name, justify="right", no_wrap=True)
-    number = lambda v: "n/a" if v is None or v != v else f"{v:.4f}"
-    for task, m in metrics.items():
-        auc, prc = number(m["auc"]), number(m["prc_auc"])
-        why = _one_class(m)
-        if auc == "n/a" and why:
-            auc = prc = f"n/a ({why})"
-        table.add_row(escape(task), auc, prc, number(m["accuracy"]), str(m["positives"]),
-                      str(m["n"]))
-    k, n = summary["tasks_in_mean"], len(metrics)
-    table.add_section()
-    table.add_row(f"mean ({k} of {n} tasks)" if k != n else f"mean ({n} task{'s' * (n != 1)})",
-                  number(summary["auc"]), number(summary["prc_auc"]), "", "", "")
-    return table
 
 
 def plot(
