@@ -117,13 +117,13 @@ def test_evaluate_regression_json_has_summary(run_dir):
 def test_regression_mean_row():
     from rich.console import Console
 
-    from molpipe.commands.model import _regression_table
+    from molpipe.display import regression_table
     from molpipe.metrics import summary
 
     metrics = {"x": {"rmse": 1.0, "mae": 0.5, "r2": 0.9, "n": 3},
                "y": {"rmse": 3.0, "mae": 1.5, "r2": 0.7, "n": 3}}
     console = Console(width=120, record=True)
-    console.print(_regression_table("t", metrics, summary("regression", metrics)))
+    console.print(regression_table("t", metrics, summary("regression", metrics)))
     mean = [line for line in console.export_text().splitlines() if "mean" in line]
     assert len(mean) == 1 and all(v in mean[0] for v in ("2.0000", "1.0000", "0.8000"))
 
