@@ -116,6 +116,8 @@ def train(
              "100: extensive ones, sums over atoms), attention (learned per-atom weights), "
              "mean+norm (both side by side, for a property of unknown kind).")] = "mean+norm",
     dropout: Annotated[float, typer.Option(help="Dropout in the readout MLP while training.")] = 0.0,
+    readout_features: Annotated[bool, typer.Option(
+        help="The readout reads each atom's input features beside its propagated state.")] = False,
     weight_decay: Annotated[float, typer.Option(help="L2 weight decay of every parameter (Adam).")] = 0.0,
     target_scaling: Annotated[str, typer.Option(
         help="Standardize regression targets by their mean and SD (standard) or by median and "
@@ -233,6 +235,7 @@ def train(
     config = TrainConfig(data=data, targets=target, smiles_column=smiles_column, task=task,
                          split=split, seed=seed, epochs=epochs, patience=patience, hidden=hidden,
                          aggregation=aggregation, dropout=dropout, weight_decay=weight_decay,
+                         readout_features=readout_features,
                          target_scaling=target_scaling,
                          max_rounds=rounds, lr=lr, schedule=schedule,
                          max_active_keys=max_active_keys, min_update_frequency=min_update_frequency,

@@ -80,6 +80,7 @@ NETWORK_SCHEMA = {
     "propagate": _one_of(PROPAGATE),
     "aggregation": _one_of(AGGREGATIONS),
     "dropout": lambda v: (type(v) in (int, float) and 0 <= v < 1) or "a number in [0, 1)",
+    "readout_features": lambda v: isinstance(v, bool) or "true or false",
     "seed": _int_in(0, 2**63 - 1),
 }
 

@@ -43,6 +43,7 @@ class TrainConfig:
     hidden: int = 128
     aggregation: str = "mean+norm"    # readout over atoms: mean, sum, norm, attention, mean+norm
     dropout: float = 0.0              # readout MLP dropout
+    readout_features: bool = False    # the readout reads the atoms' input features too
     weight_decay: float = 0.0         # L2 on every parameter (Adam)
     target_scaling: str = "standard"  # regression targets: "standard" (mean, SD) or "robust"
     min_rounds: int = 2
@@ -240,7 +241,7 @@ def train(config: TrainConfig, out_dir: str | Path, progress=None, resume: bool 
     mean, std = target_scale(store.targets[split["train"]], prep.task, config.target_scaling)
     net_config = NetworkConfig(hidden=config.hidden, rings=config.rings, task=prep.task,
                                dtype=config.dtype, aggregation=config.aggregation,
-                               dropout=config.dropout)
+                               dropout=config.dropout, readout_features=config.readout_features)
     network = build_network(net_config, store.atom_dim, store.bond_dim, len(prep.targets),
                             mean, std, config.seed)
     optimizers = make_optimizers(network, config.lr, config.weight_decay)

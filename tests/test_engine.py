@@ -53,7 +53,8 @@ def test_async_mak1_muf1_reproduces_the_reference_trainer():
 
 @pytest.mark.parametrize("config", [dict(aggregation="attention", dropout=0.2),
                                     dict(aggregation="mean", dropout=0.0),
-                                    dict(aggregation="norm", dropout=0.5)])
+                                    dict(aggregation="norm", dropout=0.5),
+                                    dict(aggregation="mean+norm", readout_features=True)])
 def test_every_readout_keeps_async_mak1_muf1_exact(config):
     """Dropout masks come from (seed, key, step), not from the order stages see instances."""
     items = _items(60, 3, seed=7)
@@ -62,7 +63,7 @@ def test_every_readout_keeps_async_mak1_muf1_exact(config):
     for k in ref:
         np.testing.assert_allclose(asy[k], ref[k], rtol=0, atol=1e-9, err_msg=k)
     # a different dropout seed trains other parameters: the masks matter
-    if config["dropout"]:
+    if config.get("dropout"):
         other = _network(**config)
         other.stages["readout"].seed = 99
         moved, _ = _trained("reference", items, other)

@@ -1,6 +1,8 @@
 """The readout stage's forward and backward, each as one GIL-free call (see ``rounds``).
 
-``G = σ(H W_g + b_g)``, ``J = tanh(H W_j + b_j)``; with attention ``α = softmax_mol(H w_a)``
+``G = σ(H W_g + X U_g + b_g)``, ``J = tanh(H W_j + X U_j + b_j)`` (``X``: the atoms' input
+features, read directly when ``U_g``, ``U_j`` are not zero-size, as chemprop's ``W_o`` reads
+them beside the messages); with attention ``α = softmax_mol(H w_a)``
 (no bias: a softmax forgets shifts), else ``α = 1``; ``S[m] = Σ_{a ∈ m} α[a] G[a] ⊙ J[a]``; ``h[m] = [C[m, k] S[m]]_k``
 (the aggregation's channels, ``pool.channels_fwd``), ``Z = relu((h ⊙ M_h) W_1 + b_1)``,
 ``Y = (Z ⊙ M_z) W_2 + b_2``. ``M_h``, ``M_z`` are dropout masks (zero-size arrays: none);
@@ -21,12 +23,17 @@ from molpipe.kernels.pool import (attention_bwd, attention_fwd, channels_bwd, ch
 
 
 @njit(nogil=True, cache=True, error_model="numpy")
-def readout_fwd(H, W_g, b_g, W_j, b_j, w_a, W_1, b_1, W_2, b_2, atom_mol, n_mols, C,
-                M_h, M_z):
+def readout_fwd(H, X, W_g, U_g, b_g, W_j, U_j, b_j, w_a, W_1, b_1, W_2, b_2, atom_mol, n_mols,
+                C, M_h, M_z):
     """The non-finite count of Y, Y : (n_mols, n_targets), and what the backward needs:
     G, J, α, h (masked), Z, Z masked."""
-    G = sigmoid_fwd(dense_fwd(H, W_g, b_g))
-    J = tanh_fwd(dense_fwd(H, W_j, b_j))
+    pre_g = dense_fwd(H, W_g, b_g)
+    pre_j = dense_fwd(H, W_j, b_j)
+    if U_g.shape[0] > 0:
+        pre_g += np.dot(X, U_g)
+        pre_j += np.dot(X, U_j)
+    G = sigmoid_fwd(pre_g)
+    J = tanh_fwd(pre_j)
     if w_a.shape[0] > 0:
         alpha = attention_fwd(np.dot(H, w_a)[:, 0].copy(), atom_mol, n_mols)
     else:
@@ -41,8 +48,8 @@ def readout_fwd(H, W_g, b_g, W_j, b_j, w_a, W_1, b_1, W_2, b_2, atom_mol, n_mols
 
 
 @njit(nogil=True, cache=True, error_model="numpy")
-def readout_bwd(dY, H, G, J, alpha, h, Z, Zm, W_g, W_j, w_a, W_1, W_2,
-                g_W_g, g_b_g, g_W_j, g_b_j, g_w_a, g_W_1, g_b_1, g_W_2, g_b_2,
+def readout_bwd(dY, H, X, G, J, alpha, h, Z, Zm, W_g, W_j, w_a, W_1, W_2,
+                g_W_g, g_U_g, g_b_g, g_W_j, g_U_j, g_b_j, g_w_a, g_W_1, g_b_1, g_W_2, g_b_2,
                 atom_mol, C, M_h, M_z):
     """Backward of ``readout_fwd``; adds the parameter gradients to ``g_*``; returns the
     non-finite count (dH and the gathered gradients) and dH."""
@@ -55,10 +62,14 @@ def readout_bwd(dY, H, G, J, alpha, h, Z, Zm, W_g, W_j, w_a, W_1, W_2,
     if M_h.size > 0:
         dh = mask_bwd(dh, M_h)
     dalpha, dG, dJ = weighted_gated_sum_bwd(channels_bwd(dh, C), alpha, G, J, atom_mol)
-    dH, dW, db = dense_bwd(H, W_g, sigmoid_bwd(G, dG))
+    dpre_g, dpre_j = sigmoid_bwd(G, dG), tanh_bwd(J, dJ)
+    dH, dW, db = dense_bwd(H, W_g, dpre_g)
     n += add_count_nonfinite(g_W_g, dW) + add_count_nonfinite(g_b_g, db)
-    dH_j, dW, db = dense_bwd(H, W_j, tanh_bwd(J, dJ))
+    dH_j, dW, db = dense_bwd(H, W_j, dpre_j)
     n += add_count_nonfinite(g_W_j, dW) + add_count_nonfinite(g_b_j, db)
+    if g_U_g.shape[0] > 0:
+        n += add_count_nonfinite(g_U_g, np.dot(X.T, dpre_g))
+        n += add_count_nonfinite(g_U_j, np.dot(X.T, dpre_j))
     if w_a.shape[0] > 0:
         de = attention_bwd(dalpha, alpha, atom_mol, C.shape[0]).reshape(-1, 1)
         n += add_count_nonfinite(g_w_a, np.dot(H.T, de))

@@ -17,7 +17,7 @@ from molpipe.nn.stage import Stage
 DTYPES = ("float32", "float64")
 PROPAGATE = ("split", "fused")
 #: what a model directory written before a field existed meant by leaving it out
-LEGACY = {"aggregation": "mean", "dropout": 0.0}
+LEGACY = {"aggregation": "mean", "dropout": 0.0, "readout_features": False}
 
 
 @dataclass
@@ -32,6 +32,7 @@ class NetworkConfig:
     propagate: str = "split"          # a round as two stages (message, update) or one (fused)
     aggregation: str = "mean+norm"    # readout over a molecule's atoms (AGGREGATIONS)
     dropout: float = 0.0              # readout MLP dropout (training only)
+    readout_features: bool = False    # the readout also reads the atoms' input features
     seed: int = 0                     # initialization seed
 
     def __post_init__(self):
@@ -196,6 +197,7 @@ def build_network(config: NetworkConfig, d_v: int, d_e: int, n_targets: int,
         stages["rings"] = RingStage.create(rng, d_h, dtype)
     stages["readout"] = ReadoutStage.create(rng, d_h, config.ffn, n_targets, dtype,
                                             config.aggregation, config.dropout,
-                                            config.seed if seed is None else seed)
+                                            config.seed if seed is None else seed,
+                                            d_v if config.readout_features else 0)
     stages["loss"] = LossStage(mean, std, config.task, dtype)
     return Network(config, stages)

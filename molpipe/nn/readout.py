@@ -1,7 +1,9 @@
 """Readout stage: pool atoms into molecules (mean, sum, norm, attention or mean+norm), then a
 two-layer MLP.
 
-``G = σ(H W_g + b_g)``, ``J = tanh(H W_j + b_j)``, ``S[m] = Σ_{a ∈ m} α[a] G[a] ⊙ J[a]``
+``G = σ(H W_g + b_g)``, ``J = tanh(H W_j + b_j)`` (with ``atom_features``, plus ``X U_g`` and
+``X U_j``: the atoms' input features ``X`` read beside their propagated state, a skip past the
+rounds), ``S[m] = Σ_{a ∈ m} α[a] G[a] ⊙ J[a]``
 (``α = 1``, or learned per-atom weights that sum to one within a molecule with
 ``attention``), ``h[m] = [C[m, k] S[m]]_k`` with the aggregation's scales ``C``:
 
@@ -73,7 +75,8 @@ class ReadoutStage(Stage):
     @classmethod
     def create(cls, rng: np.random.Generator, d_h: int, d_ffn: int, n_targets: int,
                dtype, aggregation: str = "mean", dropout: float = 0.0,
-               seed: int = 0) -> "ReadoutStage":
+               seed: int = 0, d_v: int = 0) -> "ReadoutStage":
+        """``d_v`` > 0: the readout also reads the atoms' ``d_v`` input features."""
         if aggregation not in AGGREGATIONS:
             raise ValueError(f"aggregation must be one of {', '.join(AGGREGATIONS)}, "
                              f"got {aggregation!r}")
@@ -85,15 +88,29 @@ class ReadoutStage(Stage):
                   "b_2": zeros(n_targets, dtype)}
         if aggregation == "attention":
             params["w_a"] = glorot(rng, d_h, 1, dtype=dtype)
+        if d_v:
+            params["U_g"] = glorot(rng, d_v, d_h, dtype=dtype)
+            params["U_j"] = glorot(rng, d_v, d_h, dtype=dtype)
         stage = cls(params)
         stage.aggregation, stage.dropout, stage.seed = aggregation, float(dropout), int(seed)
         dt = np.dtype(dtype)
         stage._none = np.zeros((0, 0), dt)                  # no mask / no attention
         stage._no_attention = np.zeros((0, 1), dt)
+        stage._no_skip = np.zeros((0, d_h), dt)
         return stage
 
     def _attention(self, params: Arrays) -> np.ndarray:
         return params.get("w_a", self._no_attention)
+
+    def _skip(self, params: Arrays) -> tuple[np.ndarray, np.ndarray]:
+        return params.get("U_g", self._no_skip), params.get("U_j", self._no_skip)
+
+    def _features(self, inst, dtype) -> np.ndarray:
+        """The atoms' input features the readout reads (zero-size without the skip)."""
+        if "U_g" not in self.params:
+            return self._none
+        d_v = self.params["U_g"].shape[0]
+        return np.ascontiguousarray(inst.V[:, :d_v], dtype=dtype)
 
     def _masks(self, key, step: int, n_mols: int, train: bool):
         if not (train and self.dropout > 0):
@@ -109,19 +126,22 @@ class ReadoutStage(Stage):
         H = x["H"]
         C = channel_scales(self.aggregation, inst.atom_mol, inst.n_mols, H.dtype)
         M_h, M_z = self._masks(key, step, inst.n_mols, train)
+        X = self._features(inst, H.dtype)
+        U_g, U_j = self._skip(p)
         self.nonfinite, Y, *saved = readout_fwd(
-            H, p["W_g"], p["b_g"], p["W_j"], p["b_j"], self._attention(p), p["W_1"], p["b_1"],
-            p["W_2"], p["b_2"], inst.atom_mol, inst.n_mols, C, M_h, M_z)
+            H, X, p["W_g"], U_g, p["b_g"], p["W_j"], U_j, p["b_j"], self._attention(p),
+            p["W_1"], p["b_1"], p["W_2"], p["b_2"], inst.atom_mol, inst.n_mols, C, M_h, M_z)
         if train:
-            self.save(key, step, (H, C, M_h, M_z, *saved))
+            self.save(key, step, (H, X, C, M_h, M_z, *saved))
         return {"Y": Y}
 
     def backward(self, key, step: int, dy: Arrays, inst) -> Arrays:
-        H, C, M_h, M_z, G, J, alpha, h, Z, Zm = self.pop(key, step)
+        H, X, C, M_h, M_z, G, J, alpha, h, Z, Zm = self.pop(key, step)
         p, g = self.params, self.grads
         w_a, g_w_a = self._attention(p), self._attention(g)
-        self.nonfinite, dH = readout_bwd(dy["Y"], H, G, J, alpha, h, Z, Zm, p["W_g"], p["W_j"],
-                                         w_a, p["W_1"], p["W_2"], g["W_g"], g["b_g"], g["W_j"],
-                                         g["b_j"], g_w_a, g["W_1"], g["b_1"], g["W_2"],
-                                         g["b_2"], inst.atom_mol, C, M_h, M_z)
+        g_U_g, g_U_j = self._skip(g)
+        self.nonfinite, dH = readout_bwd(dy["Y"], H, X, G, J, alpha, h, Z, Zm, p["W_g"], p["W_j"],
+                                         w_a, p["W_1"], p["W_2"], g["W_g"], g_U_g, g["b_g"],
+                                         g["W_j"], g_U_j, g["b_j"], g_w_a, g["W_1"], g["b_1"],
+                                         g["W_2"], g["b_2"], inst.atom_mol, C, M_h, M_z)
         return {"H": dH}

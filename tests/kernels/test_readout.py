@@ -9,14 +9,16 @@ from molpipe.nn.readout import AGGREGATIONS, channel_scales, n_channels
 
 from .fd import check
 
-PARAMS = ("W_g", "b_g", "W_j", "b_j", "w_a", "W_1", "b_1", "W_2", "b_2")
+PARAMS = ("W_g", "U_g", "b_g", "W_j", "U_j", "b_j", "w_a", "W_1", "b_1", "W_2", "b_2")
 ATOM_MOL = np.array([0, 0, 0, 1, 2, 2], np.int32)      # molecules of 3, 1 and 2 atoms
 
 
-def arrays(rng, aggregation, d_h=3, d_ffn=4, n_targets=2, dropout=False):
+def arrays(rng, aggregation, d_h=3, d_ffn=4, n_targets=2, dropout=False, skip=False, d_v=5):
     k = n_channels(aggregation)
     attend = aggregation == "attention"
-    shapes = {"H": (6, d_h), "W_g": (d_h, d_h), "b_g": (d_h,), "W_j": (d_h, d_h), "b_j": (d_h,),
+    d_x = d_v if skip else 0
+    shapes = {"H": (6, d_h), "X": (6 if skip else 0, d_x), "W_g": (d_h, d_h), "U_g": (d_x, d_h),
+              "b_g": (d_h,), "W_j": (d_h, d_h), "U_j": (d_x, d_h), "b_j": (d_h,),
               "w_a": (d_h if attend else 0, 1),
               "W_1": (k * d_h, d_ffn), "b_1": (d_ffn,), "W_2": (d_ffn, n_targets),
               "b_2": (n_targets,)}
@@ -33,30 +35,41 @@ def arrays(rng, aggregation, d_h=3, d_ffn=4, n_targets=2, dropout=False):
 
 
 def forward(a):
-    return readout_fwd(a["H"], *(a[k] for k in PARAMS), ATOM_MOL, 3, a["C"], a["M_h"], a["M_z"])
+    return readout_fwd(a["H"], a["X"], *(a[k] for k in PARAMS), ATOM_MOL, 3, a["C"], a["M_h"],
+                       a["M_z"])
 
 
 def backward(a, dY, saved):
     g = {k: np.zeros_like(a[k]) for k in PARAMS}
-    n, dH = readout_bwd(dY, a["H"], *saved, a["W_g"], a["W_j"], a["w_a"], a["W_1"], a["W_2"],
-                        *(g[k] for k in PARAMS), ATOM_MOL, a["C"], a["M_h"], a["M_z"])
+    n, dH = readout_bwd(dY, a["H"], a["X"], *saved, a["W_g"], a["W_j"], a["w_a"], a["W_1"],
+                        a["W_2"], *(g[k] for k in PARAMS), ATOM_MOL, a["C"], a["M_h"], a["M_z"])
     return n, dH, g
 
 
-@pytest.mark.parametrize("dropout", [False, True])
+@pytest.mark.parametrize("dropout, skip", [(False, False), (True, False), (False, True)])
 @pytest.mark.parametrize("aggregation", AGGREGATIONS)
 @pytest.mark.parametrize("wrt", ("H",) + PARAMS)
-def test_readout_bwd_finite_differences(wrt, aggregation, dropout):
+def test_readout_bwd_finite_differences(wrt, aggregation, dropout, skip):
     if wrt == "w_a" and aggregation != "attention":
         pytest.skip("attention parameters exist with the attention aggregation only")
+    if wrt in ("U_g", "U_j") and not skip:
+        pytest.skip("the atom-feature weights exist with the skip only")
     rng = np.random.default_rng(6)
-    a = arrays(rng, aggregation, dropout=dropout)
+    a = arrays(rng, aggregation, dropout=dropout, skip=skip)
     n, Y, *saved = forward(a)
     assert n == 0
     w = rng.normal(size=Y.shape)
     n, dH, g = backward(a, w, saved)
     assert n == 0
     check(lambda: forward(a)[1], a[wrt], {"H": dH, **g}[wrt], w)
+
+
+def test_skip_adds_the_atom_features_to_the_gates():
+    rng = np.random.default_rng(9)
+    a = arrays(rng, "mean", skip=True)
+    G = forward(a)[2]
+    ref = 1 / (1 + np.exp(-(a["H"] @ a["W_g"] + a["X"] @ a["U_g"] + a["b_g"])))
+    np.testing.assert_allclose(G, ref, rtol=1e-12)
 
 
 def _pooled(a):

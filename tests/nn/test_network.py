@@ -16,9 +16,10 @@ MEAN, STD = np.array([0.5, -1.0]), np.array([2.0, 0.5])
 
 
 def net(task="regression", rings=True, dtype="float64", seed=0, hidden=4, ffn=5,
-        propagate="fused", aggregation="mean"):
+        propagate="fused", aggregation="mean", readout_features=False):
     cfg = NetworkConfig(hidden=hidden, ffn=ffn, rings=rings, task=task, dtype=dtype, seed=seed,
-                        propagate=propagate, aggregation=aggregation)
+                        propagate=propagate, aggregation=aggregation,
+                        readout_features=readout_features)
     return build_network(cfg, D_V, D_E, 2, MEAN, STD)
 
 
@@ -73,6 +74,15 @@ def test_split_round_gradient_finite_differences(case, aggregation):
     check_network_gradient(network, instances()[case],
                            core=("embed.W_v", "message.b_x", "update.U_h", "readout.W_2"),
                            tol=1e-4 if "norm" in aggregation else 1e-6)
+
+
+@pytest.mark.parametrize("case", ["rings", "one_atom", "packed_rounds"])
+def test_readout_features_gradient_finite_differences(case):
+    network = net(propagate="split", aggregation="mean+norm", readout_features=True)
+    assert network.stages["readout"].params["U_g"].shape == (D_V, 4)
+    check_network_gradient(network, instances()[case],
+                           core=("embed.W_v", "message.b_x", "readout.U_g", "readout.U_j"),
+                           tol=1e-4)
 
 
 @pytest.mark.parametrize("case", ["rings", "packed_rounds"])
