@@ -119,6 +119,9 @@ def train(
     readout_features: Annotated[bool, typer.Option(
         help="The readout reads each atom's input features beside its propagated state.")] = False,
     weight_decay: Annotated[float, typer.Option(help="L2 weight decay of every parameter (Adam).")] = 0.0,
+    average: Annotated[float, typer.Option(
+        help="Each stage keeps a moving average of its parameters with this decay per update "
+             "(0: none); the averages are evaluated and saved.")] = 0.0,
     target_scaling: Annotated[str, typer.Option(
         help="Standardize regression targets by their mean and SD (standard) or by median and "
              "IQR (robust: a few wild values do not squash the rest).")] = "standard",
@@ -211,6 +214,8 @@ def train(
         fail(f"--dropout must be in [0, 1), not {dropout}")
     if target_scaling not in ("standard", "robust"):
         fail(f"--target-scaling must be standard or robust, not {target_scaling!r}")
+    if not 0 <= average < 1:
+        fail(f"--average must be in [0, 1), not {average}")
     if weight_decay < 0:
         fail(f"--weight-decay must be zero or positive, not {weight_decay}")
     if task is not None and task not in ("regression", "classification"):
@@ -235,7 +240,7 @@ def train(
     config = TrainConfig(data=data, targets=target, smiles_column=smiles_column, task=task,
                          split=split, seed=seed, epochs=epochs, patience=patience, hidden=hidden,
                          aggregation=aggregation, dropout=dropout, weight_decay=weight_decay,
-                         readout_features=readout_features,
+                         readout_features=readout_features, average=average,
                          target_scaling=target_scaling,
                          max_rounds=rounds, lr=lr, schedule=schedule,
                          max_active_keys=max_active_keys, min_update_frequency=min_update_frequency,

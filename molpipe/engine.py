@@ -31,9 +31,9 @@ class EpochResult:
     in_flight_max: int = 1                         # most instances in flight at once
 
 
-def make_optimizers(network, lr: float, weight_decay: float = 0.0) -> dict:
-    """One Adam per stage that has parameters: every stage updates itself."""
-    return {name: Adam(stage.params, lr=lr, weight_decay=weight_decay)
+def make_optimizers(network, lr: float, weight_decay: float = 0.0, average: float = 0.0) -> dict:
+    """One Adam per stage that has parameters: every stage updates (and averages) itself."""
+    return {name: Adam(stage.params, lr=lr, weight_decay=weight_decay, average=average)
             for name, stage in network.stages.items() if stage.params}
 
 

@@ -20,6 +20,7 @@ from molpipe.data.scaling import target_scale
 from molpipe.engine import EpochResult, gather_predictions, make_engine, make_optimizers
 from molpipe.metrics import metrics_table, summary
 from molpipe.model import save_model
+from molpipe.nn.optim import averaged_weights
 from molpipe.nn.network import NetworkConfig, build_network
 from molpipe.runtime.nonfinite import NonFiniteError
 from molpipe.runtime.placement import parse_placement
@@ -45,6 +46,8 @@ class TrainConfig:
     dropout: float = 0.0              # readout MLP dropout
     readout_features: bool = False    # the readout reads the atoms' input features too
     weight_decay: float = 0.0         # L2 on every parameter (Adam)
+    average: float = 0.0              # decay of each stage's parameter average (0: none); the
+                                      # averages are what is evaluated and saved
     target_scaling: str = "standard"  # regression targets: "standard" (mean, SD) or "robust"
     min_rounds: int = 2
     max_rounds: int = 6
@@ -244,7 +247,7 @@ def train(config: TrainConfig, out_dir: str | Path, progress=None, resume: bool 
                                dropout=config.dropout, readout_features=config.readout_features)
     network = build_network(net_config, store.atom_dim, store.bond_dim, len(prep.targets),
                             mean, std, config.seed)
-    optimizers = make_optimizers(network, config.lr, config.weight_decay)
+    optimizers = make_optimizers(network, config.lr, config.weight_decay, config.average)
     rng = np.random.default_rng(config.seed)
     size = config.molecules_per_instance or auto_instance_size(store.n_atoms[split["train"]])
     val_items, val_members, key = make_items(prep, split["val"], size, None, 0)
@@ -314,7 +317,11 @@ def train(config: TrainConfig, out_dir: str | Path, progress=None, resume: bool 
                                        for k, why in list(res.skipped.items())[:5]))
             n_train_mols += len(split["train"])
             train_seconds += res.seconds
-            val_metrics, _ = evaluate_items(engine, val_items, val_members, prep, split["val"])
+            with averaged_weights(network.stages, optimizers):   # evaluated and kept: averages
+                val_metrics, _ = evaluate_items(engine, val_items, val_members, prep, split["val"])
+                test_metrics = (evaluate_items(engine, test_items, test_members, prep,
+                                               split["test"])[0] if config.track_test else {})
+                current = network.state_dict()
             val_score = score(val_metrics, prep.task, std) if has_val else float("nan")
             row = {"epoch": epoch + 1, "train_loss": _mean_finite(res.losses.values()),
                    "val_score": val_score, "lr": lr,
@@ -323,13 +330,11 @@ def train(config: TrainConfig, out_dir: str | Path, progress=None, resume: bool 
                    **seen,
                    **{f"val_{t}_{m}": v for t, ms in val_metrics.items() for m, v in ms.items()
                       if m != "n"}}
-            if config.track_test:
-                test_metrics, _ = evaluate_items(engine, test_items, test_members, prep, split["test"])
-                row.update({f"test_{t}_{m}": v for t, ms in test_metrics.items()
-                            for m, v in ms.items() if m != "n"})
+            row.update({f"test_{t}_{m}": v for t, ms in test_metrics.items()
+                        for m, v in ms.items() if m != "n"})
             history.append(row)
             if val_score < best or not has_val:      # no validation: keep the last epoch
-                best, best_state, bad_epochs = val_score if has_val else -1.0, network.state_dict(), 0
+                best, best_state, bad_epochs = val_score if has_val else -1.0, current, 0
                 _require_finite(best_state, f"epoch {epoch + 1}: model parameter")
                 save_model(out_dir / "model", network.config, best_state, meta)
             else:

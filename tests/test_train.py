@@ -63,11 +63,13 @@ def test_same_seed_same_parameters(reference_run, tmp_path):
     assert all(np.array_equal(a[k], b[k]) for k in a)
 
 
-@pytest.mark.parametrize("schedule", ["reference", "sync"])
-def test_resumed_run_equals_uninterrupted_run(schedule, tmp_path):
-    whole = train(TrainConfig(schedule=schedule, **SMALL), tmp_path / "whole")
+@pytest.mark.parametrize("schedule, average", [("reference", 0.0), ("sync", 0.0),
+                                               ("reference", 0.9)])
+def test_resumed_run_equals_uninterrupted_run(schedule, average, tmp_path):
+    whole = train(TrainConfig(schedule=schedule, average=average, **SMALL), tmp_path / "whole")
     with pytest.raises(Crash):
-        train(TrainConfig(schedule=schedule, **SMALL), tmp_path / "cut", progress=_crash_after(2))
+        train(TrainConfig(schedule=schedule, average=average, **SMALL), tmp_path / "cut",
+              progress=_crash_after(2))
     state, _, path = load_checkpoint(tmp_path / "cut")
     assert state["epoch"] == 2 and path.name == "epoch-0002"
     resumed = train(TrainConfig(data="ignored"), tmp_path / "cut", resume=True)
@@ -133,6 +135,24 @@ def test_resume_from_inside_an_epoch_equals_uninterrupted_run(schedule, tmp_path
     with open(tmp_path / "cut" / "metrics.csv") as f:
         epochs = list(csv.DictReader(f))
     assert [int(e["rows_seen"]) for e in epochs] == [514, 514, 514]
+
+
+def test_with_averaging_the_model_is_the_average_of_its_best_epoch(tmp_path):
+    """The saved model is each stage's parameter average, not its live parameters."""
+    cfg = dict(SMALL, epochs=1)              # the best epoch is the checkpoint's
+    report = train(TrainConfig(schedule="reference", average=0.9, **cfg), tmp_path / "avg")
+    state, arrays, _ = load_checkpoint(tmp_path / "avg")
+    model = _params(tmp_path / "avg")
+    averaged = 0
+    for k, v in model.items():
+        stage, name = k.split(".", 1)
+        if f"opt/{stage}/avg.{name}" in arrays:
+            np.testing.assert_array_equal(v, arrays[f"opt/{stage}/avg.{name}"], err_msg=k)
+            assert not np.array_equal(v, arrays[f"net/{k}"]), k
+            averaged += 1
+    assert averaged == sum(len(s.params) for s in load_model(tmp_path / "avg")[0].stages.values())
+    plain = train(TrainConfig(schedule="reference", **cfg), tmp_path / "plain")
+    assert plain["test"] != report["test"]
 
 
 def test_default_instance_size_packs_small_molecules_by_atoms(tmp_path):

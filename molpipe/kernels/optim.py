@@ -32,6 +32,16 @@ def adam_step(p, g, m, v, lr, beta1, beta2, eps, weight_decay, scale, t):
 
 
 @njit(nogil=True, cache=True, error_model="numpy")
+def average_step(avg, p, beta):
+    """Exponential moving average of a parameter, in place: ``avg = beta avg + (1 - beta) p``."""
+    f = p.dtype.type
+    b = f(beta)
+    one = f(1.0)
+    for i in range(p.shape[0]):
+        avg[i] = b * avg[i] + (one - b) * p[i]
+
+
+@njit(nogil=True, cache=True, error_model="numpy")
 def sgd_step(p, g, buf, lr, momentum, scale):
     """One SGD step with (heavy-ball) momentum, in place: ``buf = mu buf + scale g; p -= lr buf``."""
     f = p.dtype.type

@@ -64,6 +64,7 @@ CALLS = [
     (loss.masked_mse_bwd, (f32(N, 2), f32(N, 2), 1.0)),
     (loss.masked_bce_bwd, (f32(N, 2), f32(N, 2), 1.0)),
     (optim.adam_step, (f32(9), f32(9), f32(9), np.abs(f32(9)), 1e-3, 0.9, 0.999, 1e-8, 0.0, 1.0, 1)),
+    (optim.average_step, (f32(9), f32(9), 0.99)),
     (optim.sgd_step, (f32(9), f32(9), f32(9), 0.1, 0.9, 1.0)),
 ]
 

@@ -77,3 +77,47 @@ def test_state_dict_resumes_identically(opt_cls, kw):
     for g in grads[3:]:
         o3.step(g, 1.0)
     np.testing.assert_array_equal(p3["w"], p1["w"])
+
+
+def test_average_is_the_moving_average_of_the_parameters():
+    rng = np.random.default_rng(4)
+    p = {"w": rng.normal(size=(3, 2))}
+    opt = Adam(p, lr=0.1, average=0.9)
+    ref = p["w"].copy()
+    for t in range(1, 40):
+        opt.step({"w": rng.normal(size=(3, 2))})
+        beta = min(0.9, (1 + t) / (10 + t))
+        ref = beta * ref + (1 - beta) * p["w"]
+    np.testing.assert_allclose(opt.state["avg"]["w"], ref, rtol=1e-12)
+    assert not np.allclose(ref, p["w"])                   # the average lags the live weights
+
+
+def test_averaged_weights_swaps_in_place_and_back():
+    from molpipe.nn.optim import averaged_weights
+
+    rng = np.random.default_rng(5)
+    live = rng.normal(size=4)
+    stages = {"a": type("S", (), {"params": {"w": live}})(), "b": type("S", (), {"params": {}})()}
+    opt = Adam(stages["a"].params, average=0.5)
+    opt.state["avg"]["w"][:] = 7.0
+    before = live.copy()
+    with averaged_weights(stages, {"a": opt, "b": Adam({})}):
+        assert (stages["a"].params["w"] == 7.0).all() and stages["a"].params["w"] is live
+    np.testing.assert_array_equal(live, before)
+
+
+def test_a_state_dict_from_before_averaging_loads():
+    rng = np.random.default_rng(6)
+    p = {"w": rng.normal(size=3)}
+    old = Adam({"w": p["w"].copy()}).state_dict()
+    del old["average"]                                     # written before the field existed
+    opt = Adam(p, average=0.99)
+    opt.load_state_dict(old)
+    assert opt.average == 0.0                              # the old run did not average
+    fresh = Adam(p, average=0.99)
+    fresh.load_state_dict({**old, "average": 0.99})        # averaging on, no avg slot saved
+    np.testing.assert_array_equal(fresh.state["avg"]["w"], p["w"])
+    # a worker built without averaging takes it on from a pushed state
+    worker = Adam({"w": p["w"].copy()})
+    worker.load_state_dict(fresh.state_dict())
+    assert worker.average == 0.99 and "avg" in worker.state
