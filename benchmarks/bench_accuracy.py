@@ -204,7 +204,8 @@ def _mean_sd(values: list[float], digits: int | None = None) -> str:
 def table(results: dict, tag: str, sets: list[str], splits: list[str]) -> str:
     """Markdown: one row per set × split, molpipe beside chemprop, mean ± SD over seeds."""
     lines = ["| set | split | metric | seeds | molpipe | chemprop | molpipe / chemprop | "
-             "wall s, molpipe / chemprop |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "R², molpipe / chemprop | wall s, molpipe / chemprop |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     ratios = []
     for name in sets:
         metric = SETS[name].metric
@@ -225,8 +226,11 @@ def table(results: dict, tag: str, sets: list[str], splits: list[str]) -> str:
                     ratios.append(r)
             wall = " / ".join(_mean_sd([r["wall_seconds"] for r in runs[t]], 0)
                               for t in ("molpipe", "chemprop"))
+            r2 = ("" if metric == "auc" else " / ".join(
+                _mean_sd([r["r2"] for r in runs[t]], 4) for t in ("molpipe", "chemprop")))
             lines.append(f"| {name} | {split} | {'ROC-AUC' if metric == 'auc' else metric.upper()} "
-                         f"| {max(len(m), len(c))} | {_mean_sd(m)} | {_mean_sd(c)} | {ratio} | {wall} |")
+                         f"| {max(len(m), len(c))} | {_mean_sd(m)} | {_mean_sd(c)} | {ratio} | {r2} "
+                         f"| {wall} |")
     if ratios:
         lines.append(f"\nmean molpipe / chemprop error over the {len(ratios)} regression cells: "
                      f"{np.mean(ratios):.3f}")
@@ -262,7 +266,11 @@ def main() -> None:
     ap.add_argument("--chemprop-threads", type=int, default=None,
                     help="OMP/MKL threads of chemprop's torch (default: torch's own, all cores)")
     ap.add_argument("--epochs", type=int, default=None, help="override every set's epochs (smoke tests)")
+    ap.add_argument("--table", action="store_true", help="only print the table of --out")
     args = ap.parse_args()
+    if args.table:
+        print(table(json.loads(args.out.read_text())["runs"], args.tag, args.sets, args.splits))
+        return
     tools = args.tools or (["molpipe", "chemprop"] if args.chemprop else ["molpipe"])
     if "chemprop" in tools and not args.chemprop:
         ap.error("--tools chemprop needs --chemprop PATH")
