@@ -117,7 +117,7 @@ def train(
              "mean+norm (both side by side, for a property of unknown kind).")] = "mean+norm",
     dropout: Annotated[float, typer.Option(help="Dropout in the readout MLP while training.")] = 0.0,
     readout_features: Annotated[bool, typer.Option(
-        help="The readout reads each atom's input features beside its propagated state.")] = False,
+        help="The readout reads each atom's input features beside its propagated state.")] = True,
     weight_decay: Annotated[float, typer.Option(help="L2 weight decay of every parameter (Adam).")] = 0.0,
     average: Annotated[float, typer.Option(
         help="Each stage keeps a moving average of its parameters with this decay per update "

@@ -44,7 +44,7 @@ class TrainConfig:
     hidden: int = 128
     aggregation: str = "mean+norm"    # readout over atoms: mean, sum, norm, attention, mean+norm
     dropout: float = 0.0              # readout MLP dropout
-    readout_features: bool = False    # the readout reads the atoms' input features too
+    readout_features: bool = True     # the readout reads the atoms' input features too
     weight_decay: float = 0.0         # L2 on every parameter (Adam)
     average: float = 0.0              # decay of each stage's parameter average (0: none); the
                                       # averages are what is evaluated and saved

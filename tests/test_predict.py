@@ -238,7 +238,7 @@ def test_old_models_load_version_1_features_and_mean(tmp_path):
     from molpipe.train import TrainConfig, train
 
     train(TrainConfig(data="freesolv", epochs=1, hidden=16, aggregation="mean",
-                      cache_root=str(tmp_path / "cache")), tmp_path / "run")
+                      readout_features=False, cache_root=str(tmp_path / "cache")), tmp_path / "run")
     a, b = V1_DIMS
 
     def zero_new_columns(state):
@@ -250,7 +250,8 @@ def test_old_models_load_version_1_features_and_mean(tmp_path):
                      zero_new_columns)
 
     def as_version_1(cfg, meta):
-        cfg = {k: v for k, v in cfg.items() if k not in ("aggregation", "dropout")}
+        cfg = {k: v for k, v in cfg.items()
+               if k not in ("aggregation", "dropout", "readout_features")}
         return cfg, {**meta, "featurizer_version": "1", "atom_dim": a, "bond_dim": b}
 
     def sliced(state):

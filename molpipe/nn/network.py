@@ -32,7 +32,7 @@ class NetworkConfig:
     propagate: str = "split"          # a round as two stages (message, update) or one (fused)
     aggregation: str = "mean+norm"    # readout over a molecule's atoms (AGGREGATIONS)
     dropout: float = 0.0              # readout MLP dropout (training only)
-    readout_features: bool = False    # the readout also reads the atoms' input features
+    readout_features: bool = True     # the readout also reads the atoms' input features
     seed: int = 0                     # initialization seed
 
     def __post_init__(self):
