@@ -116,6 +116,9 @@ def train(
              "100: extensive ones, sums over atoms), attention (learned per-atom weights), "
              "mean+norm (both side by side, for a property of unknown kind).")] = "mean+norm",
     dropout: Annotated[float, typer.Option(help="Dropout in the readout MLP while training.")] = 0.0,
+    propagate: Annotated[str, typer.Option(
+        help="Message passing: split (between atoms, a GRU update; a round is two stages) or "
+             "bond (along directed bonds, leaving out the bond back, as chemprop's D-MPNN).")] = "split",
     readout_features: Annotated[bool, typer.Option(
         help="The readout reads each atom's input features beside its propagated state.")] = True,
     weight_decay: Annotated[float, typer.Option(help="L2 weight decay of every parameter (Adam).")] = 0.0,
@@ -214,6 +217,8 @@ def train(
         fail(f"--dropout must be in [0, 1), not {dropout}")
     if target_scaling not in ("standard", "robust"):
         fail(f"--target-scaling must be standard or robust, not {target_scaling!r}")
+    if propagate not in ("split", "bond"):
+        fail(f"--propagate must be split or bond, not {propagate!r}")
     if not 0 <= average < 1:
         fail(f"--average must be in [0, 1), not {average}")
     if weight_decay < 0:
@@ -240,7 +245,7 @@ def train(
     config = TrainConfig(data=data, targets=target, smiles_column=smiles_column, task=task,
                          split=split, seed=seed, epochs=epochs, patience=patience, hidden=hidden,
                          aggregation=aggregation, dropout=dropout, weight_decay=weight_decay,
-                         readout_features=readout_features, average=average,
+                         readout_features=readout_features, average=average, propagate=propagate,
                          target_scaling=target_scaling,
                          max_rounds=rounds, lr=lr, schedule=schedule,
                          max_active_keys=max_active_keys, min_update_frequency=min_update_frequency,

@@ -45,6 +45,8 @@ class TrainConfig:
     aggregation: str = "mean+norm"    # readout over atoms: mean, sum, norm, attention, mean+norm
     dropout: float = 0.0              # readout MLP dropout
     readout_features: bool = True     # the readout reads the atoms' input features too
+    propagate: str = "split"          # rounds over atoms ("split": message, update stages) or
+                                      # over directed bonds ("bond", D-MPNN style)
     weight_decay: float = 0.0         # L2 on every parameter (Adam)
     average: float = 0.0              # decay of each stage's parameter average (0: none); the
                                       # averages are what is evaluated and saved
@@ -244,7 +246,8 @@ def train(config: TrainConfig, out_dir: str | Path, progress=None, resume: bool 
     mean, std = target_scale(store.targets[split["train"]], prep.task, config.target_scaling)
     net_config = NetworkConfig(hidden=config.hidden, rings=config.rings, task=prep.task,
                                dtype=config.dtype, aggregation=config.aggregation,
-                               dropout=config.dropout, readout_features=config.readout_features)
+                               dropout=config.dropout, readout_features=config.readout_features,
+                               propagate=config.propagate)
     network = build_network(net_config, store.atom_dim, store.bond_dim, len(prep.targets),
                             mean, std, config.seed)
     optimizers = make_optimizers(network, config.lr, config.weight_decay, config.average)

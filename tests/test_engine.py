@@ -54,7 +54,8 @@ def test_async_mak1_muf1_reproduces_the_reference_trainer():
 @pytest.mark.parametrize("config", [dict(aggregation="attention", dropout=0.2),
                                     dict(aggregation="mean", dropout=0.0),
                                     dict(aggregation="norm", dropout=0.5),
-                                    dict(aggregation="mean+norm", readout_features=True)])
+                                    dict(aggregation="mean+norm", readout_features=True),
+                                    dict(propagate="bond", dropout=0.1)])
 def test_every_readout_keeps_async_mak1_muf1_exact(config):
     """Dropout masks come from (seed, key, step), not from the order stages see instances."""
     items = _items(60, 3, seed=7)

@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 
+from molpipe.nn.bond import BondEmbedStage, BondMessageStage, BondUpdateStage
 from molpipe.nn.embed import EmbedStage
 from molpipe.nn.layout import from_old_layout
 from molpipe.nn.loss import TASKS, LossStage
@@ -15,7 +16,9 @@ from molpipe.nn.rings import RingStage
 from molpipe.nn.stage import Stage
 
 DTYPES = ("float32", "float64")
-PROPAGATE = ("split", "fused")
+#: a round as two stages over atoms (message, update), as one (fused), or two over directed
+#: bonds (bond: D-MPNN style messages, molpipe.nn.bond)
+PROPAGATE = ("split", "fused", "bond")
 #: what a model directory written before a field existed meant by leaving it out
 LEGACY = {"aggregation": "mean", "dropout": 0.0, "readout_features": False}
 
@@ -29,7 +32,7 @@ class NetworkConfig:
     rings: bool = True                # ring stage on/off
     task: str = "regression"          # "regression" | "classification"
     dtype: str = "float32"            # "float32" | "float64"
-    propagate: str = "split"          # a round as two stages (message, update) or one (fused)
+    propagate: str = "split"          # PROPAGATE: atom rounds as two stages or one, bond rounds
     aggregation: str = "mean+norm"    # readout over a molecule's atoms (AGGREGATIONS)
     dropout: float = 0.0              # readout MLP dropout (training only)
     readout_features: bool = True     # the readout also reads the atoms' input features
@@ -185,13 +188,17 @@ def build_network(config: NetworkConfig, d_v: int, d_e: int, n_targets: int,
     std = np.ones(n_targets) if target_std is None else np.asarray(target_std)
     if mean.size != n_targets or std.size != n_targets:
         raise ValueError(f"target mean/std must have {n_targets} entries")
-    stages: dict[str, Stage] = {
-        "embed": EmbedStage.create(rng, d_v, d_e, d_h, dtype),
-    }
+    stages: dict[str, Stage] = {}
+    if config.propagate == "bond":
+        stages["embed"] = BondEmbedStage.create(rng, d_v, d_e, d_h, dtype)
+        stages["message"] = BondMessageStage.create(rng, d_h, dtype)
+        stages["update"] = BondUpdateStage.create(rng, d_v, d_h, dtype)
+    else:
+        stages["embed"] = EmbedStage.create(rng, d_v, d_e, d_h, dtype)
     if config.propagate == "split":
         stages["message"] = MessageStage.create(rng, d_h, dtype)
         stages["update"] = UpdateStage.create(rng, d_h, dtype)
-    else:
+    elif config.propagate == "fused":
         stages["propagate"] = PropagateStage.create(rng, d_h, dtype)
     if config.rings:
         stages["rings"] = RingStage.create(rng, d_h, dtype)

@@ -76,6 +76,36 @@ def test_split_round_gradient_finite_differences(case, aggregation):
                            tol=1e-4 if "norm" in aggregation else 1e-6)
 
 
+@pytest.mark.parametrize("aggregation", ["mean", "mean+norm"])
+@pytest.mark.parametrize("case", ["rings", "no_rings", "one_atom", "fragments", "packed_rounds"])
+def test_bond_rounds_gradient_finite_differences(case, aggregation):
+    network = net(propagate="bond", aggregation=aggregation, readout_features=True)
+    assert list(network.stages) == ["embed", "message", "update", "rings", "readout", "loss"]
+    inst = instances()[case]
+    core = ("update.W_o", "readout.W_2")
+    if inst.E.shape[0]:                      # bonds: the bond states get gradient
+        core += ("embed.b_i", "message.W_h1", "update.W_h2")
+    check_network_gradient(network, inst, core=core, tol=1e-4)
+
+
+def test_bond_rounds_leave_out_the_reverse_bond():
+    """A two-atom molecule's bond messages are empty (the only neighbour is the bond back):
+    its prediction does not depend on W_h."""
+    rng = np.random.default_rng(3)
+    from .graphs import make_graph
+
+    inst = instance([make_graph(rng, 2, [(0, 1, 0)], n_rounds=3)], [[0.0, 0.0]])
+    network = net(propagate="bond")
+    before = network.predict(inst)
+    network.stages["message"].params["W_h1"][...] *= 5
+    network.stages["update"].params["W_h2"][...] *= 5
+    np.testing.assert_allclose(network.predict(inst), before, rtol=1e-12)
+    bigger = instances()["rings"]
+    before = network.predict(bigger)
+    network.stages["update"].params["W_h2"][...] *= 2
+    assert not np.allclose(network.predict(bigger), before)
+
+
 @pytest.mark.parametrize("case", ["rings", "one_atom", "packed_rounds"])
 def test_readout_features_gradient_finite_differences(case):
     network = net(propagate="split", aggregation="mean+norm", readout_features=True)
