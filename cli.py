@@ -128,6 +128,9 @@ def train(
     target_scaling: Annotated[str, typer.Option(
         help="Standardize regression targets by their mean and SD (standard) or by median and "
              "IQR (robust: a few wild values do not squash the rest).")] = "standard",
+    baseline: Annotated[str, typer.Option(
+        help="Regression: additive (fit each target to the molecule's summed atom features, "
+             "a group-contribution model; the network learns what it leaves) or none.")] = "additive",
     rounds: Annotated[int, typer.Option(help="Most propagation rounds per molecule.")] = 6,
     lr: Annotated[float, typer.Option(help="Peak learning rate (Adam).")] = 1e-3,
     schedule: Annotated[str, typer.Option(
@@ -217,6 +220,8 @@ def train(
         fail(f"--dropout must be in [0, 1), not {dropout}")
     if target_scaling not in ("standard", "robust"):
         fail(f"--target-scaling must be standard or robust, not {target_scaling!r}")
+    if baseline not in ("additive", "none"):
+        fail(f"--baseline must be additive or none, not {baseline!r}")
     if propagate not in ("split", "bond"):
         fail(f"--propagate must be split or bond, not {propagate!r}")
     if not 0 <= average < 1:
@@ -246,7 +251,7 @@ def train(
                          split=split, seed=seed, epochs=epochs, patience=patience, hidden=hidden,
                          aggregation=aggregation, dropout=dropout, weight_decay=weight_decay,
                          readout_features=readout_features, average=average, propagate=propagate,
-                         target_scaling=target_scaling,
+                         target_scaling=target_scaling, baseline=baseline,
                          max_rounds=rounds, lr=lr, schedule=schedule,
                          max_active_keys=max_active_keys, min_update_frequency=min_update_frequency,
                          molecules_per_instance=molecules_per_instance, backend=backend,

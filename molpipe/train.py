@@ -16,7 +16,7 @@ import numpy as np
 import molpipe
 from molpipe.data.checks import check_labels, check_split, target_warnings
 from molpipe.data.instance import auto_instance_size, group_by_plan, pack
-from molpipe.data.scaling import target_scale
+from molpipe.data.scaling import additive_baseline, summed_features, target_scale
 from molpipe.engine import EpochResult, gather_predictions, make_engine, make_optimizers
 from molpipe.metrics import metrics_table, summary
 from molpipe.model import save_model
@@ -51,6 +51,8 @@ class TrainConfig:
     average: float = 0.0              # decay of each stage's parameter average (0: none); the
                                       # averages are what is evaluated and saved
     target_scaling: str = "standard"  # regression targets: "standard" (mean, SD) or "robust"
+    baseline: str = "additive"        # regression: "additive" (a least-squares fit to summed
+                                      # atom features the network corrects) or "none"
     min_rounds: int = 2
     max_rounds: int = 6
     rings: bool = True
@@ -74,7 +76,7 @@ class TrainConfig:
 
 
 #: what a checkpoint written before a setting existed meant by leaving it out
-LEGACY = {"aggregation": "mean"}
+LEGACY = {"aggregation": "mean", "baseline": "none"}
 
 
 @dataclass
@@ -243,13 +245,19 @@ def train(config: TrainConfig, out_dir: str | Path, progress=None, resume: bool 
     need = np.concatenate([split["train"], split["val"], split["test"]])
     prep.graphs = dict(zip(need.tolist(), store.graphs(need)))
 
-    mean, std = target_scale(store.targets[split["train"]], prep.task, config.target_scaling)
+    Y_train = store.targets[split["train"]]
+    atom_ref = None
+    if config.baseline == "additive" and prep.task == "regression":
+        S_train = summed_features(prep.graphs[i] for i in split["train"].tolist())
+        atom_ref = additive_baseline(S_train, Y_train, prep.task)
+        Y_train = Y_train - S_train @ atom_ref
+    mean, std = target_scale(Y_train, prep.task, config.target_scaling)
     net_config = NetworkConfig(hidden=config.hidden, rings=config.rings, task=prep.task,
                                dtype=config.dtype, aggregation=config.aggregation,
                                dropout=config.dropout, readout_features=config.readout_features,
                                propagate=config.propagate)
     network = build_network(net_config, store.atom_dim, store.bond_dim, len(prep.targets),
-                            mean, std, config.seed)
+                            mean, std, config.seed, atom_ref)
     optimizers = make_optimizers(network, config.lr, config.weight_decay, config.average)
     rng = np.random.default_rng(config.seed)
     size = config.molecules_per_instance or auto_instance_size(store.n_atoms[split["train"]])

@@ -238,7 +238,8 @@ def test_old_models_load_version_1_features_and_mean(tmp_path):
     from molpipe.train import TrainConfig, train
 
     train(TrainConfig(data="freesolv", epochs=1, hidden=16, aggregation="mean",
-                      readout_features=False, cache_root=str(tmp_path / "cache")), tmp_path / "run")
+                      readout_features=False, baseline="none",
+                      cache_root=str(tmp_path / "cache")), tmp_path / "run")
     a, b = V1_DIMS
 
     def zero_new_columns(state):
@@ -257,6 +258,7 @@ def test_old_models_load_version_1_features_and_mean(tmp_path):
     def sliced(state):
         state = zero_new_columns(state)
         state["embed.W_v"], state["embed.W_e"] = state["embed.W_v"][:a], state["embed.W_e"][:b]
+        del state["loss.atom_ref"]                 # nor was there an additive baseline
         return state
 
     old = _rewrite(tmp_path / "run" / "model", tmp_path / "old", as_version_1, sliced)

@@ -40,3 +40,38 @@ def target_scale(Y: np.ndarray, task: str, how: str = "standard") -> tuple[np.nd
                 s = y.std()
         scale[j] = s if np.isfinite(s) and s > 0 else 1.0
     return centre, scale
+
+
+BASELINES = ("additive", "none")
+
+
+def summed_features(graphs) -> np.ndarray:
+    """(n_molecules, d_v) float64: each molecule's atom features summed over its atoms (its
+    counts of elements, degrees, hydrogens, ... and its mass / 100)."""
+    return np.stack([np.asarray(g.V, np.float64).sum(axis=0) for g in graphs])
+
+
+def additive_baseline(S: np.ndarray, Y: np.ndarray, task: str, ridge: float = 1.0) -> np.ndarray:
+    """(d_v, n_targets) float64: the ridge least-squares fit of each regression target to the
+    molecules' summed atom features ``S`` (summed_features), zero for classification.
+
+    A group-contribution model, as QM9's per-element atom references: ``S @ atom_ref`` plus
+    a constant carries what is additive over atoms (energies, heat capacity, surface areas
+    are nearly all of it), and the network learns only what is left. Rows with a missing
+    target are left out of that target's fit; ``ridge`` (in squared count units) settles the
+    columns that always sum to the atom count. The constant is not part of ``atom_ref``: the
+    target scaling's centre, fitted after it, carries it.
+    """
+    S = np.asarray(S, np.float64)
+    Y = np.asarray(Y, np.float64)
+    ref = np.zeros((S.shape[1], Y.shape[1]))
+    if task != "regression":
+        return ref
+    for j in range(Y.shape[1]):
+        ok = np.isfinite(Y[:, j])
+        if ok.sum() < 2:
+            continue
+        s, y = S[ok], Y[ok, j]
+        s_c, y_c = s - s.mean(axis=0), y - y.mean()
+        ref[:, j] = np.linalg.solve(s_c.T @ s_c + ridge * np.eye(S.shape[1]), s_c.T @ y_c)
+    return ref

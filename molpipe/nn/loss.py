@@ -1,4 +1,5 @@
-"""Loss stage: masked MSE on standardized targets or masked BCE on logits; holds target scaling."""
+"""Loss stage: masked MSE on standardized targets or masked BCE on logits; holds target scaling
+and the additive baseline (``atom_ref``) that regression targets are measured from."""
 
 from __future__ import annotations
 
@@ -12,45 +13,63 @@ TASKS = ("regression", "classification")
 
 
 class LossStage(Stage):
-    """No trainable parameters; ``buffers`` holds ``mean``, ``std``: (n_targets,) of the training split.
+    """No trainable parameters; ``buffers`` holds ``mean``, ``std``: (n_targets,) and
+    ``atom_ref``: (d_v, n_targets), all fitted on the training split.
 
-    Regression compares Y with ``T = (Y_true - mean) / std`` and predicts ``Y std + mean``;
+    Regression compares Y with ``T = (Y_true - b - mean) / std`` and predicts
+    ``Y std + mean + b``, where ``b = sum over a molecule's atoms of V_a atom_ref`` is the
+    additive baseline (zero when ``atom_ref`` is, molpipe.data.scaling.additive_baseline);
     classification compares logits Y with 0/1 targets and predicts ``sigmoid(Y)``.
     """
 
     name = "loss"
 
-    def __init__(self, mean: np.ndarray, std: np.ndarray, task: str = "regression", dtype=np.float32):
+    def __init__(self, mean: np.ndarray, std: np.ndarray, task: str = "regression", dtype=np.float32,
+                 atom_ref: np.ndarray | None = None, d_v: int = 0):
         if task not in TASKS:
             raise ValueError(f"task must be one of {TASKS}, got {task!r}")
         super().__init__({})
         self.task = task
-        self.buffers = {"mean": np.array(mean, dtype=dtype).reshape(-1),
-                        "std": np.array(std, dtype=dtype).reshape(-1)}
+        mean = np.array(mean, dtype=dtype).reshape(-1)
+        if atom_ref is None:
+            atom_ref = np.zeros((d_v, mean.size))
+        self.buffers = {"mean": mean, "std": np.array(std, dtype=dtype).reshape(-1),
+                        "atom_ref": np.array(atom_ref, dtype=dtype).reshape(-1, mean.size)}
         if np.any(self.buffers["std"] <= 0):
             raise ValueError("target std must be positive")
 
-    def targets(self, inst, dtype) -> np.ndarray:
+    def baseline(self, inst) -> np.ndarray | float:
+        """(n_mols, n_targets) float64: each molecule's additive baseline (0. when there is none)."""
+        ref = self.buffers["atom_ref"]
+        if self.task != "regression" or not ref.any():
+            return 0.0
+        per_atom = inst.V.astype(np.float64) @ ref.astype(np.float64)
+        out = np.zeros((inst.n_mols, ref.shape[1]))
+        np.add.at(out, inst.atom_mol, per_atom)
+        return out
+
+    def targets(self, inst, dtype, base=0.0) -> np.ndarray:
         """Targets in the units of Y (standardized for regression); NaN where missing."""
         Y_true = inst.Y.astype(dtype)
         if self.task == "regression":
-            return (Y_true - self.buffers["mean"]) / self.buffers["std"]
+            return ((Y_true - base - self.buffers["mean"]) / self.buffers["std"]).astype(dtype)
         return Y_true
 
-    def predictions(self, Y: np.ndarray) -> np.ndarray:
+    def predictions(self, Y: np.ndarray, base=0.0) -> np.ndarray:
         """Y in data units (regression) or probabilities (classification)."""
         if self.task == "regression":
-            return Y * self.buffers["std"] + self.buffers["mean"]
+            return (Y * self.buffers["std"] + self.buffers["mean"] + base).astype(Y.dtype)
         return sigmoid_fwd(Y)
 
     def forward(self, key, step: int, x: Arrays, inst, train: bool) -> Arrays:
         Y = np.ascontiguousarray(x["Y"])
-        T = self.targets(inst, Y.dtype)
+        base = self.baseline(inst)
+        T = self.targets(inst, Y.dtype, base)
         fwd = masked_mse_fwd if self.task == "regression" else masked_bce_fwd
         loss = np.array([fwd(Y, T)], dtype=Y.dtype)
         if train:
             self.save(key, step, (Y, T))
-        return {"loss": loss, "pred": self.predictions(Y)}
+        return {"loss": loss, "pred": self.predictions(Y, base)}
 
     def backward(self, key, step: int, dy: Arrays, inst) -> Arrays:
         Y, T = self.pop(key, step)

@@ -155,6 +155,8 @@ class Network:
         W_m saved in its old (d_h, n_types d_h) layout is converted (``from_old_layout``).
         """
         own = self._arrays()
+        if "loss.atom_ref" not in d:           # written before the additive baseline: none
+            d = {**d, "loss.atom_ref": np.zeros_like(own["loss.atom_ref"])}
         missing = sorted(set(own) - set(d))
         unknown = sorted(set(d) - set(own))
         if missing or unknown:
@@ -179,8 +181,10 @@ class Network:
 
 
 def build_network(config: NetworkConfig, d_v: int, d_e: int, n_targets: int,
-                  target_mean=None, target_std=None, seed: int | None = None) -> Network:
-    """Build and initialize the network; ``seed`` overrides ``config.seed``."""
+                  target_mean=None, target_std=None, seed: int | None = None,
+                  atom_ref=None) -> Network:
+    """Build and initialize the network; ``seed`` overrides ``config.seed``; ``atom_ref``
+    (d_v, n_targets) is the additive baseline of regression targets (LossStage; default 0)."""
     rng = np.random.default_rng(config.seed if seed is None else seed)
     dtype = np.dtype(config.dtype)
     d_h = config.hidden
@@ -206,5 +210,5 @@ def build_network(config: NetworkConfig, d_v: int, d_e: int, n_targets: int,
                                             config.aggregation, config.dropout,
                                             config.seed if seed is None else seed,
                                             d_v if config.readout_features else 0)
-    stages["loss"] = LossStage(mean, std, config.task, dtype)
+    stages["loss"] = LossStage(mean, std, config.task, dtype, atom_ref, d_v)
     return Network(config, stages)

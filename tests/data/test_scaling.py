@@ -5,7 +5,7 @@ import warnings
 import numpy as np
 import pytest
 
-from molpipe.data.scaling import target_scale
+from molpipe.data.scaling import additive_baseline, summed_features, target_scale
 
 
 def test_standard_is_mean_and_sd_of_the_known_values():
@@ -39,3 +39,30 @@ def test_classification_is_not_scaled_and_unknown_names_the_choices():
     assert c.tolist() == [0.0] and s.tolist() == [1.0]
     with pytest.raises(ValueError, match="standard, robust"):
         target_scale(np.zeros((2, 1)), "regression", "minmax")
+
+
+def test_additive_baseline_recovers_group_contributions_and_skips_missing():
+    rng = np.random.default_rng(0)
+    S = rng.integers(0, 8, size=(300, 4)).astype(float)
+    contributions = np.array([1.5, -2.0, 0.25, 3.0])
+    Y = np.stack([S @ contributions + 7.0, S @ contributions[::-1]], axis=1)
+    Y[::3, 0] = np.nan                                 # missing cells leave their rows out
+    Y[5, 1] = np.nan
+    ref = additive_baseline(S, Y, "regression", ridge=1e-9)
+    np.testing.assert_allclose(ref[:, 0], contributions, atol=1e-6)
+    np.testing.assert_allclose(ref[:, 1], contributions[::-1], atol=1e-6)
+
+
+def test_additive_baseline_is_zero_for_classification_and_empty_targets():
+    S = np.ones((4, 3))
+    assert not additive_baseline(S, np.ones((4, 2)), "classification").any()
+    assert not additive_baseline(S, np.full((4, 1), np.nan), "regression").any()
+
+
+def test_summed_features_sums_atoms_of_each_molecule():
+    class G:
+        def __init__(self, V):
+            self.V = np.asarray(V, np.float32)
+
+    S = summed_features([G([[1, 0], [1, 2]]), G([[0, 5]])])
+    np.testing.assert_array_equal(S, [[2, 2], [0, 5]])

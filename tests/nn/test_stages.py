@@ -116,7 +116,8 @@ def test_loss_stage_buffers_and_backward():
     a, _ = insts()
     network = net(task="regression")
     loss = network.stages["loss"]
-    assert loss.params == {} and set(loss.buffers) == {"mean", "std"}
+    assert loss.params == {} and set(loss.buffers) == {"mean", "std", "atom_ref"}
+    assert loss.buffers["atom_ref"].shape == (D_V, 1) and not loss.buffers["atom_ref"].any()
     Y = np.array([[0.0], [0.5]])
     out = loss.forward("k", 0, {"Y": Y}, a, True)
     T = (a.Y.astype(float) - 1.0) / 2.0
@@ -126,6 +127,29 @@ def test_loss_stage_buffers_and_backward():
     np.testing.assert_allclose(dY, 2 * (Y - T) / 2)
     with pytest.raises(ValueError):
         build_network(NetworkConfig(hidden=4), D_V, D_E, 1, [0.0], [0.0])
+
+
+def test_loss_stage_measures_targets_from_the_additive_baseline():
+    a, _ = insts()
+    ref = np.random.default_rng(3).normal(size=(D_V, 1))
+    network = build_network(NetworkConfig(hidden=4, dtype="float64"), D_V, D_E, 1,
+                            [1.0], [2.0], atom_ref=ref)
+    loss = network.stages["loss"]
+    base = np.array([[a.V[a.atom_mol == m].sum(axis=0) @ ref[:, 0]] for m in range(a.n_mols)])
+    Y = np.array([[0.0], [0.5]])
+    out = loss.forward("k", 0, {"Y": Y}, a, True)
+    T = (a.Y.astype(float) - base - 1.0) / 2.0
+    np.testing.assert_allclose(out["loss"], [np.mean((Y - T) ** 2)])
+    np.testing.assert_allclose(out["pred"], Y * 2.0 + 1.0 + base)
+    np.testing.assert_allclose(loss.backward("k", 0, {}, a)["Y"], 2 * (Y - T) / 2)
+
+
+def test_a_state_dict_from_before_the_baseline_loads_with_none():
+    network = net(task="regression")
+    old = {k: v for k, v in network.state_dict().items() if k != "loss.atom_ref"}
+    network.stages["loss"].buffers["atom_ref"][...] = 1.0
+    network.load_state_dict(old)
+    assert not network.stages["loss"].buffers["atom_ref"].any()
 
 
 def test_two_stages_in_two_threads_at_once():
