@@ -202,37 +202,44 @@ def _mean_sd(values: list[float], digits: int | None = None) -> str:
 
 
 def table(results: dict, tag: str, sets: list[str], splits: list[str]) -> str:
-    """Markdown: one row per set × split, molpipe beside chemprop, mean ± SD over seeds."""
-    lines = ["| set | split | metric | seeds | molpipe | chemprop | molpipe / chemprop | "
-             "R², molpipe / chemprop | wall s, molpipe / chemprop |",
+    """Markdown: one row per set × split, molpipe beside chemprop, mean ± SD over seeds; the
+    ratio and the tally compare the seeds both tools ran."""
+    lines = ["| set | split | metric | seeds, molpipe / chemprop | molpipe | chemprop | "
+             "molpipe / chemprop | R², molpipe / chemprop | wall s, molpipe / chemprop |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
-    ratios = []
+    ratios, wins, cells = [], 0, 0
     for name in sets:
         metric = SETS[name].metric
         for split in splits:
-            runs = {tool: [r for k, r in results.items()
+            runs = {tool: {k.rsplit("/", 1)[1]: r for k, r in results.items()
                            if k.startswith(f"{tool}/{tag if tool == 'molpipe' else 'default'}/"
-                                           f"{name}/{split}/")]
+                                           f"{name}/{split}/")}
                     for tool in ("molpipe", "chemprop")}
             if not runs["molpipe"] and not runs["chemprop"]:
                 continue
-            m = [r[metric] for r in runs["molpipe"]]
-            c = [r[metric] for r in runs["chemprop"]]
+            m = [r[metric] for r in runs["molpipe"].values()]
+            c = [r[metric] for r in runs["chemprop"].values()]
+            both = sorted(set(runs["molpipe"]) & set(runs["chemprop"]))
             ratio = ""
-            if m and c:
-                r = float(np.nanmean(m) / np.nanmean(c))
+            if both:
+                r = float(np.nanmean([runs["molpipe"][s][metric] for s in both])
+                          / np.nanmean([runs["chemprop"][s][metric] for s in both]))
                 ratio = f"{r:.3f}"
+                cells += 1
+                wins += r >= 1 if metric == "auc" else r <= 1
                 if metric != "auc":
                     ratios.append(r)
-            wall = " / ".join(_mean_sd([r["wall_seconds"] for r in runs[t]], 0)
+            wall = " / ".join(_mean_sd([r["wall_seconds"] for r in runs[t].values()], 0)
                               for t in ("molpipe", "chemprop"))
             r2 = ("" if metric == "auc" else " / ".join(
-                _mean_sd([r["r2"] for r in runs[t]], 4) for t in ("molpipe", "chemprop")))
+                _mean_sd([r["r2"] for r in runs[t].values()], 4) for t in ("molpipe", "chemprop")))
             lines.append(f"| {name} | {split} | {'ROC-AUC' if metric == 'auc' else metric.upper()} "
-                         f"| {max(len(m), len(c))} | {_mean_sd(m)} | {_mean_sd(c)} | {ratio} | {r2} "
+                         f"| {len(m)} / {len(c)} | {_mean_sd(m)} | {_mean_sd(c)} | {ratio} | {r2} "
                          f"| {wall} |")
+    if cells:
+        lines.append(f"\nmolpipe at least level with chemprop in {wins} of {cells} cells")
     if ratios:
-        lines.append(f"\nmean molpipe / chemprop error over the {len(ratios)} regression cells: "
+        lines.append(f"mean molpipe / chemprop error over the {len(ratios)} regression cells: "
                      f"{np.mean(ratios):.3f}")
     return "\n".join(lines)
 
