@@ -157,6 +157,13 @@ def evaluate_items(engine, items, members, prep: Prepared, rows: np.ndarray) -> 
     return metrics_table(prep.task, prep.targets, store.targets[rows], P), P
 
 
+def _r2_left(y: np.ndarray, left: np.ndarray) -> float | None:
+    """1 - var(left) / var(y) over y's known values (None without spread)."""
+    ok = np.isfinite(y)
+    var = float(np.var(y[ok])) if ok.sum() > 1 else 0.0
+    return 1.0 - float(np.var(left[ok])) / var if var > 0 else None
+
+
 def score(metrics: dict, task: str, std: np.ndarray) -> float:
     """One number to select on (lower is better): mean scaled RMSE, or minus mean AUC
     (tasks with one class left out); NaN when no target has a value."""
@@ -246,12 +253,19 @@ def train(config: TrainConfig, out_dir: str | Path, progress=None, resume: bool 
     prep.graphs = dict(zip(need.tolist(), store.graphs(need)))
 
     Y_train = store.targets[split["train"]]
-    atom_ref = None
+    atom_ref, baseline = None, {"kind": "none"}
     if config.baseline == "additive" and prep.task == "regression":
         S_train = summed_features(prep.graphs[i] for i in split["train"].tolist())
         atom_ref = additive_baseline(S_train, Y_train, prep.task)
-        Y_train = Y_train - S_train @ atom_ref
+        left = Y_train - S_train @ atom_ref
+        # how much of each target the baseline carries: near 1 for an extensive property
+        baseline = {"kind": "additive", "train_r2": {
+            t: _r2_left(Y_train[:, j], left[:, j]) for j, t in enumerate(prep.targets)}}
     mean, std = target_scale(Y_train, prep.task, config.target_scaling)
+    if atom_ref is not None:
+        # a target the baseline fits exactly leaves float32 rounding: keep the scale above it
+        mean, left_std = target_scale(left, prep.task, config.target_scaling)
+        std = np.maximum(left_std, 1e-3 * std)
     net_config = NetworkConfig(hidden=config.hidden, rings=config.rings, task=prep.task,
                                dtype=config.dtype, aggregation=config.aggregation,
                                dropout=config.dropout, readout_features=config.readout_features,
@@ -388,6 +402,7 @@ def train(config: TrainConfig, out_dir: str | Path, progress=None, resume: bool 
         "val_summary": summary(prep.task, val_metrics),
         "test_summary": summary(prep.task, test_metrics),
         "network": network.config.to_dict(),
+        "baseline": baseline,
         "warnings": warnings,
         "targets_not_numbers": store.targets_not_numbers,
         "parameters": network.n_parameters,
