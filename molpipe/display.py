@@ -116,7 +116,7 @@ class TrainDisplay:
             self.console.print(
                 f"train {kw['n_train']} · val {kw['n_val']} · test {kw['n_test']} molecules · "
                 f"{kw['parameters']:,} parameters · {kw.get('task', '')} · readout "
-                f"{kw.get('aggregation', '')}")
+                f"{kw.get('aggregation', '')}{_baseline_note(kw.get('baseline'))}")
             first = kw.get("first_epoch", 0)
             self.epoch_task = self.progress.add_task("epochs", total=kw["epochs"], info="",
                                                      completed=first)
@@ -161,3 +161,13 @@ class TrainDisplay:
         if self.live:
             self.live.stop()
             self.live = None
+
+
+def _baseline_note(baseline: dict | None) -> str:
+    """' · additive baseline (carries 99 % of y on train)' or ''."""
+    if not baseline or baseline.get("kind") != "additive":
+        return ""
+    r2 = [v for v in baseline.get("train_r2", {}).values() if v is not None]
+    share = f", carries {100 * max(min(r2), 0):.0f}–{100 * max(max(r2), 0):.0f} % on train" if len(r2) > 1 \
+        else f", carries {100 * max(r2[0], 0):.0f} % on train" if r2 else ""
+    return f" · additive baseline{share}"

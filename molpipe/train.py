@@ -296,7 +296,7 @@ def train(config: TrainConfig, out_dir: str | Path, progress=None, resume: bool 
         save_model(out_dir / "model", network.config, best_state, meta)
     emit("start", epochs=config.epochs, n_train=len(split["train"]), n_val=len(split["val"]),
          n_test=len(split["test"]), parameters=network.n_parameters, first_epoch=first_epoch,
-         task=prep.task, aggregation=network.config.aggregation)
+         task=prep.task, aggregation=network.config.aggregation, baseline=baseline)
     last_train = None
     stop = bad_epochs >= config.patience
     placement = parse_placement(config.placement, list(network.stages)) if config.placement else None
