@@ -130,7 +130,9 @@ def train(
              "IQR (robust: a few wild values do not squash the rest).")] = "standard",
     baseline: Annotated[str, typer.Option(
         help="Regression: additive (fit each target to the molecule's summed atom features, "
-             "a group-contribution model; the network learns what it leaves) or none.")] = "additive",
+             "a group-contribution model; the network learns what it leaves), none, or auto "
+             "(additive for a target the fit carries at least 90 % of on the training split: "
+             "an extensive property).")] = "auto",
     rounds: Annotated[int, typer.Option(help="Most propagation rounds per molecule.")] = 6,
     lr: Annotated[float, typer.Option(help="Peak learning rate (Adam).")] = 1e-3,
     schedule: Annotated[str, typer.Option(
@@ -220,8 +222,8 @@ def train(
         fail(f"--dropout must be in [0, 1), not {dropout}")
     if target_scaling not in ("standard", "robust"):
         fail(f"--target-scaling must be standard or robust, not {target_scaling!r}")
-    if baseline not in ("additive", "none"):
-        fail(f"--baseline must be additive or none, not {baseline!r}")
+    if baseline not in ("auto", "additive", "none"):
+        fail(f"--baseline must be auto, additive or none, not {baseline!r}")
     if propagate not in ("split", "bond"):
         fail(f"--propagate must be split or bond, not {propagate!r}")
     if not 0 <= average < 1:

@@ -164,10 +164,10 @@ class TrainDisplay:
 
 
 def _baseline_note(baseline: dict | None) -> str:
-    """' · additive baseline (carries 99 % of y on train)' or ''."""
-    if not baseline or baseline.get("kind") != "additive":
+    """' · additive baseline for u0 (R² 1.00 on train)' or ''."""
+    if not baseline or not baseline.get("used"):
         return ""
-    r2 = [v for v in baseline.get("train_r2", {}).values() if v is not None]
-    share = f", carries {100 * max(min(r2), 0):.0f}–{100 * max(max(r2), 0):.0f} % on train" if len(r2) > 1 \
-        else f", carries {100 * max(r2[0], 0):.0f} % on train" if r2 else ""
-    return f" · additive baseline{share}"
+    r2 = baseline.get("train_r2", {})
+    used = ", ".join(f"{t} (R² {r2.get(t) or 0:.2f} on train)" for t in baseline["used"][:3])
+    more = f" and {len(baseline['used']) - 3} more" if len(baseline["used"]) > 3 else ""
+    return f" · additive baseline for {used}{more}"

@@ -175,9 +175,15 @@ def test_an_additive_target_is_carried_by_the_baseline(tmp_path):
         mol = Chem.MolFromSmiles(smi)
         if mol is not None:
             ring = sum(a.IsInRing() for a in mol.GetAtoms())
-            rows.append(f"{smi},{2.5 * mol.GetNumAtoms() + ring:.4f}")
+            rows.append(f"{smi},{2.5 * mol.GetNumAtoms() + ring:.4f},{len(rows) % 7}")
     data = tmp_path / "additive.csv"
-    data.write_text("smiles,y\n" + "\n".join(rows) + "\n")
+    data.write_text("smiles,y,noise\n" + "\n".join(rows) + "\n")
+    auto = train(TrainConfig(data=str(data), epochs=1, hidden=16, schedule="reference",
+                             cache_root=str(tmp_path / "c")), tmp_path / "auto")
+    # the default: the baseline for the target it carries, not for the one it cannot
+    assert auto["baseline"]["kind"] == "auto" and auto["baseline"]["used"] == ["y"]
+    assert auto["baseline"]["train_r2"]["noise"] < 0.5
+    data.write_text("smiles,y\n" + "\n".join(r.rsplit(",", 1)[0] for r in rows) + "\n")
     runs = {}
     for baseline in ("additive", "none"):
         runs[baseline] = train(TrainConfig(data=str(data), epochs=2, hidden=16, baseline=baseline,
@@ -185,6 +191,7 @@ def test_an_additive_target_is_carried_by_the_baseline(tmp_path):
                                tmp_path / baseline)
     with_, without = runs["additive"], runs["none"]
     assert with_["baseline"]["kind"] == "additive" and without["baseline"] == {"kind": "none"}
+    assert with_["baseline"]["used"] == ["y"]
     assert with_["baseline"]["train_r2"]["y"] > 0.999
     assert with_["test"]["y"]["rmse"] < 0.2 < without["test"]["y"]["rmse"]
     saved = json.loads((tmp_path / "additive" / "report.json").read_text())
