@@ -244,6 +244,33 @@ def table(results: dict, tag: str, sets: list[str], splits: list[str]) -> str:
     return "\n".join(lines)
 
 
+def explored(explore: dict, matrix: dict) -> str:
+    """Markdown: per molpipe tag of an exploration file, its error beside chemprop's (matrix)
+    and the matrix's default on the same runs (set/split/seed), mean of the ratios; ROC-AUC
+    counted as chemprop / molpipe, so that below 1 is better throughout."""
+    def ratio(run: dict, base: dict, metric: str) -> float:
+        return base[metric] / run[metric] if metric == "auc" else run[metric] / base[metric]
+
+    tags = sorted({k.split("/")[1] for k in explore if k.startswith("molpipe/")})
+    lines = ["| tag | molpipe args | runs | sets | error / chemprop | the default's, same runs |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    for tag in tags:
+        mine = {k.split("/", 2)[2]: r for k, r in explore.items() if k.startswith(f"molpipe/{tag}/")}
+        vs_cp, vs_default = [], []
+        for cell, r in mine.items():
+            metric = SETS[cell.split("/")[0]].metric
+            cp, default = matrix.get(f"chemprop/default/{cell}"), matrix.get(f"molpipe/default/{cell}")
+            if cp is not None and default is not None:
+                vs_cp.append(ratio(r, cp, metric))
+                vs_default.append(ratio(default, cp, metric))
+        args = next(iter(mine.values())).get("molpipe_args") or ""
+        names = sorted({c.split("/")[0] for c in mine})
+        if vs_cp:
+            lines.append(f"| {tag} | `{args}` | {len(vs_cp)} | {', '.join(names)} | "
+                         f"{np.mean(vs_cp):.3f} | {np.mean(vs_default):.3f} |")
+    return "\n".join(lines)
+
+
 def _update(path: Path, change) -> dict:
     """Apply ``change(doc)`` to the results file under a lock (the two tools may run as two
     invocations at once) and write it back by rename; returns the new document."""
@@ -274,7 +301,13 @@ def main() -> None:
                     help="OMP/MKL threads of chemprop's torch (default: torch's own, all cores)")
     ap.add_argument("--epochs", type=int, default=None, help="override every set's epochs (smoke tests)")
     ap.add_argument("--table", action="store_true", help="only print the table of --out")
+    ap.add_argument("--explored", type=Path, default=None, metavar="FILE",
+                    help="only print FILE's molpipe tags against chemprop and the default of --out")
     args = ap.parse_args()
+    if args.explored:
+        print(explored(json.loads(args.explored.read_text())["runs"],
+                       json.loads(args.out.read_text())["runs"]))
+        return
     if args.table:
         print(table(json.loads(args.out.read_text())["runs"], args.tag, args.sets, args.splits))
         return
