@@ -232,7 +232,7 @@ def table(results: dict, tag: str, sets: list[str], splits: list[str]) -> str:
             wall = " / ".join(_mean_sd([r["wall_seconds"] for r in runs[t].values()], 0)
                               for t in ("molpipe", "chemprop"))
             r2 = ("" if metric == "auc" else " / ".join(
-                _mean_sd([r["r2"] for r in runs[t].values()], 4) for t in ("molpipe", "chemprop")))
+                _mean_sd([r["r2"] for r in runs[t].values()], 5) for t in ("molpipe", "chemprop")))
             lines.append(f"| {name} | {split} | {'ROC-AUC' if metric == 'auc' else metric.upper()} "
                          f"| {len(m)} / {len(c)} | {_mean_sd(m)} | {_mean_sd(c)} | {ratio} | {r2} "
                          f"| {wall} |")
@@ -240,7 +240,7 @@ def table(results: dict, tag: str, sets: list[str], splits: list[str]) -> str:
         lines.append(f"\nmolpipe at least level with chemprop in {wins} of {cells} cells")
     if ratios:
         lines.append(f"mean molpipe / chemprop error over the {len(ratios)} regression cells: "
-                     f"{np.mean(ratios):.3f}")
+                     f"{np.mean(ratios):.3f} (median {np.median(ratios):.3f})")
     return "\n".join(lines)
 
 
