@@ -201,12 +201,15 @@ def _mean_sd(values: list[float], digits: int | None = None) -> str:
     return f"{v.mean():.{digits}f}{sd}"
 
 
-def table(results: dict, tag: str, sets: list[str], splits: list[str]) -> str:
+def table(results: dict, tag: str, sets: list[str], splits: list[str], compact: bool = False) -> str:
     """Markdown: one row per set × split, molpipe beside chemprop, mean ± SD over seeds; the
-    ratio and the tally compare the seeds both tools ran."""
+    ratio and the tally compare the seeds both tools ran. ``compact``: without R² and wall."""
     lines = ["| set | split | metric | seeds, molpipe / chemprop | molpipe | chemprop | "
              "molpipe / chemprop | R², molpipe / chemprop | wall s, molpipe / chemprop |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    if compact:
+        lines = ["| set | split | test | seeds | molpipe | chemprop 2.3.1 | molpipe / chemprop |",
+                 "| --- | --- | --- | --- | --- | --- | --- |"]
     ratios, wins, cells = [], 0, 0
     for name in sets:
         metric = SETS[name].metric
@@ -233,9 +236,9 @@ def table(results: dict, tag: str, sets: list[str], splits: list[str]) -> str:
                               for t in ("molpipe", "chemprop"))
             r2 = ("" if metric == "auc" else " / ".join(
                 _mean_sd([r["r2"] for r in runs[t].values()], 5) for t in ("molpipe", "chemprop")))
-            lines.append(f"| {name} | {split} | {'ROC-AUC' if metric == 'auc' else metric.upper()} "
-                         f"| {len(m)} / {len(c)} | {_mean_sd(m)} | {_mean_sd(c)} | {ratio} | {r2} "
-                         f"| {wall} |")
+            row = (f"| {name} | {split} | {'ROC-AUC' if metric == 'auc' else metric.upper()} "
+                   f"| {len(m)} / {len(c)} | {_mean_sd(m)} | {_mean_sd(c)} | {ratio} |")
+            lines.append(row if compact else f"{row} {r2} | {wall} |")
     if cells:
         lines.append(f"\nmolpipe at least level with chemprop in {wins} of {cells} cells")
     if ratios:
@@ -301,6 +304,7 @@ def main() -> None:
                     help="OMP/MKL threads of chemprop's torch (default: torch's own, all cores)")
     ap.add_argument("--epochs", type=int, default=None, help="override every set's epochs (smoke tests)")
     ap.add_argument("--table", action="store_true", help="only print the table of --out")
+    ap.add_argument("--compact", action="store_true", help="--table without R² and wall times")
     ap.add_argument("--explored", type=Path, default=None, metavar="FILE",
                     help="only print FILE's molpipe tags against chemprop and the default of --out")
     args = ap.parse_args()
@@ -309,7 +313,8 @@ def main() -> None:
                        json.loads(args.out.read_text())["runs"]))
         return
     if args.table:
-        print(table(json.loads(args.out.read_text())["runs"], args.tag, args.sets, args.splits))
+        print(table(json.loads(args.out.read_text())["runs"], args.tag, args.sets, args.splits,
+                    args.compact))
         return
     tools = args.tools or (["molpipe", "chemprop"] if args.chemprop else ["molpipe"])
     if "chemprop" in tools and not args.chemprop:
