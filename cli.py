@@ -208,32 +208,23 @@ def train(
     if data is None:
         fail("give a data set (a bundled name such as esol, or a CSV/SDF file), or --resume RUN_DIR")
 
-    if schedule not in ("async", "sync", "reference"):
-        fail(f"--schedule must be async, sync or reference, not {schedule!r}")
-    if on_nonfinite not in ("stop", "skip"):
-        fail(f"--on-nonfinite must be stop or skip, not {on_nonfinite!r}")
-    if not stall_timeout > 0:
-        fail(f"--stall-timeout must be positive, not {stall_timeout}")
-    from molpipe.nn.readout import AGGREGATIONS
+    from molpipe.settings import SettingsError
 
-    if aggregation not in AGGREGATIONS:
-        fail(f"--aggregation must be one of {', '.join(AGGREGATIONS)}, not {aggregation!r}")
-    if not 0 <= dropout < 1:
-        fail(f"--dropout must be in [0, 1), not {dropout}")
-    if target_scaling not in ("standard", "robust"):
-        fail(f"--target-scaling must be standard or robust, not {target_scaling!r}")
-    if baseline not in ("auto", "additive", "none"):
-        fail(f"--baseline must be auto, additive or none, not {baseline!r}")
-    if propagate not in ("split", "bond"):
-        fail(f"--propagate must be split or bond, not {propagate!r}")
-    if not 0 <= average < 1:
-        fail(f"--average must be in [0, 1), not {average}")
-    if weight_decay < 0:
-        fail(f"--weight-decay must be zero or positive, not {weight_decay}")
-    if task is not None and task not in ("regression", "classification"):
-        fail(f"--task must be regression or classification, not {task!r}")
-    if backend not in ("thread", "mpi"):
-        fail(f"--backend must be thread or mpi, not {backend!r}")
+    try:   # every setting checked before any work, named as typed here
+        config = TrainConfig(
+            data=data, targets=target, smiles_column=smiles_column, task=task, split=split,
+            seed=seed, epochs=epochs, patience=patience, hidden=hidden, aggregation=aggregation,
+            dropout=dropout, weight_decay=weight_decay, readout_features=readout_features,
+            average=average, propagate=propagate, target_scaling=target_scaling,
+            baseline=baseline, max_rounds=rounds, min_rounds=min(2, rounds), lr=lr,
+            schedule=schedule,
+            max_active_keys=max_active_keys, min_update_frequency=min_update_frequency,
+            molecules_per_instance=molecules_per_instance, backend=backend,
+            on_nonfinite=on_nonfinite, stall_timeout=stall_timeout,
+            weight_stashing=weight_stashing, checkpoint_minutes=checkpoint_minutes,
+            placement=placement)
+    except SettingsError as err:
+        fail(str(err))
     check_placement(placement)
     if backend == "mpi":   # ranks > 0 serve rank 0's workers, then leave without a word
         from molpipe.runtime.mpi_rank import serve_unless_control
@@ -249,17 +240,7 @@ def train(
         if not overwrite:
             fail(f"{out} exists; pass --overwrite to replace it (or another --out)")
         shutil.rmtree(out)
-    config = TrainConfig(data=data, targets=target, smiles_column=smiles_column, task=task,
-                         split=split, seed=seed, epochs=epochs, patience=patience, hidden=hidden,
-                         aggregation=aggregation, dropout=dropout, weight_decay=weight_decay,
-                         readout_features=readout_features, average=average, propagate=propagate,
-                         target_scaling=target_scaling, baseline=baseline,
-                         max_rounds=rounds, lr=lr, schedule=schedule,
-                         max_active_keys=max_active_keys, min_update_frequency=min_update_frequency,
-                         molecules_per_instance=molecules_per_instance, backend=backend,
-                         on_nonfinite=on_nonfinite, stall_timeout=stall_timeout,
-                         weight_stashing=weight_stashing, checkpoint_minutes=checkpoint_minutes,
-                         placement=placement)
+
     run(config, out)
 
 

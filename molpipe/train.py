@@ -75,6 +75,11 @@ class TrainConfig:
                                       # or model)
     cache_root: str | None = None
 
+    def __post_init__(self):
+        from molpipe.settings import check_settings
+
+        check_settings(self)
+
 
 #: auto baseline: a target is extensive when the additive fit carries this share of its
 #: training variance (QM9 u0 1.000, cv 0.97; ESOL 0.78, FreeSolv 0.84, gap 0.73)
