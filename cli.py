@@ -61,6 +61,10 @@ def preprocess(
                   soft_wrap=True)
     console.print(f"targets: {', '.join(summary['targets']) or 'none'}", soft_wrap=True)
     console.print(f"rejects (row, smiles, reason): {summary['rejects']}", soft_wrap=True)
+    n_cells = sum(f["count"] for f in summary.get("targets_not_numbers", {}).values())
+    if n_cells:
+        console.print(f"{n_cells} target cell(s) not numbers, read as missing (row, target, "
+                      f"value): {Path(summary['store']) / 'rejected_cells.csv'}", soft_wrap=True)
 
 
 @app.command()

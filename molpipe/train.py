@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import platform
+import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -14,7 +15,8 @@ from pathlib import Path
 import numpy as np
 
 import molpipe
-from molpipe.data.checks import check_labels, check_split, target_warnings
+from molpipe.data.build import REJECTED_CELLS
+from molpipe.data.checks import check_labels, check_split, check_targets, target_warnings
 from molpipe.data.instance import auto_instance_size, group_by_plan, pack
 from molpipe.data.scaling import additive_baseline, summed_features, target_scale
 from molpipe.engine import EpochResult, gather_predictions, make_engine, make_optimizers
@@ -131,6 +133,7 @@ def prepare(config: TrainConfig, progress=None) -> Prepared:
                       cache_root=config.cache_root,
                       progress=lambda done, total: emit("preprocess", done=done, total=total),
                       min_rounds=config.min_rounds, max_rounds=config.max_rounds)
+    check_targets(store, str(config.data))
     task = config.task or infer_task(store.targets)
     check_labels(store, task, str(config.data))
     smiles = store.smiles if config.limit is None else store.smiles[: config.limit]
@@ -254,8 +257,9 @@ def train(config: TrainConfig, out_dir: str | Path, progress=None, resume: bool 
             return {}
     prep = prepare(config, progress=progress)
     store, split = prep.store, prep.split
-    warnings = check_split(split, sum(len(v) for v in split.values()), str(config.data))
-    warnings += target_warnings(store, split["train"], prep.task)
+    warnings = keep_rejects(store, out_dir, str(config.data))
+    warnings += check_split(split, sum(len(v) for v in split.values()), str(config.data))
+    warnings += target_warnings(store, split["train"], prep.task, out_dir / REJECTED_CELLS)
     for message in warnings:
         emit("warning", message=message)
     has_val = len(split["val"]) > 0
@@ -527,6 +531,26 @@ def _model_meta(prep: Prepared) -> dict:
             "targets": prep.targets, "task": prep.task,
             "featurizer_version": store.meta.get("featurizer_version"),
             "min_rounds": store.meta.get("min_rounds"), "max_rounds": store.meta.get("max_rounds")}
+
+
+def keep_rejects(store, out_dir: Path, source: str) -> list[str]:
+    """Copy the store's rejects (rows that are not molecules) and rejected cells (targets that
+    are not numbers) into the run directory; a warning for rejected rows (target_warnings
+    speaks of the cells)."""
+    from molpipe.data.build import REJECTS
+
+    out = []
+    n_rows = int(store.meta.get("rows_rejected") or 0)
+    n_cells = sum(f["count"] for f in store.targets_not_numbers.values())
+    for name, n, what in ((REJECTS, n_rows, "rows"), (REJECTED_CELLS, n_cells, "cells")):
+        if n and (store.path / name).exists():
+            out_dir.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(store.path / name, out_dir / name)
+            if what == "rows":
+                out.append(f"{source}: {n} of {store.meta.get('rows_read', '?')} rows are not "
+                           f"molecules RDKit reads; left out, listed with the reason in "
+                           f"{out_dir / name}")
+    return out
 
 
 def write_run(out_dir: Path, network, prep: Prepared, report: dict, history: list, split: dict,

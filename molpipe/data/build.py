@@ -28,6 +28,8 @@ from molpipe.safenpz import sha256_file
 CHUNK = 256                     # rows per multiprocessing task
 META = "meta.json"
 REJECTS = "rejects.csv"
+#: target cells that were not numbers (row, target, value), read as missing; their rows kept
+REJECTED_CELLS = "rejected_cells.csv"
 # per-atom, per-edge and per-ring arrays: name -> (dtype, tail shape)
 _GRAPH_ARRAYS = {
     "V": (np.float32, (ATOM_DIM,)), "fragment": (np.int32, ()),
@@ -196,11 +198,16 @@ def _write_arrays(table, tmp: Path, rounds: tuple[int, int], n_jobs: int, chunk_
         w.append(np.zeros(1, np.int64))
     read = kept = 0
     missing = np.zeros(n_t, np.int64)                 # NaN targets among the kept rows
-    not_numbers = NotNumbers(table.target_names)      # filled by the reader, in this process
     with open(tmp / "smiles.txt", "w", encoding="utf-8") as smiles_f, \
-            open(tmp / REJECTS, "w", encoding="utf-8", newline="") as rejects_f:
+            open(tmp / REJECTS, "w", encoding="utf-8", newline="") as rejects_f, \
+            open(tmp / REJECTED_CELLS, "w", encoding="utf-8", newline="") as cells_f:
         rejects = csv.writer(rejects_f)
         rejects.writerow(["row", "smiles", "reason"])
+        cells = csv.writer(cells_f)
+        cells.writerow(["row", "target", "value"])
+        # filled by the reader, in this process
+        not_numbers = NotNumbers(table.target_names,
+                                 sink=lambda row, name, value: cells.writerow([row, name, value]))
         for out in _map_chunks(_chunks(table.rows(not_numbers), chunk_size), n_jobs, rounds):
             for k, w in graph.items():
                 w.append(out[k])

@@ -6,6 +6,8 @@ warnings say what is odd and what was done instead, and are written to report.js
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from molpipe.data.errors import DataError
@@ -31,6 +33,23 @@ def check_labels(store, task: str, source: str) -> None:
                     f"or an empty cell (missing){more}")
 
 
+def check_targets(store, source: str) -> None:
+    """DataError when there is nothing to learn: no target column, or a target without a
+    single number (say a column of text), naming the column and its first cells."""
+    if not store.target_names:
+        raise DataError(f"{source}: no target column to train on; name one with --target "
+                        "(a column of numbers, or 0/1 labels)")
+    Y = np.asarray(store.targets)
+    for j, name in enumerate(store.target_names):
+        if np.isfinite(Y[:, j]).any():
+            continue
+        found = store.targets_not_numbers.get(name)
+        shown = (": " + ", ".join(f"row {r}: {v!r}" for r, v in zip(found["rows"], found["values"]))
+                 if found else "")
+        raise DataError(f"{source}: target column {name!r} holds no numbers{shown}; a target "
+                        "holds numbers (or 0/1 labels), empty cells where unknown")
+
+
 def check_split(split: dict, n_rows: int, source: str) -> list[str]:
     """DataError when nothing is left to train on; warnings for an empty validation or test
     split, saying what the run does instead."""
@@ -46,10 +65,11 @@ def check_split(split: dict, n_rows: int, source: str) -> list[str]:
     return out
 
 
-def target_warnings(store, rows: np.ndarray, task: str) -> list[str]:
+def target_warnings(store, rows: np.ndarray, task: str, cells_file=None) -> list[str]:
     """Warnings about the targets of the training ``rows``: a constant regression target
     (trained with unit scale), a classification task with one class (its AUC is left out of
-    the mean), cells that were not numbers (read as missing)."""
+    the mean), cells that were not numbers (read as missing; all of them in ``cells_file``
+    if it exists)."""
     out = []
     Y = np.asarray(store.targets[rows], np.float64)
     for j, name in enumerate(store.target_names):
@@ -65,6 +85,9 @@ def target_warnings(store, rows: np.ndarray, task: str) -> list[str]:
                        "its AUC is left out of the mean")
     for name, found in store.targets_not_numbers.items():
         shown = ", ".join(f"row {r}: {v!r}" for r, v in zip(found["rows"], found["values"]))
+        listed = (f"; all in {cells_file}" if cells_file is not None
+                  and Path(cells_file).exists() else "")
         out.append(f"target {name!r}: {found['count']} cell(s) are not numbers ({shown}"
-                   f"{' …' if found['count'] > len(found['rows']) else ''}); read as missing")
+                   f"{' …' if found['count'] > len(found['rows']) else ''}); read as missing"
+                   f"{listed}")
     return out

@@ -119,10 +119,13 @@ class NotNumbers:
     count : (n_targets,) cells per target.
     rows : per target, the first ``keep`` 1-based data rows (or SDF records) with such a cell.
     values : per target, those cells as read (stripped, cut at ``VALUE_CHARS`` characters).
+    sink : called with (row, target, value) for every such cell, if given (the store's
+        ``rejected_cells.csv``).
     """
 
     names: tuple[str, ...]
     keep: int = 5
+    sink: object = None
     count: list[int] = field(init=False)
     rows: list[list[int]] = field(init=False)
     values: list[list[str]] = field(init=False)
@@ -141,10 +144,13 @@ class NotNumbers:
         if not text or text.lower() in _NA or _is_number(text):
             return
         self.count[j] += 1
+        cut = self.VALUE_CHARS
+        text = text if len(text) <= cut else text[:cut - 1] + "…"
         if len(self.rows[j]) < self.keep:
             self.rows[j].append(row)
-            cut = self.VALUE_CHARS
-            self.values[j].append(text if len(text) <= cut else text[:cut - 1] + "…")
+            self.values[j].append(text)
+        if self.sink is not None:
+            self.sink(row, self.names[j], text)
 
     def note(self, row: int, y: np.ndarray, cells) -> None:
         """Check the cells (indexable by target) of ``row`` whose target ``y`` came out NaN."""

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from molpipe.data.checks import check_labels, check_split, target_warnings
+from molpipe.data.checks import check_labels, check_split, check_targets, target_warnings
 from molpipe.data.errors import DataError
 from molpipe.train import TrainConfig, train
 
@@ -77,3 +77,38 @@ def test_one_class_task_left_out_of_the_mean(tmp_path):
     assert report["test_summary"]["tasks_left_out"] == ["always"]
     assert np.isnan(report["test"]["always"]["auc"])
     assert report["test_summary"]["auc"] == report["test"]["mixed"]["auc"]
+
+
+def test_a_target_without_a_number_is_refused_naming_its_cells(tmp_path):
+    from molpipe.data.checks import check_targets
+    from molpipe.data.store import open_data
+
+    src = tmp_path / "alltext.csv"
+    src.write_text("smiles,solubility\nCCO,high\nc1ccccc1,low\nCCN,\n")
+    store = open_data(src, targets=["solubility"], cache_root=tmp_path / "cache")
+    with pytest.raises(DataError) as err:
+        check_targets(store, str(src))
+    assert str(err.value) == (f"{src}: target column 'solubility' holds no numbers: row 1: "
+                              "'high', row 2: 'low'; a target holds numbers (or 0/1 labels), "
+                              "empty cells where unknown")
+    names = tmp_path / "names.csv"
+    names.write_text("smiles,name\nCCO,a\nCCC,b\n")
+    with pytest.raises(DataError, match="no target column to train on; name one with --target"):
+        check_targets(open_data(names, cache_root=tmp_path / "cache"), str(names))
+
+
+def test_the_run_directory_keeps_rejected_rows_and_cells(tmp_path):
+    rows = ["smiles,logS"] + [f"{'C' * (1 + i % 7)}O,{0.1 * i}" for i in range(40)]
+    rows[5], rows[9] = "C1CC(,1.0", "CCO,insoluble"             # data rows 5 and 9
+    src = tmp_path / "some_bad.csv"
+    src.write_text("\n".join(rows) + "\n")
+    out = tmp_path / "run"
+    report = train(TrainConfig(data=str(src), epochs=1, hidden=8, schedule="reference",
+                               cache_root=str(tmp_path / "cache")), out)
+    assert (out / "rejects.csv").read_text().splitlines()[1:] == ["5,C1CC(,unparsable SMILES"]
+    assert (out / "rejected_cells.csv").read_text().splitlines() == ["row,target,value",
+                                                                     "9,logS,insoluble"]
+    said = "\n".join(report["warnings"])
+    assert f"1 of 40 rows are not molecules RDKit reads; left out, listed with the reason in " \
+           f"{out / 'rejects.csv'}" in said
+    assert f"all in {out / 'rejected_cells.csv'}" in said
