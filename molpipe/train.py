@@ -258,7 +258,8 @@ def train(config: TrainConfig, out_dir: str | Path, progress=None, resume: bool 
     prep = prepare(config, progress=progress)
     store, split = prep.store, prep.split
     warnings = keep_rejects(store, out_dir, str(config.data))
-    warnings += check_split(split, sum(len(v) for v in split.values()), str(config.data))
+    warnings += check_split(split, sum(len(v) for v in split.values()), str(config.data),
+                            asked=config.split not in ("random", "scaffold"))
     warnings += target_warnings(store, split["train"], prep.task, out_dir / REJECTED_CELLS)
     for message in warnings:
         emit("warning", message=message)

@@ -50,9 +50,19 @@ def check_targets(store, source: str) -> None:
                         "holds numbers (or 0/1 labels), empty cells where unknown")
 
 
-def check_split(split: dict, n_rows: int, source: str) -> list[str]:
-    """DataError when nothing is left to train on; warnings for an empty validation or test
-    split, saying what the run does instead."""
+#: fewer usable molecules than this are refused unless the split was given as a file
+MIN_MOLECULES = 10
+
+
+def check_split(split: dict, n_rows: int, source: str, asked: bool = False) -> list[str]:
+    """DataError when nothing is left to train on, or (unless the split was ``asked`` for
+    as a file) fewer than MIN_MOLECULES; warnings for an empty validation or test split,
+    saying what the run does instead."""
+    if n_rows < MIN_MOLECULES and not asked:
+        raise DataError(f"{source}: {n_rows} usable molecule(s); a run needs at least "
+                        f"{MIN_MOLECULES}, or the split leaves validation and test (nearly) "
+                        "empty; to train on fewer anyway, give the split as a file (--split "
+                        "FILE.json with train, val and test row lists)")
     if len(split["train"]) == 0:
         raise DataError(f"{source}: {n_rows} usable molecule(s) leave the training split empty; "
                         "a run needs at least a few molecules to train on")

@@ -28,10 +28,13 @@ def test_labels_other_than_0_1_name_column_row_value():
 
 def test_empty_splits():
     split = {"train": np.arange(4), "val": np.arange(0), "test": np.arange(1)}
-    (w,) = check_split(split, 5, "t.csv")
+    (w,) = check_split(split, 5, "t.csv", asked=True)
     assert "validation split is empty" in w and "last epoch" in w
     with pytest.raises(DataError, match="training split empty"):
-        check_split({"train": np.arange(0), "val": np.arange(0), "test": np.arange(1)}, 1, "t.csv")
+        check_split({"train": np.arange(0), "val": np.arange(0), "test": np.arange(1)}, 1, "t.csv",
+                    asked=True)
+    with pytest.raises(DataError, match="5 usable molecule"):
+        check_split(split, 5, "t.csv")
 
 
 def test_target_warnings():
@@ -50,10 +53,21 @@ def write(path, text):
     return path
 
 
-def test_tiny_file_trains_and_says_what_it_did(tmp_path, recwarn):
+def test_tiny_file_is_refused_saying_how_to_train_on_it_anyway(tmp_path):
+    data = write(tmp_path / "tiny.csv", "smiles,y\nCCO,1.0\nCCC,2.0\n")
+    with pytest.raises(DataError) as err:
+        train(TrainConfig(data=str(data), epochs=2, hidden=8, cache_root=str(tmp_path / "c")),
+              tmp_path / "run")
+    assert str(err.value).startswith(f"{data}: 2 usable molecule(s); a run needs at least 10")
+    assert "--split FILE.json" in str(err.value)
+    assert not (tmp_path / "run" / "model").exists()
+
+
+def test_tiny_file_with_a_split_file_trains_and_says_what_it_did(tmp_path, recwarn):
     data = write(tmp_path / "tiny.csv", "smiles,y\nCCO,1.0\nCCC,abc\nCCCC,2.5\nc1ccccc1,3.0\nCCN,1.1\n")
+    split = write(tmp_path / "split.json", json.dumps({"train": [0, 1, 2], "val": [], "test": [3]}))
     said = []
-    report = train(TrainConfig(data=str(data), targets=["y"], epochs=2, hidden=8,
+    report = train(TrainConfig(data=str(data), targets=["y"], epochs=2, hidden=8, split=str(split),
                                cache_root=str(tmp_path / "cache")), tmp_path / "run",
                    progress=lambda event, **kw: said.append(kw["message"]) if event == "warning" else None)
     assert report["split_sizes"]["val"] == 0 and report["best_epoch"] == 2
