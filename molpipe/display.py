@@ -7,7 +7,8 @@ import time
 from rich.console import Console, Group
 from rich.live import Live
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                           TimeElapsedColumn, TimeRemainingColumn)
 from rich.table import Table
 
 
@@ -28,26 +29,32 @@ def utilization_table(utilization: dict, cpu: dict | None = None) -> Table:
     return table
 
 
-def metrics_rich_table(title: str, metrics: dict) -> Table:
-    """{target: {metric: value}} as a table (metric columns in first-seen order)."""
+def metrics_rich_table(title: str, metrics: dict, units: dict | None = None) -> Table:
+    """{target: {metric: value}} as a table (metric columns in first-seen order); with
+    ``units`` ({target: unit}), a unit column."""
     names = [m for m in next(iter(metrics.values()), {}) if m != "n"]
     table = Table(title=title, title_justify="left")
     table.add_column("target")
     for m in names:
         table.add_column(m.upper() if m != "r2" else "R²", justify="right")
     table.add_column("n", justify="right")
+    if units:
+        table.add_column("unit (RMSE, MAE)")
     for target, ms in metrics.items():
-        table.add_row(target, *(f"{ms[m]:.4f}" for m in names), str(ms.get("n", "")))
+        row = [target, *(f"{ms[m]:.4f}" for m in names), str(ms.get("n", ""))]
+        table.add_row(*row, *([escape(units.get(target, ""))] if units else []))
     return table
 
 
-def regression_table(title: str, metrics: dict, summary: dict) -> Table:
-    """RMSE, MAE, R² per target, and their mean in a last row when there are several."""
-    table = metrics_rich_table(title, metrics)
+def regression_table(title: str, metrics: dict, summary: dict, units: dict | None = None) -> Table:
+    """RMSE, MAE, R² per target (and its unit, when known), and their mean in a last row
+    when there are several."""
+    table = metrics_rich_table(title, metrics, units)
     if len(metrics) > 1:
         names = [m for m in next(iter(metrics.values())) if m != "n"]
         table.add_section()
-        table.add_row("mean", *(f"{summary.get(m, float('nan')):.4f}" for m in names), "")
+        table.add_row("mean", *(f"{summary.get(m, float('nan')):.4f}" for m in names), "",
+                      *([""] if units else []))
     return table
 
 
@@ -88,8 +95,13 @@ class TrainDisplay:
         self.quiet = quiet
         self.progress = Progress(
             TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("{task.fields[info]}"), TimeElapsedColumn(), console=self.console,
+            TextColumn("{task.fields[info]}"), TimeElapsedColumn(),
+            TextColumn("eta"), TimeRemainingColumn(), console=self.console,
         )
+        # off a terminal (a log file, a pipe): one plain line per epoch, no live frame
+        self.plain = not self.console.is_terminal
+        self.task = "regression"
+        self.units: dict = {}
         self.live: Live | None = None
         self.epoch_task = self.mol_task = None
         self.utilization: dict = {}
@@ -108,6 +120,14 @@ class TrainDisplay:
             self.err_console.print(f"[yellow]warning:[/yellow] {escape(kw['message'])}",
                                    soft_wrap=True)
             return
+        if event == "done":
+            self._done(kw["report"])
+            return
+        if event == "stopped":           # early stopping changes what was done: said when quiet
+            n = kw["patience"]
+            self.console.print(f"stopped at epoch {kw['epoch']}: no better validation for "
+                               f"{n} epoch{'s' * (n != 1)}; best epoch {kw['best_epoch']}")
+            return
         if self.quiet:
             return
         if event == "preprocess":
@@ -116,7 +136,11 @@ class TrainDisplay:
             self.console.print(
                 f"train {kw['n_train']} · val {kw['n_val']} · test {kw['n_test']} molecules · "
                 f"{kw['parameters']:,} parameters · {kw.get('task', '')} · readout "
-                f"{kw.get('aggregation', '')}{_baseline_note(kw.get('baseline'))}")
+                f"{kw.get('aggregation', '')}{_baseline_note(kw.get('baseline'))}", soft_wrap=True)
+            self.task, self.units = kw.get("task", "regression"), kw.get("units") or {}
+            self.n_epochs = kw["epochs"]
+            if self.plain:
+                return
             first = kw.get("first_epoch", 0)
             self.epoch_task = self.progress.add_task("epochs", total=kw["epochs"], info="",
                                                      completed=first)
@@ -124,6 +148,11 @@ class TrainDisplay:
             self.live = Live(self._render(), console=self.console, refresh_per_second=8,
                              transient=False)
             self.live.start()
+        elif self.plain and event == "epoch":
+            self.console.print(f"epoch {kw['epoch']}/{self.n_epochs} · "
+                               f"{self._epoch_info(kw)}", soft_wrap=True)
+        elif self.plain:
+            return
         elif event == "instance":
             self.n_epoch += kw["n"]
             self.loss_sum += kw["loss"]
@@ -133,29 +162,47 @@ class TrainDisplay:
                                  info=f"loss {self.loss_sum / self.loss_n:.4f} · {rate:,.0f} mol/s")
         elif event == "epoch":
             self.utilization = kw.get("utilization") or {}
-            self.progress.update(
-                self.epoch_task, advance=1,
-                info=f"train loss {kw['train_loss']:.4f} · val {kw['val_score']:.4f} · "
-                     f"{kw['train_molecules_per_second']:,.0f} mol/s · "
-                     f"{kw.get('in_flight_max', 1)} instances in flight")
+            self.progress.update(self.epoch_task, advance=1, info=self._epoch_info(kw))
             self.progress.reset(self.mol_task, description=f"epoch {kw['epoch'] + 1}")
             self.t_epoch, self.n_epoch, self.loss_sum, self.loss_n = time.perf_counter(), 0, 0.0, 0
             if self.live:
                 self.live.update(self._render())
-        elif event == "done":
-            if self.live:
-                self.progress.remove_task(self.mol_task)
-                self.live.update(self._render())
-                self.live.stop()
-                self.live = None
-            report = kw["report"]
-            self.console.print()
-            table = classification_table if report.get("task") == "classification" else regression_table
-            self.console.print(table("test", report["test"], report.get("test_summary") or {}))
-            self.console.print(
-                f"{report['epochs']} epochs in {report['wall_seconds']:.1f} s · "
-                f"{report['train_molecules_per_second']:,.0f} training molecules/s · "
-                f"best epoch {report['best_epoch']}")
+
+    def _epoch_info(self, kw: dict) -> str:
+        """'train loss 0.1234 · val RMSE 0.612 log10(mol/L) · 1,500 mol/s · 4 in flight'."""
+        return (f"train loss {kw['train_loss']:.4f} · val {self._val(kw.get('val_summary'))} · "
+                f"{kw['train_molecules_per_second']:,.0f} mol/s · "
+                f"{kw.get('in_flight_max', 1)} in flight")
+
+    def _val(self, s: dict | None) -> str:
+        """The validation metric in the target's units: 'RMSE 0.612 log10(mol/L)', 'ROC-AUC 0.851'."""
+        if not s:
+            return "n/a"
+        if self.task == "classification":
+            return f"ROC-AUC {_number(s.get('auc'))}"
+        unit = next(iter(self.units.values())) if len(set(self.units.values())) == 1 else ""
+        many = " (mean)" if len(self.units) > 1 and not unit else ""
+        return f"RMSE {_number(s.get('rmse'))}{' ' + unit if unit else ''}{many}"
+
+    def _done(self, report: dict) -> None:
+        """The test table and one summary line, quiet or not."""
+        if self.live:
+            self.progress.remove_task(self.mol_task)
+            self.live.update(self._render())
+            self.live.stop()
+            self.live = None
+        self.console.print()
+        if report.get("task") == "classification":
+            table = classification_table("test", report["test"], report.get("test_summary") or {})
+        else:
+            table = regression_table("test", report["test"], report.get("test_summary") or {},
+                                     report.get("units"))
+        self.console.print(table)
+        self.console.print(
+            f"{report['epochs']} epoch{'s' * (report['epochs'] != 1)} in "
+            f"{report['wall_seconds']:.1f} s · "
+            f"{report['train_molecules_per_second']:,.0f} training molecules/s · "
+            f"best epoch {report['best_epoch']}")
 
     def close(self) -> None:
         if self.live:
@@ -171,3 +218,8 @@ def _baseline_note(baseline: dict | None) -> str:
     used = ", ".join(f"{t} (R² {r2.get(t) or 0:.2f} on train)" for t in baseline["used"][:3])
     more = f" and {len(baseline['used']) - 3} more" if len(baseline["used"]) > 3 else ""
     return f" · additive baseline for {used}{more}"
+
+
+def _number(v) -> str:
+    """Four significant digits, 'n/a' for None or NaN."""
+    return "n/a" if v is None or v != v else f"{v:.4g}"

@@ -317,9 +317,12 @@ def train(config: TrainConfig, out_dir: str | Path, progress=None, resume: bool 
         # a kill between writing model/ and the checkpoint (or during model/'s swap) left
         # model/ newer than the checkpoint, or absent: rewrite it from the checkpoint
         save_model(out_dir / "model", network.config, best_state, meta)
+    if not kernels_cached():
+        emit("preprocess", message="compiling kernels (first run only)…")
     emit("start", epochs=config.epochs, n_train=len(split["train"]), n_val=len(split["val"]),
          n_test=len(split["test"]), parameters=network.n_parameters, first_epoch=first_epoch,
-         task=prep.task, aggregation=network.config.aggregation, baseline=baseline)
+         task=prep.task, aggregation=network.config.aggregation, baseline=baseline,
+         units=target_units(config.data, prep.targets))
     last_train = None
     stop = bad_epochs >= config.patience
     placement = parse_placement(config.placement, list(network.stages)) if config.placement else None
@@ -394,8 +397,12 @@ def train(config: TrainConfig, out_dir: str | Path, progress=None, resume: bool 
                 "history": history, "best": best, "bad_epochs": bad_epochs, "key": key,
                 "n_train_mols": n_train_mols, "train_seconds": train_seconds,
                 "optimizers": scalars}, arrays)
-            emit("epoch", utilization=res.utilization, in_flight_max=res.in_flight_max, **row)
+            emit("epoch", utilization=res.utilization, in_flight_max=res.in_flight_max,
+                 val_summary=summary(prep.task, val_metrics) if has_val else {}, **row)
             if bad_epochs >= config.patience:
+                if epoch + 1 < config.epochs:
+                    emit("stopped", epoch=epoch + 1, patience=config.patience,
+                         best_epoch=_best_epoch(history))
                 break
         network.load_state_dict(best_state)
         val_metrics, _ = evaluate_items(engine, val_items, val_members, prep, split["val"])
@@ -426,6 +433,7 @@ def train(config: TrainConfig, out_dir: str | Path, progress=None, resume: bool 
         "test_summary": summary(prep.task, test_metrics),
         "network": network.config.to_dict(),
         "baseline": baseline,
+        "units": target_units(config.data, prep.targets),
         "warnings": warnings,
         "targets_not_numbers": store.targets_not_numbers,
         "parameters": network.n_parameters,
@@ -532,6 +540,23 @@ def _model_meta(prep: Prepared) -> dict:
             "targets": prep.targets, "task": prep.task,
             "featurizer_version": store.meta.get("featurizer_version"),
             "min_rounds": store.meta.get("min_rounds"), "max_rounds": store.meta.get("max_rounds")}
+
+
+def target_units(data, targets: list[str]) -> dict[str, str]:
+    """{target: unit} of a bundled data set's manifest ({} for a file of one's own)."""
+    from molpipe.data.registry import find_by_path, get_dataset, is_dataset_name
+
+    entry = get_dataset(str(data)) if is_dataset_name(str(data)) else find_by_path(data)
+    units = getattr(entry, "units", None) or {}
+    return {t: units[t] for t in targets if units.get(t)}
+
+
+def kernels_cached() -> bool:
+    """Whether numba has compiled molpipe's kernels into its on-disk cache before."""
+    from molpipe import kernels
+
+    root = Path(os.environ.get("NUMBA_CACHE_DIR") or Path(kernels.__file__).parent / "__pycache__")
+    return root.exists() and any(root.rglob("*.nbi"))
 
 
 def keep_rejects(store, out_dir: Path, source: str) -> list[str]:
