@@ -24,6 +24,29 @@ app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False,
                        "model-parallel pipelining.")
 
 
+def _version(value: bool) -> None:
+    if value:
+        import platform
+
+        import numba
+        import numpy
+        import rdkit
+
+        import molpipe
+
+        console.print(f"molpipe {molpipe.__version__} (Python {platform.python_version()}, "
+                      f"RDKit {rdkit.__version__}, numpy {numpy.__version__}, "
+                      f"numba {numba.__version__})", soft_wrap=True)
+        raise typer.Exit()
+
+
+@app.callback()
+def main(version: Annotated[bool, typer.Option(
+        "--version", callback=_version, is_eager=True,
+        help="Print molpipe's version (and RDKit's, numpy's, numba's) and exit.")] = False) -> None:
+    """Graph neural networks on molecules, trained with asynchronous model-parallel pipelining."""
+
+
 @app.command()
 def preprocess(
     input: Annotated[str, typer.Argument(help="CSV/SDF file, or a bundled data set name.")],
@@ -89,86 +112,108 @@ def datasets() -> None:
 
 
 def _default_run_dir(data: str) -> Path:
-    """runs/<data set name>, or the first free runs/<name>-N."""
+    """runs/<data set name>."""
     stem = Path(data).stem if Path(data).suffix else Path(data).name
-    base = Path("runs") / (stem or "run")
-    out, n = base, 1
-    while out.exists():
+    return Path("runs") / (stem or "run")
+
+
+def _free_run_dir(out: Path) -> Path:
+    """``out`` if it is absent or empty, else the first free ``out-N`` (N = 2, 3, ...)."""
+    n, free = 1, out
+    while free.exists() and any(free.iterdir()):
         n += 1
-        out = base.with_name(f"{base.name}-{n}")
-    return out
+        free = out.with_name(f"{out.name}-{n}")
+    return free
+
+
+def _choices(*values: str):
+    """Shell completion of an option's values (``molpipe --install-completion``)."""
+    return lambda incomplete: [v for v in values if v.startswith(incomplete)]
+
+
+_DATA, _MODEL, _TRAIN, _PIPE, _RUN = "Data", "Model", "Training", "Pipeline", "Run directory"
+
+
+def _opt(help: str, panel: str, *names: str, values: tuple[str, ...] = ()) -> typer.models.OptionInfo:
+    return typer.Option(*names, help=help, rich_help_panel=panel,
+                        autocompletion=_choices(*values) if values else None)
 
 
 @app.command()
 def train(
     data: Annotated[Optional[str], typer.Argument(
-        help="Bundled data set name (esol, freesolv, lipo, qm9), CSV/SDF path or graph store.")] = None,
-    target: Annotated[Optional[list[str]], typer.Option(
-        help="Target column; repeat for several (default: the bundled set's targets, "
-             "else every numeric column).")] = None,
-    smiles_column: Annotated[Optional[str], typer.Option(help="SMILES column of a CSV.")] = None,
-    task: Annotated[Optional[str], typer.Option(
-        help="regression or classification (default: inferred from the targets).")] = None,
-    split: Annotated[str, typer.Option(
-        help="random, scaffold, or a JSON file with train/val/test row indices.")] = "random",
-    seed: Annotated[int, typer.Option(help="Seed of the split, the initialization and the data order.")] = 0,
-    epochs: Annotated[int, typer.Option(help="Most epochs to train.")] = 50,
-    patience: Annotated[int, typer.Option(help="Stop after this many epochs without a better validation score.")] = 20,
-    hidden: Annotated[int, typer.Option(help="Hidden size d_h.")] = 128,
-    aggregation: Annotated[str, typer.Option(
-        help="Readout over a molecule's atoms: mean (intensive properties), sum or norm (sum / "
-             "100: extensive ones, sums over atoms), attention (learned per-atom weights), "
-             "mean+norm (both side by side, for a property of unknown kind).")] = "mean+norm",
-    dropout: Annotated[float, typer.Option(help="Dropout in the readout MLP while training.")] = 0.0,
-    propagate: Annotated[str, typer.Option(
-        help="Message passing: split (between atoms, a GRU update; a round is two stages) or "
-             "bond (along directed bonds, leaving out the bond back, as chemprop's D-MPNN).")] = "split",
-    readout_features: Annotated[bool, typer.Option(
-        help="The readout reads each atom's input features beside its propagated state.")] = True,
-    weight_decay: Annotated[float, typer.Option(help="L2 weight decay of every parameter (Adam).")] = 0.0,
-    average: Annotated[float, typer.Option(
-        help="Each stage keeps a moving average of its parameters with this decay per update "
-             "(0: none); the averages are evaluated and saved.")] = 0.0,
-    target_scaling: Annotated[str, typer.Option(
-        help="Standardize regression targets by their mean and SD (standard) or by median and "
-             "IQR (robust: a few wild values do not squash the rest).")] = "standard",
-    baseline: Annotated[str, typer.Option(
-        help="Regression: additive (fit each target to the molecule's summed atom features, "
-             "a group-contribution model; the network learns what it leaves), none, or auto "
-             "(additive for a target the fit carries at least 90 % of on the training split: "
-             "an extensive property).")] = "auto",
-    rounds: Annotated[int, typer.Option(help="Most propagation rounds per molecule.")] = 6,
-    lr: Annotated[float, typer.Option(help="Peak learning rate (Adam).")] = 1e-3,
-    schedule: Annotated[str, typer.Option(
-        help="async (each worker updates itself), sync (all update together) or reference "
-             "(sequential).")] = "async",
-    max_active_keys: Annotated[int, typer.Option(help="Most instances in flight at once (mak).")] = 4,
-    min_update_frequency: Annotated[int, typer.Option(
-        help="Gradients a worker gathers before it updates (muf).")] = 1,
-    molecules_per_instance: Annotated[Optional[int], typer.Option(
-        help="Molecules packed into one instance (sharing one plan); default: at least 16, "
-             "more for small molecules (about 212 heavy atoms per instance) while an epoch keeps "
-             "at least 64 instances.")] = None,
-    weight_stashing: Annotated[bool, typer.Option(
-        help="async: each backward uses the weights its forward used (PipeDream).")] = True,
-    backend: Annotated[str, typer.Option(
-        help="thread (one machine) or mpi: under mpiexec -n K+1, rank 0 trains and K ranks "
-             "host the workers.")] = "thread",
-    placement: Annotated[Optional[str], typer.Option(
-        help="Stages per worker, workers separated by '/': e.g. "
-             "'embed,message,readout/update,rings,loss' (default: one worker per stage).")] = None,
-    on_nonfinite: Annotated[str, typer.Option(
-        help="NaN/inf loss, activations or gradients: stop the run with an error naming the "
-             "molecule, or skip that instance (stop, skip).")] = "stop",
-    stall_timeout: Annotated[float, typer.Option(
-        help="Seconds without any pipeline message before the run stops as stalled.")] = 300.0,
-    out: Annotated[Optional[Path], typer.Option(help="Run directory to write (default: runs/<data>).")] = None,
-    checkpoint_minutes: Annotated[Optional[float], typer.Option(
-        help="Also checkpoint inside an epoch every this many minutes (default: after each epoch only).")] = None,
-    resume: Annotated[Optional[Path], typer.Option(
-        help="Continue the run in this directory from its last checkpoint (same settings).")] = None,
-    overwrite: Annotated[bool, typer.Option(help="Replace an existing run directory.")] = False,
-    quiet: Annotated[bool, typer.Option(help="No live display.")] = False,
+        help="A bundled set (molpipe datasets), a CSV/SDF file or a store.",
+        show_default=False)] = None,
+    target: Annotated[Optional[list[str]], _opt(
+        "Target column; repeat for several (default: the set's, else every numeric "
+        "column).", _DATA)] = None,
+    smiles_column: Annotated[Optional[str], _opt("SMILES column of a CSV.", _DATA)] = None,
+    task: Annotated[Optional[str], _opt(
+        "regression or classification (default: from the targets).", _DATA,
+        values=("regression", "classification"))] = None,
+    split: Annotated[str, _opt(
+        "random, scaffold, or a JSON file of train/val/test rows.", _DATA,
+        values=("random", "scaffold"))] = "random",
+    seed: Annotated[int, _opt("Seed of split, initialization and data order.", _DATA)] = 0,
+    hidden: Annotated[int, _opt("Hidden size.", _MODEL)] = 128,
+    rounds: Annotated[int, _opt("Most propagation rounds per molecule.", _MODEL)] = 6,
+    aggregation: Annotated[str, _opt(
+        "Readout over atoms: mean (intensive), sum, norm (sum/100: extensive), attention, "
+        "mean+norm (either kind).", _MODEL,
+        values=("mean+norm", "mean", "sum", "norm", "attention"))] = "mean+norm",
+    propagate: Annotated[str, _opt(
+        "split (atom messages, GRU update) or bond (directed bonds, chemprop's D-MPNN).",
+        _MODEL, values=("split", "bond"))] = "split",
+    baseline: Annotated[str, _opt(
+        "auto, additive or none: a group-contribution fit the network corrects (auto: for "
+        "targets it carries >= 90 %).", _MODEL, values=("auto", "additive", "none"))] = "auto",
+    no_readout_features: Annotated[bool, _opt(
+        "The readout reads only the propagated states, not the atoms' input features.",
+        _MODEL, "--no-readout-features")] = False,
+    dropout: Annotated[float, _opt("Dropout in the readout MLP.", _MODEL)] = 0.0,
+    epochs: Annotated[int, _opt("Most epochs.", _TRAIN)] = 50,
+    patience: Annotated[int, _opt("Stop after this many epochs without a better validation.",
+                                  _TRAIN)] = 20,
+    lr: Annotated[float, _opt("Peak learning rate (Adam).", _TRAIN)] = 1e-3,
+    weight_decay: Annotated[float, _opt("L2 weight decay (Adam).", _TRAIN)] = 0.0,
+    average: Annotated[float, _opt(
+        "Decay of each stage's parameter average, evaluated and saved (0: none).", _TRAIN)] = 0.0,
+    target_scaling: Annotated[str, _opt(
+        "standard (mean, SD) or robust (median, IQR).", _TRAIN,
+        values=("standard", "robust"))] = "standard",
+    schedule: Annotated[str, _opt(
+        "async (each worker updates itself), sync or reference (sequential).", _PIPE,
+        values=("async", "sync", "reference"))] = "async",
+    max_active_keys: Annotated[int, _opt("Most instances in flight (mak).", _PIPE)] = 4,
+    min_update_frequency: Annotated[int, _opt(
+        "Gradients a worker gathers before it updates (muf).", _PIPE)] = 1,
+    molecules_per_instance: Annotated[Optional[int], _opt(
+        "Molecules per instance (default: by atoms, at least 16).", _PIPE)] = None,
+    no_weight_stashing: Annotated[bool, _opt(
+        "async: a backward uses the current weights, not its forward's.", _PIPE,
+        "--no-weight-stashing")] = False,
+    backend: Annotated[str, _opt(
+        "thread, or mpi (under mpiexec: rank 0 trains, the others host workers).", _PIPE,
+        values=("thread", "mpi"))] = "thread",
+    placement: Annotated[Optional[str], _opt(
+        "Stages per worker, '/' between workers (README: --placement).",
+        _PIPE)] = None,
+    on_nonfinite: Annotated[str, _opt(
+        "NaN/inf: stop (an error naming the molecule) or skip the instance.", _PIPE,
+        values=("stop", "skip"))] = "stop",
+    stall_timeout: Annotated[float, _opt("Seconds without a pipeline message: stalled.",
+                                         _PIPE)] = 300.0,
+    out: Annotated[Optional[Path], _opt(
+        "Run directory (default: runs/<data>); if it holds a run: the next free <out>-N.",
+        _RUN)] = None,
+    overwrite: Annotated[bool, _opt("Replace the run directory if it holds a run.", _RUN,
+                                    "--overwrite")] = False,
+    resume: Annotated[Optional[Path], _opt(
+        "Continue this run directory from its last checkpoint.", _RUN)] = None,
+    checkpoint_minutes: Annotated[Optional[float], _opt(
+        "Also checkpoint inside an epoch this many minutes (default: after each epoch).", _RUN)] = None,
+    quiet: Annotated[bool, _opt("No live display (warnings and the test table still).", _RUN,
+                                "--quiet")] = False,
 ) -> None:
     """Train a model on DATA and write a run directory (model, report.json, metrics.csv, split).
 
@@ -218,14 +263,14 @@ def train(
         config = TrainConfig(
             data=data, targets=target, smiles_column=smiles_column, task=task, split=split,
             seed=seed, epochs=epochs, patience=patience, hidden=hidden, aggregation=aggregation,
-            dropout=dropout, weight_decay=weight_decay, readout_features=readout_features,
+            dropout=dropout, weight_decay=weight_decay, readout_features=not no_readout_features,
             average=average, propagate=propagate, target_scaling=target_scaling,
             baseline=baseline, max_rounds=rounds, min_rounds=min(2, rounds), lr=lr,
             schedule=schedule,
             max_active_keys=max_active_keys, min_update_frequency=min_update_frequency,
             molecules_per_instance=molecules_per_instance, backend=backend,
             on_nonfinite=on_nonfinite, stall_timeout=stall_timeout,
-            weight_stashing=weight_stashing, checkpoint_minutes=checkpoint_minutes,
+            weight_stashing=not no_weight_stashing, checkpoint_minutes=checkpoint_minutes,
             placement=placement)
     except SettingsError as err:
         fail(str(err))
@@ -238,12 +283,17 @@ def train(
                 return
         except MPIUnavailable as err:
             fail(str(err))
-    if out is None:
-        out = _default_run_dir(data)
-    elif out.exists() and any(out.iterdir()):
-        if not overwrite:
-            fail(f"{out} exists; pass --overwrite to replace it (or another --out)")
-        shutil.rmtree(out)
+    # one rule for a directory that holds a run, given or default: never replaced unless
+    # --overwrite; the run goes to the next free <dir>-N, and says so
+    out = out or _default_run_dir(data)
+    if out.exists() and any(out.iterdir()):
+        if overwrite:
+            shutil.rmtree(out)
+        else:
+            free = _free_run_dir(out)
+            err_console.print(f"{out} holds a run: writing {free} (--overwrite replaces {out})",
+                              soft_wrap=True)
+            out = free
 
     run(config, out)
 

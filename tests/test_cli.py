@@ -195,3 +195,52 @@ def test_train_aggregation_reaches_model_and_report(tmp_path):
     assert report["network"]["aggregation"] == "attention" and report["network"]["dropout"] == 0.1
     model = json.loads((out / "model" / "config.json").read_text())
     assert model["network"]["aggregation"] == "attention"
+
+
+def test_version_names_molpipe_and_its_chemistry_stack():
+    result = run("--version")
+    assert result.exit_code == 0
+    import molpipe
+    assert result.output.startswith(f"molpipe {molpipe.__version__} (Python ")
+    assert "RDKit" in result.output and "numba" in result.output
+
+
+def test_train_help_fits_80_columns_without_cutting_an_option(monkeypatch):
+    monkeypatch.setenv("COLUMNS", "80")
+    monkeypatch.setenv("TERMINAL_WIDTH", "80")
+    result = run("train", "--help")
+    assert result.exit_code == 0
+    assert "…" not in result.output
+    assert all(len(line) <= 80 for line in result.output.splitlines())
+    for panel in ("Data", "Model", "Training", "Pipeline", "Run directory"):
+        assert f"─ {panel} ─" in result.output
+    for option in ("--molecules-per-instance", "--min-update-frequency", "--no-readout-features",
+                   "--checkpoint-minutes"):
+        assert option in result.output
+
+
+def test_option_values_complete_in_the_shell():
+    from cli import _choices
+
+    assert _choices("async", "sync", "reference")("s") == ["sync"]
+    import click
+    import typer.main
+
+    command = typer.main.get_command(app).commands["train"]
+    by_name = {p.name: p for p in command.params}
+    ctx = click.Context(command)
+    assert [c.value for c in by_name["aggregation"].shell_complete(ctx, "mean")] == \
+        ["mean+norm", "mean"]
+    assert [c.value for c in by_name["split"].shell_complete(ctx, "sc")] == ["scaffold"]
+
+
+def test_an_existing_run_directory_is_kept_and_the_run_goes_next_to_it(tmp_path):
+    out = tmp_path / "runs" / "fs"
+    args = ("train", "freesolv", "--epochs", "1", "--hidden", "8", "--quiet", "--out", out)
+    assert run(*args).exit_code == 0
+    first = (out / "report.json").read_bytes()
+    again = run(*args)
+    assert again.exit_code == 0, again.output
+    assert f"{out} holds a run: writing {out}-2 (--overwrite replaces {out})" in again.stderr
+    assert (out / "report.json").read_bytes() == first and (tmp_path / "runs" / "fs-2" / "report.json").exists()
+    assert run(*args, "--overwrite").exit_code == 0 and not (tmp_path / "runs" / "fs-3").exists()
