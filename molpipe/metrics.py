@@ -78,6 +78,28 @@ def roc_curve(y_true: np.ndarray, score: np.ndarray) -> tuple[np.ndarray, np.nda
     return np.r_[0.0, fp / n_neg], np.r_[0.0, tp / n_pos]
 
 
+def pr_curve(y_true: np.ndarray, score: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Precision-recall points, one per distinct score (highest first); empty if one class.
+
+    Returns (recall, precision), each (k,); ``sum(diff(r_[0, recall]) * precision)`` is
+    ``average_precision``.
+    """
+    t, s = _labelled(y_true, score)
+    n_pos, n_neg = int(t.sum()), int((~t).sum())
+    if n_pos == 0 or n_neg == 0:
+        return np.zeros(0), np.zeros(0)
+    tp, fp = _counts_by_threshold(t, s)
+    return tp / n_pos, tp / (tp + fp)
+
+
+def confusion(y_true: np.ndarray, prob: np.ndarray, threshold: float = 0.5) -> np.ndarray:
+    """(2, 2) counts [[TN, FP], [FN, TP]] of predicting ``prob >= threshold`` on the
+    labelled rows."""
+    t, s = _labelled(y_true, prob)
+    p = s >= threshold
+    return np.array([[np.sum(~t & ~p), np.sum(~t & p)], [np.sum(t & ~p), np.sum(t & p)]])
+
+
 def average_precision(y_true: np.ndarray, score: np.ndarray) -> float:
     """Area under the precision-recall curve as a step function (PR-AUC); NaN if one class.
 

@@ -58,26 +58,63 @@ def _floats(rows: list[dict], column: str) -> np.ndarray:
 
 # -- learning curves and parity ----------------------------------------------------------
 
-def plot_learning_curves(metrics: list[dict], path: str | Path, title: str = "") -> Path:
-    """Train loss and validation score against epoch and against wall time (2 x 2 panels)."""
+def _val_curve(metrics: list[dict], task: str, units: dict) -> tuple[np.ndarray, str, bool]:
+    """The validation curve in the target's units: (values, axis label, higher is better).
+
+    The mean of the targets' RMSE (regression) or ROC-AUC (classification) from the
+    metrics.csv columns ``val_<target>_rmse`` / ``val_<target>_auc``; the standardized
+    ``val_score`` when there are none (older runs)."""
+    metric = "auc" if task == "classification" else "rmse"
+    cols = [c for c in (metrics[0] if metrics else {})
+            if c.startswith("val_") and c.endswith(f"_{metric}") and not c.endswith("_prc_auc")]
+    if not cols:
+        return _floats(metrics, "val_score"), "validation score (lower is better)", False
+    table = np.column_stack([_floats(metrics, c) for c in cols])
+    known = np.isfinite(table)
+    values = np.where(known.any(axis=1),
+                      np.where(known, table, 0).sum(axis=1) / np.maximum(known.sum(axis=1), 1),
+                      np.nan)
+    if metric == "auc":
+        return values, f"validation ROC-AUC{' (mean of tasks)' if len(cols) > 1 else ''}", True
+    unit = set(units.values()) if units else set()
+    unit = f" ({unit.pop()})" if len(unit) == 1 and len(units) >= len(cols) else ""
+    return values, f"validation RMSE{unit}{' (mean of targets)' if len(cols) > 1 else ''}", False
+
+
+def plot_learning_curves(metrics: list[dict], path: str | Path, title: str = "",
+                         task: str = "regression", units: dict | None = None) -> Path:
+    """Train loss and the validation metric (in the target's units) against epoch and
+    against wall time (2 x 2 panels)."""
     fig = _figure()
     epoch, wall = _floats(metrics, "epoch"), _floats(metrics, "wall_seconds")
-    loss, val = _floats(metrics, "train_loss"), _floats(metrics, "val_score")
+    loss = _floats(metrics, "train_loss")
+    val, val_label, higher = _val_curve(metrics, task, units or {})
     axes = fig.subplots(2, 2, sharey="row")
     for col, (x, xlabel) in enumerate(((epoch, "epoch"), (wall, "wall time (s)"))):
         axes[0, col].plot(x, loss, "o-", color="tab:blue", label="train loss")
-        axes[0, col].set_ylabel("train loss (standardized)")
-        axes[1, col].plot(x, val, "o-", color="tab:orange", label="validation score")
-        best = int(np.nanargmin(val)) if np.isfinite(val).any() else None
+        axes[0, col].set_ylabel("train loss (standardized targets)" if task == "regression"
+                                else "train loss (cross-entropy)")
+        axes[1, col].plot(x, val, "o-", color="tab:orange", label="validation")
+        best = None
+        if np.isfinite(val).any():
+            best = int(np.nanargmax(val)) if higher else int(np.nanargmin(val))
         if best is not None:
             axes[1, col].plot(x[best], val[best], "*", ms=14, color="tab:red", label="best")
-        axes[1, col].set_ylabel("validation score (lower is better)")
+        axes[1, col].set_ylabel(val_label)
         for ax in axes[:, col]:
             ax.set_xlabel(xlabel)
             ax.grid(alpha=0.3)
             ax.legend(loc="upper right")
     fig.suptitle(title or "learning curves")
     return _save(fig, path)
+
+
+def _quantity(target: str) -> str:
+    """A target's name for an axis: 'measured_log_solubility' -> 'log solubility'."""
+    import re
+
+    name = re.sub(r"^(measured|predicted|experimental|exp)[ _]+", "", target, flags=re.I)
+    return name.replace("_", " ") or target
 
 
 def plot_parity(measured: np.ndarray, predicted: np.ndarray, targets: list[str],
@@ -103,8 +140,8 @@ def plot_parity(measured: np.ndarray, predicted: np.ndarray, targets: list[str],
             ax.set_ylim(lo - pad, hi + pad)
             ax.legend(loc="upper left")
         unit = f" ({units[target]})" if units and units.get(target) else ""
-        ax.set_xlabel(f"measured {target}{unit}")
-        ax.set_ylabel(f"predicted {target}{unit}")
+        ax.set_xlabel(f"measured {_quantity(target)}{unit}")
+        ax.set_ylabel(f"predicted {_quantity(target)}{unit}")
         ax.set_title(f"{target}: RMSE {rmse:.3f}, n = {int(ok.sum())}")
         ax.set_aspect("equal", adjustable="box")
         ax.grid(alpha=0.3)
@@ -153,6 +190,67 @@ def plot_roc(measured: np.ndarray, predicted: np.ndarray, targets: list[str],
     ax.legend(loc="lower right", fontsize=8, title="\n".join(notes) or None,
               title_fontsize=8)
     ax.set_title(title or "ROC curves (test set)")
+    return _save(fig, path)
+
+
+def plot_pr(measured: np.ndarray, predicted: np.ndarray, targets: list[str],
+            path: str | Path, title: str = "", max_tasks: int = ROC_TASKS) -> Path:
+    """Precision-recall curves of the first ``max_tasks`` tasks, PR-AUC and the positive
+    share (the curve of a guess) in the legend; one-class tasks are not drawn."""
+    from matplotlib import colormaps
+
+    from molpipe.metrics import average_precision, pr_curve
+
+    fig = _figure()
+    ax = fig.subplots()
+    measured, predicted = np.atleast_2d(measured), np.atleast_2d(predicted)
+    colors = colormaps["tab20" if min(len(targets), max_tasks) > 10 else "tab10"]
+    for j, target in enumerate(targets[:max_tasks]):
+        recall, precision = pr_curve(measured[:, j], predicted[:, j])
+        if not recall.size:
+            continue
+        y = measured[:, j][np.isfinite(measured[:, j]) & np.isfinite(predicted[:, j])]
+        ax.step(np.r_[0.0, recall], np.r_[precision[0], precision], where="pre", lw=1.5,
+                color=colors(j % colors.N),
+                label=f"{_short(target)}: PR-AUC {average_precision(measured[:, j], predicted[:, j]):.3f}, "
+                      f"positives {100 * y.mean():.1f} %")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.01)
+    ax.set_xlabel("recall (true positives / positives)")
+    ax.set_ylabel("precision (true positives / predicted positives)")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower left", fontsize=8)
+    ax.set_title(title or "precision-recall curves (test set)")
+    return _save(fig, path)
+
+
+def plot_confusion(measured: np.ndarray, predicted: np.ndarray, targets: list[str],
+                   path: str | Path, title: str = "", max_tasks: int = 6) -> Path:
+    """Confusion matrices at probability 0.5, one panel per task (the first ``max_tasks``)."""
+    from molpipe.metrics import confusion
+
+    fig = _figure()
+    measured, predicted = np.atleast_2d(measured), np.atleast_2d(predicted)
+    shown = targets[:max_tasks]
+    cols = min(len(shown), 3)
+    rows = -(-len(shown) // cols)
+    axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False).ravel())
+    for j, target in enumerate(shown):
+        ax = axes[j]
+        m = confusion(measured[:, j], predicted[:, j])
+        ax.imshow(m, cmap="Blues", vmin=0, vmax=max(int(m.max()), 1))
+        for (r, c), v in np.ndenumerate(m):
+            ax.text(c, r, str(int(v)), ha="center", va="center",
+                    color="white" if v > m.max() / 2 else "black", fontsize=12)
+        ax.set_xticks([0, 1], ["0", "1"])
+        ax.set_yticks([0, 1], ["0", "1"])
+        ax.set_xlabel("predicted (p ≥ 0.5)")
+        ax.set_ylabel("measured")
+        ax.set_title(_short(target, 28))
+    for ax in axes[len(shown):]:
+        ax.set_visible(False)
+    more = f"; {len(targets) - max_tasks} more tasks not drawn" if len(targets) > max_tasks else ""
+    fig.suptitle(title or f"confusion matrices at p = 0.5 (test set){more}")
     return _save(fig, path)
 
 
@@ -277,7 +375,8 @@ def plot_utilization(utilization: dict, path: str | Path, title: str = "") -> Pa
 def plot_run(run_dir: str | Path) -> list[Path]:
     """Every chart a run directory has data for, as PNGs in ``run_dir/plots/``.
 
-    learning_curves.png (metrics.csv), parity.png (regression) or roc.png (classification)
+    learning_curves.png (metrics.csv), parity.png (regression) or roc.png, pr.png and
+    confusion.png (classification)
     from test_predictions.csv, timeline.png and utilization.png (trace.json). Returns the
     paths written.
     """
@@ -292,7 +391,8 @@ def plot_run(run_dir: str | Path) -> list[Path]:
         metrics = _read_csv(run_dir / "metrics.csv")
         if metrics:
             written.append(plot_learning_curves(metrics, out / "learning_curves.png",
-                                                f"learning curves ({name})"))
+                                                f"learning curves ({name})",
+                                                report.get("task", "regression"), _units(report)))
     preds = run_dir / "test_predictions.csv"
     task = report.get("task", "regression")
     if preds.is_file() and task in ("regression", "classification"):
@@ -305,6 +405,10 @@ def plot_run(run_dir: str | Path) -> list[Path]:
             if task == "classification":
                 written.append(plot_roc(Y, P, targets, out / "roc.png",
                                         f"ROC curves, test set ({name})"))
+                written.append(plot_pr(Y, P, targets, out / "pr.png",
+                                       f"precision-recall curves, test set ({name})"))
+                written.append(plot_confusion(Y, P, targets, out / "confusion.png",
+                                              f"confusion matrices at p = 0.5, test set ({name})"))
             else:
                 written.append(plot_parity(Y, P, targets, out / "parity.png",
                                            f"parity, test set ({name})", _units(report)))
@@ -324,7 +428,9 @@ def plot_run(run_dir: str | Path) -> list[Path]:
 
 
 def _units(report: dict) -> dict:
-    """Units of the bundled data set's targets, if the run trained on one."""
+    """Units of the run's targets (report.json's, else the bundled set's manifest)."""
+    if report.get("units"):
+        return dict(report["units"])
     try:
         from molpipe.data.registry import get_dataset, is_dataset_name
 

@@ -127,9 +127,10 @@ def fake_classification_run(root, n=60, with_report_targets=True):
 def test_plot_run_classification_draws_roc(tmp_path, with_report_targets):
     run = fake_classification_run(tmp_path / "run", with_report_targets=with_report_targets)
     paths = plot_run(run)
-    assert [p.name for p in paths] == ["roc.png"]
+    assert [p.name for p in paths] == ["roc.png", "pr.png", "confusion.png"]
     assert not (run / "plots" / "parity.png").exists()
-    assert png_size(paths[0]) == SIZE and drawn_fraction(paths[0]) > 0.01
+    for path in paths:
+        assert png_size(path) == SIZE and drawn_fraction(path) > 0.01, path
 
 
 def test_roc_draws_at_most_max_tasks(tmp_path):
@@ -143,3 +144,37 @@ def test_roc_draws_at_most_max_tasks(tmp_path):
     assert png_size(a) == SIZE
     diff = np.abs(imread(a)[..., :3] - imread(b)[..., :3]).max(axis=2) > 0.1
     assert 0 < diff.mean() < 0.01          # the same 12 curves; only the legend's note differs
+
+
+def test_pr_curve_and_confusion_agree_with_the_metrics():
+    from molpipe.metrics import average_precision, confusion, pr_curve
+
+    rng = np.random.default_rng(3)
+    y = (rng.random(200) < 0.3).astype(float)
+    y[::17] = np.nan
+    p = np.clip(0.4 * np.nan_to_num(y) + 0.6 * rng.random(200), 0, 1)
+    recall, precision = pr_curve(y, p)
+    assert np.isclose(np.sum(np.diff(np.r_[0.0, recall]) * precision), average_precision(y, p))
+    assert recall[-1] == 1.0 and np.all(np.diff(recall) >= 0)
+    m = confusion(y, p)
+    known = np.isfinite(y)
+    assert m.sum() == known.sum() and m[1].sum() == np.nansum(y)
+    assert m[1, 1] == np.sum((y[known] == 1) & (p[known] >= 0.5))
+
+
+def test_axis_names_do_not_double_words_and_validation_is_in_units():
+    from molpipe.plots import _quantity, _val_curve
+
+    assert _quantity("measured_log_solubility") == "log solubility"
+    assert _quantity("u0") == "u0"
+    rows = [{"val_score": "0.3", "val_logS_rmse": "0.61", "val_logS_mae": "0.4"},
+            {"val_score": "0.2", "val_logS_rmse": "0.55", "val_logS_mae": "0.3"}]
+    values, label, higher = _val_curve(rows, "regression", {"logS": "log10(mol/L)"})
+    assert np.allclose(values, [0.61, 0.55]) and label == "validation RMSE (log10(mol/L))"
+    assert not higher
+    rows = [{"val_score": "-0.8", "val_a_auc": "0.8", "val_a_prc_auc": "0.1", "val_b_auc": "0.6"}]
+    values, label, higher = _val_curve(rows, "classification", {})
+    assert np.allclose(values, [0.7]) and label == "validation ROC-AUC (mean of tasks)" and higher
+    values, label, _ = _val_curve([{"val_score": "-0.8", "val_a_auc": "0.8",
+                                    "val_a_prc_auc": "0.1"}], "classification", {})
+    assert np.allclose(values, [0.8]) and label == "validation ROC-AUC"
