@@ -274,6 +274,21 @@ def explored(explore: dict, matrix: dict) -> str:
     return "\n".join(lines)
 
 
+BLOCKS = ("matrix", "matrix-compact", "explored")
+
+
+def fill(path: Path, blocks: dict[str, str]) -> None:
+    """Replace the text between ``<!-- name -->`` and ``<!-- /name -->`` in a Markdown file
+    with ``blocks[name]`` (the README's tables come from the results, never typed)."""
+    text = path.read_text()
+    for name, body in blocks.items():
+        start, end = f"<!-- {name} -->\n", f"<!-- /{name} -->"
+        if start in text:
+            head, rest = text.split(start, 1)
+            text = f"{head}{start}{body}\n{end}{rest.split(end, 1)[1]}"
+    path.write_text(text)
+
+
 def _update(path: Path, change) -> dict:
     """Apply ``change(doc)`` to the results file under a lock (the two tools may run as two
     invocations at once) and write it back by rename; returns the new document."""
@@ -307,7 +322,20 @@ def main() -> None:
     ap.add_argument("--compact", action="store_true", help="--table without R² and wall times")
     ap.add_argument("--explored", type=Path, default=None, metavar="FILE",
                     help="only print FILE's molpipe tags against chemprop and the default of --out")
+    ap.add_argument("--fill", type=Path, nargs="+", default=None, metavar="MD",
+                    help="only rewrite the marked tables (matrix, matrix-compact, explored) of "
+                         "these Markdown files from --out and results/accuracy-explore.json")
     args = ap.parse_args()
+    if args.fill:
+        runs = json.loads(args.out.read_text())["runs"]
+        explore = RESULTS / "accuracy-explore.json"
+        blocks = {"matrix": table(runs, args.tag, args.sets, args.splits),
+                  "matrix-compact": table(runs, args.tag, args.sets, args.splits, True)}
+        if explore.exists():
+            blocks["explored"] = explored(json.loads(explore.read_text())["runs"], runs)
+        for md in args.fill:
+            fill(md, blocks)
+        return
     if args.explored:
         print(explored(json.loads(args.explored.read_text())["runs"],
                        json.loads(args.out.read_text())["runs"]))
