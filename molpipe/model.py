@@ -70,6 +70,9 @@ CONFIG_OPTIONAL = {
     "featurizer_version": lambda v: v is None or (type(v) in (int, str)) or "an int or string",
     "min_rounds": _opt(_int_in(0, 64)),
     "max_rounds": _opt(_int_in(0, 64)),
+    "domain": _params_name,
+    "domain_sha256": lambda v: (isinstance(v, str) and re.fullmatch(r"[0-9a-f]{64}", v) is not None)
+                               or "64 hex digits",
 }
 NETWORK_SCHEMA = {
     "hidden": _int_in(1, 4096),
@@ -96,8 +99,10 @@ def _fsync_write(path: Path, data: bytes) -> None:
         os.fsync(f.fileno())
 
 
-def save_model(model_dir: str | Path, network_config, state: dict[str, np.ndarray], meta: dict) -> Path:
-    """Write ``params.npz`` (``state``) and ``config.json`` (network config, dims, targets, checksum).
+def save_model(model_dir: str | Path, network_config, state: dict[str, np.ndarray], meta: dict,
+               domain: dict[str, np.ndarray] | None = None) -> Path:
+    """Write ``params.npz`` (``state``) and ``config.json`` (network config, dims, targets, checksum),
+    and ``domain.npz`` (the training set's applicability domain, ``molpipe.domain``) if given.
 
     The directory is built beside ``model_dir`` and renamed into place.
     """
@@ -117,6 +122,14 @@ def save_model(model_dir: str | Path, network_config, state: dict[str, np.ndarra
         "params_sha256": sha256_file(tmp / PARAMS),
         **meta,
     }
+    if domain is not None:
+        from molpipe.domain import FILE
+
+        with open(tmp / FILE, "wb") as f:
+            np.savez(f, **domain)
+            f.flush()
+            os.fsync(f.fileno())
+        config.update(domain=FILE, domain_sha256=sha256_file(tmp / FILE))
     _fsync_write(tmp / "config.json", json.dumps(config, indent=2).encode())
     shutil.rmtree(old, ignore_errors=True)
     if model_dir.exists():
@@ -227,3 +240,25 @@ def load_model(model_dir: str | Path):
     except (KeyError, ValueError) as e:
         raise ModelError(f"{params}: {e}") from None
     return network, config
+
+
+def load_domain(config: dict):
+    """The ``Domain`` of a loaded model's config, or None for a model saved without one
+    (before molpipe kept it); ModelError if its file is missing, altered or malformed."""
+    from molpipe.domain import Domain
+
+    if "domain" not in config:
+        return None
+    path = Path(config["_dir"]) / config["domain"]
+    if "domain_sha256" not in config:
+        raise ModelError(f"{Path(config['_dir']) / 'config.json'}: 'domain' without 'domain_sha256'")
+    try:
+        regular_file(path, MAX_PARAMS_BYTES)
+    except NpzError as e:
+        raise ModelError(str(e)) from None
+    if sha256_file(path) != config["domain_sha256"]:
+        raise ModelError(f"{path}: checksum does not match config.json (corrupt or altered)")
+    try:
+        return Domain.load(path)
+    except (NpzError, ValueError) as e:
+        raise ModelError(str(e)) from None

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from molpipe.data.errors import DataError
-from molpipe.model import ModelError, load_model
+from molpipe.model import ModelError, load_domain, load_model
 
 BATCH = 64          # molecules per instance
 CHUNK = 1024        # rows featurized and predicted per task
@@ -45,9 +45,10 @@ class Predictor:
     config : the model's validated ``config.json``.
     targets : list[str] the model's targets, in the order of prediction columns.
     task : "regression" (predictions in data units) or "classification" (probabilities).
+    domain : the training set's ``molpipe.domain.Domain``, None for a model saved without it.
     """
 
-    def __init__(self, network, config: dict):
+    def __init__(self, network, config: dict, domain=None):
         from molpipe.chem.featurize import ATOM_DIM, BOND_DIM, FEATURIZER_VERSION, V1_DIMS
 
         version = config.get("featurizer_version")
@@ -69,6 +70,7 @@ class Predictor:
         self.task = config["task"]
         self.min_rounds = config.get("min_rounds") or 2
         self.max_rounds = config.get("max_rounds") or 6
+        self.domain = domain
 
     @classmethod
     def load(cls, run_dir: str | Path) -> "Predictor":
@@ -80,7 +82,8 @@ class Predictor:
         if not run_dir.is_dir():
             raise ModelError(f"{run_dir}: not a directory; pass a run directory written by "
                              "`molpipe train`")
-        return cls(*load_model(run_dir))
+        network, config = load_model(run_dir)
+        return cls(network, config, load_domain(config))
 
     def featurize(self, item):
         """MolGraph of a SMILES or Mol (FeaturizationError with the reason if it fails)."""
@@ -124,20 +127,47 @@ class Predictor:
         P : (n, n_targets) float64, NaN on rows that failed.
         errors : list of n strings, "" where the row was predicted, else the reason.
         """
+        P, errors, _ = self._predict(items, batch, with_mols=False)
+        return P, errors
+
+    def predict_with_domain(self, items: Sequence, batch: int = BATCH):
+        """``predict`` and, for a model that keeps its domain, each row's nearest training
+        similarity (NaN on failed rows) and why it lies outside the domain ("" inside).
+
+        Returns
+        -------
+        P, errors : as ``predict``.
+        domain : None for a model without a domain, else (similarity (n,), reasons list).
+        """
+        P, errors, mols = self._predict(items, batch, with_mols=self.domain is not None)
+        if self.domain is None:
+            return P, errors, None
+        similarity, reasons = self.domain.check(mols)
+        return P, errors, (similarity, reasons)
+
+    def _predict(self, items: Sequence, batch: int, with_mols: bool):
+        from molpipe.chem.featurize import parse_smiles
+
         graphs, kept, errors = [], [], [""] * len(items)
+        mols = [None] * len(items)
         for i, item in enumerate(items):
             try:
+                if with_mols and isinstance(item, str):
+                    item = parse_smiles(item)
                 graphs.append(self.featurize(item))
             except Exception as err:            # every row is predicted or gets its reason
                 errors[i] = str(err) or type(err).__name__
                 continue
             kept.append(i)
+            if with_mols:
+                mols[i] = item
         P = np.full((len(items), len(self.targets)), np.nan)
         P[kept] = self.predict_graphs(graphs, batch)
         for i in kept:                          # a non-finite prediction is a failure too
             if not np.isfinite(P[i]).all():
                 errors[i] = "prediction is not finite"
-        return P, errors
+                mols[i] = None
+        return P, errors, mols
 
 
 def predict_smiles(model: "str | Path | Predictor", smiles: Sequence[str]) -> tuple[np.ndarray, list[str]]:
@@ -227,19 +257,20 @@ def _init_worker(predictor: Predictor) -> None:
     one_blas_thread()                  # for the worker process's lifetime
 
 
-def _predict_chunk(items: list) -> tuple[np.ndarray, list[str]]:
-    return _WORKER.predict(items)
+def _predict_chunk(items: list):
+    return _WORKER.predict_with_domain(items)
 
 
 def _map_chunks(predictor: Predictor, chunks: Iterator[list], n_jobs: int) -> Iterator:
-    """(P, errors) of every chunk of items, in order; worker processes if there are several."""
+    """(P, errors, domain) of every chunk of items (``Predictor.predict_with_domain``), in
+    order; worker processes if there are several."""
     first = next(chunks, None)
     if first is None:
         return
     second = next(chunks, None)
     if n_jobs <= 1 or second is None:          # small input: no process start-up
         for c in itertools.chain([first], [second] if second is not None else [], chunks):
-            yield predictor.predict(c)
+            yield predictor.predict_with_domain(c)
         return
     method = "fork" if sys.platform == "linux" and threading.active_count() == 1 else "spawn"
     with ProcessPoolExecutor(n_jobs, mp_context=mp.get_context(method),
@@ -265,9 +296,14 @@ def _chunked(rows: Iterator, size: int) -> Iterator[list]:
         yield chunk
 
 
-def output_columns(columns: list[str], targets: list[str]) -> tuple[list[str], list[int]]:
-    """Output header and the input columns kept (those not named like an output column)."""
-    ours = [f"pred_{t}" for t in targets] + ["error"]
+DOMAIN_COLUMNS = ["similarity", "in_domain", "domain_note"]
+
+
+def output_columns(columns: list[str], targets: list[str],
+                   domain: bool = False) -> tuple[list[str], list[int]]:
+    """Output header and the input columns kept (those not named like an output column);
+    ``domain``: with the applicability-domain columns."""
+    ours = [f"pred_{t}" for t in targets] + ["error"] + (DOMAIN_COLUMNS if domain else [])
     keep = [i for i, c in enumerate(columns) if c not in ours]
     return [columns[i] for i in keep] + ours, keep
 
@@ -291,13 +327,16 @@ def predict_file(model: "str | Path | Predictor", input: str | Path, output: str
     """Predict every row of a CSV/SDF file into the CSV ``output`` ("-": standard output).
 
     The output holds the input columns, one ``pred_<target>`` column per target and
-    ``error``; it is written beside its final name and renamed into place when complete,
+    ``error``, and for a model that keeps its training set's domain ``similarity`` (nearest
+    training neighbour's Tanimoto similarity), ``in_domain`` (true / false) and
+    ``domain_note`` (why not); it is written beside its final name and renamed into place when complete,
     so a failure leaves any existing file untouched.
 
     Returns
     -------
     dict : rows, predicted, failed, seconds, molecules_per_second, output, targets,
-        first_errors (up to 5 (row, reason) pairs).
+        first_errors (up to 5 (row, reason) pairs), out_of_domain (None without a domain)
+        and first_out_of_domain (up to 5 (row, note) pairs).
     """
     from molpipe.kernels import one_blas_thread
 
@@ -305,12 +344,14 @@ def predict_file(model: "str | Path | Predictor", input: str | Path, output: str
     predictor = model if isinstance(model, Predictor) else Predictor.load(model)
     check_output(output, overwrite)
     source = open_input(input, smiles_column)
-    header, keep = output_columns(source.columns, predictor.targets)
+    has_domain = predictor.domain is not None
+    header, keep = output_columns(source.columns, predictor.targets, has_domain)
     to_stdout = str(output) == "-"
     out = None if to_stdout else Path(output)
     tmp = None if to_stdout else out.with_name(f".{out.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
-    counts = {"rows": 0, "failed": 0}
+    counts = {"rows": 0, "failed": 0, "out": 0}
     first_errors: list = []
+    first_out: list = []
     fh = sys.stdout if to_stdout else open(tmp, "w", newline="", encoding="utf-8")
     try:
         writer = csv.writer(fh, lineterminator="\n")
@@ -323,16 +364,25 @@ def predict_file(model: "str | Path | Predictor", input: str | Path, output: str
                 yield [item for _, item in chunk]
 
         with one_blas_thread():
-            for P, errors in _map_chunks(predictor, items(), n_jobs):
+            for P, errors, domain in _map_chunks(predictor, items(), n_jobs):
                 fields = fields_queue.popleft()
-                for f, p, e in zip(fields, P, errors):
+                for j, (f, p, e) in enumerate(zip(fields, P, errors)):
                     counts["rows"] += 1
                     if e:
                         counts["failed"] += 1
                         if len(first_errors) < 5:
                             first_errors.append((counts["rows"], e))
                     preds = [""] * len(p) if e else [repr(float(v)) for v in p]
-                    writer.writerow([f[i] for i in keep] + preds + [e])
+                    row = [f[i] for i in keep] + preds + [e]
+                    if has_domain:
+                        note = "" if e else domain[1][j]
+                        if note:
+                            counts["out"] += 1
+                            if len(first_out) < 5:
+                                first_out.append((counts["rows"], note))
+                        row += (["", "", ""] if e else
+                                [f"{domain[0][j]:.3f}", "false" if note else "true", note])
+                    writer.writerow(row)
                 if progress:
                     progress(counts["rows"], max(source.n_rows_estimate, counts["rows"]))
         if not to_stdout:
@@ -350,4 +400,6 @@ def predict_file(model: "str | Path | Predictor", input: str | Path, output: str
             "failed": counts["failed"], "seconds": seconds,
             "molecules_per_second": counts["rows"] / max(seconds, 1e-9),
             "output": "-" if to_stdout else str(out), "targets": predictor.targets,
-            "first_errors": first_errors}
+            "first_errors": first_errors,
+            "out_of_domain": counts["out"] if has_domain else None,
+            "first_out_of_domain": first_out}

@@ -21,6 +21,7 @@ from molpipe.data.instance import auto_instance_size, group_by_plan, pack
 from molpipe.data.scaling import additive_baseline, summed_features, target_scale
 from molpipe.engine import EpochResult, gather_predictions, make_engine, make_optimizers
 from molpipe.metrics import metrics_table, summary
+from molpipe.domain import Domain
 from molpipe.model import save_model
 from molpipe.nn.optim import averaged_weights
 from molpipe.nn.network import NetworkConfig, build_network
@@ -313,10 +314,13 @@ def train(config: TrainConfig, out_dir: str | Path, progress=None, resume: bool 
         first_epoch = state["epoch"]
         partial = state.get("partial")
     meta = _model_meta(prep)
+    all_smiles = store.smiles
+    domain = Domain.from_smiles([all_smiles[i] for i in split["train"].tolist()],
+                                config.seed).arrays()
     if ckpt is not None and np.isfinite(best):
         # a kill between writing model/ and the checkpoint (or during model/'s swap) left
         # model/ newer than the checkpoint, or absent: rewrite it from the checkpoint
-        save_model(out_dir / "model", network.config, best_state, meta)
+        save_model(out_dir / "model", network.config, best_state, meta, domain)
     if not kernels_cached():
         emit("preprocess", message="compiling kernels (first run only)…")
     emit("start", epochs=config.epochs, n_train=len(split["train"]), n_val=len(split["val"]),
@@ -387,7 +391,7 @@ def train(config: TrainConfig, out_dir: str | Path, progress=None, resume: bool 
             if val_score < best or not has_val:      # no validation: keep the last epoch
                 best, best_state, bad_epochs = val_score if has_val else -1.0, current, 0
                 _require_finite(best_state, f"epoch {epoch + 1}: model parameter")
-                save_model(out_dir / "model", network.config, best_state, meta)
+                save_model(out_dir / "model", network.config, best_state, meta, domain)
             else:
                 bad_epochs += 1
             arrays, scalars = _state_arrays(network, optimizers, best_state)
@@ -451,7 +455,7 @@ def train(config: TrainConfig, out_dir: str | Path, progress=None, resume: bool 
         "config": asdict(config),
         "versions": versions(),
     }
-    write_run(out_dir, network, prep, report, history, split, P_test, trace, meta)
+    write_run(out_dir, network, prep, report, history, split, P_test, trace, meta, domain)
     emit("done", report=report)
     return report
 
@@ -580,11 +584,11 @@ def keep_rejects(store, out_dir: Path, source: str) -> list[str]:
 
 
 def write_run(out_dir: Path, network, prep: Prepared, report: dict, history: list, split: dict,
-              P_test: np.ndarray, trace, meta: dict) -> None:
+              P_test: np.ndarray, trace, meta: dict, domain: dict | None = None) -> None:
     """The run directory: model/, report.json, metrics.csv, split.json, predictions, trace."""
     out_dir.mkdir(parents=True, exist_ok=True)
     store = prep.store
-    save_model(out_dir / "model", network.config, network.state_dict(), meta)
+    save_model(out_dir / "model", network.config, network.state_dict(), meta, domain)
     (out_dir / "split.json").write_text(json.dumps({k: v.tolist() for k, v in split.items()}))
     with open(out_dir / "metrics.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(history[0]))

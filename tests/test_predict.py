@@ -12,7 +12,7 @@ from molpipe.data.instance import pack
 from molpipe.evaluate import evaluate
 from molpipe.metrics import regression_metrics
 from molpipe.model import ModelError, load_model
-from molpipe.predict import Predictor, predict_file, predict_smiles
+from molpipe.predict import DOMAIN_COLUMNS, Predictor, predict_file, predict_smiles
 
 GOOD = ["CCO", "c1ccccc1O", "CC(=O)Nc1ccc(O)cc1", "ClC(Cl)Cl", "CCN(CC)CC"]
 #: (SMILES, the start of the reason it fails)
@@ -94,7 +94,7 @@ def test_predict_csv_with_bad_rows(run_dir, predictor, tmp_path, n_jobs, chunk_s
     summary = predict_file(predictor, src, out, n_jobs=n_jobs, chunk_size=chunk_size)
     assert (summary["rows"], summary["predicted"], summary["failed"]) == (len(rows), len(GOOD), len(BAD))
     got = read_csv(out)
-    assert list(got[0]) == ["name", "SMILES", "note", "pred_freesolv", "error"]
+    assert list(got[0]) == ["name", "SMILES", "note", "pred_freesolv", "error", *DOMAIN_COLUMNS]
     assert [(r["name"], r["SMILES"], r["note"]) for r in got] == rows      # input kept, in order
     good = [r for r in got if not r["error"]]
     assert [r["SMILES"] for r in good] == GOOD
@@ -129,7 +129,7 @@ def test_predict_sdf(run_dir, predictor, tmp_path):
     summary = predict_file(predictor, src, tmp_path / "out.csv")
     assert (summary["rows"], summary["failed"]) == (3, 1)
     got = read_csv(tmp_path / "out.csv")
-    assert list(got[0]) == ["name", "smiles", "dG", "pred_freesolv", "error"]
+    assert list(got[0]) == ["name", "smiles", "dG", "pred_freesolv", "error", *DOMAIN_COLUMNS]
     assert [r["name"] for r in got] == ["mol0", "broken", "mol1"]
     assert [r["dG"] for r in got] == ["0.5", "", "1.5"]
     assert got[1]["error"] == "unparsable SDF record" and got[1]["pred_freesolv"] == ""
@@ -214,7 +214,8 @@ def _rewrite(src, dst, edit_config, edit_state=lambda s: s):
 
     network, config = load_model(src)
     meta = {k: v for k, v in config.items()
-            if k not in ("format", "network", "params", "params_sha256", "_dir")}
+            if k not in ("format", "network", "params", "params_sha256", "_dir",
+                         "domain", "domain_sha256")}      # the copy keeps no domain
     net_cfg, meta = edit_config(dict(network.config.to_dict()), meta)
     save_model(dst, _Raw(net_cfg), edit_state(network.state_dict()), meta)
     return dst

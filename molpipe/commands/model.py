@@ -38,7 +38,7 @@ def predict(
     Example: molpipe predict --model runs/esol --input mols.csv --output preds.csv
     """
     from molpipe.model import ModelError
-    from molpipe.predict import Predictor, predict_file, predict_smiles
+    from molpipe.predict import Predictor, predict_file
 
     if model is None:
         fail("give the trained model: --model RUN_DIR (a directory written by `molpipe train`)")
@@ -51,7 +51,10 @@ def predict(
     try:
         predictor = Predictor.load(model)
         if input is None:
-            P, errors = predict_smiles(predictor, smiles)
+            from molpipe.kernels import one_blas_thread
+
+            with one_blas_thread():
+                P, errors, domain = predictor.predict_with_domain(list(smiles))
         else:
             if not input.exists():
                 fail(f"{input}: no such file; check the path")
@@ -75,13 +78,25 @@ def predict(
         table.add_column("SMILES", overflow="fold")
         for t in predictor.targets:
             table.add_column(t, justify="right")
-        table.add_column("error", style="red", overflow="fold")
-        for s, p, e in zip(smiles, P, errors):
-            table.add_row(escape(s), *("" if e else f"{v:.4g}" for v in p), escape(e))
+        if domain is not None:
+            table.add_column("similarity", justify="right")
+        table.add_column("error" if domain is None else "error / domain", style="red",
+                         overflow="fold")
+        for i, (s, p, e) in enumerate(zip(smiles, P, errors)):
+            cells = ["" if e else f"{v:.4g}" for v in p]
+            note = e
+            if domain is not None:
+                cells.append("" if e else f"{domain[0][i]:.2f}")
+                note = e or (f"outside the domain: {domain[1][i]}" if domain[1][i] else "")
+            table.add_row(escape(s), *cells, escape(note))
         console.print(table)
         failed = sum(bool(e) for e in errors)
         if failed:
             err_console.print(f"{failed} of {len(smiles)} molecules could not be predicted")
+        if domain is not None:
+            outside = sum(bool(r) and not e for r, e in zip(domain[1], errors))
+            if outside:
+                err_console.print(_domain_warning(outside, len(smiles) - failed))
         return
     where = "standard output" if summary["output"] == "-" else summary["output"]
     err_console.print(
@@ -92,6 +107,22 @@ def predict(
         err_console.print(f"  row {row}: {escape(reason)}", soft_wrap=True, highlight=False)
     if summary["failed"] > len(summary["first_errors"]):
         err_console.print("  … (the error column names every failed row's reason)")
+    if summary["out_of_domain"]:
+        err_console.print(_domain_warning(summary["out_of_domain"], summary["predicted"]),
+                          soft_wrap=True, highlight=False)
+        for row, note in summary["first_out_of_domain"]:
+            err_console.print(f"  row {row}: {escape(note)}", soft_wrap=True, highlight=False)
+        if summary["out_of_domain"] > len(summary["first_out_of_domain"]):
+            err_console.print("  … (the in_domain and domain_note columns name every one)")
+
+
+def _domain_warning(outside: int, predicted: int) -> str:
+    from molpipe.domain import SIMILAR
+
+    return (f"[yellow]warning:[/yellow] {outside} of {predicted} predicted molecules lie "
+            f"outside the model's training domain (nearest training molecule's Tanimoto "
+            f"similarity < {SIMILAR}, an element or a size never seen in training): "
+            "trust those predictions less")
 
 
 def evaluate(
