@@ -1,7 +1,7 @@
 """molpipe command line: the typer app; parses options, calls the library, prints.
 
 preprocess, datasets and train are here; the measuring commands (bench, simulate) and the
-ones that use a trained run (predict, evaluate, plot) are in ``molpipe.commands``.
+ones that use a trained run (predict, evaluate, plot) are in ``molpipe.cli``.
 """
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from molpipe.commands import (bar_callback, check_placement, console, err_console, fail,
+from molpipe.cli import (bar_callback, check_placement, console, err_console, fail,
                               featurize_bar)
-from molpipe.commands.measure import bench, simulate
-from molpipe.commands.model import evaluate, plot, predict
+from molpipe.cli.measure import bench, simulate
+from molpipe.cli.model import evaluate, plot, predict
 from molpipe.data.errors import DataError
 
 app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False,
@@ -45,6 +45,9 @@ def main(version: Annotated[bool, typer.Option(
         "--version", callback=_version, is_eager=True,
         help="Print molpipe's version (and RDKit's, numpy's, numba's) and exit.")] = False) -> None:
     """Graph neural networks on molecules, trained with asynchronous model-parallel pipelining."""
+    from molpipe.runtime.memory import keep_freed_memory
+
+    keep_freed_memory()        # start-up: kernel outputs reuse freed memory (glibc)
 
 
 @app.command()
@@ -222,12 +225,12 @@ def train(
     """
     import shutil
 
-    from molpipe.checkpoint import CheckpointError
-    from molpipe.display import TrainDisplay
-    from molpipe.model import ModelError
+    from molpipe.io.checkpoint import CheckpointError
+    from molpipe.cli.display import TrainDisplay
+    from molpipe.io.model import ModelError
     from molpipe.runtime.control import PipelineError
     from molpipe.runtime.mpi import MPIUnavailable
-    from molpipe.train import TrainConfig, train as run_training
+    from molpipe.training.train import TrainConfig, train as run_training
 
     def run(config: TrainConfig, out: Path, resume: bool = False) -> None:
         display = TrainDisplay(console=console, quiet=quiet)
@@ -242,7 +245,7 @@ def train(
         if not report:               # an MPI worker rank (of a resumed run): rank 0 reports
             return
         try:
-            from molpipe.plots import plot_run
+            from molpipe.measure.plots import plot_run
 
             plots = plot_run(out)
         except Exception as err:                 # a chart must never lose a finished run
@@ -257,7 +260,7 @@ def train(
     if data is None:
         fail("give a data set (a bundled name such as esol, or a CSV/SDF file), or --resume RUN_DIR")
 
-    from molpipe.settings import SettingsError
+    from molpipe.training.settings import SettingsError
 
     try:   # every setting checked before any work, named as typed here
         config = TrainConfig(

@@ -9,7 +9,7 @@ molpipe keeps, in store order) and one split (molpipe's random or Murcko-scaffol
 that seed, 80/10/10), then trains each tool on exactly those rows and that split as its
 command line does with its defaults (``molpipe train CSV --split SPLIT.json``;
 ``chemprop train -i CSV --splits-file ...``), both as subprocesses, one after the other.
-Test errors of both are computed here, by molpipe.metrics, from each tool's test
+Test errors of both are computed here, by molpipe.training.metrics, from each tool's test
 predictions on the same test rows. chemprop is not a molpipe dependency: it lives in a venv
 of its own (``python -m venv cp && cp/bin/pip install torch==2.13.0 chemprop==2.3.1``);
 without ``--chemprop`` only molpipe runs.
@@ -110,7 +110,7 @@ class Cell:
 def make_cell(name: str, split: str, seed: int, work: Path) -> Cell:
     """Write the rows molpipe keeps (first ``limit``) and the split of ``seed`` for both tools."""
     from molpipe.data.store import open_data
-    from molpipe.train import infer_task, split_indices
+    from molpipe.training.train import infer_task, split_indices
 
     s = SETS[name]
     data = moses_tpsa(work / "moses-tpsa.csv") if s.data == "moses-tpsa" else s.data
@@ -138,7 +138,7 @@ def make_cell(name: str, split: str, seed: int, work: Path) -> Cell:
 
 def score(cell: Cell, P: np.ndarray) -> dict:
     """Per-target test metrics of predictions ``P`` (test rows × targets) and their means."""
-    from molpipe.metrics import metrics_table
+    from molpipe.training.metrics import metrics_table
 
     per = metrics_table(cell.task, cell.targets, cell.Y[cell.test], P)
     keys = ("auc",) if cell.task == "classification" else ("rmse", "mae", "r2")

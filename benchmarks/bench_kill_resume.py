@@ -26,9 +26,9 @@ from pathlib import Path
 
 import numpy as np
 
-from molpipe.checkpoint import load_checkpoint
-from molpipe.faults import CorruptRun, inspect_run_dir, train_code
-from molpipe.model import load_model
+from molpipe.io.checkpoint import load_checkpoint
+from molpipe.measure.faults import CorruptRun, inspect_run_dir, train_code
+from molpipe.io.model import load_model
 
 ROOT = Path(__file__).resolve().parents[1]
 SLOW = {"MOLPIPE_TEST_SLOW_CHECKPOINT": "0.15", "MOLPIPE_TEST_SLOW_MODEL": "0.15"}

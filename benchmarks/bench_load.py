@@ -64,9 +64,9 @@ def main() -> None:
         args.passes = 10_000
 
     from molpipe.data.instance import pack
-    from molpipe.engine import make_engine, make_optimizers
+    from molpipe.training.engines import make_engine, make_optimizers
     from molpipe.nn.network import NetworkConfig, build_network
-    from molpipe.train import TrainConfig, prepare
+    from molpipe.training.train import TrainConfig, prepare
 
     prep = prepare(TrainConfig(data="qm9"))
     store = prep.store

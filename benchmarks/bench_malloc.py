@@ -19,10 +19,10 @@ import sys
 CHILD = r"""
 import json, resource, sys, time
 import numpy as np
-from molpipe.engine import make_engine, make_optimizers
-from molpipe.memory import keep_freed_memory
+from molpipe.training.engines import make_engine, make_optimizers
+from molpipe.runtime.memory import keep_freed_memory
 from molpipe.nn.network import NetworkConfig, build_network
-from molpipe.train import TrainConfig, make_items, prepare
+from molpipe.training.train import TrainConfig, make_items, prepare
 
 prep = prepare(TrainConfig(data=sys.argv[1]))
 rows = prep.split["train"]

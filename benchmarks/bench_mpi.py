@@ -97,7 +97,7 @@ def wire_cost(data: str = "esol", size: int = 16) -> dict:
 
 
 def train_once(data: str, backend: str, limit: int | None, epochs: int) -> None:
-    from molpipe.train import TrainConfig, train
+    from molpipe.training.train import TrainConfig, train
 
     out = tempfile.mkdtemp(prefix=f"bench-mpi-{backend}-")
     report = train(TrainConfig(data=data, backend=backend, epochs=epochs, limit=limit,
@@ -110,7 +110,7 @@ def train_once(data: str, backend: str, limit: int | None, epochs: int) -> None:
 
 def simulate_curve(ks=(1, 2, 4, 6, 8, 12, 16, 32, 64), latency: float = 50e-6) -> list[dict]:
     """QM9-sized network (d_h 128, up to 6 rounds, rings): stage costs from a thread run on QM9."""
-    from molpipe.simulate import measure_costs, predict_curve
+    from molpipe.measure.simulate import measure_costs, predict_curve
 
     costs = measure_costs("qm9")
     return [{"mak": mak, **r} for mak in (8, 64)

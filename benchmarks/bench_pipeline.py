@@ -8,7 +8,7 @@
     python benchmarks/bench_pipeline.py loop        # train(): seconds per epoch outside training
 
 Results go to ``benchmarks/results/pipeline-<what>.json`` and a markdown table to stdout.
-Throughput figures come from ``molpipe.bench`` (all schedules in one process) or from the
+Throughput figures come from ``molpipe.measure.bench`` (all schedules in one process) or from the
 training runs' own ``train_molecules_per_second`` (training time only, no validation).
 """
 
@@ -22,8 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from molpipe.bench import BenchConfig, bench
-from molpipe.train import TrainConfig, train
+from molpipe.measure.bench import BenchConfig, bench
+from molpipe.training.train import TrainConfig, train
 
 CHEMPROP_ESOL_RMSE, CHEMPROP_ESOL_SECONDS = 0.664, 89.0
 RESULTS = Path("benchmarks/results")
@@ -184,9 +184,9 @@ def overhead(data: str, one_core: bool, passes: int = 6) -> dict:
     import time
 
     from molpipe.data.instance import auto_instance_size
-    from molpipe.engine import make_engine, make_optimizers
+    from molpipe.training.engines import make_engine, make_optimizers
     from molpipe.nn.network import NetworkConfig, build_network
-    from molpipe.train import make_items, prepare
+    from molpipe.training.train import make_items, prepare
 
     if one_core:
         os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})

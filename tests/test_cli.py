@@ -144,7 +144,7 @@ def test_bench_compares_async_variants_in_one_run():
     ("async-nostash-mak8", None), ("async-mak", None), ("sync-mak8", None),
 ])
 def test_bench_schedule_names(name, settings):
-    from molpipe.bench import schedule_settings
+    from molpipe.measure.bench import schedule_settings
 
     got = schedule_settings(name, 4, True)
     assert (got if got is None else (got["kind"], got["max_active_keys"], got["weight_stashing"])) == settings

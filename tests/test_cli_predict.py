@@ -117,8 +117,8 @@ def test_evaluate_regression_json_has_summary(run_dir):
 def test_regression_mean_row():
     from rich.console import Console
 
-    from molpipe.display import regression_table
-    from molpipe.metrics import summary
+    from molpipe.cli.display import regression_table
+    from molpipe.training.metrics import summary
 
     metrics = {"x": {"rmse": 1.0, "mae": 0.5, "r2": 0.9, "n": 3},
                "y": {"rmse": 3.0, "mae": 1.5, "r2": 0.7, "n": 3}}

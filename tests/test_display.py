@@ -5,8 +5,8 @@ import io
 
 from rich.console import Console
 
-from molpipe.display import TrainDisplay
-from molpipe.train import TrainConfig, train
+from molpipe.cli.display import TrainDisplay
+from molpipe.training.train import TrainConfig, train
 
 
 def display(quiet=False, terminal=False):
@@ -59,9 +59,9 @@ def test_quiet_still_prints_the_final_metrics(tmp_path):
 
 
 def test_the_first_run_says_it_compiles(tmp_path, monkeypatch):
-    import molpipe.train
+    import molpipe.training.train
 
-    monkeypatch.setattr(molpipe.train, "kernels_cached", lambda: False)
+    monkeypatch.setattr(molpipe.training.train, "kernels_cached", lambda: False)
     said = []
     train(TrainConfig(data="freesolv", epochs=1, hidden=8, schedule="reference",
                       cache_root=str(tmp_path / "c")), tmp_path / "run",

@@ -10,9 +10,9 @@ import pytest
 from rdkit import Chem, DataStructs
 from rdkit.Chem import rdFingerprintGenerator
 
-from molpipe.domain import FILE, SIMILAR, Domain, fingerprints, nearest_similarity
-from molpipe.model import ModelError, sha256_file
-from molpipe.predict import Predictor, predict_file
+from molpipe.chem.domain import FILE, SIMILAR, Domain, fingerprints, nearest_similarity
+from molpipe.io.model import ModelError, sha256_file
+from molpipe.inference.predict import Predictor, predict_file
 from tests.test_cli import run
 from tests.test_predict import trained_run
 
@@ -57,7 +57,7 @@ def test_inside_and_outside_with_reasons():
 
 
 def test_sample_beyond_max_reference(monkeypatch):
-    monkeypatch.setattr("molpipe.domain.MAX_REFERENCE", 5)
+    monkeypatch.setattr("molpipe.chem.domain.MAX_REFERENCE", 5)
     a, b = Domain.from_smiles(TRAIN, seed=1), Domain.from_smiles(TRAIN, seed=1)
     assert a.fps.shape == (5, 32)
     np.testing.assert_array_equal(a.fps, b.fps)

@@ -5,7 +5,7 @@ import pytest
 
 from molpipe.chem.featurize import featurize
 from molpipe.data.instance import pack
-from molpipe.engine import make_engine, make_optimizers
+from molpipe.training.engines import make_engine, make_optimizers
 from molpipe.nn.network import NetworkConfig, build_network
 
 SMILES = ["c1ccccc1O", "CCO", "C", "CC(=O)[O-].[Na+]", "c1ccc2ccccc2c1", "CCCCCCCCN",

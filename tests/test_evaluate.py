@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from molpipe.evaluate import evaluate
-from molpipe.metrics import classification_metrics, summary
-from molpipe.predict import Predictor, predict_file, predict_smiles
+from molpipe.inference.evaluate import evaluate
+from molpipe.training.metrics import classification_metrics, summary
+from molpipe.inference.predict import Predictor, predict_file, predict_smiles
 
 DATASETS = Path(__file__).resolve().parents[1] / "datasets"
 _RUN: dict = {}
@@ -22,7 +22,7 @@ def classification_run(tmp_path_factory):
     one class, so no AUC).
     """
     if "dir" not in _RUN:
-        from molpipe.train import TrainConfig, train
+        from molpipe.training.train import TrainConfig, train
 
         root = tmp_path_factory.mktemp("clfrun")
         with open(DATASETS / "freesolv.csv", newline="", encoding="utf-8") as f:

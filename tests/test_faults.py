@@ -9,14 +9,14 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-import molpipe.train as train_mod
+import molpipe.training.train as train_mod
 from cli import app
-from molpipe.checkpoint import load_checkpoint
-from molpipe.faults import inject, wait_for
-from molpipe.model import load_model
+from molpipe.io.checkpoint import load_checkpoint
+from molpipe.measure.faults import inject, wait_for
+from molpipe.io.model import load_model
 from molpipe.runtime.control import PipelineError
 from molpipe.runtime.nonfinite import NonFiniteError
-from molpipe.train import TrainConfig, prepare, train
+from molpipe.training.train import TrainConfig, prepare, train
 
 SMALL = dict(data="freesolv", epochs=3, hidden=16, molecules_per_instance=32, patience=50,
              stall_timeout=2.0, trace=False)

@@ -232,8 +232,8 @@ def test_build_store_counts_add_up(tmp_path, n_jobs):
 
 @pytest.fixture(scope="module")
 def predictor(tmp_path_factory):
-    pytest.importorskip("molpipe.predict")
-    from molpipe.predict import Predictor
+    pytest.importorskip("molpipe.inference.predict")
+    from molpipe.inference.predict import Predictor
 
     from tests.test_predict import trained_run
 
@@ -255,7 +255,7 @@ def test_predict_hostile_inputs(predictor):
 
 
 def test_predict_file_keeps_every_row(predictor, tmp_path):
-    from molpipe.predict import predict_file
+    from molpipe.inference.predict import predict_file
 
     texts = _hostile_rows(300, seed=2)
     path = tmp_path / "in.csv"

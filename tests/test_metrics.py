@@ -5,7 +5,7 @@ import warnings
 import numpy as np
 import pytest
 
-from molpipe.metrics import (average_precision, classification_metrics, metrics_table,
+from molpipe.training.metrics import (average_precision, classification_metrics, metrics_table,
                              regression_metrics, roc_auc, roc_curve, summary)
 
 

@@ -5,7 +5,7 @@ import struct
 import numpy as np
 import pytest
 
-from molpipe.plots import SIZE, _as_trace, plot_parity, plot_roc, plot_run, plot_timelines
+from molpipe.measure.plots import SIZE, _as_trace, plot_parity, plot_roc, plot_run, plot_timelines
 from tests.test_predict import trained_run
 
 
@@ -147,7 +147,7 @@ def test_roc_draws_at_most_max_tasks(tmp_path):
 
 
 def test_pr_curve_and_confusion_agree_with_the_metrics():
-    from molpipe.metrics import average_precision, confusion, pr_curve
+    from molpipe.training.metrics import average_precision, confusion, pr_curve
 
     rng = np.random.default_rng(3)
     y = (rng.random(200) < 0.3).astype(float)
@@ -163,7 +163,7 @@ def test_pr_curve_and_confusion_agree_with_the_metrics():
 
 
 def test_axis_names_do_not_double_words_and_validation_is_in_units():
-    from molpipe.plots import _quantity, _val_curve
+    from molpipe.measure.plots import _quantity, _val_curve
 
     assert _quantity("measured_log_solubility") == "log solubility"
     assert _quantity("u0") == "u0"

@@ -9,10 +9,10 @@ from rdkit import Chem
 
 from molpipe.data.errors import DataError
 from molpipe.data.instance import pack
-from molpipe.evaluate import evaluate
-from molpipe.metrics import regression_metrics
-from molpipe.model import ModelError, load_model
-from molpipe.predict import DOMAIN_COLUMNS, Predictor, predict_file, predict_smiles
+from molpipe.inference.evaluate import evaluate
+from molpipe.training.metrics import regression_metrics
+from molpipe.io.model import ModelError, load_model
+from molpipe.inference.predict import DOMAIN_COLUMNS, Predictor, predict_file, predict_smiles
 
 GOOD = ["CCO", "c1ccccc1O", "CC(=O)Nc1ccc(O)cc1", "ClC(Cl)Cl", "CCN(CC)CC"]
 #: (SMILES, the start of the reason it fails)
@@ -24,7 +24,7 @@ _RUN: dict = {}
 def trained_run(tmp_path_factory):
     """A tiny async training run on freesolv (2 epochs, d_h 16), built once per session."""
     if "dir" not in _RUN:
-        from molpipe.train import TrainConfig, train
+        from molpipe.training.train import TrainConfig, train
 
         root = tmp_path_factory.mktemp("h4run")
         train(TrainConfig(data="freesolv", epochs=2, hidden=16, seed=3,
@@ -209,7 +209,7 @@ def test_evaluate_refuses_other_targets(predictor, tmp_path):
 
 def _rewrite(src, dst, edit_config, edit_state=lambda s: s):
     """A copy of model directory ``src`` with its config and parameters edited."""
-    from molpipe.model import save_model
+    from molpipe.io.model import save_model
     from molpipe.nn.network import NetworkConfig
 
     network, config = load_model(src)
@@ -236,7 +236,7 @@ def test_old_models_load_version_1_features_and_mean(tmp_path):
     readout over 60 atom / 7 bond columns) loads and predicts as it did: the same numbers
     as today's network with zero weights on the columns version 2 appended."""
     from molpipe.chem.featurize import V1_DIMS
-    from molpipe.train import TrainConfig, train
+    from molpipe.training.train import TrainConfig, train
 
     train(TrainConfig(data="freesolv", epochs=1, hidden=16, aggregation="mean",
                       readout_features=False, baseline="none",

@@ -3,7 +3,7 @@
 import pytest
 
 from molpipe.runtime import Pipeline
-from molpipe.simulate import Costs, costs_from_trace, network_path, placement, scaling, simulate
+from molpipe.measure.simulate import Costs, costs_from_trace, network_path, placement, scaling, simulate
 
 from tests.runtime.toy import FIRST, make_items, make_net, route
 

@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from molpipe.checkpoint import CheckpointError, load_checkpoint
-from molpipe.model import load_model
-from molpipe.train import TrainConfig, lr_at, train
+from molpipe.io.checkpoint import CheckpointError, load_checkpoint
+from molpipe.io.model import load_model
+from molpipe.training.train import TrainConfig, lr_at, train
 
 SMALL = dict(data="freesolv", epochs=4, hidden=16, molecules_per_instance=32, patience=50)
 

@@ -11,8 +11,8 @@ import zipfile
 import numpy as np
 import pytest
 
-from molpipe.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from molpipe.model import ModelError, load_model, read_model_config, save_model
+from molpipe.io.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from molpipe.io.model import ModelError, load_model, read_model_config, save_model
 from molpipe.nn.network import NetworkConfig, build_network
 
 META = {"atom_dim": 6, "bond_dim": 3, "targets": ["y"], "task": "regression",
@@ -94,8 +94,8 @@ def test_a_model_saved_with_the_old_w_m_layout_loads_and_a_wrong_shape_does_not(
 
 
 def test_a_checkpoint_with_the_old_w_m_layout_resumes_the_same_state(tmp_path):
-    from molpipe.engine import make_optimizers
-    from molpipe.train import _restore, _state_arrays
+    from molpipe.training.engines import make_optimizers
+    from molpipe.training.train import _restore, _state_arrays
 
     def make():
         network = build_network(NetworkConfig(hidden=4, propagate="fused"), 6, 3, 1, seed=0)

@@ -13,7 +13,7 @@ from molpipe.chem.molgraph import BOND_TYPES, MolGraph
 
 #: bump whenever the features or the plan change: stores built by another version are rebuilt.
 #: Version 2 appended columns to version 1's (chirality, mass; bond Z/E): a version-1 model
-#: reads the first ``V1_DIMS`` columns (``molpipe.predict``).
+#: reads the first ``V1_DIMS`` columns (``molpipe.inference.predict``).
 FEATURIZER_VERSION = "2"
 
 #: molecules with more heavy atoms than this are rejected (the distance matrix is n^2)

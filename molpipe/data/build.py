@@ -23,7 +23,7 @@ from molpipe.chem.featurize import ATOM_DIM, BOND_DIM, FEATURIZER_VERSION, featu
 from molpipe.data.errors import DataError
 from molpipe.data.npyfile import NpyAppender
 from molpipe.data.readers import NotNumbers, Row, open_table
-from molpipe.safenpz import sha256_file
+from molpipe.io.safenpz import sha256_file
 
 CHUNK = 256                     # rows per multiprocessing task
 META = "meta.json"

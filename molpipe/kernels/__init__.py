@@ -13,10 +13,6 @@ from functools import lru_cache
 import scipy.linalg.cython_blas  # noqa: F401  (see above)
 from threadpoolctl import ThreadpoolController
 
-from molpipe.memory import keep_freed_memory
-
-keep_freed_memory()      # kernel outputs reuse freed memory instead of mmap/munmap per call
-
 
 @lru_cache(maxsize=1)
 def _blas_libraries() -> ThreadpoolController:

@@ -15,7 +15,7 @@ import numpy as np
 
 from molpipe.kernels import bond
 from molpipe.nn.init import glorot, zeros
-from molpipe.nn.stage import Arrays, Stage
+from molpipe.runtime.stage import Arrays, Stage
 
 
 def _features(inst, dtype) -> tuple[np.ndarray, np.ndarray]:

@@ -8,7 +8,7 @@ import numpy as np
 
 from molpipe.kernels.embed import embed_bwd, embed_fwd
 from molpipe.nn.init import glorot, zeros
-from molpipe.nn.stage import Arrays, Stage
+from molpipe.runtime.stage import Arrays, Stage
 
 
 class EmbedStage(Stage):

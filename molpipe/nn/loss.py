@@ -7,7 +7,7 @@ import numpy as np
 
 from molpipe.kernels.activations import sigmoid_fwd
 from molpipe.kernels.loss import masked_bce_bwd, masked_bce_fwd, masked_mse_bwd, masked_mse_fwd
-from molpipe.nn.stage import Arrays, Stage
+from molpipe.runtime.stage import Arrays, Stage
 
 TASKS = ("regression", "classification")
 

@@ -13,7 +13,7 @@ from molpipe.nn.loss import TASKS, LossStage
 from molpipe.nn.propagate import MessageStage, PropagateStage, UpdateStage
 from molpipe.nn.readout import AGGREGATIONS, ReadoutStage
 from molpipe.nn.rings import RingStage
-from molpipe.nn.stage import Stage
+from molpipe.runtime.stage import Stage
 
 DTYPES = ("float32", "float64")
 #: a round as two stages over atoms (message, update), as one (fused), or two over directed

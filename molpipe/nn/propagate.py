@@ -24,7 +24,7 @@ from molpipe.chem.molgraph import BOND_TYPES
 from molpipe.kernels import rounds
 from molpipe.nn.init import glorot, zeros
 from molpipe.nn.layout import blocks_from_columns
-from molpipe.nn.stage import Arrays, Stage
+from molpipe.runtime.stage import Arrays, Stage
 
 N_TYPES = len(BOND_TYPES)
 

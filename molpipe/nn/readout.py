@@ -30,7 +30,7 @@ import numpy as np
 
 from molpipe.kernels.readout import readout_bwd, readout_fwd
 from molpipe.nn.init import glorot, zeros
-from molpipe.nn.stage import Arrays, Stage
+from molpipe.runtime.stage import Arrays, Stage
 
 AGGREGATIONS = ("mean", "sum", "norm", "attention", "mean+norm")
 #: chemprop's ``norm`` aggregation: the sum over atoms divided by this

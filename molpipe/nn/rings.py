@@ -6,7 +6,7 @@ import numpy as np
 
 from molpipe.kernels.rings import ring_stage_bwd, ring_stage_fwd
 from molpipe.nn.init import glorot, zeros
-from molpipe.nn.stage import Arrays, Stage
+from molpipe.runtime.stage import Arrays, Stage
 
 
 class RingStage(Stage):

@@ -13,7 +13,7 @@ import time
 import numpy as np
 
 from molpipe.kernels import one_blas_thread
-from molpipe.nn.stage import Stage
+from molpipe.runtime.stage import Stage
 from molpipe.runtime.pipeline import Pipeline
 
 

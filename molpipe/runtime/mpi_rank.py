@@ -138,6 +138,9 @@ class _Rank:
 
 def serve(comm=None, max_sleep: float = 2e-4) -> None:
     """On every rank but 0: host the workers rank 0 sets up, until it says exit."""
+    from molpipe.runtime.memory import keep_freed_memory
+
+    keep_freed_memory()
     comm = comm or world()
     rank = _Rank(comm, max_sleep)
     with one_blas_thread():

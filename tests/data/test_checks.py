@@ -7,7 +7,7 @@ import pytest
 
 from molpipe.data.checks import check_labels, check_split, check_targets, target_warnings
 from molpipe.data.errors import DataError
-from molpipe.train import TrainConfig, train
+from molpipe.training.train import TrainConfig, train
 
 
 class FakeStore:

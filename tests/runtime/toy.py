@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from molpipe.nn.stage import Stage
+from molpipe.runtime.stage import Stage
 
 FIRST = "embed"
 

@@ -1,4 +1,6 @@
-"""Stage: a part of the network that owns its parameters, caches under (key, step), adds grads."""
+"""The protocol a stage meets to run in a worker: owns its parameters, caches under
+(key, step), adds gradients. The runtime defines it and knows no network; ``molpipe.nn``'s
+stages (and the runtime's synthetic benchmark stages) implement it."""
 
 from __future__ import annotations
 

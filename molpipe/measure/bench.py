@@ -13,10 +13,11 @@ from dataclasses import asdict, dataclass, replace
 import numpy as np
 
 from molpipe.data.instance import auto_instance_size
-from molpipe.engine import EpochResult, make_engine, make_optimizers
+from molpipe.training.result import EpochResult
+from molpipe.training.engines import make_engine, make_optimizers
 from molpipe.nn.network import NetworkConfig, build_network
 from molpipe.runtime.placement import parse_placement
-from molpipe.train import Prepared, TrainConfig, make_items, prepare, versions
+from molpipe.training.train import Prepared, TrainConfig, make_items, prepare, versions
 
 SCHEDULES = ("reference", "sync", "sync-each", "async", "reference-x2")
 # sync: one update per group of max_active_keys instances (a group fills the pipeline, drains);
@@ -179,7 +180,7 @@ def bench(config: BenchConfig, progress=None) -> dict:
                 traces[schedule] = {"entries": engines[schedule].trace(),
                                     "workers": engines[schedule].worker_names}
     if traces:
-        from molpipe.plots import plot_timelines
+        from molpipe.measure.plots import plot_timelines
 
         plot_timelines(traces, config.plot, title=(
             f"{config.data}: {config.plot_instances} instances of {config.molecules_per_instance} "

@@ -169,9 +169,9 @@ def measure_costs(data: str = "qm9", n_molecules: int = 800, hidden: int = 128, 
     """Stage costs from a short thread-backend training pass on ``data`` (this machine)."""
     from molpipe.data.instance import group_by_plan, pack
     from molpipe.data.store import open_data
-    from molpipe.engine import make_optimizers
+    from molpipe.training.engines import make_optimizers
     from molpipe.nn.network import NetworkConfig, build_network
-    from molpipe.pipeline_engine import PipelineEngine
+    from molpipe.training.pipeline_engine import PipelineEngine
 
     store = open_data(data)
     rows = np.arange(min(n_molecules, len(store.smiles)))

@@ -128,9 +128,9 @@ class CorruptRun(AssertionError):
 def train_code(out_dir: str, resume: bool = False, **config) -> str:
     """``python -c`` source that trains ``TrainConfig(**config)`` into ``out_dir`` (or resumes)."""
     if resume:
-        return (f"from molpipe.train import TrainConfig, train; "
+        return (f"from molpipe.training.train import TrainConfig, train; "
                 f"train(TrainConfig(), {str(out_dir)!r}, resume=True)")
-    return (f"from molpipe.train import TrainConfig, train; "
+    return (f"from molpipe.training.train import TrainConfig, train; "
             f"train(TrainConfig(**{config!r}), {str(out_dir)!r})")
 
 
@@ -143,8 +143,8 @@ def inspect_run_dir(out_dir) -> dict:
     """
     from pathlib import Path
 
-    from molpipe.checkpoint import CheckpointError, load_checkpoint
-    from molpipe.model import ModelError, load_model
+    from molpipe.io.checkpoint import CheckpointError, load_checkpoint
+    from molpipe.io.model import ModelError, load_model
 
     out = Path(out_dir)
     ckpt_dir = out / "checkpoints"

@@ -87,7 +87,7 @@ def classification_table(title: str, metrics: dict, summary: dict) -> Table:
 
 
 class TrainDisplay:
-    """The ``progress`` callback of ``molpipe.train.train``, drawn with rich."""
+    """The ``progress`` callback of ``molpipe.training.train.train``, drawn with rich."""
 
     def __init__(self, console: Console | None = None, quiet: bool = False):
         self.console = console or Console()

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from molpipe.commands import check_placement, console, err_console, fail
+from molpipe.cli import check_placement, console, err_console, fail
 from molpipe.data.errors import DataError
 
 
@@ -40,8 +40,8 @@ def bench(
     """
     import json
 
-    from molpipe.bench import SCHEDULES, BenchConfig, bench as run_bench, schedule_settings
-    from molpipe.display import utilization_table
+    from molpipe.measure.bench import SCHEDULES, BenchConfig, bench as run_bench, schedule_settings
+    from molpipe.cli.display import utilization_table
 
     schedules = tuple(schedule or SCHEDULES)
     bad = [s for s in schedules if schedule_settings(s, max_active_keys, True) is None]
@@ -99,7 +99,7 @@ def simulate(
 
     Example: molpipe simulate qm9 --max-active-keys 16 --latency 1e-4
     """
-    from molpipe.simulate import measure_costs, predict_curve
+    from molpipe.measure.simulate import measure_costs, predict_curve
 
     costs = measure_costs(data, size=molecules_per_instance)
     rows = predict_curve(costs, tuple(workers or (1, 2, 4, 6, 8, 16, 32, 64)), mak=max_active_keys,

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from molpipe.safenpz import NpzError, load_npz, sha256_file
+from molpipe.io.safenpz import NpzError, load_npz, sha256_file
 
 KEEP = 2
 MAX_STATE_BYTES = 64 << 20      # state.json: history and config, never this large

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from molpipe.data.errors import DataError
-from molpipe.model import ModelError, load_domain, load_model
+from molpipe.io.model import ModelError, load_domain, load_model
 
 BATCH = 64          # molecules per instance
 CHUNK = 1024        # rows featurized and predicted per task
@@ -45,7 +45,7 @@ class Predictor:
     config : the model's validated ``config.json``.
     targets : list[str] the model's targets, in the order of prediction columns.
     task : "regression" (predictions in data units) or "classification" (probabilities).
-    domain : the training set's ``molpipe.domain.Domain``, None for a model saved without it.
+    domain : the training set's ``molpipe.chem.domain.Domain``, None for a model saved without it.
     """
 
     def __init__(self, network, config: dict, domain=None):

@@ -22,7 +22,7 @@ def check_placement(text: str | None) -> None:
     """Fail early on a --placement that names an unknown stage or repeats one."""
     if text is None:
         return
-    from molpipe.pipeline_engine import STAGE_WEIGHTS
+    from molpipe.training.pipeline_engine import STAGE_WEIGHTS
     from molpipe.runtime.placement import parse_placement
 
     try:

@@ -19,10 +19,11 @@ from molpipe.data.build import REJECTED_CELLS
 from molpipe.data.checks import check_labels, check_split, check_targets, target_warnings
 from molpipe.data.instance import auto_instance_size, group_by_plan, pack
 from molpipe.data.scaling import additive_baseline, summed_features, target_scale
-from molpipe.engine import EpochResult, gather_predictions, make_engine, make_optimizers
-from molpipe.metrics import metrics_table, summary
-from molpipe.domain import Domain
-from molpipe.model import save_model
+from molpipe.training.result import EpochResult
+from molpipe.training.engines import gather_predictions, make_engine, make_optimizers
+from molpipe.training.metrics import metrics_table, summary
+from molpipe.chem.domain import Domain
+from molpipe.io.model import save_model
 from molpipe.nn.optim import averaged_weights
 from molpipe.nn.network import NetworkConfig, build_network
 from molpipe.runtime.nonfinite import NonFiniteError
@@ -79,7 +80,7 @@ class TrainConfig:
     cache_root: str | None = None
 
     def __post_init__(self):
-        from molpipe.settings import check_settings
+        from molpipe.training.settings import check_settings
 
         check_settings(self)
 
@@ -239,7 +240,7 @@ def train(config: TrainConfig, out_dir: str | Path, progress=None, resume: bool 
     A checkpoint is written after every epoch; with ``resume`` the run continues from the
     newest valid checkpoint in ``out_dir`` (its own config, data order and optimizer state).
     """
-    from molpipe.checkpoint import load_checkpoint, save_checkpoint
+    from molpipe.io.checkpoint import load_checkpoint, save_checkpoint
 
     out_dir = Path(out_dir)
     t_start = time.perf_counter()

@@ -1,4 +1,4 @@
-"""The rules a run's settings (``molpipe.train.TrainConfig``) must meet, checked before any work.
+"""The rules a run's settings (``molpipe.training.train.TrainConfig``) must meet, checked before any work.
 
 Each rule names the setting as ``molpipe train`` spells it (``--epochs``), so that the same
 message serves the command line, a config written by hand and the Python API.

@@ -21,7 +21,7 @@ import numpy as np
 from molpipe.nn.layout import is_old_layout
 from molpipe.nn.network import DTYPES, PROPAGATE, NetworkConfig, build_network
 from molpipe.nn.readout import AGGREGATIONS
-from molpipe.safenpz import NpzError, inspect_npz, regular_file, sha256_file
+from molpipe.io.safenpz import NpzError, inspect_npz, regular_file, sha256_file
 
 MODEL_FORMAT = 1
 PARAMS = "params.npz"
@@ -102,7 +102,7 @@ def _fsync_write(path: Path, data: bytes) -> None:
 def save_model(model_dir: str | Path, network_config, state: dict[str, np.ndarray], meta: dict,
                domain: dict[str, np.ndarray] | None = None) -> Path:
     """Write ``params.npz`` (``state``) and ``config.json`` (network config, dims, targets, checksum),
-    and ``domain.npz`` (the training set's applicability domain, ``molpipe.domain``) if given.
+    and ``domain.npz`` (the training set's applicability domain, ``molpipe.chem.domain``) if given.
 
     The directory is built beside ``model_dir`` and renamed into place.
     """
@@ -123,7 +123,7 @@ def save_model(model_dir: str | Path, network_config, state: dict[str, np.ndarra
         **meta,
     }
     if domain is not None:
-        from molpipe.domain import FILE
+        from molpipe.chem.domain import FILE
 
         with open(tmp / FILE, "wb") as f:
             np.savez(f, **domain)
@@ -245,7 +245,7 @@ def load_model(model_dir: str | Path):
 def load_domain(config: dict):
     """The ``Domain`` of a loaded model's config, or None for a model saved without one
     (before molpipe kept it); ModelError if its file is missing, altered or malformed."""
-    from molpipe.domain import Domain
+    from molpipe.chem.domain import Domain
 
     if "domain" not in config:
         return None

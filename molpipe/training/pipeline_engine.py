@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from molpipe.engine import EpochResult
+from molpipe.training.result import EpochResult
 from molpipe.nn.optim import Adam
 from molpipe.runtime.pipeline import Pipeline
 
@@ -94,7 +94,7 @@ def rebuild_spec(network, optimizers: dict) -> dict:
             "n_targets": int(st["loss"].buffers["mean"].size),
             "optimizers": {s: f"{type(o).__module__}:{type(o).__qualname__}"
                            for s, o in optimizers.items()}}
-    return {"fn": "molpipe.pipeline_engine:rebuild", "args": args}
+    return {"fn": "molpipe.training.pipeline_engine:rebuild", "args": args}
 
 
 def rebuild(network: dict, d_v: int, d_e: int, n_targets: int, optimizers: dict):

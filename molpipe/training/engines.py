@@ -9,26 +9,15 @@ and ``predict(items)``, where ``items`` is a list of ``(key, Instance)``.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
 
 import numpy as np
 
 from molpipe.kernels import one_blas_thread
 from molpipe.nn.optim import Adam
+from molpipe.runtime.memory import keep_freed_memory
 from molpipe.runtime.nonfinite import NonFiniteError, check_policy, first_nonfinite
-
-
-@dataclass
-class EpochResult:
-    """What one pass over instances returned, per key."""
-
-    losses: dict = field(default_factory=dict)
-    preds: dict = field(default_factory=dict)
-    seconds: float = 0.0
-    utilization: dict = field(default_factory=dict)
-    cpu: dict = field(default_factory=dict)        # worker -> CPU seconds / wall seconds
-    skipped: dict = field(default_factory=dict)   # key -> why (non-finite, on_nonfinite="skip")
-    in_flight_max: int = 1                         # most instances in flight at once
+from molpipe.training.pipeline_engine import PipelineEngine
+from molpipe.training.result import EpochResult
 
 
 def make_optimizers(network, lr: float, weight_decay: float = 0.0, average: float = 0.0) -> dict:
@@ -119,10 +108,9 @@ def make_engine(schedule: str, network, optimizers: dict, *, max_active_keys: in
     ``on_nonfinite``: NaN/inf in a training instance's loss, activations or gradients stops
     the run ("stop"), skips the instance ("skip") or is not checked (None).
     """
+    keep_freed_memory()        # kernel outputs reuse freed memory (once per process)
     if schedule == "reference":
         return ReferenceEngine(network, optimizers, describe=describe, on_nonfinite=on_nonfinite)
-    from molpipe.pipeline_engine import PipelineEngine
-
     return PipelineEngine(network, optimizers, schedule=schedule, max_active_keys=max_active_keys,
                           min_update_frequency=min_update_frequency, backend=backend, trace=trace,
                           describe=describe, stall_timeout=stall_timeout,

@@ -159,7 +159,7 @@ def plot_roc(measured: np.ndarray, predicted: np.ndarray, targets: list[str],
     """
     from matplotlib import colormaps
 
-    from molpipe.metrics import roc_auc, roc_curve
+    from molpipe.training.metrics import roc_auc, roc_curve
 
     fig = _figure()
     ax = fig.subplots()
@@ -199,7 +199,7 @@ def plot_pr(measured: np.ndarray, predicted: np.ndarray, targets: list[str],
     share (the curve of a guess) in the legend; one-class tasks are not drawn."""
     from matplotlib import colormaps
 
-    from molpipe.metrics import average_precision, pr_curve
+    from molpipe.training.metrics import average_precision, pr_curve
 
     fig = _figure()
     ax = fig.subplots()
@@ -227,7 +227,7 @@ def plot_pr(measured: np.ndarray, predicted: np.ndarray, targets: list[str],
 def plot_confusion(measured: np.ndarray, predicted: np.ndarray, targets: list[str],
                    path: str | Path, title: str = "", max_tasks: int = 6) -> Path:
     """Confusion matrices at probability 0.5, one panel per task (the first ``max_tasks``)."""
-    from molpipe.metrics import confusion
+    from molpipe.training.metrics import confusion
 
     fig = _figure()
     measured, predicted = np.atleast_2d(measured), np.atleast_2d(predicted)

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 
 from molpipe.data.errors import DataError
-from molpipe.model import ModelError
-from molpipe.predict import Predictor
+from molpipe.io.model import ModelError
+from molpipe.inference.predict import Predictor
 
 
 def _report(run_dir: Path) -> dict:
@@ -69,11 +69,11 @@ def evaluate(model: "str | Path | Predictor", data: str | None = None, *,
     dict : data, split ("test" or None), task, targets, rows (evaluated molecules), rejected
         (rows of the file that could not be featurized), metrics {target: {rmse, mae, r2, n} or
         {auc, prc_auc, accuracy, positives, n}}, summary (their mean over targets:
-        ``molpipe.metrics.summary``).
+        ``molpipe.training.metrics.summary``).
     """
     from molpipe.data.store import open_data
     from molpipe.kernels import one_blas_thread
-    from molpipe.metrics import metrics_table, summary
+    from molpipe.training.metrics import metrics_table, summary
 
     predictor = model if isinstance(model, Predictor) else Predictor.load(model)
     targets = predictor.targets

@@ -115,7 +115,7 @@ class Domain:
     @classmethod
     def load(cls, path: str | Path) -> "Domain":
         """Read ``FILE`` without unpickling; ValueError naming the file if it is malformed."""
-        from molpipe.safenpz import load_npz
+        from molpipe.io.safenpz import load_npz
 
         z = load_npz(path, MAX_BYTES)
         fps, elements, heavy = z.get("fps"), z.get("elements"), z.get("heavy_atoms")

@@ -10,8 +10,8 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from molpipe.commands import bar_callback, console, err_console, fail, featurize_bar
-from molpipe.display import classification_table, regression_table
+from molpipe.cli import bar_callback, console, err_console, fail, featurize_bar
+from molpipe.cli.display import classification_table, regression_table
 from molpipe.data.errors import DataError
 
 
@@ -37,8 +37,8 @@ def predict(
     Example: molpipe predict --model runs/esol CCO c1ccccc1
     Example: molpipe predict --model runs/esol --input mols.csv --output preds.csv
     """
-    from molpipe.model import ModelError
-    from molpipe.predict import Predictor, predict_file
+    from molpipe.io.model import ModelError
+    from molpipe.inference.predict import Predictor, predict_file
 
     if model is None:
         fail("give the trained model: --model RUN_DIR (a directory written by `molpipe train`)")
@@ -117,7 +117,7 @@ def predict(
 
 
 def _domain_warning(outside: int, predicted: int) -> str:
-    from molpipe.domain import SIMILAR
+    from molpipe.chem.domain import SIMILAR
 
     return (f"[yellow]warning:[/yellow] {outside} of {predicted} predicted molecules lie "
             f"outside the model's training domain (nearest training molecule's Tanimoto "
@@ -144,8 +144,8 @@ def evaluate(
     """
     import json
 
-    from molpipe.evaluate import evaluate as run_evaluate
-    from molpipe.model import ModelError
+    from molpipe.inference.evaluate import evaluate as run_evaluate
+    from molpipe.io.model import ModelError
 
     if model is None:
         fail("give the trained model: --model RUN_DIR (a directory written by `molpipe train`)")
@@ -193,7 +193,7 @@ def plot(
 
     Example: molpipe plot runs/esol
     """
-    from molpipe.plots import plot_run
+    from molpipe.measure.plots import plot_run
 
     if not run_dir.is_dir():
         fail(f"{run_dir}: no such directory; pass a run directory written by `molpipe train`")
