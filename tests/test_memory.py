@@ -34,3 +34,4 @@ def test_importing_the_kernels_tunes_nothing():
             "assert m._done is None, m._done; print('ok')")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
+

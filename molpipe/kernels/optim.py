@@ -39,15 +39,3 @@ def average_step(avg, p, beta):
     one = f(1.0)
     for i in range(p.shape[0]):
         avg[i] = b * avg[i] + (one - b) * p[i]
-
-
-@njit(nogil=True, cache=True, error_model="numpy")
-def sgd_step(p, g, buf, lr, momentum, scale):
-    """One SGD step with (heavy-ball) momentum, in place: ``buf = mu buf + scale g; p -= lr buf``."""
-    f = p.dtype.type
-    mu = f(momentum)
-    lr_ = f(lr)
-    sc = f(scale)
-    for i in range(p.shape[0]):
-        buf[i] = mu * buf[i] + sc * g[i]
-        p[i] -= lr_ * buf[i]

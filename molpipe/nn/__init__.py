@@ -5,5 +5,5 @@
   ``state_dict``/``load_state_dict``).
 - stages, in path order: ``embed.EmbedStage``, ``propagate.PropagateStage`` (looped
   ``n_rounds`` times), ``rings.RingStage``, ``readout.ReadoutStage``, ``loss.LossStage``.
-- ``optim``: ``Adam`` and ``SGD`` over one stage's parameters, ``step(grads, scale)``.
+- ``optim``: ``Adam`` over one stage's parameters, ``step(grads, scale)``.
 """

@@ -1,4 +1,4 @@
-"""Optimizers over ONE stage's parameters (Adam, SGD); updates run in numba kernels.
+"""Optimizers over ONE stage's parameters (Adam); updates run in numba kernels.
 
 Adam can also keep an exponential moving average of its stage's parameters (``average``:
 the decay per update, 0 = off): every worker averages its own parameters as it updates them,
@@ -11,7 +11,7 @@ from contextlib import contextmanager
 
 import numpy as np
 
-from molpipe.kernels.optim import adam_step, average_step, sgd_step
+from molpipe.kernels.optim import adam_step, average_step
 from molpipe.nn.layout import from_old_layout
 
 
@@ -102,23 +102,6 @@ class Adam(_Optimizer):
             beta = min(self.average, (1.0 + self.t) / (10.0 + self.t))
             for k, p in self.params.items():
                 average_step(_flat(self.state["avg"][k]), _flat(p), beta)
-
-
-class SGD(_Optimizer):
-    """SGD with optional heavy-ball momentum."""
-
-    slots = ("buf",)
-    scalars = ("lr", "momentum")
-
-    def __init__(self, params, lr: float, momentum: float = 0.0):
-        super().__init__(params, lr)
-        self.momentum = float(momentum)
-
-    def step(self, grads: dict[str, np.ndarray], scale: float = 1.0) -> None:
-        """Update every parameter in place with ``grads * scale``."""
-        buf = self.state["buf"]
-        for k, p in self.params.items():
-            sgd_step(_flat(p), _flat(grads[k]), _flat(buf[k]), self.lr, self.momentum, float(scale))
 
 
 @contextmanager

@@ -13,10 +13,10 @@
 - ``bench``: ``python -m molpipe.runtime.bench`` (throughput and utilization against mak).
 """
 
-from molpipe.runtime.accumulator import Accumulator, CountOrStale, CountOrWait, Criterion, EveryN
+from molpipe.runtime.accumulator import Accumulator, CountOrStale, Criterion, EveryN
 from molpipe.runtime.control import PipelineError, RunResult
 from molpipe.runtime.message import Kind, Message
 from molpipe.runtime.pipeline import Pipeline
 
-__all__ = ["Accumulator", "CountOrStale", "CountOrWait", "Criterion", "EveryN", "Kind",
+__all__ = ["Accumulator", "CountOrStale", "Criterion", "EveryN", "Kind",
            "Message", "Pipeline", "PipelineError", "RunResult"]

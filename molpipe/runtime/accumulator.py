@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol
 
 
@@ -25,20 +24,6 @@ class EveryN:
 
     def __call__(self, acc: "Accumulator") -> bool:
         return acc.n >= self.n
-
-
-@dataclass(frozen=True)
-class CountOrWait:
-    """Update at ``n`` gradients, or sooner once ``seconds`` passed since the last update.
-
-    A worker-speed-aware rule: a stage fed slowly still updates on time.
-    """
-
-    n: int
-    seconds: float
-
-    def __call__(self, acc: "Accumulator") -> bool:
-        return acc.n >= self.n or acc.seconds_since_update >= self.seconds
 
 
 @dataclass(frozen=True)
@@ -73,18 +58,12 @@ class Accumulator:
     n : int                    instance-gradients gathered (one per instance per stage)
     max_staleness : int        largest staleness among them
     version : int              updates applied so far
-    t_update : float           perf_counter() of the last update (or of creation)
     """
 
     criterion: Criterion
     n: int = 0
     max_staleness: int = 0
     version: int = 0
-    t_update: float = field(default_factory=time.perf_counter)
-
-    @property
-    def seconds_since_update(self) -> float:
-        return time.perf_counter() - self.t_update
 
     def add(self, staleness: int = 0) -> None:
         """Count one more instance whose gradient was added to the stage's ``grads``."""
@@ -100,4 +79,3 @@ class Accumulator:
         self.n = 0
         self.max_staleness = 0
         self.version += 1
-        self.t_update = time.perf_counter()

@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 from numba import njit
 
-from molpipe.kernels import (activations, dense, embed, finite, gru, loss, message, optim, pool,
-                             rings, segment)
+from molpipe.kernels import activations, dense, embed, finite, gru, loss, optim, pool, rings
 from molpipe.kernels import typed_message as tm
 
 rng = np.random.default_rng(0)
@@ -32,8 +31,6 @@ CALLS = [
     (activations.sigmoid_bwd, (f32(N, D), f32(N, D))),
     (activations.relu_fwd, (f32(N, D),)),
     (activations.relu_bwd, (f32(N, D), f32(N, D))),
-    (message.message_fwd, (f32(N, 4 * D), f32(NE, D), i32, i32[::-1].copy(), i32 % 4, N)),
-    (message.message_bwd, (f32(N, D), i32, i32[::-1].copy(), i32 % 4, 4)),
     (tm.typed_message_fwd, (f32(N, D), f32(N, D), f32(4, D, D), i32, *PLAN)),
     (tm.typed_message_bwd, (f32(N, D), f32(PLAN[0].shape[0], D), f32(4, D, D), i32, *PLAN)),
     (finite.add_count_nonfinite, (f32(4, D, D), f32(4, D, D))),     # g_W_m += dW_m
@@ -47,10 +44,6 @@ CALLS = [
     (rings.ring_pool_bwd, (f32(2, D), RA, RO, N)),
     (rings.ring_broadcast_fwd, (f32(N, D), f32(2, D), RA, RO)),
     (rings.ring_broadcast_bwd, (f32(N, D), RA, RO)),
-    (segment.segment_sum_fwd, (f32(N, D), i32[:N] % 2, 2)),
-    (segment.segment_sum_bwd, (f32(2, D), i32[:N] % 2)),
-    (segment.gated_sum_fwd, (f32(N, D), f32(N, D), i32[:N] % 2, 2)),
-    (segment.gated_sum_bwd, (f32(2, D), f32(N, D), f32(N, D), i32[:N] % 2)),
     (pool.attention_fwd, (f32(N), i32[:N] % 2, 2)),
     (pool.attention_bwd, (f32(N), f32(N), i32[:N] % 2, 2)),
     (pool.weighted_gated_sum_fwd, (f32(N), f32(N, D), f32(N, D), i32[:N] % 2, 2)),
@@ -65,7 +58,6 @@ CALLS = [
     (loss.masked_bce_bwd, (f32(N, 2), f32(N, 2), 1.0)),
     (optim.adam_step, (f32(9), f32(9), f32(9), np.abs(f32(9)), 1e-3, 0.9, 0.999, 1e-8, 0.0, 1.0, 1)),
     (optim.average_step, (f32(9), f32(9), 0.99)),
-    (optim.sgd_step, (f32(9), f32(9), f32(9), 0.1, 0.9, 1.0)),
 ]
 
 

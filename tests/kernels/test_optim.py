@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from molpipe.kernels.optim import adam_step, sgd_step
+from molpipe.kernels.optim import adam_step
 
 
 def adam_ref(p, g, m, v, lr, b1, b2, eps, wd, scale, t):
@@ -25,17 +25,3 @@ def test_adam_step_matches_numpy(dtype, wd):
     assert p.dtype == dtype
     np.testing.assert_allclose(p, rp, rtol=1e-5)
     np.testing.assert_allclose(v, rv, rtol=1e-4)
-
-
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("mu", [0.0, 0.9])
-def test_sgd_step_matches_numpy(dtype, mu):
-    rng = np.random.default_rng(2)
-    p, buf = rng.normal(size=7).astype(dtype), np.zeros(7, dtype)
-    rp, rb = p.astype(float), buf.astype(float)
-    for _ in range(3):
-        g = rng.normal(size=7).astype(dtype)
-        sgd_step(p, g, buf, 0.1, mu, 0.25)
-        rb = mu * rb + 0.25 * g
-        rp = rp - 0.1 * rb
-    np.testing.assert_allclose(p, rp, rtol=1e-5)

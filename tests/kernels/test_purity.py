@@ -16,7 +16,7 @@ FORBIDDEN_CALLS = {"print", "open", "input", "exec", "eval"}
 
 
 def test_every_kernel_family_present():
-    assert {"dense", "activations", "message", "gru", "rings", "segment", "loss",
+    assert {"dense", "activations", "typed_message", "gru", "rings", "pool", "loss",
             "optim"} <= set(MODULES)
 
 

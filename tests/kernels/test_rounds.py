@@ -8,7 +8,7 @@ import pytest
 from molpipe.kernels import rounds
 
 from .fd import check
-from .test_message import random_edges
+from .test_typed_message import random_edges
 
 N_TYPES = 4
 

@@ -1,10 +1,8 @@
 """Accumulators and update criteria, alone and inside a pipeline."""
 
-import time
-
 import pytest
 
-from molpipe.runtime import Accumulator, CountOrStale, CountOrWait, EveryN, Pipeline
+from molpipe.runtime import Accumulator, CountOrStale, EveryN, Pipeline
 from molpipe.runtime.accumulator import Never
 
 from .toy import FIRST, make_items, make_net, route
@@ -36,14 +34,6 @@ def test_count_or_stale_and_never():
     for _ in range(100):
         acc.add()
     assert not acc.ready()
-
-
-def test_count_or_wait_uses_time():
-    acc = Accumulator(CountOrWait(n=100, seconds=0.05))
-    acc.add()
-    assert not acc.ready()
-    time.sleep(0.06)
-    assert acc.ready()
 
 
 @pytest.mark.parametrize("muf", [1, 4])
