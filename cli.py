@@ -18,6 +18,7 @@ from molpipe.cli import (bar_callback, check_placement, console, err_console, fa
 from molpipe.cli.measure import bench, simulate
 from molpipe.cli.model import evaluate, plot, predict
 from molpipe.data.errors import DataError
+from molpipe.training.settings import DEFAULTS
 
 app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Graph neural networks on molecules, trained with asynchronous "
@@ -59,8 +60,8 @@ def preprocess(
     target: Annotated[Optional[list[str]], typer.Option(
         help="Target column/property; repeat for several (default: the bundled set's "
              "targets, else every numeric column).")] = None,
-    min_rounds: Annotated[int, typer.Option(help="Fewest propagation rounds per molecule.")] = 2,
-    max_rounds: Annotated[int, typer.Option(help="Most propagation rounds per molecule.")] = 6,
+    min_rounds: Annotated[int, typer.Option(help="Fewest propagation rounds per molecule.")] = DEFAULTS.min_rounds,
+    max_rounds: Annotated[int, typer.Option(help="Most propagation rounds per molecule.")] = DEFAULTS.max_rounds,
     jobs: Annotated[int, typer.Option(help="Featurizing processes.")] = 2,
 ) -> None:
     """Featurize a CSV/SDF file once into a graph store; failing rows go to rejects.csv.
@@ -156,40 +157,40 @@ def train(
         values=("regression", "classification"))] = None,
     split: Annotated[str, _opt(
         "random, scaffold, or a JSON file of train/val/test rows.", _DATA,
-        values=("random", "scaffold"))] = "random",
-    seed: Annotated[int, _opt("Seed of split, initialization and data order.", _DATA)] = 0,
-    hidden: Annotated[int, _opt("Hidden size.", _MODEL)] = 128,
-    rounds: Annotated[int, _opt("Most propagation rounds per molecule.", _MODEL)] = 6,
+        values=("random", "scaffold"))] = DEFAULTS.split,
+    seed: Annotated[int, _opt("Seed of split, initialization and data order.", _DATA)] = DEFAULTS.seed,
+    hidden: Annotated[int, _opt("Hidden size.", _MODEL)] = DEFAULTS.hidden,
+    rounds: Annotated[int, _opt("Most propagation rounds per molecule.", _MODEL)] = DEFAULTS.max_rounds,
     aggregation: Annotated[str, _opt(
         "Readout over atoms: mean (intensive), sum, norm (sum/100: extensive), attention, "
         "mean+norm (either kind).", _MODEL,
-        values=("mean+norm", "mean", "sum", "norm", "attention"))] = "mean+norm",
+        values=("mean+norm", "mean", "sum", "norm", "attention"))] = DEFAULTS.aggregation,
     propagate: Annotated[str, _opt(
         "split (atom messages, GRU update) or bond (directed bonds, chemprop's D-MPNN).",
-        _MODEL, values=("split", "bond"))] = "split",
+        _MODEL, values=("split", "bond"))] = DEFAULTS.propagate,
     baseline: Annotated[str, _opt(
         "auto, additive or none: a group-contribution fit the network corrects (auto: for "
-        "targets it carries >= 90 %).", _MODEL, values=("auto", "additive", "none"))] = "auto",
+        "targets it carries >= 90 %).", _MODEL, values=("auto", "additive", "none"))] = DEFAULTS.baseline,
     no_readout_features: Annotated[bool, _opt(
         "The readout reads only the propagated states, not the atoms' input features.",
         _MODEL, "--no-readout-features")] = False,
-    dropout: Annotated[float, _opt("Dropout in the readout MLP.", _MODEL)] = 0.0,
-    epochs: Annotated[int, _opt("Most epochs.", _TRAIN)] = 50,
+    dropout: Annotated[float, _opt("Dropout in the readout MLP.", _MODEL)] = DEFAULTS.dropout,
+    epochs: Annotated[int, _opt("Most epochs.", _TRAIN)] = DEFAULTS.epochs,
     patience: Annotated[int, _opt("Stop after this many epochs without a better validation.",
-                                  _TRAIN)] = 20,
-    lr: Annotated[float, _opt("Peak learning rate (Adam).", _TRAIN)] = 1e-3,
-    weight_decay: Annotated[float, _opt("L2 weight decay (Adam).", _TRAIN)] = 0.0,
+                                  _TRAIN)] = DEFAULTS.patience,
+    lr: Annotated[float, _opt("Peak learning rate (Adam).", _TRAIN)] = DEFAULTS.lr,
+    weight_decay: Annotated[float, _opt("L2 weight decay (Adam).", _TRAIN)] = DEFAULTS.weight_decay,
     average: Annotated[float, _opt(
-        "Decay of each stage's parameter average, evaluated and saved (0: none).", _TRAIN)] = 0.0,
+        "Decay of each stage's parameter average, evaluated and saved (0: none).", _TRAIN)] = DEFAULTS.average,
     target_scaling: Annotated[str, _opt(
         "standard (mean, SD) or robust (median, IQR).", _TRAIN,
-        values=("standard", "robust"))] = "standard",
+        values=("standard", "robust"))] = DEFAULTS.target_scaling,
     schedule: Annotated[str, _opt(
         "async (each worker updates itself), sync or reference (sequential).", _PIPE,
-        values=("async", "sync", "reference"))] = "async",
-    max_active_keys: Annotated[int, _opt("Most instances in flight (mak).", _PIPE)] = 4,
+        values=("async", "sync", "reference"))] = DEFAULTS.schedule,
+    max_active_keys: Annotated[int, _opt("Most instances in flight (mak).", _PIPE)] = DEFAULTS.max_active_keys,
     min_update_frequency: Annotated[int, _opt(
-        "Gradients a worker gathers before it updates (muf).", _PIPE)] = 1,
+        "Gradients a worker gathers before it updates (muf).", _PIPE)] = DEFAULTS.min_update_frequency,
     molecules_per_instance: Annotated[Optional[int], _opt(
         "Molecules per instance (default: by atoms, at least 16).", _PIPE)] = None,
     no_weight_stashing: Annotated[bool, _opt(
@@ -197,15 +198,15 @@ def train(
         "--no-weight-stashing")] = False,
     backend: Annotated[str, _opt(
         "thread, or mpi (under mpiexec: rank 0 trains, the others host workers).", _PIPE,
-        values=("thread", "mpi"))] = "thread",
+        values=("thread", "mpi"))] = DEFAULTS.backend,
     placement: Annotated[Optional[str], _opt(
         "Stages per worker, '/' between workers (README: --placement).",
         _PIPE)] = None,
     on_nonfinite: Annotated[str, _opt(
         "NaN/inf: stop (an error naming the molecule) or skip the instance.", _PIPE,
-        values=("stop", "skip"))] = "stop",
+        values=("stop", "skip"))] = DEFAULTS.on_nonfinite,
     stall_timeout: Annotated[float, _opt("Seconds without a pipeline message: stalled.",
-                                         _PIPE)] = 300.0,
+                                         _PIPE)] = DEFAULTS.stall_timeout,
     out: Annotated[Optional[Path], _opt(
         "Run directory (default: runs/<data>); if it holds a run: the next free <out>-N.",
         _RUN)] = None,
@@ -230,7 +231,8 @@ def train(
     from molpipe.io.model import ModelError
     from molpipe.runtime.control import PipelineError
     from molpipe.runtime.mpi import MPIUnavailable
-    from molpipe.training.train import TrainConfig, train as run_training
+    from molpipe.training.settings import TrainConfig
+    from molpipe.training.train import train as run_training
 
     def run(config: TrainConfig, out: Path, resume: bool = False) -> None:
         display = TrainDisplay(console=console, quiet=quiet)

@@ -110,7 +110,7 @@ class Cell:
 def make_cell(name: str, split: str, seed: int, work: Path) -> Cell:
     """Write the rows molpipe keeps (first ``limit``) and the split of ``seed`` for both tools."""
     from molpipe.data.store import open_data
-    from molpipe.training.train import infer_task, split_indices
+    from molpipe.training.session import infer_task, split_indices
 
     s = SETS[name]
     data = moses_tpsa(work / "moses-tpsa.csv") if s.data == "moses-tpsa" else s.data

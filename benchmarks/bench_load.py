@@ -66,7 +66,8 @@ def main() -> None:
     from molpipe.data.instance import pack
     from molpipe.training.engines import make_engine, make_optimizers
     from molpipe.nn.network import NetworkConfig, build_network
-    from molpipe.training.train import TrainConfig, prepare
+    from molpipe.training.settings import TrainConfig
+    from molpipe.training.session import prepare
 
     prep = prepare(TrainConfig(data="qm9"))
     store = prep.store

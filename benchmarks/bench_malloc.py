@@ -22,7 +22,8 @@ import numpy as np
 from molpipe.training.engines import make_engine, make_optimizers
 from molpipe.runtime.memory import keep_freed_memory
 from molpipe.nn.network import NetworkConfig, build_network
-from molpipe.training.train import TrainConfig, make_items, prepare
+from molpipe.training.settings import TrainConfig
+from molpipe.training.session import make_items, prepare
 
 prep = prepare(TrainConfig(data=sys.argv[1]))
 rows = prep.split["train"]

@@ -97,7 +97,8 @@ def wire_cost(data: str = "esol", size: int = 16) -> dict:
 
 
 def train_once(data: str, backend: str, limit: int | None, epochs: int) -> None:
-    from molpipe.training.train import TrainConfig, train
+    from molpipe.training.settings import TrainConfig
+    from molpipe.training.train import train
 
     out = tempfile.mkdtemp(prefix=f"bench-mpi-{backend}-")
     report = train(TrainConfig(data=data, backend=backend, epochs=epochs, limit=limit,

@@ -23,7 +23,8 @@ from pathlib import Path
 import numpy as np
 
 from molpipe.measure.bench import BenchConfig, bench
-from molpipe.training.train import TrainConfig, train
+from molpipe.training.settings import TrainConfig
+from molpipe.training.train import train
 
 CHEMPROP_ESOL_RMSE, CHEMPROP_ESOL_SECONDS = 0.664, 89.0
 RESULTS = Path("benchmarks/results")
@@ -186,7 +187,7 @@ def overhead(data: str, one_core: bool, passes: int = 6) -> dict:
     from molpipe.data.instance import auto_instance_size
     from molpipe.training.engines import make_engine, make_optimizers
     from molpipe.nn.network import NetworkConfig, build_network
-    from molpipe.training.train import make_items, prepare
+    from molpipe.training.session import make_items, prepare
 
     if one_core:
         os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})

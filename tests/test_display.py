@@ -6,7 +6,8 @@ import io
 from rich.console import Console
 
 from molpipe.cli.display import TrainDisplay
-from molpipe.training.train import TrainConfig, train
+from molpipe.training.settings import TrainConfig
+from molpipe.training.train import train
 
 
 def display(quiet=False, terminal=False):

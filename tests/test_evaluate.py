@@ -22,7 +22,8 @@ def classification_run(tmp_path_factory):
     one class, so no AUC).
     """
     if "dir" not in _RUN:
-        from molpipe.training.train import TrainConfig, train
+        from molpipe.training.settings import TrainConfig
+        from molpipe.training.train import train
 
         root = tmp_path_factory.mktemp("clfrun")
         with open(DATASETS / "freesolv.csv", newline="", encoding="utf-8") as f:

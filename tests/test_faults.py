@@ -9,14 +9,16 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-import molpipe.training.train as train_mod
+import molpipe.training.session as session_mod
 from cli import app
 from molpipe.io.checkpoint import load_checkpoint
 from molpipe.measure.faults import inject, wait_for
 from molpipe.io.model import load_model
 from molpipe.runtime.control import PipelineError
 from molpipe.runtime.nonfinite import NonFiniteError
-from molpipe.training.train import TrainConfig, prepare, train
+from molpipe.training.settings import TrainConfig
+from molpipe.training.session import prepare
+from molpipe.training.train import train
 
 SMALL = dict(data="freesolv", epochs=3, hidden=16, molecules_per_instance=32, patience=50,
              stall_timeout=2.0, trace=False)
@@ -39,7 +41,7 @@ def faulty(monkeypatch, stage: str, kind: str, at: int, epoch: int = 2, **kw):
     """Make ``train`` build a network whose ``stage`` fails (``kind``) at its ``at``-th
     training forward of epoch ``epoch``; returns (holder of the fault, progress callback)."""
     holder = {}
-    build = train_mod.build_network
+    build = session_mod.build_network
 
     def build_faulty(*args, **kwargs):
         net = build(*args, **kwargs)
@@ -51,7 +53,7 @@ def faulty(monkeypatch, stage: str, kind: str, at: int, epoch: int = 2, **kw):
         if event == "epoch" and info["epoch"] == epoch - 1:
             holder["fault"].arm(at)
 
-    monkeypatch.setattr(train_mod, "build_network", build_faulty)
+    monkeypatch.setattr(session_mod, "build_network", build_faulty)
     return holder, progress
 
 
@@ -152,7 +154,7 @@ def test_skip_drops_an_instance_whose_backward_turns_nonfinite(schedule, monkeyp
 
 def test_nonfinite_parameters_are_never_checkpointed(monkeypatch, tmp_path):
     holder = {}
-    build = train_mod.build_network
+    build = session_mod.build_network
 
     def build_kept(*args, **kwargs):
         holder["net"] = build(*args, **kwargs)
@@ -164,7 +166,7 @@ def test_nonfinite_parameters_are_never_checkpointed(monkeypatch, tmp_path):
         if event == "instance" and holder.get("armed"):
             holder["net"].stages["readout"].params[next(iter(holder["net"].stages["readout"].params))][0] = np.inf
 
-    monkeypatch.setattr(train_mod, "build_network", build_kept)
+    monkeypatch.setattr(session_mod, "build_network", build_kept)
     with pytest.raises(NonFiniteError, match="epoch 2: after training, parameter 'readout"):
         train(TrainConfig(schedule="reference", on_nonfinite="skip", **SMALL), tmp_path,
               progress=progress)
@@ -173,14 +175,14 @@ def test_nonfinite_parameters_are_never_checkpointed(monkeypatch, tmp_path):
 
 def test_cli_train_prints_a_worker_fault_as_one_line_and_exits_2(monkeypatch, tmp_path, smiles):
     holder, _ = faulty(monkeypatch, "update", "nan", 0)
-    holder_arm = train_mod.build_network
+    holder_arm = session_mod.build_network
 
     def build_armed(*args, **kwargs):
         net = holder_arm(*args, **kwargs)
         holder["fault"].arm(4)
         return net
 
-    monkeypatch.setattr(train_mod, "build_network", build_armed)
+    monkeypatch.setattr(session_mod, "build_network", build_armed)
     result = CliRunner().invoke(app, ["train", "freesolv", "--epochs", "2", "--hidden", "16",
                                       "--molecules-per-instance", "32", "--quiet",
                                       "--out", str(tmp_path / "run")])

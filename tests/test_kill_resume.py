@@ -14,7 +14,8 @@ import pytest
 from molpipe.io.checkpoint import load_checkpoint
 from molpipe.measure.faults import inspect_run_dir, train_code, wait_for
 from molpipe.io.model import load_model
-from molpipe.training.train import TrainConfig, train
+from molpipe.training.settings import TrainConfig
+from molpipe.training.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = dict(data="freesolv", epochs=4, hidden=16, molecules_per_instance=32, patience=50,

@@ -24,7 +24,8 @@ _RUN: dict = {}
 def trained_run(tmp_path_factory):
     """A tiny async training run on freesolv (2 epochs, d_h 16), built once per session."""
     if "dir" not in _RUN:
-        from molpipe.training.train import TrainConfig, train
+        from molpipe.training.settings import TrainConfig
+        from molpipe.training.train import train
 
         root = tmp_path_factory.mktemp("h4run")
         train(TrainConfig(data="freesolv", epochs=2, hidden=16, seed=3,
@@ -236,7 +237,8 @@ def test_old_models_load_version_1_features_and_mean(tmp_path):
     readout over 60 atom / 7 bond columns) loads and predicts as it did: the same numbers
     as today's network with zero weights on the columns version 2 appended."""
     from molpipe.chem.featurize import V1_DIMS
-    from molpipe.training.train import TrainConfig, train
+    from molpipe.training.settings import TrainConfig
+    from molpipe.training.train import train
 
     train(TrainConfig(data="freesolv", epochs=1, hidden=16, aggregation="mean",
                       readout_features=False, baseline="none",

@@ -6,8 +6,7 @@ import pytest
 from typer.testing import CliRunner
 
 from cli import app
-from molpipe.training.settings import SettingsError
-from molpipe.training.train import TrainConfig
+from molpipe.training.settings import SettingsError, TrainConfig
 
 BAD = [("epochs", 0, "--epochs must be an integer of at least 1, not 0"),
        ("patience", 0, "--patience must be an integer of at least 1"),

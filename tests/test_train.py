@@ -9,7 +9,8 @@ import pytest
 
 from molpipe.io.checkpoint import CheckpointError, load_checkpoint
 from molpipe.io.model import load_model
-from molpipe.training.train import TrainConfig, lr_at, train
+from molpipe.training.settings import TrainConfig
+from molpipe.training.train import lr_at, train
 
 SMALL = dict(data="freesolv", epochs=4, hidden=16, molecules_per_instance=32, patience=50)
 

@@ -95,7 +95,7 @@ def test_a_model_saved_with_the_old_w_m_layout_loads_and_a_wrong_shape_does_not(
 
 def test_a_checkpoint_with_the_old_w_m_layout_resumes_the_same_state(tmp_path):
     from molpipe.training.engines import make_optimizers
-    from molpipe.training.train import _restore, _state_arrays
+    from molpipe.io.checkpoint import restore_state, state_arrays
 
     def make():
         network = build_network(NetworkConfig(hidden=4, propagate="fused"), 6, 3, 1, seed=0)
@@ -107,22 +107,22 @@ def test_a_checkpoint_with_the_old_w_m_layout_resumes_the_same_state(tmp_path):
         for name, opt in opts.items():
             opt.step({k: rng.normal(size=p.shape).astype(p.dtype) for k, p in opt.params.items()})
     best = {k: v + 1 for k, v in network.state_dict().items()}
-    arrays, scalars = _state_arrays(network, opts, best)
+    arrays, scalars = state_arrays(network, opts, best)
     old = {k: old_layout(v) if k.endswith("W_m") else v for k, v in arrays.items()}
     assert sorted(k for k in old if old[k].shape != arrays[k].shape) == [
         "best/propagate.W_m", "net/propagate.W_m", "opt/propagate/m.W_m", "opt/propagate/v.W_m"]
     save_checkpoint(tmp_path, 0, {"epoch": 0}, old)
     _, loaded, _ = load_checkpoint(tmp_path)
     fresh, fresh_opts = make()
-    got_best = _restore(loaded, scalars, fresh, fresh_opts)
-    again, _ = _state_arrays(fresh, fresh_opts, got_best)
+    got_best = restore_state(loaded, scalars, fresh, fresh_opts)
+    again, _ = state_arrays(fresh, fresh_opts, got_best)
     assert again.keys() == arrays.keys()
     for k, v in arrays.items():
         assert again[k].shape == v.shape, k
         np.testing.assert_array_equal(again[k], v)
     bad = dict(old, **{"opt/propagate/v.W_m": old["opt/propagate/v.W_m"].T})
     with pytest.raises(ValueError, match="v.W_m"):
-        _restore(bad, scalars, *make())
+        restore_state(bad, scalars, *make())
 
 
 def _npy_member(shape, dtype="<f4", data=b""):

@@ -10,15 +10,16 @@ from rich.table import Table
 
 from molpipe.cli import check_placement, console, err_console, fail
 from molpipe.data.errors import DataError
+from molpipe.training.settings import DEFAULTS
 
 
 def bench(
     data: Annotated[str, typer.Argument(help="Bundled data set name, CSV/SDF path or graph store.")] = "esol",
-    hidden: Annotated[int, typer.Option(help="Hidden size d_h.")] = 128,
+    hidden: Annotated[int, typer.Option(help="Hidden size d_h.")] = DEFAULTS.hidden,
     molecules_per_instance: Annotated[Optional[int], typer.Option(
         help="Molecules packed into one instance (default: as train chooses).")] = None,
-    max_active_keys: Annotated[int, typer.Option(help="Most instances in flight (mak).")] = 4,
-    min_update_frequency: Annotated[int, typer.Option(help="Gradients per update (muf).")] = 1,
+    max_active_keys: Annotated[int, typer.Option(help="Most instances in flight (mak).")] = DEFAULTS.max_active_keys,
+    min_update_frequency: Annotated[int, typer.Option(help="Gradients per update (muf).")] = DEFAULTS.min_update_frequency,
     epochs: Annotated[int, typer.Option(help="Timed passes over the training split (schedules take turns).")] = 4,
     molecules: Annotated[Optional[int], typer.Option(help="Use only the first N training molecules.")] = None,
     replicate: Annotated[int, typer.Option(help="Repeat the training split N times (a larger workload).")] = 1,
@@ -90,7 +91,7 @@ def bench(
 def simulate(
     data: Annotated[str, typer.Argument(help="Data set whose stage costs are measured (threads).")] = "qm9",
     workers: Annotated[Optional[list[int]], typer.Option(help="K values (repeat; default 1..64).")] = None,
-    max_active_keys: Annotated[int, typer.Option(help="Most instances in flight (mak).")] = 8,
+    max_active_keys: Annotated[int, typer.Option(help="Most instances in flight (mak).")] = DEFAULTS.max_active_keys,
     latency: Annotated[float, typer.Option(help="Seconds a message takes between two workers.")] = 50e-6,
     overhead: Annotated[float, typer.Option(help="Receiver CPU seconds per message (decode).")] = 20e-6,
     molecules_per_instance: Annotated[int, typer.Option(help="Molecules packed into one instance.")] = 16,

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+from dataclasses import fields
 from pathlib import Path
 
 import numpy as np
 
 from molpipe.data.errors import DataError
 from molpipe.io.model import ModelError
+from molpipe.training.settings import TrainConfig
 from molpipe.inference.predict import Predictor
 
 
@@ -27,6 +29,26 @@ def _report(run_dir: Path) -> dict:
         raise ModelError(f"{path}: names no data set")
     report["_test_rows"] = rows
     return report
+
+
+def _settings(run_dir: Path, report: dict, cache_root, rounds: dict,
+              smiles_column: str | None) -> TrainConfig:
+    """The run's own settings (its settings.json, else report.json's), on the model's rounds
+    and, if given, another cache or SMILES column."""
+    from molpipe.training.run_dir import SETTINGS
+    from molpipe.training.settings import LEGACY
+
+    path = run_dir / SETTINGS
+    try:
+        values = (json.loads(path.read_text(encoding="utf-8")) if path.is_file()
+                  else report.get("config") or {"data": report["dataset"]})
+        known = {f.name for f in fields(TrainConfig)}
+        values = {k: v for k, v in {**LEGACY, **values}.items() if k in known}
+        values.update(rounds, **({"cache_root": str(cache_root)} if cache_root else {}),
+                      **({"smiles_column": smiles_column} if smiles_column else {}))
+        return TrainConfig.from_dict(values, str(path))
+    except (ValueError, TypeError) as err:
+        raise ModelError(f"{run_dir}: unreadable run settings ({err})") from None
 
 
 def _missing_targets(data: str, targets: list[str], smiles_column: str | None) -> list[str]:
@@ -71,9 +93,9 @@ def evaluate(model: "str | Path | Predictor", data: str | None = None, *,
         {auc, prc_auc, accuracy, positives, n}}, summary (their mean over targets:
         ``molpipe.training.metrics.summary``).
     """
-    from molpipe.data.store import open_data
     from molpipe.kernels import one_blas_thread
     from molpipe.training.metrics import metrics_table, summary
+    from molpipe.training.session import open_store
 
     predictor = model if isinstance(model, Predictor) else Predictor.load(model)
     targets = predictor.targets
@@ -82,14 +104,10 @@ def evaluate(model: "str | Path | Predictor", data: str | None = None, *,
     if data is None:
         run_dir = Path(predictor.config["_dir"]).parent
         report = _report(run_dir)
-        config = report.get("config") or {}
-        data = report["dataset"]
-        smiles_column = smiles_column or config.get("smiles_column")
-        size = int(report.get("molecules_per_instance") or config.get("molecules_per_instance")
-                   or size)
-        store = open_data(data, targets=targets, smiles_column=smiles_column,
-                          cache_root=cache_root or config.get("cache_root"), progress=progress,
-                          **rounds)
+        settings = _settings(run_dir, report, cache_root, rounds, smiles_column)
+        data = settings.data
+        size = settings.molecules_per_instance or int(report.get("molecules_per_instance") or size)
+        store = open_store(settings, targets, progress)
         rows = report["_test_rows"]
         if rows.size and (rows.min() < 0 or rows.max() >= len(store)):
             raise DataError(f"{run_dir}/split.json: test rows beyond the {len(store)} molecules "
@@ -101,8 +119,9 @@ def evaluate(model: "str | Path | Predictor", data: str | None = None, *,
             if missing:
                 raise DataError(f"{data}: no column for the model's target(s) "
                                 f"{', '.join(missing)}; the model predicts {', '.join(targets)}")
-        store = open_data(data, targets=targets, smiles_column=smiles_column,
-                          cache_root=cache_root, progress=progress, **rounds)
+        store = open_store(TrainConfig(data=str(data), smiles_column=smiles_column,
+                                       cache_root=cache_root and str(cache_root), **rounds),
+                           targets, progress)
         rows = np.arange(len(store), dtype=np.int64)
         split = None
     with one_blas_thread():

@@ -112,3 +112,27 @@ def load_checkpoint(run_dir: str | Path) -> tuple[dict, dict[str, np.ndarray], P
         except CheckpointError as e:
             errors.append(str(e))
     raise CheckpointError(f"{run_dir}: every checkpoint is damaged: " + "; ".join(errors))
+
+
+def state_arrays(network, optimizers: dict, best_state: dict) -> tuple[dict, dict]:
+    """Checkpoint content: arrays (parameters, best parameters, optimizer slots) + scalars."""
+    arrays = {f"net/{k}": v for k, v in network.state_dict().items()}
+    arrays.update({f"best/{k}": v for k, v in best_state.items()})
+    scalars = {}
+    for name, opt in optimizers.items():
+        for k, v in opt.state_dict().items():
+            if isinstance(v, np.ndarray):
+                arrays[f"opt/{name}/{k}"] = v
+            else:
+                scalars.setdefault(name, {})[k] = v
+    return arrays, scalars
+
+
+def restore_state(arrays: dict, scalars: dict, network, optimizers: dict) -> dict:
+    """Load a checkpoint's arrays into ``network`` and ``optimizers``; return the best state."""
+    network.load_state_dict({k[4:]: v for k, v in arrays.items() if k.startswith("net/")})
+    for name, opt in optimizers.items():
+        prefix = f"opt/{name}/"
+        opt.load_state_dict({**scalars.get(name, {}),
+                             **{k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}})
+    return network.upgrade_state({k[5:]: v for k, v in arrays.items() if k.startswith("best/")})

@@ -12,12 +12,10 @@ from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
-from molpipe.data.instance import auto_instance_size
 from molpipe.training.result import EpochResult
-from molpipe.training.engines import make_engine, make_optimizers
-from molpipe.nn.network import NetworkConfig, build_network
-from molpipe.runtime.placement import parse_placement
-from molpipe.training.train import Prepared, TrainConfig, make_items, prepare, versions
+from molpipe.training.run_dir import versions
+from molpipe.training.session import Prepared, Session, make_items
+from molpipe.training.settings import DEFAULTS, TrainConfig
 
 SCHEDULES = ("reference", "sync", "sync-each", "async", "reference-x2")
 # sync: one update per group of max_active_keys instances (a group fills the pipeline, drains);
@@ -77,36 +75,49 @@ class BenchConfig:
     """Settings of one benchmark (printed with the results)."""
 
     data: str = "esol"
-    hidden: int = 128
+    hidden: int = DEFAULTS.hidden
     molecules_per_instance: int | None = None   # None: as train chooses (auto_instance_size)
-    max_active_keys: int = 4
-    min_update_frequency: int = 1
-    weight_stashing: bool = True
+    max_active_keys: int = DEFAULTS.max_active_keys
+    min_update_frequency: int = DEFAULTS.min_update_frequency
+    weight_stashing: bool = DEFAULTS.weight_stashing
     epochs: int = 4                   # timed passes, the schedules taking turns
     molecules: int | None = None      # first N training molecules (None: the whole split)
     replicate: int = 1                # repeat the training set (a larger workload)
     schedules: tuple[str, ...] = SCHEDULES
-    seed: int = 0
-    dtype: str = "float32"
+    seed: int = DEFAULTS.seed
+    dtype: str = DEFAULTS.dtype
     placement: str | None = None      # pipeline stage placement (default: a worker per stage)
     plot: str | None = None           # PNG of the sync and async timelines of a short pass
     plot_instances: int = 12
 
+    def settings(self) -> TrainConfig:
+        """The run settings the benchmarked network and engines are built from (the rest of
+        ``molpipe train``'s defaults)."""
+        return TrainConfig(data=self.data, seed=self.seed, hidden=self.hidden, dtype=self.dtype,
+                           molecules_per_instance=self.molecules_per_instance,
+                           max_active_keys=self.max_active_keys,
+                           min_update_frequency=self.min_update_frequency,
+                           weight_stashing=self.weight_stashing, placement=self.placement,
+                           trace=False)
+
 
 def bench(config: BenchConfig, progress=None) -> dict:
-    """Train each schedule ``epochs`` times over the same instances; molecules/s per schedule."""
+    """Train each schedule ``epochs`` times over the same instances; molecules/s per schedule.
+
+    The network, its scaling and its optimizers are ``molpipe train``'s own (one ``Session``
+    of the bench's settings), so the figures are those of the network a run trains.
+    """
     emit = progress or (lambda event, **kw: None)
-    prep: Prepared = prepare(TrainConfig(data=config.data, seed=config.seed))
+    session = Session(config.settings())
+    prep: Prepared = session.prep
     rows = prep.split["train"]
     if config.molecules:
         rows = rows[: config.molecules]
     rows = np.sort(np.tile(rows, config.replicate))
-    prep.graphs = dict(zip(rows.tolist(), prep.store.graphs(np.unique(rows))))
-    Y = prep.store.targets[rows].astype(np.float64)
-    mean = np.nan_to_num(np.nanmean(Y, axis=0))
-    std = np.nan_to_num(np.nanstd(Y, axis=0), nan=1.0) + 1e-6
+    session.load_graphs(prep.split["train"])
+    session.fit_scaling()
     if not config.molecules_per_instance:
-        config = replace(config, molecules_per_instance=auto_instance_size(prep.store.n_atoms[prep.split["train"]]))
+        config = replace(config, molecules_per_instance=session.instance_size())
     epochs_items = []
     key = 0
     rng = np.random.default_rng(config.seed)
@@ -126,18 +137,11 @@ def bench(config: BenchConfig, progress=None) -> dict:
             sync_group = config.min_update_frequency if schedule == "sync-each" else None
             copies = []
             for _ in range(2 if schedule == "reference-x2" else 1):
-                network = build_network(NetworkConfig(hidden=config.hidden, task=prep.task,
-                                                      dtype=config.dtype),
-                                        prep.store.atom_dim, prep.store.bond_dim,
-                                        len(prep.targets), mean, std, config.seed)
-                placement = (parse_placement(config.placement, list(network.stages))
-                             if config.placement and kind != "reference" else None)
-                copies.append(stack.enter_context(make_engine(
-                    kind, network, make_optimizers(network, 1e-4),
+                network = session.network()
+                copies.append(stack.enter_context(session.engine(
+                    network, session.optimizers(network), schedule=kind,
                     max_active_keys=settings["max_active_keys"], sync_group=sync_group,
-                    min_update_frequency=config.min_update_frequency,
-                    weight_stashing=settings["weight_stashing"], trace=bool(config.plot),
-                    placement=placement)))
+                    weight_stashing=settings["weight_stashing"], trace=bool(config.plot))))
             engine = copies[0] if len(copies) == 1 else _TwoReferences(copies)
             engine.train(warm)                      # compile / warm the kernels first
             engines[schedule] = engine

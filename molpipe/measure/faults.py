@@ -128,9 +128,9 @@ class CorruptRun(AssertionError):
 def train_code(out_dir: str, resume: bool = False, **config) -> str:
     """``python -c`` source that trains ``TrainConfig(**config)`` into ``out_dir`` (or resumes)."""
     if resume:
-        return (f"from molpipe.training.train import TrainConfig, train; "
+        return (f"from molpipe.training.settings import TrainConfig; from molpipe.training.train import train; "
                 f"train(TrainConfig(), {str(out_dir)!r}, resume=True)")
-    return (f"from molpipe.training.train import TrainConfig, train; "
+    return (f"from molpipe.training.settings import TrainConfig; from molpipe.training.train import train; "
             f"train(TrainConfig(**{config!r}), {str(out_dir)!r})")
 
 

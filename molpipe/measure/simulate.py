@@ -28,6 +28,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from molpipe.training.settings import DEFAULTS
+
 
 @dataclass
 class Costs:
@@ -165,25 +167,23 @@ def scaling(costs: Costs, paths: list, ks, *, mak: int, muf: int = 1, latency: f
     return rows
 
 
-def measure_costs(data: str = "qm9", n_molecules: int = 800, hidden: int = 128, size: int = 16) -> Costs:
-    """Stage costs from a short thread-backend training pass on ``data`` (this machine)."""
-    from molpipe.data.instance import group_by_plan, pack
-    from molpipe.data.store import open_data
-    from molpipe.training.engines import make_optimizers
-    from molpipe.nn.network import NetworkConfig, build_network
-    from molpipe.training.pipeline_engine import PipelineEngine
+def measure_costs(data: str = "qm9", n_molecules: int = 800, hidden: int = DEFAULTS.hidden,
+                  size: int = 16) -> Costs:
+    """Stage costs from a short thread-backend training pass on ``data`` (this machine), of
+    ``molpipe train``'s network (one ``Session``) on its first ``n_molecules`` molecules."""
+    from molpipe.training.session import Session
+    from molpipe.training.settings import TrainConfig
 
-    store = open_data(data)
-    rows = np.arange(min(n_molecules, len(store.smiles)))
-    groups = group_by_plan(store.n_rounds[rows], store.has_rings[rows], size, np.random.default_rng(0))
-    graphs = store.graphs(rows)
-    items = [(k, pack([graphs[i] for i in g], store.targets[rows[g]], rows=rows[g]))
-             for k, g in enumerate(groups)]
-    net = build_network(NetworkConfig(hidden=hidden), store.atom_dim, store.bond_dim,
-                        store.targets.shape[1])
-    with PipelineEngine(net, make_optimizers(net, 1e-3), max_active_keys=8, trace=True) as eng:
-        eng.train(items)
-        return costs_from_trace(eng.trace())
+    session = Session(TrainConfig(data=data, hidden=hidden, molecules_per_instance=size,
+                                  schedule="async", trace=True))
+    rows = np.arange(min(n_molecules, len(session.store)))
+    session.load_graphs(rows)
+    session.fit_scaling(rows)
+    network = session.network()
+    items, _, _ = session.items(rows, np.random.default_rng(0), 0)
+    with session.engine(network, session.optimizers(network)) as engine:
+        engine.train(items)
+        return costs_from_trace(engine.trace())
 
 
 def predict_curve(costs: Costs, ks=(1, 2, 4, 8, 16, 32, 64), *, mak: int = 8, latency: float = 50e-6,

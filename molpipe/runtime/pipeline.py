@@ -8,6 +8,7 @@ from typing import Any, Callable, Iterable
 from molpipe.runtime.accumulator import Criterion, EveryN
 from molpipe.runtime.control import ControlNode, PipelineError, RunResult
 from molpipe.runtime.schedule import make_schedule
+from molpipe.runtime.defaults import MAX_ACTIVE_KEYS, MIN_UPDATE_FREQUENCY, STALL_TIMEOUT
 from molpipe.runtime.threads import ThreadBackend
 from molpipe.runtime.trace import utilization, write_trace
 from molpipe.runtime.worker import Route, Worker
@@ -53,10 +54,11 @@ class Pipeline:
     """
 
     def __init__(self, stages: dict, optimizers: dict, route: Route, first: str, *,
-                 max_active_keys: int = 8, min_update_frequency: int = 1,
+                 max_active_keys: int = MAX_ACTIVE_KEYS,
+                 min_update_frequency: int = MIN_UPDATE_FREQUENCY,
                  criterion: Criterion | dict | None = None, schedule: str = "async",
                  placement: dict[str, int] | None = None, backend: str = "thread",
-                 trace: bool = False, stall_timeout: float = 60.0,
+                 trace: bool = False, stall_timeout: float = STALL_TIMEOUT,
                  describe: Callable[[Any], str] | None = None, weight_stashing: bool = False,
                  on_nonfinite: str | None = None, backend_options: dict | None = None,
                  sync_group: int | None = None):

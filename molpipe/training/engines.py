@@ -14,6 +14,7 @@ import numpy as np
 
 from molpipe.kernels import one_blas_thread
 from molpipe.nn.optim import Adam
+from molpipe.runtime.defaults import MAX_ACTIVE_KEYS, MIN_UPDATE_FREQUENCY, STALL_TIMEOUT
 from molpipe.runtime.memory import keep_freed_memory
 from molpipe.runtime.nonfinite import NonFiniteError, check_policy, first_nonfinite
 from molpipe.training.pipeline_engine import PipelineEngine
@@ -95,11 +96,12 @@ class ReferenceEngine:
         self.close()
 
 
-def make_engine(schedule: str, network, optimizers: dict, *, max_active_keys: int = 8,
-                min_update_frequency: int = 1, backend: str = "thread", trace: bool = False,
-                describe=None, stall_timeout: float = 120.0, weight_stashing: bool = False,
-                on_nonfinite: str | None = "stop", sync_group: int | None = None,
-                placement: dict | None = None):
+def make_engine(schedule: str, network, optimizers: dict, *,
+                max_active_keys: int = MAX_ACTIVE_KEYS,
+                min_update_frequency: int = MIN_UPDATE_FREQUENCY, backend: str = "thread",
+                trace: bool = False, describe=None, stall_timeout: float = STALL_TIMEOUT,
+                weight_stashing: bool = False, on_nonfinite: str | None = "stop",
+                sync_group: int | None = None, placement: dict | None = None):
     """Build the engine for ``schedule`` (reference, sync or async).
 
     ``sync_group``: instances per update of the sync schedule (default ``max_active_keys``).

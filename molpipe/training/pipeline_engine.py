@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from molpipe.training.result import EpochResult
 from molpipe.nn.optim import Adam
+from molpipe.runtime.defaults import MAX_ACTIVE_KEYS, MIN_UPDATE_FREQUENCY, STALL_TIMEOUT
 from molpipe.runtime.pipeline import Pipeline
 
 
@@ -11,9 +12,10 @@ class PipelineEngine:
     """Trains and predicts through a ``molpipe.runtime.Pipeline`` (threads by default)."""
 
     def __init__(self, network, optimizers: dict, *, schedule: str = "async",
-                 max_active_keys: int = 8, min_update_frequency: int = 1,
+                 max_active_keys: int = MAX_ACTIVE_KEYS,
+                 min_update_frequency: int = MIN_UPDATE_FREQUENCY,
                  backend: str = "thread", placement: dict | None = None, trace: bool = False,
-                 describe=None, stall_timeout: float = 120.0, weight_stashing: bool = False,
+                 describe=None, stall_timeout: float = STALL_TIMEOUT, weight_stashing: bool = False,
                  on_nonfinite: str | None = "stop", sync_group: int | None = None):
         self.schedule = schedule
         self.network = network

@@ -1,12 +1,19 @@
-"""The rules a run's settings (``molpipe.training.train.TrainConfig``) must meet, checked before any work.
+"""A run's settings: ``TrainConfig``, one frozen object checked when it is made, before any
+work, and the one source of defaults (``DEFAULTS``) that ``molpipe train``, ``molpipe bench``,
+``molpipe simulate`` and a settings file read.
 
 Each rule names the setting as ``molpipe train`` spells it (``--epochs``), so that the same
-message serves the command line, a config written by hand and the Python API.
+message serves the command line, a settings file written by hand and the Python API.
 """
 
 from __future__ import annotations
 
+import json
 import math
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+from molpipe.runtime.defaults import MAX_ACTIVE_KEYS, MIN_UPDATE_FREQUENCY, STALL_TIMEOUT
 
 
 class SettingsError(ValueError):
@@ -85,3 +92,89 @@ def check_settings(config) -> None:
             or not math.isclose(sum(fractions), 1.0) or fractions[0] <= 0):
         raise SettingsError(f"split_fractions must be three fractions (train > 0) that sum to "
                             f"1, not {tuple(fractions)!r}")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that decides a training run (written to report.json)."""
+
+    data: str = "esol"
+    targets: list[str] | None = None
+    smiles_column: str | None = None
+    task: str | None = None
+    split: str = "random"
+    split_fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
+    limit: int | None = None          # use only the first N molecules of the data set
+    seed: int = 0
+    epochs: int = 50
+    patience: int = 20
+    hidden: int = 128
+    aggregation: str = "mean+norm"    # readout over atoms: mean, sum, norm, attention, mean+norm
+    dropout: float = 0.0              # readout MLP dropout
+    readout_features: bool = True     # the readout reads the atoms' input features too
+    propagate: str = "split"          # rounds over atoms ("split": message, update stages) or
+                                      # over directed bonds ("bond", D-MPNN style)
+    weight_decay: float = 0.0         # L2 on every parameter (Adam)
+    average: float = 0.0              # decay of each stage's parameter average (0: none); the
+                                      # averages are what is evaluated and saved
+    target_scaling: str = "standard"  # regression targets: "standard" (mean, SD) or "robust"
+    baseline: str = "auto"            # regression: "additive" (a least-squares fit to summed
+                                      # atom features the network corrects), "none", or
+                                      # "auto": additive for the targets it carries >= 90 % of
+    min_rounds: int = 2
+    max_rounds: int = 6
+    rings: bool = True
+    lr: float = 1e-3
+    molecules_per_instance: int | None = None   # None: auto_instance_size (atoms per instance)
+    schedule: str = "async"
+    max_active_keys: int = MAX_ACTIVE_KEYS        # measured: benchmarks/README.md (sweep)
+    min_update_frequency: int = MIN_UPDATE_FREQUENCY
+    weight_stashing: bool = True      # async: backward with the weights the forward used
+    backend: str = "thread"
+    placement: str | None = None      # "embed,message/update,..." (default: a worker per stage)
+    dtype: str = "float32"
+    track_test: bool = False          # also score the test split every epoch (benchmarks)
+    checkpoint_minutes: float | None = None  # also checkpoint within an epoch this often
+    trace: bool = True                # record the last training epoch's pipeline timeline
+    stall_timeout: float = STALL_TIMEOUT  # seconds without any pipeline message: stalled
+    on_nonfinite: str = "stop"        # NaN/inf loss, activations or gradients: "stop" the run
+                                      # or "skip" the instance (never saved into a checkpoint
+                                      # or model)
+    cache_root: str | None = None
+
+    def __post_init__(self):
+        check_settings(self)
+
+    @classmethod
+    def from_dict(cls, values: dict, source: str = "settings") -> "TrainConfig":
+        """Settings from a mapping (a settings.json, a checkpoint's config); SettingsError
+        naming ``source`` and the key for a key that is no setting."""
+        if not isinstance(values, dict):
+            raise SettingsError(f"{source}: settings must be a JSON object of name: value")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise SettingsError(f"{source}: {unknown[0]!r} is not a setting (known: "
+                                f"{', '.join(sorted(known))})")
+        values = dict(values)
+        if "split_fractions" in values and isinstance(values["split_fractions"], list):
+            values["split_fractions"] = tuple(values["split_fractions"])
+        return cls(**values)
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> "TrainConfig":
+        """Settings from a JSON file such as a run's ``settings.json``."""
+        try:
+            values = json.loads(Path(path).read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError) as err:
+            raise SettingsError(f"{path}: not a readable JSON settings file ({err})") from None
+        return cls.from_dict(values, str(path))
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+DEFAULTS = TrainConfig()
+
+#: what a checkpoint written before a setting existed meant by leaving it out
+LEGACY = {"aggregation": "mean", "baseline": "none"}

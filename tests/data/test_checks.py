@@ -7,7 +7,8 @@ import pytest
 
 from molpipe.data.checks import check_labels, check_split, check_targets, target_warnings
 from molpipe.data.errors import DataError
-from molpipe.training.train import TrainConfig, train
+from molpipe.training.settings import TrainConfig
+from molpipe.training.train import train
 
 
 class FakeStore:
