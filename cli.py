@@ -145,6 +145,7 @@ def _opt(help: str, panel: str, *names: str, values: tuple[str, ...] = ()) -> ty
 
 @app.command()
 def train(
+    ctx: typer.Context,
     data: Annotated[Optional[str], typer.Argument(
         help="A bundled set (molpipe datasets), a CSV/SDF file or a store.",
         show_default=False)] = None,
@@ -214,6 +215,9 @@ def train(
                                     "--overwrite")] = False,
     resume: Annotated[Optional[Path], _opt(
         "Continue this run directory from its last checkpoint.", _RUN)] = None,
+    config: Annotated[Optional[Path], _opt(
+        "Settings file (JSON: a run's settings.json, or written by hand); options given "
+        "here override it.", _RUN)] = None,
     checkpoint_minutes: Annotated[Optional[float], _opt(
         "Also checkpoint inside an epoch this many minutes (default: after each epoch).", _RUN)] = None,
     quiet: Annotated[bool, _opt("No live display (warnings and the test table still).", _RUN,
@@ -234,10 +238,10 @@ def train(
     from molpipe.training.settings import TrainConfig
     from molpipe.training.train import train as run_training
 
-    def run(config: TrainConfig, out: Path, resume: bool = False) -> None:
+    def run(settings: TrainConfig, out: Path, resume: bool = False) -> None:
         display = TrainDisplay(console=console, quiet=quiet)
         try:
-            report = run_training(config, out, progress=display, resume=resume)
+            report = run_training(settings, out, progress=display, resume=resume)
         except (DataError, ModelError, PipelineError, CheckpointError, MPIUnavailable,
                 ValueError) as err:
             display.close()
@@ -259,26 +263,45 @@ def train(
     if resume is not None:
         run(TrainConfig(), resume, resume=True)
         return
-    if data is None:
-        fail("give a data set (a bundled name such as esol, or a CSV/SDF file), or --resume RUN_DIR")
-
     from molpipe.training.settings import SettingsError
 
+    # every option as the setting it sets (options given on the command line win over a file)
+    options = {
+        "data": ("data", data), "targets": ("target", target),
+        "smiles_column": ("smiles_column", smiles_column), "task": ("task", task),
+        "split": ("split", split), "seed": ("seed", seed), "epochs": ("epochs", epochs),
+        "patience": ("patience", patience), "hidden": ("hidden", hidden),
+        "aggregation": ("aggregation", aggregation), "dropout": ("dropout", dropout),
+        "weight_decay": ("weight_decay", weight_decay),
+        "readout_features": ("no_readout_features", not no_readout_features),
+        "average": ("average", average), "propagate": ("propagate", propagate),
+        "target_scaling": ("target_scaling", target_scaling), "baseline": ("baseline", baseline),
+        "max_rounds": ("rounds", rounds), "min_rounds": ("rounds", min(2, rounds)),
+        "lr": ("lr", lr), "schedule": ("schedule", schedule),
+        "max_active_keys": ("max_active_keys", max_active_keys),
+        "min_update_frequency": ("min_update_frequency", min_update_frequency),
+        "molecules_per_instance": ("molecules_per_instance", molecules_per_instance),
+        "backend": ("backend", backend), "on_nonfinite": ("on_nonfinite", on_nonfinite),
+        "stall_timeout": ("stall_timeout", stall_timeout),
+        "weight_stashing": ("no_weight_stashing", not no_weight_stashing),
+        "checkpoint_minutes": ("checkpoint_minutes", checkpoint_minutes),
+        "placement": ("placement", placement),
+    }
     try:   # every setting checked before any work, named as typed here
-        config = TrainConfig(
-            data=data, targets=target, smiles_column=smiles_column, task=task, split=split,
-            seed=seed, epochs=epochs, patience=patience, hidden=hidden, aggregation=aggregation,
-            dropout=dropout, weight_decay=weight_decay, readout_features=not no_readout_features,
-            average=average, propagate=propagate, target_scaling=target_scaling,
-            baseline=baseline, max_rounds=rounds, min_rounds=min(2, rounds), lr=lr,
-            schedule=schedule,
-            max_active_keys=max_active_keys, min_update_frequency=min_update_frequency,
-            molecules_per_instance=molecules_per_instance, backend=backend,
-            on_nonfinite=on_nonfinite, stall_timeout=stall_timeout,
-            weight_stashing=not no_weight_stashing, checkpoint_minutes=checkpoint_minutes,
-            placement=placement)
+        if config is None:
+            if data is None:
+                fail("give a data set (a bundled name such as esol, or a CSV/SDF file), "
+                     "or --resume RUN_DIR")
+            settings = TrainConfig(**{f: v for f, (_, v) in options.items()})
+        else:
+            given = {name for name in ctx.params if ctx.get_parameter_source(name).name
+                     in ("COMMANDLINE", "ENVIRONMENT")}
+            values = TrainConfig.from_file(config).to_dict()
+            values.update({f: v for f, (name, v) in options.items() if name in given})
+            settings = TrainConfig.from_dict(values, str(config))
     except SettingsError as err:
         fail(str(err))
+    data, placement, backend = settings.data, settings.placement, settings.backend
     check_placement(placement)
     if backend == "mpi":   # ranks > 0 serve rank 0's workers, then leave without a word
         from molpipe.runtime.mpi_rank import serve_unless_control
@@ -300,7 +323,7 @@ def train(
                               soft_wrap=True)
             out = free
 
-    run(config, out)
+    run(settings, out)
 
 
 app.command()(bench)

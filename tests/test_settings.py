@@ -59,3 +59,87 @@ def test_one_round_is_a_setting_the_command_accepts(tmp_path):
     result = CliRunner().invoke(app, ["train", "freesolv", "--rounds", "1", "--epochs", "1",
                                       "--hidden", "8", "--quiet", "--out", str(tmp_path / "r")])
     assert result.exit_code == 0, result.output
+
+
+def test_settings_are_frozen():
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        TrainConfig().epochs = 3
+
+
+def _option_defaults(command: str) -> dict:
+    import typer.main
+
+    return {p.name: p.default for p in typer.main.get_command(app).commands[command].params}
+
+
+def test_one_source_of_defaults():
+    """The CLI's train, bench and simulate, BenchConfig, the engines and the runtime's
+    Pipeline take their defaults from DEFAULTS (runtime/defaults.py for the pipeline's)."""
+    import inspect
+
+    from molpipe.measure.bench import BenchConfig
+    from molpipe.runtime.pipeline import Pipeline
+    from molpipe.training.engines import make_engine
+    from molpipe.training.pipeline_engine import PipelineEngine
+    from molpipe.training.settings import DEFAULTS
+
+    train = _option_defaults("train")
+    renamed = {"rounds": "max_rounds"}
+    for name in ("split", "seed", "hidden", "rounds", "aggregation", "propagate", "baseline",
+                 "dropout", "epochs", "patience", "lr", "weight_decay", "average",
+                 "target_scaling", "schedule", "max_active_keys", "min_update_frequency",
+                 "backend", "on_nonfinite", "stall_timeout"):
+        assert train[name] == getattr(DEFAULTS, renamed.get(name, name)), name
+    for command in ("bench", "simulate"):
+        assert _option_defaults(command)["max_active_keys"] == DEFAULTS.max_active_keys, command
+    bench = BenchConfig()
+    for name in ("hidden", "max_active_keys", "min_update_frequency", "weight_stashing", "seed",
+                 "dtype"):
+        assert getattr(bench, name) == getattr(DEFAULTS, name), name
+    for fn in (make_engine, PipelineEngine.__init__, Pipeline.__init__):
+        params = inspect.signature(fn).parameters
+        assert params["max_active_keys"].default == DEFAULTS.max_active_keys, fn
+        assert params["min_update_frequency"].default == DEFAULTS.min_update_frequency, fn
+        assert params["stall_timeout"].default == DEFAULTS.stall_timeout, fn
+
+
+def test_a_settings_file_round_trips_and_unknown_keys_are_named(tmp_path):
+    import json
+
+    config = TrainConfig(data="freesolv", epochs=7, split_fractions=(0.7, 0.2, 0.1))
+    path = tmp_path / "settings.json"
+    path.write_text(json.dumps(config.to_dict()))
+    assert TrainConfig.from_file(path) == config
+    path.write_text(json.dumps({"epochs": 3, "hiden": 4}))
+    with pytest.raises(SettingsError, match=r"settings.json: 'hiden' is not a setting \(did you mean 'hidden'\?\)"):
+        TrainConfig.from_file(path)
+    path.write_text(json.dumps({"epochs": 0}))
+    with pytest.raises(SettingsError, match="settings.json: --epochs must be an integer of at least 1"):
+        TrainConfig.from_file(path)
+    path.write_text("[1]")
+    with pytest.raises(SettingsError, match="a JSON object"):
+        TrainConfig.from_file(path)
+
+
+def test_train_config_file_with_options_overriding_it(tmp_path):
+    """A run writes settings.json; --config reads it back, and options given override it."""
+    import json
+
+    from tests.test_cli import assert_one_line_error, run
+
+    first = tmp_path / "first"
+    result = run("train", "freesolv", "--epochs", "1", "--hidden", "16", "--quiet", "--out", first)
+    assert result.exit_code == 0, result.output
+    written = json.loads((first / "settings.json").read_text())
+    assert written == json.loads((first / "report.json").read_text())["config"]
+    second = tmp_path / "second"
+    result = run("train", "--config", first / "settings.json", "--seed", "3", "--quiet",
+                 "--out", second)
+    assert result.exit_code == 0, result.output
+    again = json.loads((second / "settings.json").read_text())
+    assert {k for k in written if written[k] != again[k]} == {"seed"}
+    assert again["hidden"] == 16 and again["epochs"] == 1 and again["data"] == "freesolv"
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({**written, "patience": 0}))
+    assert_one_line_error(run("train", "--config", bad, "--out", tmp_path / "x"),
+                          "bad.json: --patience must be an integer of at least 1")

@@ -154,12 +154,18 @@ class TrainConfig:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
-            raise SettingsError(f"{source}: {unknown[0]!r} is not a setting (known: "
-                                f"{', '.join(sorted(known))})")
+            import difflib
+
+            close = difflib.get_close_matches(unknown[0], known, n=1)
+            hint = f"did you mean {close[0]!r}?" if close else f"known: {', '.join(sorted(known))}"
+            raise SettingsError(f"{source}: {unknown[0]!r} is not a setting ({hint})")
         values = dict(values)
         if "split_fractions" in values and isinstance(values["split_fractions"], list):
             values["split_fractions"] = tuple(values["split_fractions"])
-        return cls(**values)
+        try:
+            return cls(**values)
+        except SettingsError as err:
+            raise SettingsError(f"{source}: {err}") from None
 
     @classmethod
     def from_file(cls, path: str | Path) -> "TrainConfig":
