@@ -220,7 +220,7 @@ def test_train_help_fits_80_columns_without_cutting_an_option(monkeypatch):
 
 
 def test_option_values_complete_in_the_shell():
-    from cli import _choices
+    from molpipe.cli.train import _choices
 
     assert _choices("async", "sync", "reference")("s") == ["sync"]
     import click

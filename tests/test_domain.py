@@ -12,7 +12,8 @@ from rdkit.Chem import rdFingerprintGenerator
 
 from molpipe.chem.domain import FILE, SIMILAR, Domain, fingerprints, nearest_similarity
 from molpipe.io.model import ModelError, sha256_file
-from molpipe.inference.predict import Predictor, predict_file
+from molpipe.inference.predict import Predictor
+from molpipe.inference.files import predict_file
 from tests.test_cli import run
 from tests.test_predict import trained_run
 

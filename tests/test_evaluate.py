@@ -9,7 +9,8 @@ import pytest
 
 from molpipe.inference.evaluate import evaluate
 from molpipe.training.metrics import classification_metrics, summary
-from molpipe.inference.predict import Predictor, predict_file, predict_smiles
+from molpipe.inference.predict import Predictor, predict_smiles
+from molpipe.inference.files import predict_file
 
 DATASETS = Path(__file__).resolve().parents[1] / "datasets"
 _RUN: dict = {}

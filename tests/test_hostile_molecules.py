@@ -255,7 +255,7 @@ def test_predict_hostile_inputs(predictor):
 
 
 def test_predict_file_keeps_every_row(predictor, tmp_path):
-    from molpipe.inference.predict import predict_file
+    from molpipe.inference.files import predict_file
 
     texts = _hostile_rows(300, seed=2)
     path = tmp_path / "in.csv"

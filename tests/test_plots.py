@@ -5,7 +5,9 @@ import struct
 import numpy as np
 import pytest
 
-from molpipe.measure.plots import SIZE, _as_trace, plot_parity, plot_roc, plot_run, plot_timelines
+from molpipe.measure.canvas import SIZE
+from molpipe.measure.plots import plot_parity, plot_roc, plot_run
+from molpipe.measure.timeline import _as_trace, plot_timelines
 from tests.test_predict import trained_run
 
 

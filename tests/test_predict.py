@@ -12,7 +12,8 @@ from molpipe.data.instance import pack
 from molpipe.inference.evaluate import evaluate
 from molpipe.training.metrics import regression_metrics
 from molpipe.io.model import ModelError, load_model
-from molpipe.inference.predict import DOMAIN_COLUMNS, Predictor, predict_file, predict_smiles
+from molpipe.inference.predict import Predictor, predict_smiles
+from molpipe.inference.files import DOMAIN_COLUMNS, predict_file
 
 GOOD = ["CCO", "c1ccccc1O", "CC(=O)Nc1ccc(O)cc1", "ClC(Cl)Cl", "CCN(CC)CC"]
 #: (SMILES, the start of the reason it fails)

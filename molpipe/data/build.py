@@ -22,7 +22,8 @@ from rdkit import Chem
 from molpipe.chem.featurize import ATOM_DIM, BOND_DIM, FEATURIZER_VERSION, featurize
 from molpipe.data.errors import DataError
 from molpipe.data.npyfile import NpyAppender
-from molpipe.data.readers import NotNumbers, Row, open_table
+from molpipe.data.readers import open_table
+from molpipe.data.text import NotNumbers, Row
 from molpipe.io.safenpz import sha256_file
 
 CHUNK = 256                     # rows per multiprocessing task

@@ -29,36 +29,25 @@ How hostile files are read (a rejected row goes to ``rejects.csv`` with its reas
 from __future__ import annotations
 
 import csv
-import gzip
-import io
 import itertools
-import zlib
-import math
-import re
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from rdkit import Chem, rdBase
 
-from molpipe.chem.featurize import MAX_ATOMS, FeaturizationError
+from molpipe.chem.featurize import FeaturizationError
 from molpipe.data.errors import DataError
+from molpipe.data.sdf import iter_sdf, sdf_targets
+from molpipe.data.text import (GZIP_ERRORS, PEEK_ROWS, NotNumbers, Row, gzip_error, match_name,
+                               numeric_columns, open_binary, open_text, to_float, utf8_error)
 
 CSV_SUFFIXES = (".csv",)
 SDF_SUFFIXES = (".sdf", ".sd")
-_NA = {"na", "n/a", "nan", "none", "null", "-", "?"}
-PEEK_ROWS = 200                         # rows looked at to guess numeric target columns
-_PROP = re.compile(r"^>.*?<([^>]*)>")
-_GZIP_MAGIC = b"\x1f\x8b"
 _OTHER_DELIMITERS = (";", "\t", "|")
 #: longest CSV field read (the csv module's default limit is 128 kB)
 FIELD_LIMIT = 16 << 20
 
-#: one input row: (1-based data row number, SMILES or Mol or the reason it is broken, targets
-#: (n_targets,) float32 with NaN where missing or not a number). CSV rows count data rows
-#: (not the header, not blank lines); SDF rows count records.
-Row = tuple[int, "str | Chem.Mol | FeaturizationError", np.ndarray]
 
 
 @dataclass(frozen=True)
@@ -95,72 +84,17 @@ class Table:
         """
         if self.kind == "csv":
             return _iter_csv(self, not_numbers)
-        return _iter_sdf(self, not_numbers)
+        return iter_sdf(self.path, self.target_names, not_numbers)
 
     def estimate_rows(self) -> int:
         """Cheap row count (newlines or ``$$$$`` markers) for progress bars."""
         marker = b"\n" if self.kind == "csv" else b"$$$$"
         count, last = 0, b""
-        with _open_binary(self.path) as f:
+        with open_binary(self.path) as f:
             while block := f.read(1 << 20):
                 count += (last + block).count(marker) - last.count(marker)
                 last = block[-3:]
         return max(count - (self.kind == "csv"), 0)
-
-
-@dataclass
-class NotNumbers:
-    """Target cells read as NaN that were not empty, not an NA marker and not a number.
-
-    Fields
-    ------
-    names : the targets, in the order of a row's targets.
-    keep : how many first rows and values are kept per target.
-    count : (n_targets,) cells per target.
-    rows : per target, the first ``keep`` 1-based data rows (or SDF records) with such a cell.
-    values : per target, those cells as read (stripped, cut at ``VALUE_CHARS`` characters).
-    sink : called with (row, target, value) for every such cell, if given (the store's
-        ``rejected_cells.csv``).
-    """
-
-    names: tuple[str, ...]
-    keep: int = 5
-    sink: object = None
-    count: list[int] = field(init=False)
-    rows: list[list[int]] = field(init=False)
-    values: list[list[str]] = field(init=False)
-
-    VALUE_CHARS = 80
-
-    def __post_init__(self):
-        self.names = tuple(self.names)
-        self.count = [0] * len(self.names)
-        self.rows = [[] for _ in self.names]
-        self.values = [[] for _ in self.names]
-
-    def check(self, j: int, row: int, text: str | None) -> None:
-        """Note target ``j``'s cell ``text`` of ``row`` if it is a value that is not a number."""
-        text = (text or "").strip()
-        if not text or text.lower() in _NA or _is_number(text):
-            return
-        self.count[j] += 1
-        cut = self.VALUE_CHARS
-        text = text if len(text) <= cut else text[:cut - 1] + "…"
-        if len(self.rows[j]) < self.keep:
-            self.rows[j].append(row)
-            self.values[j].append(text)
-        if self.sink is not None:
-            self.sink(row, self.names[j], text)
-
-    def note(self, row: int, y: np.ndarray, cells) -> None:
-        """Check the cells (indexable by target) of ``row`` whose target ``y`` came out NaN."""
-        for j in np.flatnonzero(np.isnan(y)).tolist():
-            self.check(j, row, cells[j])
-
-    def as_dict(self) -> dict[str, dict]:
-        """{target: {"count", "rows", "values"}} for the targets with such cells (else {})."""
-        return {name: {"count": n, "rows": list(r), "values": list(v)}
-                for name, n, r, v in zip(self.names, self.count, self.rows, self.values) if n}
 
 
 def open_table(path: str | Path, *, smiles_column: str | None = None,
@@ -195,42 +129,7 @@ def open_table(path: str | Path, *, smiles_column: str | None = None,
             smiles_column = smiles_column or entry.smiles_column
     if suffix in CSV_SUFFIXES:
         return _open_csv(path, smiles_column, targets)
-    return _open_sdf(path, targets)
-
-
-def _is_gzip(path: Path) -> bool:
-    with open(path, "rb") as f:
-        return f.read(2) == _GZIP_MAGIC
-
-
-def _open_binary(path: Path):
-    """``path`` opened for binary reading, decompressed on the fly if it is gzip."""
-    return gzip.open(path, "rb") if _is_gzip(path) else open(path, "rb")
-
-
-def _open_text(path: Path, **kw) -> io.TextIOBase:
-    """``path`` opened as UTF-8 text (BOM dropped), decompressed on the fly if it is gzip."""
-    return io.TextIOWrapper(_open_binary(path), encoding="utf-8-sig", **kw)
-
-
-def _gzip_error(path: Path, err: Exception) -> DataError:
-    return DataError(f"{path}: corrupt or truncated gzip data ({err}); re-compress or "
-                     "re-download the file")
-
-
-_GZIP_ERRORS = (gzip.BadGzipFile, EOFError, zlib.error)
-
-
-def _utf8_error(path: Path) -> DataError:
-    """DataError naming the first line of ``path`` that is not valid UTF-8."""
-    with _open_binary(path) as f:
-        for n, line in enumerate(f, start=1):
-            try:
-                line.decode("utf-8")
-            except UnicodeDecodeError as err:
-                return DataError(f"{path}: not UTF-8 text (line {n}, column {err.start + 1}); "
-                                 "re-save the file as UTF-8")
-    return DataError(f"{path}: not UTF-8 text; re-save the file as UTF-8")
+    return Table(path, "sdf", None, sdf_targets(path, targets))
 
 
 def _delimiter(header_line: str) -> str:
@@ -247,49 +146,10 @@ def _csv_reader(f, delimiter: str):
     return csv.reader(f, delimiter=delimiter, strict=True)
 
 
-def _match(name: str, available: list[str], path: Path, what: str) -> str:
-    """The column called ``name`` (exact, else unique case-insensitive match)."""
-    if name in available:
-        return name
-    folded = [c for c in available if c.lower() == name.lower()]
-    if len(folded) == 1:
-        return folded[0]
-    shown = ", ".join(repr(c) for c in available) or "none"
-    raise DataError(f"{path}: no {what} {name!r}; available: {shown}")
-
-
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
-
-
-def _to_float(text: str | None) -> float:
-    try:
-        value = float(text)
-    except (TypeError, ValueError):
-        return math.nan
-    return value if math.isfinite(value) else math.nan
-
-
-def _numeric(columns: list[str], records: list[dict[str, str]]) -> list[str]:
-    """Named columns whose values (in ``records``) are mostly numbers, ignoring NA markers."""
-    found = []
-    for c in columns:
-        values = [(r.get(c) or "").strip() for r in records]
-        values = [v for v in values if v and v.lower() not in _NA]
-        n_num = sum(_is_number(v) for v in values)
-        if c.strip() and n_num and n_num >= 0.8 * len(values):
-            found.append(c)
-    return found
-
-
 def _open_csv(path: Path, smiles_column: str | None, targets) -> Table:
     header, peek = None, []
     try:
-        with _open_text(path, newline="") as f:
+        with open_text(path, newline="") as f:
             delimiter = _delimiter(f.readline())
             f.seek(0)
             reader = _csv_reader(f, delimiter)
@@ -297,9 +157,9 @@ def _open_csv(path: Path, smiles_column: str | None, targets) -> Table:
             for fields in itertools.islice(reader, PEEK_ROWS) if targets is None else ():
                 peek.append(fields)
     except UnicodeDecodeError:
-        raise _utf8_error(path) from None
-    except _GZIP_ERRORS as err:
-        raise _gzip_error(path, err) from None
+        raise utf8_error(path) from None
+    except GZIP_ERRORS as err:
+        raise gzip_error(path, err) from None
     except csv.Error as err:
         if header is None:
             raise DataError(f"{path}: not a readable CSV file ({err})") from None
@@ -324,12 +184,12 @@ def _open_csv(path: Path, smiles_column: str | None, targets) -> Table:
                             "name one with --smiles-column")
         smiles_column = smiles[0]
     else:
-        smiles_column = _match(smiles_column, header, path, "SMILES column")
+        smiles_column = match_name(smiles_column, header, path, "SMILES column")
     if targets is None:
         records = [dict(zip(header, row)) for row in peek if _fit(row, len(header))]
-        targets = [c for c in _numeric(header, records) if c != smiles_column]
+        targets = [c for c in numeric_columns(header, records) if c != smiles_column]
     else:
-        targets = [_match(t, header, path, "target column") for t in targets]
+        targets = [match_name(t, header, path, "target column") for t in targets]
     return Table(path, "csv", smiles_column, tuple(targets), delimiter, tuple(header))
 
 
@@ -349,7 +209,7 @@ def csv_rows(table: Table) -> Iterator[tuple[int, list[str], FeaturizationError 
     """
     row = 0
     try:
-        with _open_text(table.path, newline="") as f:
+        with open_text(table.path, newline="") as f:
             reader = _csv_reader(f, table.delimiter)
             width = len(next(reader))
             while True:
@@ -371,9 +231,9 @@ def csv_rows(table: Table) -> Iterator[tuple[int, list[str], FeaturizationError 
                 else:
                     yield row, fitted, None
     except UnicodeDecodeError:
-        raise _utf8_error(table.path) from None
-    except _GZIP_ERRORS as err:
-        raise _gzip_error(table.path, err) from None
+        raise utf8_error(table.path) from None
+    except GZIP_ERRORS as err:
+        raise gzip_error(table.path, err) from None
 
 
 def _iter_csv(table: Table, not_numbers: NotNumbers | None = None) -> Iterator[Row]:
@@ -385,86 +245,9 @@ def _iter_csv(table: Table, not_numbers: NotNumbers | None = None) -> Iterator[R
             yield row, problem, missing.copy()
             continue
         cells = [fields[c] for c in cols]
-        y = np.array([_to_float(c) for c in cells], dtype=np.float32)
+        y = np.array([to_float(c) for c in cells], dtype=np.float32)
         if not_numbers is not None:
             not_numbers.note(row, y, cells)
         yield row, fields[s].strip(), y
 
 
-def sdf_records(path: Path) -> Iterator[tuple[str, dict[str, str]]]:
-    """(mol block, properties) of every record, streamed."""
-    lines: list[str] = []
-    n_records = 0
-    try:
-        with _open_text(path) as f:
-            for line in f:
-                if line.startswith("$$$$"):
-                    n_records += 1
-                    yield _split_record(lines)
-                    lines = []
-                else:
-                    lines.append(line)
-    except UnicodeDecodeError:
-        raise _utf8_error(path) from None
-    except _GZIP_ERRORS as err:
-        raise _gzip_error(path, err) from None
-    if any(line.strip() for line in lines):
-        yield _split_record(lines)
-
-
-def _split_record(lines: list[str]) -> tuple[str, dict[str, str]]:
-    """Split an SDF record into its mol block and its ``> <name>`` data items."""
-    end = next((i for i, line in enumerate(lines) if line.startswith("M  END")), len(lines) - 1)
-    props: dict[str, str] = {}
-    name, value = None, []
-    for line in lines[end + 1:]:
-        m = _PROP.match(line)
-        if m:
-            name, value = m.group(1), []
-        elif name is not None and line.strip():
-            value.append(line.strip())
-        elif name is not None:
-            props[name] = "\n".join(value)
-            name = None
-    if name is not None:
-        props[name] = "\n".join(value)
-    return "".join(lines[:end + 1]), props
-
-
-def _open_sdf(path: Path, targets) -> Table:
-    peek = list(itertools.islice(sdf_records(path), PEEK_ROWS))
-    if not peek:
-        raise DataError(f"{path}: empty file; it holds no SDF records")
-    names = list(dict.fromkeys(k for _, props in peek for k in props))
-    if targets is None:
-        targets = _numeric(names, [props for _, props in peek])
-    else:
-        targets = [_match(t, names, path, "SDF property") for t in targets]
-    return Table(path, "sdf", None, tuple(targets))
-
-
-def _iter_sdf(table: Table, not_numbers: NotNumbers | None = None) -> Iterator[Row]:
-    for row, (block, props) in enumerate(sdf_records(table.path), start=1):
-        cells = [props.get(t) for t in table.target_names]
-        y = np.array([_to_float(c) for c in cells], dtype=np.float32)
-        if not_numbers is not None:
-            not_numbers.note(row, y, cells)
-        yield row, mol_from_block(block), y
-
-
-def mol_from_block(block: str) -> Chem.Mol | FeaturizationError:
-    """Sanitized molecule of a mol block, or the reason it is broken."""
-    with rdBase.BlockLogs():
-        raw = Chem.MolFromMolBlock(block, sanitize=False)
-        if raw is None:
-            return FeaturizationError("unparsable SDF record")
-        n = raw.GetNumHeavyAtoms()
-        if n > MAX_ATOMS:                                # sanitizing huge records can hang
-            return FeaturizationError(f"too many atoms ({n} > {MAX_ATOMS})")
-        mol = Chem.MolFromMolBlock(block)
-        if mol is not None:
-            return mol
-        failed = Chem.SanitizeMol(raw, catchErrors=True)
-    if failed == Chem.SanitizeFlags.SANITIZE_PROPERTIES:
-        return FeaturizationError("bad valence")
-    return FeaturizationError(f"SDF record fails sanitization ({failed})")

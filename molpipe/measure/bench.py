@@ -184,7 +184,7 @@ def bench(config: BenchConfig, progress=None) -> dict:
                 traces[schedule] = {"entries": engines[schedule].trace(),
                                     "workers": engines[schedule].worker_names}
     if traces:
-        from molpipe.measure.plots import plot_timelines
+        from molpipe.measure.timeline import plot_timelines
 
         plot_timelines(traces, config.plot, title=(
             f"{config.data}: {config.plot_instances} instances of {config.molecules_per_instance} "

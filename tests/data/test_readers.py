@@ -8,7 +8,8 @@ from rdkit import Chem
 
 from molpipe.chem.featurize import FeaturizationError
 from molpipe.data.errors import DataError
-from molpipe.data.readers import NotNumbers, open_table
+from molpipe.data.readers import open_table
+from molpipe.data.text import NotNumbers
 from molpipe.data.registry import get_dataset
 
 from .conftest import CSV_ROWS
