@@ -159,6 +159,7 @@ def test_train_bad_placement_is_one_line(tmp_path, text, fragment):
                           "--placement", fragment)
 
 
+@pytest.mark.slow
 def test_train_with_two_workers(tmp_path):
     import json
 
@@ -234,6 +235,7 @@ def test_option_values_complete_in_the_shell():
     assert [c.value for c in by_name["split"].shell_complete(ctx, "sc")] == ["scaffold"]
 
 
+@pytest.mark.slow
 def test_an_existing_run_directory_is_kept_and_the_run_goes_next_to_it(tmp_path):
     out = tmp_path / "runs" / "fs"
     args = ("train", "freesolv", "--epochs", "1", "--hidden", "8", "--quiet", "--out", out)

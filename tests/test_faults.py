@@ -85,6 +85,7 @@ def test_worker_fault_stops_the_run_with_one_line_naming_worker_key_smiles(
     assert_last_good_checkpoint(tmp_path, 1)
 
 
+@pytest.mark.slow
 def test_a_stall_trips_the_watchdog_within_its_timeout_then_every_thread_ends(
         monkeypatch, tmp_path, smiles):
     at = int(np.random.default_rng(7).integers(0, 15))

@@ -192,6 +192,7 @@ def test_sdf_broken_record_in_middle(tmp_path):
     assert [r["reason"] for r in rejects_of(tmp_path / "s")] == ["unparsable SDF record"] * 2
 
 
+@pytest.mark.slow
 def test_huge_sdf_record_rejected_fast(tmp_path):
     mol = Chem.MolFromSmiles("c1ccccc1" * 120)                   # 720 aromatic atoms
     block = Chem.MolToMolBlock(mol) + "$$$$\n"

@@ -59,6 +59,7 @@ def assert_equals_uninterrupted(out: Path, uninterrupted, n_train: int):
         assert a["train_loss"] == b["train_loss"]
 
 
+@pytest.mark.slow
 def test_killed_during_a_checkpoint_write_resumes_to_the_same_model(tmp_path, uninterrupted):
     out = tmp_path / "run"
     proc = start(out, MOLPIPE_TEST_SLOW_CHECKPOINT="0.4")
@@ -73,6 +74,7 @@ def test_killed_during_a_checkpoint_write_resumes_to_the_same_model(tmp_path, un
     assert_equals_uninterrupted(out, uninterrupted, report["split_sizes"]["train"])
 
 
+@pytest.mark.slow
 def test_killed_between_the_model_renames_leaves_no_model_then_resumes(tmp_path, uninterrupted):
     out = tmp_path / "run"
     proc = start(out, MOLPIPE_TEST_SLOW_MODEL="0.4")
@@ -84,6 +86,7 @@ def test_killed_between_the_model_renames_leaves_no_model_then_resumes(tmp_path,
     assert_equals_uninterrupted(out, uninterrupted, report["split_sizes"]["train"])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("seed", [0, 1])
 def test_killed_at_a_random_moment_resumes_to_the_same_model(seed, tmp_path, uninterrupted):
     out = tmp_path / "run"

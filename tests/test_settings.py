@@ -121,6 +121,7 @@ def test_a_settings_file_round_trips_and_unknown_keys_are_named(tmp_path):
         TrainConfig.from_file(path)
 
 
+@pytest.mark.slow
 def test_train_config_file_with_options_overriding_it(tmp_path):
     """A run writes settings.json; --config reads it back, and options given override it."""
     import json

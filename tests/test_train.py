@@ -157,6 +157,7 @@ def test_with_averaging_the_model_is_the_average_of_its_best_epoch(tmp_path):
     assert plain["test"] != report["test"]
 
 
+@pytest.mark.slow
 def test_default_instance_size_packs_small_molecules_by_atoms(tmp_path):
     # the first 2,000 QM9 molecules (1,600 to train on, ~8.5 heavy atoms): ~25 make an instance
     report = train(TrainConfig(data="qm9", targets=["gap"], limit=2000, epochs=1, hidden=16), tmp_path)

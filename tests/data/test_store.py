@@ -177,6 +177,7 @@ def test_store_without_not_numbers_still_opens(mixed_csv, tmp_path):
 
 @pytest.mark.parametrize("name, n, targets", [("bace", 1513, ["Class"]),
                                               ("clintox", 1478, ["FDA_APPROVED", "CT_TOX"])])
+@pytest.mark.slow
 def test_open_bundled_classification_set(tmp_path, monkeypatch, name, n, targets):
     monkeypatch.setenv("MOLPIPE_CACHE", str(tmp_path))
     store = open_data(name, n_jobs=1)

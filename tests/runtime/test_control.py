@@ -41,6 +41,7 @@ def test_exception_in_backward_is_reported_too():
     assert "'loop'" in str(err.value)
 
 
+@pytest.mark.slow
 def test_stalled_stage_trips_the_watchdog_and_threads_end():
     items = make_items(60, seed=2)
     stages, opts = make_net(seed=3)

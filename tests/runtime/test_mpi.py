@@ -156,6 +156,7 @@ def test_a_failing_rank_names_rank_stage_and_instance_and_the_job_goes_on(mpi_jo
 
 
 @needs_mpi
+@pytest.mark.slow
 def test_a_placement_that_does_not_fit_the_job_is_one_line_and_nothing_hangs(tmp_path):
     code = ("from cli import app; app(['train', 'esol', '--backend', 'mpi', '--epochs', '1', "
             f"'--out', {str(tmp_path / 'run')!r}, '--placement', 'embed,message/update/rings,readout,loss'])")
