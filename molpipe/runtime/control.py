@@ -11,7 +11,6 @@ from typing import Any, Callable, Iterable
 import numpy as np
 
 from molpipe.runtime.message import Kind, Message
-from molpipe.runtime.nonfinite import is_skip
 from molpipe.runtime.trace import utilization
 
 
@@ -128,16 +127,16 @@ class ControlNode:
                     raise PipelineError(f"unexpected result for key {msg.key!r}")
                 res.loss[msg.key] = float(np.asarray(msg.payload["loss"]).reshape(-1)[0])
                 res.pred[msg.key] = msg.payload.get("pred")
-                if is_skip(msg.info):         # (SKIP, why): the forward made NaN/inf
-                    res.skipped[msg.key] = msg.info[1]
+                if msg.skip is not None:      # the forward made NaN/inf
+                    res.skipped[msg.key] = msg.skip
                 if on_result is not None:
                     on_result(msg.key, res.loss[msg.key], res.pred[msg.key])
             elif msg.kind is Kind.DONE:
                 if not flight.get(msg.key) or msg.key in done:
                     raise PipelineError(f"unexpected completion for key {msg.key!r}")
                 done.add(msg.key)
-                if is_skip(msg.info):          # a non-finite gradient skipped the instance
-                    res.skipped[msg.key] = msg.info[1]
+                if msg.skip is not None:       # the forward's or a gradient's NaN/inf
+                    res.skipped.setdefault(msg.key, msg.skip)
             elif msg.kind is Kind.UPDATED:
                 self._awaiting -= 1
                 continue
@@ -182,12 +181,12 @@ class ControlNode:
             msg = self._next({})
             if msg.kind is not Kind.STATS:
                 raise PipelineError(f"expected stats, got {msg.kind.value!r} from {msg.worker}")
-            res.busy[msg.worker] = msg.info["busy"]
-            res.cpu[msg.worker] = msg.info.get("cpu", 0.0)
-            res.n_updates.update(msg.info["n_updates"])
-            res.staleness.update(msg.info["staleness"])
-            if msg.info["trace"]:
-                res.reports.append((msg.worker, msg.info["trace"]))
+            res.busy[msg.worker] = msg.stats["busy"]
+            res.cpu[msg.worker] = msg.stats.get("cpu", 0.0)
+            res.n_updates.update(msg.stats["n_updates"])
+            res.staleness.update(msg.stats["staleness"])
+            if msg.stats["trace"]:
+                res.reports.append((msg.worker, msg.stats["trace"]))
         res.wall = time.perf_counter() - t0
         res.busy = dict(sorted(res.busy.items()))
         res.cpu = dict(sorted(res.cpu.items()))
@@ -200,7 +199,7 @@ class ControlNode:
             report = self._stall_report(flight)
             raise PipelineError("; ".join(line.strip() for line in report), "\n".join(report))
         if msg.kind is Kind.ERROR:
-            tb = str(msg.info)
+            tb = str(msg.error)
             last = next((line for line in reversed(tb.strip().splitlines()) if line.strip()), "")
             raise PipelineError(
                 f"worker {msg.worker} failed in stage {msg.stage!r} (step {msg.step}) "

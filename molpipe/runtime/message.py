@@ -51,9 +51,11 @@ class Message:
     inst : object                   the immutable instance travelling with the message
     worker : int | None             destination worker of UPDATE/REPORT/STOP; source worker
                                     of control-bound kinds
-    info : object                   traceback text (error), counters (stats), train flag
-                                    (result); ``nonfinite.SKIP`` on a backward that only
-                                    drops caches, ``(SKIP, reason)`` on a skipped result
+    skip : str | None               why the instance is skipped (NaN/inf under
+                                    ``on_nonfinite="skip"``): on a RESULT, on every BACKWARD
+                                    that then only drops caches, and on its DONE
+    error : str | None              the traceback of an ERROR
+    stats : dict | None             a worker's counters and trace (STATS)
     """
 
     kind: Kind
@@ -64,7 +66,9 @@ class Message:
     path: Path = ()
     inst: Any = None
     worker: int | None = None
-    info: Any = None
+    skip: str | None = None
+    error: str | None = None
+    stats: dict | None = None
 
 
 STOP = Message(Kind.STOP)

@@ -236,8 +236,8 @@ class MPIBackend:
             msg = wire.decode(header, arrays)
             if msg.kind is Kind.STATS:        # worker times are wall clock: back to perf_counter
                 tr = [(a - self._t_off, b - self._t_off, wire._tuplify(k), *rest)
-                      for a, b, k, *rest in msg.info["trace"]]
-                msg = Message(Kind.STATS, worker=msg.worker, info={**msg.info, "trace": tr})
+                      for a, b, k, *rest in msg.stats["trace"]]
+                msg = Message(Kind.STATS, worker=msg.worker, stats={**msg.stats, "trace": tr})
             self._inbox.append(msg)
         else:
             self._replies.setdefault(src, deque()).append((header, arrays))
@@ -269,7 +269,7 @@ class MPIBackend:
             errors = [m for m in self._inbox if m.kind is Kind.ERROR] if strict else []
             if errors:
                 m = errors[0]
-                raise PipelineError(f"worker {m.worker} failed in stage {m.stage!r} on key {m.key!r}:\n{m.info}")
+                raise PipelineError(f"worker {m.worker} failed in stage {m.stage!r} on key {m.key!r}:\n{m.error}")
             if len(got) < len(ranks) and not self._pump(max(0.0, deadline - time.monotonic())):
                 break
         return got

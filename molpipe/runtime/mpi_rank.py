@@ -8,6 +8,7 @@ aborts the pipeline, and leaves when rank 0 says exit (``mpi.release``, register
 
 from __future__ import annotations
 
+import dataclasses
 import time
 import traceback
 
@@ -77,13 +78,13 @@ class _Rank:
 
     def send(self, msg: Message) -> None:
         d = destination(msg, self.placement)
-        info = None
-        if msg.kind is Kind.ERROR:
-            info = f"{str(msg.info).rstrip()}  [on {self.where}]"   # the last line names the rank
+        if msg.kind is Kind.ERROR:            # the last line names the rank
+            msg = dataclasses.replace(msg, error=f"{str(msg.error).rstrip()}  [on {self.where}]")
         elif msg.kind is Kind.STATS:          # perf_counter is per host: send wall clock
-            info = {**msg.info, "trace": [(a + self._t_off, b + self._t_off, *rest)
-                                          for a, b, *rest in msg.info["trace"]]}
-        self.link.send(0 if d == CONTROL else d + 1, wire.encode(msg, info, self.gen))
+            msg = dataclasses.replace(msg, stats={
+                **msg.stats, "trace": [(a + self._t_off, b + self._t_off, *rest)
+                                       for a, b, *rest in msg.stats["trace"]]})
+        self.link.send(0 if d == CONTROL else d + 1, wire.encode(msg, self.gen))
 
     def recv(self) -> Message:
         """The worker's next message; admin frames (push, pull) are answered on the way."""
@@ -122,7 +123,7 @@ class _Rank:
             self.reply("bye")
             return None
         except Exception:                     # outside a stage: decoding, routing, state
-            self.send(Message(Kind.ERROR, worker=self.worker.wid, info=traceback.format_exc()))
+            self.send(Message(Kind.ERROR, worker=self.worker.wid, error=traceback.format_exc()))
         return self.drain()
 
     def drain(self) -> None:

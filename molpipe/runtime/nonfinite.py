@@ -2,8 +2,8 @@
 
 ``stop`` (the default of a training run) raises NonFiniteError in the worker, which the
 control node turns into a PipelineError naming worker, stage and key. ``skip`` drops the
-instance: its caches are popped along its path by a backward message marked ``SKIP`` that
-computes nothing and adds no gradient, and the control node lists the key as skipped.
+instance: its caches are popped along its path by a backward message carrying the reason
+(``Message.skip``) that computes nothing and adds no gradient, and the control node lists the key as skipped.
 A worker also checks the gradients a backward makes: a non-finite input gradient, or a
 non-finite parameter gradient gathered for an instance, stops the run under ``stop`` (before
 any update applies it) and under ``skip`` turns the rest of that instance's backward into such
@@ -19,16 +19,10 @@ import numpy as np
 from molpipe.kernels.finite import count_nonfinite
 
 POLICIES = ("stop", "skip")
-SKIP = "skip"   # ``info`` of a BACKWARD (drop, do not compute) or RESULT (instance skipped)
 
 
 class NonFiniteError(ValueError):
     """A stage produced NaN or inf for an instance (policy ``stop``)."""
-
-
-def is_skip(info) -> bool:
-    """Whether a BACKWARD message's ``info`` marks a skip (``SKIP`` or ``(SKIP, why)``)."""
-    return info == SKIP or (isinstance(info, (tuple, list)) and len(info) == 2 and info[0] == SKIP)
 
 
 def check_policy(policy: str | None) -> str | None:

@@ -121,13 +121,13 @@ def _decode_inst(spec: dict | None, arrays: dict):
     return cls(**fields, **spec["scalars"])
 
 
-def encode(msg: Message, info=None, gen: int = 0) -> np.ndarray:
-    """``msg`` as one buffer (``info`` replaces ``msg.info`` when given; ``gen`` names the
-    pipeline it belongs to, so that a late frame of an aborted pipeline can be dropped)."""
+def encode(msg: Message, gen: int = 0) -> np.ndarray:
+    """``msg`` as one buffer (``gen`` names the pipeline it belongs to, so that a late frame
+    of an aborted pipeline can be dropped)."""
     arrays = {f"p/{k}": np.asarray(v) for k, v in (msg.payload or {}).items()}
     header = {"k": msg.kind.value, "g": gen, "key": _jsonable(msg.key), "stage": msg.stage,
               "step": int(msg.step), "path": _jsonable(msg.path), "worker": msg.worker,
-              "info": _jsonable(msg.info if info is None else info),
+              "skip": msg.skip, "error": msg.error, "stats": _jsonable(msg.stats),
               "inst": _encode_inst(msg.inst, arrays)}
     return pack(header, arrays)
 
@@ -137,7 +137,8 @@ def decode(header: dict, arrays: dict) -> Message:
     payload = {k[2:]: v for k, v in arrays.items() if k.startswith("p/")}
     return Message(Kind(header["k"]), _tuplify(header["key"]), header["stage"], header["step"],
                    payload, tuple((s, t) for s, t in header["path"]),
-                   _decode_inst(header["inst"], arrays), header["worker"], header["info"])
+                   _decode_inst(header["inst"], arrays), header["worker"], header["skip"],
+                   header["error"], header["stats"])
 
 
 def is_message(header: dict) -> bool:

@@ -11,8 +11,8 @@ import numpy as np
 
 from molpipe.runtime.accumulator import Accumulator, Criterion
 from molpipe.runtime.message import DATA_KINDS, Kind, Message
-from molpipe.runtime.nonfinite import (SKIP, NonFiniteError, check_policy, describe_nonfinite,
-                                       first_nonfinite, is_skip)
+from molpipe.runtime.nonfinite import (NonFiniteError, check_policy, describe_nonfinite,
+                                       first_nonfinite)
 from molpipe.runtime.stash import WeightStash
 
 Route = Callable[[str, int, Any], "tuple[str, int] | None"]
@@ -80,14 +80,14 @@ class Worker:
                             send(out)
                 except Exception:
                     send(Message(Kind.ERROR, m.key, m.stage, m.step, worker=self.wid,
-                                 info=traceback.format_exc()))
+                                 error=traceback.format_exc()))
 
     def _handle(self, m: Message) -> Iterator[Message]:
         if m.kind is Kind.FORWARD or m.kind is Kind.EVAL:
             yield from self._forward(m)
-        elif m.kind is Kind.BACKWARD and is_skip(m.info):
+        elif m.kind is Kind.BACKWARD and m.skip is not None:
             self._drop(m.stage, m.key, m.step)
-            yield from self._pass_skip(m.stage, m.key, m.path, m.inst, m.info)
+            yield from self._pass_skip(m.stage, m.key, m.path, m.inst, m.skip)
         elif m.kind is Kind.BACKWARD:
             dx = self._run_backward(m.stage, m.key, m.step, m.payload, m.inst)
             yield from self._backward_done(m.stage, m.key, dx, m.path, m.inst, m.payload)
@@ -97,7 +97,7 @@ class Worker:
                     self._update(name)
             yield Message(Kind.UPDATED, worker=self.wid)
         elif m.kind is Kind.REPORT:
-            yield Message(Kind.STATS, worker=self.wid, info=self._report())
+            yield Message(Kind.STATS, worker=self.wid, stats=self._report())
         else:
             raise ValueError(f"worker {self.wid} cannot handle a {m.kind.value!r} message")
 
@@ -121,16 +121,16 @@ class Worker:
                 raise NonFiniteError(f"non-finite training forward: {what} "
                                      "(on_nonfinite='skip' skips such instances)")
             yield Message(Kind.RESULT, m.key, m.stage, m.step, {"loss": np.array([np.nan])},
-                          worker=self.wid, info=(SKIP, what))
+                          worker=self.wid, skip=what)
             self._drop(m.stage, m.key, m.step)
-            yield from self._pass_skip(m.stage, m.key, m.path, m.inst, SKIP)
+            yield from self._pass_skip(m.stage, m.key, m.path, m.inst, what)
             return
         nxt = self.route(m.stage, m.step, m.inst)
         if nxt is not None:
             yield Message(m.kind, m.key, nxt[0], int(nxt[1]), y, path, m.inst)
             return
         # loss stage: report, then start the backward at once
-        yield Message(Kind.RESULT, m.key, m.stage, m.step, y, worker=self.wid, info=train)
+        yield Message(Kind.RESULT, m.key, m.stage, m.step, y, worker=self.wid)
         if train:
             dx = self._run_backward(m.stage, m.key, m.step, {}, m.inst)
             yield from self._backward_done(m.stage, m.key, dx, path[:-1], m.inst)
@@ -145,20 +145,17 @@ class Worker:
             with self.stash[name].backward(key, step, self.acc[name].version):
                 pass
 
-    def _pass_skip(self, name: str, key, path, inst, info) -> Iterator[Message]:
-        """Pass a skip back along ``path`` (no gradient, nothing counted); DONE at its end.
-
-        ``info`` is ``SKIP`` when the control node already knows why (a skipped forward's
-        RESULT said so), else ``(SKIP, why)``, which the DONE carries to the control node.
-        """
+    def _pass_skip(self, name: str, key, path, inst, why: str) -> Iterator[Message]:
+        """Pass a skip back along ``path`` (no gradient, nothing counted); its DONE tells
+        the control node ``why``."""
         if _last_visit(name, path):
             self._version_at_fwd.pop((name, key), None)
             self._open.pop((name, key), None)
         if path:
             prev, prev_step = path[-1]
-            yield Message(Kind.BACKWARD, key, prev, prev_step, {}, path[:-1], inst, info=info)
+            yield Message(Kind.BACKWARD, key, prev, prev_step, {}, path[:-1], inst, skip=why)
         else:
-            yield Message(Kind.DONE, key, name, worker=self.wid, info=None if info == SKIP else info)
+            yield Message(Kind.DONE, key, name, worker=self.wid, skip=why)
 
     def _backward_done(self, name: str, key, dx, path, inst, dy=None) -> Iterator[Message]:
         """Send the input gradient back along the path, then count and maybe update.
@@ -178,7 +175,7 @@ class Worker:
             if why is not None:
                 self.stages[name].zero_grad()
                 self._open.pop((name, key), None)
-                yield from self._pass_skip(name, key, path, inst, (SKIP, why))
+                yield from self._pass_skip(name, key, path, inst, why)
                 return
         if path:
             prev, step = path[-1]

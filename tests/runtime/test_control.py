@@ -102,7 +102,7 @@ def test_control_node_alone_accepts_done_before_result():
 
     def send(msg):
         if msg.kind is Kind.REPORT:
-            inbox.append(Message(Kind.STATS, worker=0, info={
+            inbox.append(Message(Kind.STATS, worker=0, stats={
                 "busy": 0.0, "trace": [], "n_updates": {}, "staleness": {}}))
             return
         admitted.append(msg.key)

@@ -195,12 +195,15 @@ def test_wire_round_trip_keeps_arrays_scalars_and_instance():
 
 
 def test_a_skip_and_its_reason_survive_the_wire():
-    from molpipe.runtime.nonfinite import SKIP, is_skip
-    for kind, info in ((Kind.DONE, (SKIP, "stage 'readout' input gradient 'H' holds 3 NaN")),
-                       (Kind.RESULT, (SKIP, "why")), (Kind.BACKWARD, SKIP)):
-        got = wire.decode(*wire.unpack(wire.encode(Message(kind, 3, "embed", info=info))))
-        assert is_skip(got.info) and (info == SKIP or got.info[1] == info[1])
-    assert not is_skip(wire.decode(*wire.unpack(wire.encode(Message(Kind.RESULT, 3, "loss", info=True)))).info)
+    for kind, why in ((Kind.DONE, "stage 'readout' input gradient 'H' holds 3 NaN"),
+                      (Kind.RESULT, "why"), (Kind.BACKWARD, "")):
+        got = wire.decode(*wire.unpack(wire.encode(Message(kind, 3, "embed", skip=why))))
+        assert got.skip == why
+    assert wire.decode(*wire.unpack(wire.encode(Message(Kind.RESULT, 3, "loss")))).skip is None
+    err = wire.decode(*wire.unpack(wire.encode(Message(Kind.ERROR, worker=1, error="Traceback"))))
+    assert err.error == "Traceback" and err.skip is None and err.stats is None
+    stats = {"busy": 0.5, "trace": [[0.0, 1.0, 3, "embed", 0, "forward"]]}
+    assert wire.decode(*wire.unpack(wire.encode(Message(Kind.STATS, worker=1, stats=stats)))).stats == stats
 
 
 def test_wire_refuses_what_it_cannot_send_without_pickle():

@@ -63,8 +63,8 @@ def test_eval_caches_nothing_and_errors_become_messages():
                      Message(Kind.REPORT, worker=0)])
     assert sent[0].kind is Kind.EVAL and sent[0].path == () and stages["embed"].n_cached == 0
     assert sent[1].kind is Kind.ERROR and sent[1].key == "bad" and sent[1].stage == "embed"
-    assert "toy failure" in sent[1].info
-    assert sent[2].kind is Kind.STATS and sent[2].info["busy"] > 0   # still serving
+    assert "toy failure" in sent[1].error
+    assert sent[2].kind is Kind.STATS and sent[2].stats["busy"] > 0   # still serving
 
 
 def test_update_message_steps_only_stages_with_gradients():
@@ -109,7 +109,7 @@ def test_a_count_above_zero_or_no_count_sends_the_worker_looking():
     for nonfinite in (None, 3):
         (err,) = drive(_embed_worker(nonfinite, poison=True),
                        [Message(Kind.FORWARD, "k", "embed", 0, {}, (), INST)])
-        assert err.kind is Kind.ERROR and "stage 'embed' output 'h' holds 1 NaN" in err.info
+        assert err.kind is Kind.ERROR and "stage 'embed' output 'h' holds 1 NaN" in err.error
     # a count the worker cannot confirm (finite outputs) passes
     (out,) = drive(_embed_worker(2, poison=False), [Message(Kind.FORWARD, "k", "embed", 0, {}, (), INST)])
     assert out.kind is Kind.FORWARD
