@@ -22,11 +22,11 @@ def check_placement(text: str | None) -> None:
     """Fail early on a --placement that names an unknown stage or repeats one."""
     if text is None:
         return
-    from molpipe.training.pipeline_engine import STAGE_WEIGHTS
+    from molpipe.nn.network import STAGES
     from molpipe.runtime.placement import parse_placement
 
     try:
-        parse_placement(text, list(STAGE_WEIGHTS), complete=False)
+        parse_placement(text, list(STAGES), complete=False)
     except ValueError as err:
         fail(f"--placement: {err}")
 

@@ -52,11 +52,14 @@ def costs_from_trace(trace: list[tuple]) -> Costs:
 
 
 def network_path(n_rounds: int, has_rings: bool, split: bool = True) -> list[tuple[str, int]]:
-    """The forward path of an instance of molpipe's network."""
-    path = [("embed", 0)]
-    for r in range(n_rounds):
-        path += [("message", r), ("update", r)] if split else [("propagate", r)]
-    return path + ([("rings", 0)] if has_rings else []) + [("readout", 0), ("loss", 0)]
+    """The forward path of an instance of molpipe's network (``Network.route``'s own)."""
+    from types import SimpleNamespace
+
+    from molpipe.nn.network import STAGES, Network
+
+    names = [s for s in STAGES if s not in (("propagate",) if split else ("message", "update"))]
+    network = Network(None, dict.fromkeys(names))
+    return network.path(SimpleNamespace(n_rounds=n_rounds, has_rings=has_rings))
 
 
 def placement(positions: list[tuple[str, int]], costs: Costs, k: int, unroll: bool) -> dict:

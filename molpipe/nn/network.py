@@ -19,6 +19,12 @@ DTYPES = ("float32", "float64")
 #: a round as two stages over atoms (message, update), as one (fused), or two over directed
 #: bonds (bond: D-MPNN style messages, molpipe.nn.bond)
 PROPAGATE = ("split", "fused", "bond")
+#: every stage a network can have, in path order, and its relative cost per instance (message
+#: and update run once per round, propagate is both): the one list of stages that placement,
+#: the MPI backend and the simulator read
+STAGE_COSTS = {"embed": 1.0, "message": 3.0, "update": 3.0, "propagate": 6.0, "rings": 1.0,
+               "readout": 1.0, "loss": 0.2}
+STAGES = tuple(STAGE_COSTS)
 #: what a model directory written before a field existed meant by leaving it out
 LEGACY = {"aggregation": "mean", "dropout": 0.0, "readout_features": False}
 

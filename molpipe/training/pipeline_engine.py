@@ -5,6 +5,7 @@ from __future__ import annotations
 from molpipe.training.result import EpochResult
 from molpipe.nn.optim import Adam
 from molpipe.runtime.defaults import MAX_ACTIVE_KEYS, MIN_UPDATE_FREQUENCY, STALL_TIMEOUT
+from molpipe.nn.network import STAGE_COSTS
 from molpipe.runtime.pipeline import Pipeline
 
 
@@ -76,16 +77,13 @@ class PipelineEngine:
 
 
 # -- MPI: what the worker ranks build ------------------------------------------------------------
-#: relative cost of a stage per instance (message and update run once per round)
-STAGE_WEIGHTS = {"embed": 1.0, "message": 3.0, "update": 3.0, "propagate": 6.0, "rings": 1.0,
-                 "readout": 1.0, "loss": 0.2}
 
 
 def mpi_placement(network) -> dict[str, int]:
     """Balanced contiguous placement of the stages on the job's worker ranks (all but rank 0)."""
     from molpipe.runtime.mpi import balanced_placement, world
 
-    return balanced_placement(list(network.stages), world().size - 1, STAGE_WEIGHTS)
+    return balanced_placement(list(network.stages), world().size - 1, STAGE_COSTS)
 
 
 def rebuild_spec(network, optimizers: dict) -> dict:
