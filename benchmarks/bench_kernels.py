@@ -27,8 +27,7 @@ sys.path.insert(0, str(ROOT))
 from molpipe.chem.featurize import featurize  # noqa: E402
 from molpipe.data.instance import pack  # noqa: E402
 from molpipe.kernels import activations as A  # noqa: E402
-from molpipe.kernels import (dense, gru, loss, message, optim, rings, segment,  # noqa: E402
-                             typed_message)
+from molpipe.kernels import dense, gru, loss, optim, rings, typed_message  # noqa: E402
 from molpipe.nn.network import NetworkConfig, build_network  # noqa: E402
 from molpipe.nn.optim import Adam  # noqa: E402
 from molpipe.nn.layout import blocks_from_columns  # noqa: E402
@@ -66,14 +65,13 @@ def timeit(f, repeat: int) -> float:
 def kernel_table(inst, d_h: int, repeat: int) -> list[tuple[str, float, float]]:
     rng = np.random.default_rng(0)
     f32 = np.float32
-    n, ne = inst.n_atoms, inst.E.shape[0]
+    n = inst.n_atoms
     H = rng.normal(size=(n, d_h)).astype(f32)
     W = (rng.normal(size=(d_h, 3 * d_h)) / np.sqrt(d_h)).astype(f32)
     W_cols = (rng.normal(size=(d_h, 4 * d_h)) / np.sqrt(d_h)).astype(f32)   # H W_m as one matmul
     W_m = blocks_from_columns(W_cols, 4)                     # the network's (4, d_h, d_h) blocks
     b = np.zeros(3 * d_h, f32)
     HW = dense.dense_fwd(H, W_cols, np.zeros(4 * d_h, f32))
-    Eh = rng.normal(size=(ne, d_h)).astype(f32)
     Ea = rng.normal(size=(n, d_h)).astype(f32)
     MX, HU = dense.dense_fwd(H, W, b), dense.dense_fwd(H, W, b)
     H2, gates = gru.gru_fwd(MX, HU, H, inst.atom_rounds, 0)
@@ -91,8 +89,6 @@ def kernel_table(inst, d_h: int, repeat: int) -> list[tuple[str, float, float]]:
          lambda: dense.dense_bwd(H, W_cols, HW)),
         ("tanh", lambda: A.tanh_fwd(H), lambda: A.tanh_bwd(H, H)),
         ("sigmoid", lambda: A.sigmoid_fwd(H), lambda: A.sigmoid_bwd(H, H)),
-        ("message", lambda: message.message_fwd(HW, Eh, inst.src, inst.dst, inst.etype, n),
-         lambda: message.message_bwd(H, inst.src, inst.dst, inst.etype, 4)),
         ("typed_message (+ pair_plan)", lambda: typed_message.typed_message_fwd(
             H, Ea, W_m, inst.src, *typed_message.pair_plan(inst.dst, inst.etype, n, 4)),
          lambda: typed_message.typed_message_bwd(H, S, W_m, inst.src, *plan)),
@@ -102,8 +98,6 @@ def kernel_table(inst, d_h: int, repeat: int) -> list[tuple[str, float, float]]:
          lambda: rings.ring_pool_bwd(R, inst.ring_atoms, inst.ring_offsets, n)),
         ("ring_broadcast", lambda: rings.ring_broadcast_fwd(H, R, inst.ring_atoms, inst.ring_offsets),
          lambda: rings.ring_broadcast_bwd(H, inst.ring_atoms, inst.ring_offsets)),
-        ("gated_sum", lambda: segment.gated_sum_fwd(H, H, inst.atom_mol, inst.n_mols),
-         lambda: segment.gated_sum_bwd(H[:inst.n_mols], H, H, inst.atom_mol)),
         ("masked_mse", lambda: loss.masked_mse_fwd(Y, Y), lambda: loss.masked_mse_bwd(Y, Y, 1.0)),
         ("adam_step (3 d_h^2)", lambda: optim.adam_step(p, g, m, v, 1e-9, .9, .999, 1e-8, 0., 1., 1),
          lambda: None),
