@@ -199,12 +199,16 @@ class ControlNode:
             report = self._stall_report(flight)
             raise PipelineError("; ".join(line.strip() for line in report), "\n".join(report))
         if msg.kind is Kind.ERROR:
-            tb = str(msg.error)
-            last = next((line for line in reversed(tb.strip().splitlines()) if line.strip()), "")
-            raise PipelineError(
-                f"worker {msg.worker} failed in stage {msg.stage!r} (step {msg.step}) "
-                f"on key {msg.key!r} [{self._describe(msg.key)}]: {last.strip()}", tb)
+            raise self.worker_error(msg)
         return msg
+
+    def worker_error(self, msg: Message) -> PipelineError:
+        """The PipelineError of an ERROR message: worker, stage, step, key, last line."""
+        tb = str(msg.error)
+        last = next((line for line in reversed(tb.strip().splitlines()) if line.strip()), "")
+        return PipelineError(
+            f"worker {msg.worker} failed in stage {msg.stage!r} (step {msg.step}) "
+            f"on key {msg.key!r} [{self._describe(msg.key)}]: {last.strip()}", tb)
 
     def _stall_report(self, flight: dict) -> list[str]:
         lines = [f"pipeline stalled: no message for {self.stall_timeout:g} s "

@@ -28,10 +28,15 @@ class Kind(str, Enum):
     REPORT = "report"          # control -> worker: send your counters and trace
     STATS = "stats"            # worker -> control: counters and trace (then reset)
     STOP = "stop"              # sentinel: leave the queue loop
+    PUBLISH = "publish"        # control -> worker: keep a copy of your parameters as ``version``
+    PUBLISHED = "published"    # worker -> control: the copy is made
+    RETIRE = "retire"          # control -> worker: drop the copy ``version`` (no eval uses it)
+    WAKE = "wake"              # anyone -> control: look at your request queue (live pipeline)
 
 
 DATA_KINDS = frozenset({Kind.FORWARD, Kind.BACKWARD, Kind.EVAL})
-TO_CONTROL = frozenset({Kind.RESULT, Kind.DONE, Kind.ERROR, Kind.UPDATED, Kind.STATS})
+TO_CONTROL = frozenset({Kind.RESULT, Kind.DONE, Kind.ERROR, Kind.UPDATED, Kind.STATS,
+                        Kind.PUBLISHED, Kind.WAKE})
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +61,9 @@ class Message:
                                     that then only drops caches, and on its DONE
     error : str | None              the traceback of an ERROR
     stats : dict | None             a worker's counters and trace (STATS)
+    version : int | None            an EVAL computed with the published parameter copy of
+                                    that number at every stage (None: the live parameters);
+                                    the copy PUBLISH makes and RETIRE drops
     """
 
     kind: Kind
@@ -69,6 +77,7 @@ class Message:
     skip: str | None = None
     error: str | None = None
     stats: dict | None = None
+    version: int | None = None
 
 
 STOP = Message(Kind.STOP)

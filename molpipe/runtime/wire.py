@@ -1,8 +1,8 @@
 """Wire format of the MPI backend: a Message as one contiguous byte buffer, never a pickle.
 
 A frame is ``[u64 header length][JSON header][pad][array bytes, each 16-byte aligned]``.
-The header holds every scalar (kind, key, stage, step, path, worker, info) and, for every
-array, its name, dtype, shape and byte offset; the arrays (the payload and the instance's
+The header holds every scalar (kind, key, stage, step, path, worker, skip, error, stats,
+version) and, for every array, its name, dtype, shape and byte offset; the arrays (the payload and the instance's
 fields) travel as raw bytes and come back as views into the receive buffer. An instance is
 any dataclass whose fields are numpy arrays or JSON scalars (``Instance``, test toys); its
 class travels as ``module:qualname`` and is rebuilt with its fields as keywords.
@@ -128,7 +128,7 @@ def encode(msg: Message, gen: int = 0) -> np.ndarray:
     header = {"k": msg.kind.value, "g": gen, "key": _jsonable(msg.key), "stage": msg.stage,
               "step": int(msg.step), "path": _jsonable(msg.path), "worker": msg.worker,
               "skip": msg.skip, "error": msg.error, "stats": _jsonable(msg.stats),
-              "inst": _encode_inst(msg.inst, arrays)}
+              "ver": msg.version, "inst": _encode_inst(msg.inst, arrays)}
     return pack(header, arrays)
 
 
@@ -138,7 +138,7 @@ def decode(header: dict, arrays: dict) -> Message:
     return Message(Kind(header["k"]), _tuplify(header["key"]), header["stage"], header["step"],
                    payload, tuple((s, t) for s, t in header["path"]),
                    _decode_inst(header["inst"], arrays), header["worker"], header["skip"],
-                   header["error"], header["stats"])
+                   header["error"], header["stats"], header.get("ver"))
 
 
 def is_message(header: dict) -> bool:

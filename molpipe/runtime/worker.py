@@ -60,6 +60,8 @@ class Worker:
         self.stash = {name: WeightStash(st) for name, st in stages.items()} if stash_weights else None
         # NaN/inf in a training forward's outputs: None (not checked), "stop" or "skip"
         self.on_nonfinite = check_policy(on_nonfinite)
+        # version -> {stage: parameters} copied at a PUBLISH, read by EVALs of that version
+        self.published: dict[int, dict[str, dict]] = {}
 
     # -- the loop ----------------------------------------------------------------------
     def run(self, send: Callable[[Message], None], recv: Callable[[], Message]) -> None:
@@ -98,15 +100,38 @@ class Worker:
             yield Message(Kind.UPDATED, worker=self.wid)
         elif m.kind is Kind.REPORT:
             yield Message(Kind.STATS, worker=self.wid, stats=self._report())
+        elif m.kind is Kind.PUBLISH:
+            self.published[m.version] = {name: self._copy_params(name) for name in self.stages}
+            yield Message(Kind.PUBLISHED, worker=self.wid, version=m.version)
+        elif m.kind is Kind.RETIRE:
+            self.published.pop(m.version, None)
         else:
             raise ValueError(f"worker {self.wid} cannot handle a {m.kind.value!r} message")
+
+    def _copy_params(self, name: str) -> dict:
+        """The parameters an evaluation of ``name`` should see: the optimizer's average
+        when it keeps one, else the live ones (copied either way)."""
+        avg = getattr(self.optimizers.get(name), "state", {}).get("avg")
+        return {k: (avg[k] if avg else p).copy() for k, p in self.stages[name].params.items()}
 
     # -- forward, backward, update --------------------------------------------------------
     def _forward(self, m: Message) -> Iterator[Message]:
         train = m.kind is Kind.FORWARD
         stage = self.stages[m.stage]
-        y = self._timed(m.key, m.stage, m.step, m.kind.value,
-                        stage.forward, m.key, m.step, m.payload, m.inst, train)
+        if m.version is None:
+            y = self._timed(m.key, m.stage, m.step, m.kind.value,
+                            stage.forward, m.key, m.step, m.payload, m.inst, train)
+        else:                               # an evaluation on a published version
+            copies = self.published.get(m.version)
+            if copies is None:
+                raise KeyError(f"worker {self.wid} holds no published version {m.version} "
+                               f"(has {sorted(self.published)})")
+            live, stage.params = stage.params, copies[m.stage]
+            try:
+                y = self._timed(m.key, m.stage, m.step, m.kind.value,
+                                stage.forward, m.key, m.step, m.payload, m.inst, False)
+            finally:
+                stage.params = live
         path = m.path + ((m.stage, m.step),) if train else ()
         if train:
             version = self.acc[m.stage].version
@@ -127,7 +152,8 @@ class Worker:
             return
         nxt = self.route(m.stage, m.step, m.inst)
         if nxt is not None:
-            yield Message(m.kind, m.key, nxt[0], int(nxt[1]), y, path, m.inst)
+            yield Message(m.kind, m.key, nxt[0], int(nxt[1]), y, path, m.inst,
+                          version=m.version)
             return
         # loss stage: report, then start the backward at once
         yield Message(Kind.RESULT, m.key, m.stage, m.step, y, worker=self.wid)
