@@ -53,18 +53,21 @@ class LivePipeline:
     publish_every : float               seconds of training between published versions
     slots_while_serving : int           training instances in flight while requests are
     report_every : float                seconds between the workers' utilization reports
+    first_version : int                 number of the version published at the start (a
+                                        service resumed from a snapshot goes on counting)
     """
 
     def __init__(self, pipeline, next_train: TrainSource, *,
                  on_trained: Callable[[Any, float], None] | None = None,
                  on_publish: Callable[[int], None] | None = None,
                  publish_every: float = 0.5, slots_while_serving: int = 1,
-                 report_every: float = 2.0):
+                 report_every: float = 2.0, first_version: int = 0):
         self.pipeline = pipeline
         self.control = pipeline.control
         self.next_train, self.on_trained, self.on_publish = next_train, on_trained, on_publish
         self.publish_every, self.report_every = publish_every, report_every
         self.mak = self.control.mak
+        self._first = first_version
         self.slots_while_serving = max(1, min(slots_while_serving, self.mak))
         self.n_workers = self.control.n_workers
         self._lock = threading.Lock()
@@ -76,7 +79,7 @@ class LivePipeline:
         self.thread: threading.Thread | None = None
         self.error: BaseException | None = None
         # the loop's state, read by other threads only through ``status``
-        self.version = -1                       # newest published version
+        self.version = first_version - 1        # newest published version
         self.n_trained = 0                      # training instances completed
         self.n_evaluated = 0                    # evaluation instances completed
         self.in_flight = {"train": 0, "eval": 0}
@@ -114,9 +117,9 @@ class LivePipeline:
         return future
 
     def published(self, version: int) -> dict[str, dict]:
-        """{stage: parameters} of a published version, as the workers copied it (thread
-        backend; valid in ``on_publish`` and ``at_drain`` callbacks of that version)."""
-        out: dict[str, dict] = {}
+        """{stage: (parameters, buffers)} of a published version, as the workers copied it
+        (thread backend; valid in ``on_publish`` and ``at_drain`` callbacks of that version)."""
+        out: dict[str, tuple] = {}
         for w in self.pipeline.workers:
             out.update(w.published[version])
         return out
@@ -200,6 +203,10 @@ class LivePipeline:
                 return
             if not self._draining and not final and self.training:
                 self._admit_training()
+            if (not self._flight_train and not self._draining and not final
+                    and self.n_trained != self._published_at):
+                self._draining = True           # training went idle: publish what it made
+                continue
             if now - t_report >= self.report_every and not self._stats_due:
                 self._ask_reports()
                 t_report = now
@@ -282,7 +289,7 @@ class LivePipeline:
             self._wait_acks()
         old, self.version = self.version, version
         self._published_at = self.n_trained
-        if old >= 0 and not self._refs.get(old):
+        if old >= self._first and not self._refs.get(old):
             self._retire(old)
         if self.on_publish is not None:
             self.on_publish(version)

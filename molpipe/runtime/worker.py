@@ -60,7 +60,7 @@ class Worker:
         self.stash = {name: WeightStash(st) for name, st in stages.items()} if stash_weights else None
         # NaN/inf in a training forward's outputs: None (not checked), "stop" or "skip"
         self.on_nonfinite = check_policy(on_nonfinite)
-        # version -> {stage: parameters} copied at a PUBLISH, read by EVALs of that version
+        # version -> {stage: (parameters, buffers)} copied at a PUBLISH, read by EVALs of that version
         self.published: dict[int, dict[str, dict]] = {}
 
     # -- the loop ----------------------------------------------------------------------
@@ -108,11 +108,13 @@ class Worker:
         else:
             raise ValueError(f"worker {self.wid} cannot handle a {m.kind.value!r} message")
 
-    def _copy_params(self, name: str) -> dict:
-        """The parameters an evaluation of ``name`` should see: the optimizer's average
-        when it keeps one, else the live ones (copied either way)."""
+    def _copy_params(self, name: str) -> tuple[dict, dict]:
+        """(parameters, buffers) an evaluation of ``name`` should see: the optimizer's
+        average when it keeps one, else the live parameters (copied either way)."""
+        stage = self.stages[name]
         avg = getattr(self.optimizers.get(name), "state", {}).get("avg")
-        return {k: (avg[k] if avg else p).copy() for k, p in self.stages[name].params.items()}
+        return ({k: (avg[k] if avg else p).copy() for k, p in stage.params.items()},
+                {k: b.copy() for k, b in stage.buffers.items()})
 
     # -- forward, backward, update --------------------------------------------------------
     def _forward(self, m: Message) -> Iterator[Message]:
@@ -126,12 +128,13 @@ class Worker:
             if copies is None:
                 raise KeyError(f"worker {self.wid} holds no published version {m.version} "
                                f"(has {sorted(self.published)})")
-            live, stage.params = stage.params, copies[m.stage]
+            live = stage.params, stage.buffers
+            stage.params, stage.buffers = copies[m.stage]
             try:
                 y = self._timed(m.key, m.stage, m.step, m.kind.value,
                                 stage.forward, m.key, m.step, m.payload, m.inst, False)
             finally:
-                stage.params = live
+                stage.params, stage.buffers = live
         path = m.path + ((m.stage, m.step),) if train else ()
         if train:
             version = self.acc[m.stage].version

@@ -97,6 +97,13 @@ def prepare(config: TrainConfig, progress=None) -> Prepared:
     return Prepared(store=store, split=split, targets=list(store.target_names), task=task)
 
 
+def network_config(c: TrainConfig, task: str) -> NetworkConfig:
+    """The network the settings ``c`` describe, for ``task``."""
+    return NetworkConfig(hidden=c.hidden, rings=c.rings, task=task, dtype=c.dtype,
+                         aggregation=c.aggregation, dropout=c.dropout,
+                         readout_features=c.readout_features, propagate=c.propagate)
+
+
 def make_items(prep: Prepared, rows: np.ndarray, size: int, rng, next_key: int):
     """Pack ``rows`` into instances grouped by plan; returns (items, {key: rows}, next_key)."""
     store = prep.store
@@ -181,10 +188,7 @@ class Session:
                 or auto_instance_size(self.store.n_atoms[self.split["train"]]))
 
     def network_config(self) -> NetworkConfig:
-        c = self.config
-        return NetworkConfig(hidden=c.hidden, rings=c.rings, task=self.prep.task, dtype=c.dtype,
-                             aggregation=c.aggregation, dropout=c.dropout,
-                             readout_features=c.readout_features, propagate=c.propagate)
+        return network_config(self.config, self.prep.task)
 
     def network(self):
         """A new network initialized from the seed, built with the fitted scaling."""

@@ -1,0 +1,387 @@
+"""A model that learns while it serves: one live pipeline for predictions and training.
+
+``OnlineModel`` owns a network, its optimizers and a ``LivePipeline`` of its stages. It
+answers ``predict`` from the newest published version; ``observe`` journals rows (fsynced
+before the receipt), predicts each one before it is trained on (the prequential error), then
+folds it into the model as a training instance; between new rows it replays its pool (the
+training split of a data set it started from, and every row folded so far) in shuffled
+epochs, for ``replay_epochs`` epochs after the last new row. ``snapshot`` writes, at a drain
+point of the pipeline, the model directory (``model/``, what ``molpipe predict`` reads) and a
+checkpoint (parameters, optimizer state and the sequence numbers folded so far); a restart
+resumes from the newest checkpoint and replays the journal rows it had not folded.
+
+Built by ``molpipe.serve.build`` (from a run directory, a data set, or nothing).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from pathlib import Path
+
+import numpy as np
+
+from molpipe.data.instance import auto_instance_size, group_by_plan, pack
+from molpipe.inference.predict import BATCH
+from molpipe.io.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from molpipe.io.model import save_model
+from molpipe.runtime.live import LivePipeline
+from molpipe.serve.journal import Journal
+from molpipe.serve.prequential import Prequential
+from molpipe.training.metrics import metrics_table, summary
+
+
+class OnlineModel:
+    """Parameters
+    ----------
+    network, optimizers : the model (parameters loaded) and one optimizer per stage
+    predictor : ``Predictor`` around ``network``: featurizes as the model was trained
+    meta : what model/config.json records besides the network (dims, targets, task, featurizer)
+    engine : a ``PipelineEngine`` of ``network`` (not started): its pipeline is the live one
+    out : directory of the journal, rejects, prequential log, model/ and checkpoints/
+    pool : (graphs, Y) training rows to replay from the start (a data set's training split)
+    val : ([(instance, rows)], Y) evaluated after every replay epoch, or None
+    domain_arrays : the applicability domain written with every model/ (None: none)
+    fit_scaling : set the loss stage's target mean and scale from the first rows observed
+                  (a model that starts untrained and without data)
+    """
+
+    def __init__(self, network, optimizers: dict, predictor, engine, out: str | Path, *,
+                 meta: dict,
+                 pool=None, val=None, domain_arrays=None, fit_scaling: bool = False,
+                 seed: int = 0, publish_every: float = 0.5, replay_epochs: int = 30,
+                 snapshot_every: float = 60.0, settings: dict | None = None):
+        self.network, self.optimizers, self.predictor = network, optimizers, predictor
+        self.targets, self.task = predictor.targets, predictor.task
+        self.out = Path(out)
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.settings, self.meta, self.engine = settings or {}, meta, engine
+        self.domain_arrays, self.fit_scaling = domain_arrays, fit_scaling
+        self.replay_epochs, self.snapshot_every = replay_epochs, snapshot_every
+        # the live arrays (a stage's ``params``/``buffers`` attribute is swapped while it
+        # runs an evaluation or a stashed backward; these dict objects stay the live ones)
+        self._params = {n: s.params for n, s in network.stages.items()}
+        self._buffers = {n: s.buffers for n, s in network.stages.items()}
+        self.rng = np.random.default_rng(seed)
+        self.journal = Journal(self.out, self.targets)
+        self.prequential = Prequential(self.out, self.targets, self.task)
+        self._lock = threading.Lock()
+        self._snap_lock = threading.Lock()
+        self.pool_graphs: list = list(pool[0]) if pool else []
+        self.pool_y: list = list(pool[1]) if pool else []
+        self.val = val
+        self.history: list[dict] = []          # validation after each replay epoch
+        self.folded: list[int] = []            # sequence numbers folded, in order
+        self.epochs, self.epochs_since_new = 0, 0
+        self.n_mols_trained, self.n_snapshots = 0, 0
+        self._epoch: deque = deque()
+        self._fold_ready: deque = deque()      # (key, inst, seqs) predicted, not yet trained
+        self._folding: dict = {}               # key -> seqs of a fold in flight
+        self._sizes: dict = {}                 # key -> molecules, of training in flight
+        self._keys = iter(range(1, 1 << 62))
+        self._val_due = threading.Event()
+        self.train_loss = float("nan")
+        self.t_start = time.time()
+        self.training = True
+        from molpipe.serve.metrics import Requests
+
+        self.requests = Requests()
+        self._stopping = threading.Event()
+        self._restored_version = -1
+        self._restore()
+        self.live = LivePipeline(engine.pipeline, self._next_train, on_trained=self._trained,
+                                 publish_every=publish_every,
+                                 first_version=self._restored_version + 1)
+        self._threads: list[threading.Thread] = []
+
+    # -- life -------------------------------------------------------------------------------
+    def start(self) -> "OnlineModel":
+        self.live.start()
+        self._replay_journal()
+        for target, name in ((self._snapshot_loop, "snapshots"), (self._val_loop, "validation")):
+            t = threading.Thread(target=target, name=f"molpipe-{name}", daemon=True)
+            t.start()
+            self._threads.append(t)
+        return self
+
+    def stop(self, snapshot: bool = True) -> None:
+        """Snapshot (unless told not to), stop the pipeline and the helpers."""
+        if snapshot and self.live.error is None:
+            try:
+                self.snapshot()
+            except RuntimeError:
+                pass
+        self._stopping.set()
+        self._val_due.set()
+        self.live.stop()
+        for t in self._threads:
+            t.join(5)
+        self.journal.close()
+        self.prequential.close()
+
+    @property
+    def error(self) -> str | None:
+        return None if self.live.error is None else str(self.live.error)
+
+    # -- predictions ------------------------------------------------------------------------
+    def featurize(self, smiles: list[str]):
+        """(graphs, kept indices, errors) of SMILES strings; errors "" where read."""
+        graphs, kept, errors = [], [], [""] * len(smiles)
+        for i, s in enumerate(smiles):
+            try:
+                graphs.append(self.predictor.featurize(s))
+                kept.append(i)
+            except Exception as err:             # every molecule is answered or explained
+                errors[i] = str(err) or type(err).__name__
+        return graphs, kept, errors
+
+    def _instances(self, graphs, Y, size: int = BATCH):
+        """Instances of ``graphs`` (targets ``Y``) grouped by plan; (inst, rows) pairs."""
+        n_rounds = np.array([g.n_rounds for g in graphs])
+        has_rings = np.array([g.has_rings for g in graphs])
+        out = []
+        for rows in group_by_plan(n_rounds, has_rings, size):
+            inst = pack([graphs[i] for i in rows], np.asarray(Y, np.float32)[rows])
+            out.append((self.predictor.fit_features(inst), rows))
+        return out
+
+    def predict_graphs(self, graphs, timeout: float = 60.0) -> tuple[int, np.ndarray]:
+        """(version, predictions (n, n_targets) in data units) through the live pipeline."""
+        P = np.full((len(graphs), len(self.targets)), np.nan)
+        if not graphs:
+            return self.live.version, P
+        parts = self._instances(graphs, np.full((len(graphs), len(self.targets)), np.nan))
+        version, preds = self.live.evaluate([inst for inst, _ in parts]).result(timeout)
+        for (_, rows), pred in zip(parts, preds):
+            P[rows] = pred
+        return version, P
+
+    # -- observations -----------------------------------------------------------------------
+    def observe(self, rows: list[tuple[str, list]]) -> dict:
+        """Journal ``(smiles, values)`` rows (fsynced), then predict and fold them.
+
+        Returns the receipt: sequence numbers of the rows kept, and the rows rejected (a
+        SMILES the featurizer cannot read) with their index and reason.
+        """
+        graphs, kept, errors = self.featurize([s for s, _ in rows])
+        rejected = [(i, rows[i][0], errors[i]) for i in range(len(rows)) if errors[i]]
+        self.journal.reject([(s, why) for _, s, why in rejected])
+        seqs = self.journal.append([rows[i] for i in kept])
+        if seqs:
+            self._submit(seqs, graphs, np.array([rows[i][1] for i in kept], np.float64))
+        return {"accepted": len(seqs), "seqs": [seqs[0], seqs[-1]] if seqs else None,
+                "rejected": [{"row": i, "smiles": s, "reason": why} for i, s, why in rejected]}
+
+    def _submit(self, seqs: list[int], graphs: list, Y: np.ndarray) -> None:
+        """Predict the new rows (prequential), then queue them to be trained on."""
+        if self.fit_scaling:
+            self.live.at_drain(lambda: self._set_scaling(Y)).result(60)
+        parts = self._instances(graphs, Y)
+        insts = [inst for inst, _ in parts]
+        future = self.live.evaluate(insts)
+        seqs = np.asarray(seqs)
+
+        def predicted(fut) -> None:            # runs in the live pipeline's loop thread
+            if fut.exception() is not None:
+                return                         # the rows stay in the journal, unfolded
+            version, preds = fut.result()
+            for (inst, rows), pred in zip(parts, preds):
+                self.prequential.add(seqs[rows].tolist(), Y[rows], np.asarray(pred), version)
+                fold = (seqs[rows].tolist(), [graphs[i] for i in rows], Y[rows])
+                self._fold_ready.append((next(self._keys), inst, fold))
+
+        future.add_done_callback(predicted)
+
+    def _set_scaling(self, Y: np.ndarray) -> None:
+        """Target mean and scale from the first rows (at a drain point: nothing in flight
+        trains, and evaluations use their own version's copies)."""
+        if not self.fit_scaling:
+            return
+        loss = self._buffers["loss"]
+        for j in range(len(self.targets)):
+            y = Y[:, j][np.isfinite(Y[:, j])]
+            if self.task == "regression" and y.size:
+                loss["mean"][j] = y.mean()
+                loss["std"][j] = y.std() if y.size > 1 and y.std() > 0 else max(abs(y.mean()), 1.0)
+        self.fit_scaling = False
+
+    # -- the training source (called in the loop thread) -------------------------------------
+    def _next_train(self):
+        if self._fold_ready:
+            key, inst, fold = self._fold_ready.popleft()
+            self._folding[key] = fold
+            self._sizes[key] = inst.n_mols
+            return key, inst
+        if not self.training:
+            return None
+        if not self._epoch and not self._new_epoch():
+            return None
+        key, inst = self._epoch.popleft()
+        self._sizes[key] = inst.n_mols
+        return key, inst
+
+    def _new_epoch(self) -> bool:
+        n = len(self.pool_graphs)
+        if n == 0 or self.epochs_since_new >= self.replay_epochs:
+            return False
+        if self.epochs:
+            self._val_due.set()                # the epoch before this one is all admitted
+        size = auto_instance_size(np.array([g.n_atoms for g in self.pool_graphs]))
+        n_rounds = np.array([g.n_rounds for g in self.pool_graphs])
+        has_rings = np.array([g.has_rings for g in self.pool_graphs])
+        Y = np.array(self.pool_y, np.float32).reshape(n, len(self.targets))
+        for rows in group_by_plan(n_rounds, has_rings, size, self.rng):
+            inst = pack([self.pool_graphs[i] for i in rows], Y[rows])
+            self._epoch.append((next(self._keys), self.predictor.fit_features(inst)))
+        self.epochs += 1
+        self.epochs_since_new += 1
+        return True
+
+    def _trained(self, key, loss: float) -> None:
+        self.n_mols_trained += self._sizes.pop(key, 0)
+        if np.isfinite(loss):
+            self.train_loss = loss if not np.isfinite(self.train_loss) else \
+                0.98 * self.train_loss + 0.02 * loss
+        fold = self._folding.pop(key, None)
+        if fold is None:
+            return
+        seqs, graphs, Y = fold
+        self.folded.extend(seqs)
+        self._add_to_pool(graphs, Y)
+        self.epochs_since_new = 0
+
+    def _add_to_pool(self, graphs, Y) -> None:
+        with self._lock:
+            self.pool_graphs.extend(graphs)
+            self.pool_y.extend(np.asarray(Y, np.float32).reshape(len(graphs), -1))
+
+    # -- validation after replay epochs --------------------------------------------------------
+    def _val_loop(self) -> None:
+        while not self._stopping.is_set():
+            self._val_due.wait()
+            self._val_due.clear()
+            if self._stopping.is_set() or self.val is None or self.live.error is not None:
+                continue
+            try:
+                self.validate()
+            except RuntimeError:
+                return
+
+    def validate(self) -> dict:
+        """Metrics of the validation rows with the newest version (appended to history)."""
+        parts, Y = self.val
+        version, preds = self.live.evaluate([inst for inst, _ in parts]).result(600)
+        P = np.full(Y.shape, np.nan)
+        for (_, rows), pred in zip(parts, preds):
+            P[rows] = pred
+        metrics = metrics_table(self.task, self.targets, Y, P)
+        row = {"epoch": self.epochs, "version": version, "t": round(time.time() - self.t_start, 2),
+               "molecules_trained": self.n_mols_trained, **summary(self.task, metrics)}
+        self.history.append(row)
+        return row
+
+    # -- snapshots and restarts ----------------------------------------------------------------
+    def snapshot(self) -> dict:
+        """Write model/ and a checkpoint of the state at the next drain point."""
+        with self._snap_lock:
+            t0 = time.perf_counter()
+            cap = self.live.at_drain(self._capture).result(300)
+            n = self.n_snapshots + 1
+            save_model(self.out / "model", self.network.config, cap["model"], self.meta,
+                       self.domain_arrays)
+            save_checkpoint(self.out, n, cap["state"], cap["arrays"])
+            self.n_snapshots = n
+            return {"snapshot": n, "version": cap["state"]["version"],
+                    "rows_folded": len(cap["arrays"]["serve/folded"]),
+                    "model": str(self.out / "model"),
+                    "seconds": round(time.perf_counter() - t0, 3)}
+
+    def _capture(self) -> dict:
+        """The state at a drain point (loop thread): no training in flight, updates applied."""
+        version = self.live.version
+        model = {}
+        for stage, (params, buffers) in self.live.published(version).items():
+            model.update({f"{stage}.{k}": v for k, v in params.items()})
+            model.update({f"{stage}.{k}": v for k, v in buffers.items()})
+        arrays = {f"net/{s}.{k}": v.copy() for s, d in self._params.items() for k, v in d.items()}
+        arrays.update({f"net/{s}.{k}": v.copy() for s, d in self._buffers.items()
+                       for k, v in d.items()})
+        scalars: dict = {}
+        for name, opt in self.optimizers.items():
+            for k, v in opt.state_dict().items():
+                if isinstance(v, np.ndarray):
+                    arrays[f"opt/{name}/{k}"] = v
+                else:
+                    scalars.setdefault(name, {})[k] = v
+        arrays["serve/folded"] = np.array(self.folded, np.int64)
+        state = {"version": version, "epochs": self.epochs,
+                 "epochs_since_new": self.epochs_since_new,
+                 "n_mols_trained": self.n_mols_trained, "history": list(self.history),
+                 "rng": self.rng.bit_generator.state, "fit_scaling": self.fit_scaling,
+                 "optimizers": scalars, "settings": self.settings,
+                 "journal_last_seq": self.journal.last_seq}
+        return {"model": model, "arrays": arrays, "state": state}
+
+    def _restore(self) -> None:
+        """Continue from the newest checkpoint of ``out`` (none: a new service)."""
+        if not any((self.out / "checkpoints").glob("epoch-*")):
+            return
+        state, arrays, path = load_checkpoint(self.out)   # CheckpointError if all damaged
+        try:
+            self.network.load_state_dict({k[4:]: v for k, v in arrays.items()
+                                          if k.startswith("net/")})
+            for name, opt in self.optimizers.items():
+                prefix = f"opt/{name}/"
+                opt.load_state_dict({**state["optimizers"].get(name, {}),
+                                     **{k[len(prefix):]: v for k, v in arrays.items()
+                                        if k.startswith(prefix)}})
+        except (KeyError, ValueError) as err:
+            raise CheckpointError(f"{path}: does not fit this model ({err}); serve from "
+                                  "another --out directory") from None
+        self.folded = arrays["serve/folded"].tolist()
+        self.epochs, self.epochs_since_new = state["epochs"], state["epochs_since_new"]
+        self.n_mols_trained, self.history = state["n_mols_trained"], state["history"]
+        self.rng.bit_generator.state = state["rng"]
+        self.fit_scaling = state["fit_scaling"]
+        self._restored_version = int(state["version"])
+        self.n_snapshots = int(path.name.split("-")[1])
+        self.restored_from = str(path)
+
+    def _replay_journal(self) -> None:
+        """Journal rows folded before the restart join the pool; the rest are new again."""
+        done = set(self.folded)
+        old, new = [], []
+        for seq, smiles, y in self.journal.rows():
+            (old if seq in done else new).append((seq, smiles, y))
+        if old:
+            graphs, kept, _ = self.featurize([s for _, s, _ in old])
+            self._add_to_pool(graphs, np.array([old[i][2] for i in kept]))
+        for lo in range(0, len(new), 256):
+            chunk = new[lo:lo + 256]
+            graphs, kept, errors = self.featurize([s for _, s, _ in chunk])
+            if kept:
+                self._submit([chunk[i][0] for i in kept], graphs,
+                             np.array([chunk[i][2] for i in kept], np.float64))
+
+    def _snapshot_loop(self) -> None:
+        seen = None
+        while not self._stopping.wait(self.snapshot_every):
+            now = (self.live.n_trained, self.journal.last_seq)
+            if now != seen and self.live.error is None:
+                try:
+                    self.snapshot()
+                    seen = now
+                except RuntimeError:
+                    return
+
+    # -- status ---------------------------------------------------------------------------------
+    def set_training(self, on: bool) -> None:
+        self.training = bool(on)
+        self.live.wake()
+
+    def status(self) -> dict:
+        """What /status answers (``molpipe.serve.metrics.status``)."""
+        from molpipe.serve.metrics import status
+
+        return status(self)
