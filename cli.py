@@ -1,7 +1,7 @@
 """molpipe command line: the typer app, assembled from the commands in ``molpipe.cli``.
 
 preprocess and datasets (``molpipe.cli.data``), train (``molpipe.cli.train``), bench and
-simulate (``molpipe.cli.measure``), predict, evaluate and plot (``molpipe.cli.model``).
+simulate (``molpipe.cli.measure``), predict, evaluate and plot (``molpipe.cli.model``), serve (``molpipe.cli.serve``).
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from molpipe.cli import console
 from molpipe.cli.data import datasets, preprocess
 from molpipe.cli.measure import bench, simulate
 from molpipe.cli.model import evaluate, plot, predict
+from molpipe.cli.serve import serve
 from molpipe.cli.train import train
 
 app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False,
@@ -47,7 +48,7 @@ def main(version: Annotated[bool, typer.Option(
     keep_freed_memory()        # start-up: kernel outputs reuse freed memory (glibc)
 
 
-for command in (preprocess, datasets, train, bench, simulate, predict, evaluate, plot):
+for command in (preprocess, datasets, train, bench, simulate, predict, evaluate, plot, serve):
     app.command()(command)
 
 

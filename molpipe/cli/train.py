@@ -120,11 +120,17 @@ def train(
         "Also checkpoint inside an epoch this many minutes (default: after each epoch).", _RUN)] = None,
     quiet: Annotated[bool, _opt("No live display (warnings and the test table still).", _RUN,
                                 "--quiet")] = False,
+    follow: Annotated[Optional[Path], _opt(
+        "Online: train on the rows appended to this CSV as they appear (after DATA's, if "
+        "given), each predicted before it is trained on; state in --out.", "Online")] = None,
+    follow_idle: Annotated[Optional[float], _opt(
+        "--follow: stop after this many seconds without a new row (default: run until "
+        "Ctrl-C).", "Online")] = None,
 ) -> None:
     """Train a model on DATA and write a run directory (model, report.json, metrics.csv, split).
 
     Example: molpipe train esol --epochs 30 --out runs/esol
-    (after a crash: molpipe train --resume runs/esol)
+    (after a crash: molpipe train --resume runs/esol; online: molpipe train --follow new.csv)
     """
     import shutil
 
@@ -160,6 +166,11 @@ def train(
 
     if resume is not None:
         run(TrainConfig(), resume, resume=True)
+        return
+    if follow is not None:
+        from molpipe.cli.serve import follow_file
+
+        follow_file(data, follow, target, task, out, lr, epochs, seed, follow_idle, quiet)
         return
     from molpipe.training.settings import SettingsError
 

@@ -75,6 +75,7 @@ class LivePipeline:
         self._at_drain: deque = deque()         # (fn, future)
         self._keys = itertools.count()
         self._stop = threading.Event()
+        self._started = threading.Event()
         self.training = True                    # False: admit no training instance
         self.thread: threading.Thread | None = None
         self.error: BaseException | None = None
@@ -91,6 +92,8 @@ class LivePipeline:
         self.pipeline.start()
         self.thread = threading.Thread(target=self._main, name="molpipe-live", daemon=True)
         self.thread.start()
+        while self.version < self._first and self.thread.is_alive():
+            self._started.wait(0.05)            # version 0 is published before any request
         return self
 
     def evaluate(self, insts: list) -> Future:
@@ -291,6 +294,7 @@ class LivePipeline:
         self._published_at = self.n_trained
         if old >= self._first and not self._refs.get(old):
             self._retire(old)
+        self._started.set()
         if self.on_publish is not None:
             self.on_publish(version)
 

@@ -71,7 +71,8 @@ def from_data(config: TrainConfig, out: str | Path, **kw) -> OnlineModel:
     model = _model(network, config, model_meta(prep), out, pool=pool,
                    domain_arrays=Domain.from_smiles([prep.store.smiles[i] for i in train],
                                                     config.seed).arrays(),
-                   replay_epochs=kw.pop("replay_epochs", config.epochs), **kw)
+                   replay_epochs=kw.pop("replay_epochs", config.epochs),
+                   lr_schedule=(config.lr, config.epochs), **kw)
     if len(val):
         Y = prep.store.targets[val].astype(np.float64)
         model.val = (model._instances([prep.graphs[i] for i in val.tolist()], Y), Y)

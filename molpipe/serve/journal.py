@@ -42,16 +42,21 @@ class Journal:
         self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
 
     # -- writing ---------------------------------------------------------------------------
-    def append(self, rows: list[tuple[str, list]]) -> list[int]:
-        """Write ``(smiles, values)`` rows, fsync, return their sequence numbers."""
+    def append(self, rows: list[tuple[str, list]], source: dict | None = None) -> list[int]:
+        """Write ``(smiles, values)`` rows, fsync, return their sequence numbers.
+
+        ``source`` (JSON-able, e.g. the file and byte offset they were read up to) is kept
+        on every row: ``last_source`` finds it again after a restart.
+        """
         if not rows:
             return []
+        extra = {"src": source} if source is not None else {}
         with self._lock:
             first = self.last_seq + 1
             now = round(time.time(), 3)
             text = "".join(
                 json.dumps({"seq": first + i, "smiles": smiles, "y": [_cell(v) for v in y],
-                            "t": now}, separators=(",", ":")) + "\n"
+                            "t": now, **extra}, separators=(",", ":")) + "\n"
                 for i, (smiles, y) in enumerate(rows))
             _write_all(self._fd, text.encode())
             os.fsync(self._fd)
@@ -93,6 +98,17 @@ class Journal:
                 row = _parse(line, self.path, lineno, len(self.targets))
                 if row[0] > after:
                     yield row
+
+    def last_source(self, key: str, value) -> dict | None:
+        """The ``source`` of the last row whose source has ``key == value``."""
+        found = None
+        if self.path.exists():
+            with open(self.path, encoding="utf-8") as f:
+                for line in f:
+                    src = json.loads(line).get("src")
+                    if isinstance(src, dict) and src.get(key) == value:
+                        found = src
+        return found
 
     def _repair(self) -> int:
         """Cut a torn last line (a write a kill interrupted); the bytes removed."""

@@ -45,13 +45,16 @@ class OnlineModel:
     domain_arrays : the applicability domain written with every model/ (None: none)
     fit_scaling : set the loss stage's target mean and scale from the first rows observed
                   (a model that starts untrained and without data)
+    lr_schedule : (lr, epochs): the replay epochs follow ``molpipe train``'s warm-up and decay
+                  over ``epochs`` (then stay at its last rate); None: the optimizers' rate
     """
 
     def __init__(self, network, optimizers: dict, predictor, engine, out: str | Path, *,
                  meta: dict,
                  pool=None, val=None, domain_arrays=None, fit_scaling: bool = False,
                  seed: int = 0, publish_every: float = 0.5, replay_epochs: int = 30,
-                 snapshot_every: float = 60.0, settings: dict | None = None):
+                 snapshot_every: float = 60.0, settings: dict | None = None,
+                 lr_schedule: tuple[float, int] | None = None):
         self.network, self.optimizers, self.predictor = network, optimizers, predictor
         self.targets, self.task = predictor.targets, predictor.task
         self.out = Path(out)
@@ -59,6 +62,7 @@ class OnlineModel:
         self.settings, self.meta, self.engine = settings or {}, meta, engine
         self.domain_arrays, self.fit_scaling = domain_arrays, fit_scaling
         self.replay_epochs, self.snapshot_every = replay_epochs, snapshot_every
+        self.lr_schedule = lr_schedule
         # the live arrays (a stage's ``params``/``buffers`` attribute is swapped while it
         # runs an evaluation or a stashed backward; these dict objects stay the live ones)
         self._params = {n: s.params for n, s in network.stages.items()}
@@ -158,16 +162,17 @@ class OnlineModel:
         return version, P
 
     # -- observations -----------------------------------------------------------------------
-    def observe(self, rows: list[tuple[str, list]]) -> dict:
+    def observe(self, rows: list[tuple[str, list]], source: dict | None = None) -> dict:
         """Journal ``(smiles, values)`` rows (fsynced), then predict and fold them.
 
         Returns the receipt: sequence numbers of the rows kept, and the rows rejected (a
-        SMILES the featurizer cannot read) with their index and reason.
+        SMILES the featurizer cannot read) with their index and reason. ``source``: kept
+        with the rows in the journal (``Journal.last_source``).
         """
         graphs, kept, errors = self.featurize([s for s, _ in rows])
         rejected = [(i, rows[i][0], errors[i]) for i in range(len(rows)) if errors[i]]
         self.journal.reject([(s, why) for _, s, why in rejected])
-        seqs = self.journal.append([rows[i] for i in kept])
+        seqs = self.journal.append([rows[i] for i in kept], source)
         if seqs:
             self._submit(seqs, graphs, np.array([rows[i][1] for i in kept], np.float64))
         return {"accepted": len(seqs), "seqs": [seqs[0], seqs[-1]] if seqs else None,
@@ -234,6 +239,12 @@ class OnlineModel:
         for rows in group_by_plan(n_rounds, has_rings, size, self.rng):
             inst = pack([self.pool_graphs[i] for i in rows], Y[rows])
             self._epoch.append((next(self._keys), self.predictor.fit_features(inst)))
+        if self.lr_schedule is not None:
+            from molpipe.training.train import lr_at
+
+            lr, epochs = self.lr_schedule
+            for opt in self.optimizers.values():
+                opt.lr = lr_at(min(self.epochs, epochs - 1), epochs, lr)
         self.epochs += 1
         self.epochs_since_new += 1
         return True
