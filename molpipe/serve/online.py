@@ -78,6 +78,7 @@ class OnlineModel:
         self.history: list[dict] = []          # validation after each replay epoch
         self.folded: list[int] = []            # sequence numbers folded, in order
         self.epochs, self.epochs_since_new = 0, 0
+        self._marked = 0                       # last epoch whose validation was asked for
         self.n_mols_trained, self.n_snapshots = 0, 0
         self._epoch: deque = deque()
         self._fold_ready: deque = deque()      # (key, inst, seqs) predicted, not yet trained
@@ -85,6 +86,7 @@ class OnlineModel:
         self._sizes: dict = {}                 # key -> molecules, of training in flight
         self._keys = iter(range(1, 1 << 62))
         self._val_due = threading.Event()
+        self._val_epoch = 0                    # the epoch the next validation scores
         self.train_loss = float("nan")
         self.t_start = time.time()
         self.training = True
@@ -213,13 +215,13 @@ class OnlineModel:
 
     # -- the training source (called in the loop thread) -------------------------------------
     def _next_train(self):
+        if not self.training:                  # paused: new rows wait, predicted, unfolded
+            return None
         if self._fold_ready:
             key, inst, fold = self._fold_ready.popleft()
             self._folding[key] = fold
             self._sizes[key] = inst.n_mols
             return key, inst
-        if not self.training:
-            return None
         if not self._epoch and not self._new_epoch():
             return None
         key, inst = self._epoch.popleft()
@@ -228,10 +230,11 @@ class OnlineModel:
 
     def _new_epoch(self) -> bool:
         n = len(self.pool_graphs)
+        if self.epochs > self._marked:         # the last epoch is all admitted: score it
+            self._marked = self._val_epoch = self.epochs
+            self._val_due.set()
         if n == 0 or self.epochs_since_new >= self.replay_epochs:
             return False
-        if self.epochs:
-            self._val_due.set()                # the epoch before this one is all admitted
         size = auto_instance_size(np.array([g.n_atoms for g in self.pool_graphs]))
         n_rounds = np.array([g.n_rounds for g in self.pool_graphs])
         has_rings = np.array([g.has_rings for g in self.pool_graphs])
@@ -275,19 +278,20 @@ class OnlineModel:
             if self._stopping.is_set() or self.val is None or self.live.error is not None:
                 continue
             try:
-                self.validate()
+                self.validate(self._val_epoch)
             except RuntimeError:
                 return
 
-    def validate(self) -> dict:
-        """Metrics of the validation rows with the newest version (appended to history)."""
+    def validate(self, epoch: int | None = None) -> dict:
+        """Metrics of the validation rows with the newest version (appended to history,
+        labelled ``epoch``: the replay epoch whose instances were all admitted before)."""
         parts, Y = self.val
         version, preds = self.live.evaluate([inst for inst, _ in parts]).result(600)
         P = np.full(Y.shape, np.nan)
         for (_, rows), pred in zip(parts, preds):
             P[rows] = pred
         metrics = metrics_table(self.task, self.targets, Y, P)
-        row = {"epoch": self.epochs, "version": version, "t": round(time.time() - self.t_start, 2),
+        row = {"epoch": self.epochs if epoch is None else epoch, "version": version, "t": round(time.time() - self.t_start, 2),
                "molecules_trained": self.n_mols_trained, **summary(self.task, metrics)}
         self.history.append(row)
         return row
@@ -352,6 +356,7 @@ class OnlineModel:
                                   "another --out directory") from None
         self.folded = arrays["serve/folded"].tolist()
         self.epochs, self.epochs_since_new = state["epochs"], state["epochs_since_new"]
+        self._marked = self.epochs
         self.n_mols_trained, self.history = state["n_mols_trained"], state["history"]
         self.rng.bit_generator.state = state["rng"]
         self.fit_scaling = state["fit_scaling"]
