@@ -11,8 +11,8 @@ ROOT = Path(__file__).resolve().parents[1]
 #: (the safe npz reader and file checksums, importing nothing of molpipe) is the floor every
 #: layer reads files with.
 LAYERS = {"molpipe": 0, "safenpz": 0, "kernels": 0, "chem": 1, "runtime": 1, "data": 2,
-          "nn": 3, "io": 4, "training": 5, "inference": 6, "measure": 7, "serve": 7,
-          "cli": 8}
+          "nn": 3, "io": 4, "training": 5, "inference": 6, "measure": 7, "serve": 8,
+          "cli": 9}
 MAX_LINES = 400
 
 

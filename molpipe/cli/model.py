@@ -187,10 +187,12 @@ def _nan_to_none(value):
 
 
 def plot(
-    run_dir: Annotated[Path, typer.Argument(help="Run directory written by `molpipe train`.")],
+    run_dir: Annotated[Path, typer.Argument(
+        help="Run directory written by `molpipe train`, or a service directory.")],
 ) -> None:
     """Charts of a run as PNGs in RUN_DIR/plots: learning curves, parity (regression) or ROC
-    curves (classification), pipeline timeline, worker utilization.
+    curves (classification), pipeline timeline, worker utilization; for a service's
+    directory (molpipe serve, train --follow) the prequential error over rows observed.
 
     Example: molpipe plot runs/esol
     """
@@ -200,9 +202,14 @@ def plot(
         fail(f"{run_dir}: no such directory; pass a run directory written by `molpipe train`")
     try:
         paths = plot_run(run_dir)
+        if (run_dir / "prequential.csv").is_file():     # a service's directory
+            from molpipe.serve.plots import plot_prequential
+
+            paths.append(plot_prequential(run_dir))
     except (OSError, ValueError, KeyError, TypeError) as err:   # includes bad JSON / CSV
         fail(f"{run_dir}: cannot plot ({err})")
     if not paths:
-        fail(f"{run_dir}: nothing to plot (no metrics.csv, test_predictions.csv or trace.json)")
+        fail(f"{run_dir}: nothing to plot (no metrics.csv, test_predictions.csv, trace.json "
+             "or prequential.csv)")
     for p in paths:
         console.print(str(p), highlight=False, soft_wrap=True)

@@ -68,6 +68,15 @@ async def _body(request: Request, limits: Limits):
         raise BadRequest(422, f"body is not JSON: {err}") from None
 
 
+def _not_unicode(s: str) -> bool:
+    """True for a string with a lone surrogate (``"\\ud800"`` in JSON): not UTF-8."""
+    try:
+        s.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
 def _smiles_list(doc, limits: Limits) -> list[str]:
     if not isinstance(doc, dict) or "smiles" not in doc:
         raise BadRequest(422, 'expected {"smiles": ["CCO", ...]}')
@@ -85,6 +94,8 @@ def _smiles_list(doc, limits: Limits) -> list[str]:
         if len(s) > limits.max_smiles_chars:
             raise BadRequest(422, f"smiles[{i}] has {len(s)} characters, the limit is "
                                   f"{limits.max_smiles_chars}")
+        if _not_unicode(s):
+            raise BadRequest(422, f"smiles[{i}] is not valid Unicode (a lone surrogate)")
     return smiles
 
 
@@ -106,6 +117,8 @@ def _rows(doc, model: OnlineModel, limits: Limits) -> list[tuple[str, list]]:
         if len(smiles) > limits.max_smiles_chars:
             raise BadRequest(422, f"rows[{i}].smiles has {len(smiles)} characters, the limit "
                                   f"is {limits.max_smiles_chars}")
+        if _not_unicode(smiles):
+            raise BadRequest(422, f"rows[{i}].smiles is not valid Unicode (a lone surrogate)")
         unknown = [k for k in row if k != "smiles" and k not in targets]
         if unknown:
             raise BadRequest(422, f"rows[{i}]: unknown target {str(unknown[0])[:80]!r}; the "
@@ -115,7 +128,7 @@ def _rows(doc, model: OnlineModel, limits: Limits) -> list[tuple[str, list]]:
             v = row.get(t)
             if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
                 raise BadRequest(422, f"rows[{i}].{t} is a {type(v).__name__}, not a number")
-            if v is not None and (not math.isfinite(v) or abs(v) > MAX_VALUE):
+            if v is not None and (abs(v) > MAX_VALUE or not math.isfinite(v)):  # big ints first
                 raise BadRequest(422, f"rows[{i}].{t} = {v!r:.40} is not a finite number "
                                       f"within ±{MAX_VALUE:g}")
             if v is not None and model.task == "classification" and v not in (0, 1):

@@ -24,7 +24,7 @@ import numpy as np
 
 from molpipe.data.instance import auto_instance_size, group_by_plan, pack
 from molpipe.inference.predict import BATCH
-from molpipe.io.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from molpipe.io.checkpoint import save_checkpoint
 from molpipe.io.model import save_model
 from molpipe.runtime.live import LivePipeline
 from molpipe.serve.journal import Journal
@@ -313,72 +313,19 @@ class OnlineModel:
                     "seconds": round(time.perf_counter() - t0, 3)}
 
     def _capture(self) -> dict:
-        """The state at a drain point (loop thread): no training in flight, updates applied."""
-        version = self.live.version
-        model = {}
-        for stage, (params, buffers) in self.live.published(version).items():
-            model.update({f"{stage}.{k}": v for k, v in params.items()})
-            model.update({f"{stage}.{k}": v for k, v in buffers.items()})
-        arrays = {f"net/{s}.{k}": v.copy() for s, d in self._params.items() for k, v in d.items()}
-        arrays.update({f"net/{s}.{k}": v.copy() for s, d in self._buffers.items()
-                       for k, v in d.items()})
-        scalars: dict = {}
-        for name, opt in self.optimizers.items():
-            for k, v in opt.state_dict().items():
-                if isinstance(v, np.ndarray):
-                    arrays[f"opt/{name}/{k}"] = v
-                else:
-                    scalars.setdefault(name, {})[k] = v
-        arrays["serve/folded"] = np.array(self.folded, np.int64)
-        state = {"version": version, "epochs": self.epochs,
-                 "epochs_since_new": self.epochs_since_new,
-                 "n_mols_trained": self.n_mols_trained, "history": list(self.history),
-                 "rng": self.rng.bit_generator.state, "fit_scaling": self.fit_scaling,
-                 "optimizers": scalars, "settings": self.settings,
-                 "journal_last_seq": self.journal.last_seq}
-        return {"model": model, "arrays": arrays, "state": state}
+        from molpipe.serve.state import capture
+
+        return capture(self)
 
     def _restore(self) -> None:
-        """Continue from the newest checkpoint of ``out`` (none: a new service)."""
-        if not any((self.out / "checkpoints").glob("epoch-*")):
-            return
-        state, arrays, path = load_checkpoint(self.out)   # CheckpointError if all damaged
-        try:
-            self.network.load_state_dict({k[4:]: v for k, v in arrays.items()
-                                          if k.startswith("net/")})
-            for name, opt in self.optimizers.items():
-                prefix = f"opt/{name}/"
-                opt.load_state_dict({**state["optimizers"].get(name, {}),
-                                     **{k[len(prefix):]: v for k, v in arrays.items()
-                                        if k.startswith(prefix)}})
-        except (KeyError, ValueError) as err:
-            raise CheckpointError(f"{path}: does not fit this model ({err}); serve from "
-                                  "another --out directory") from None
-        self.folded = arrays["serve/folded"].tolist()
-        self.epochs, self.epochs_since_new = state["epochs"], state["epochs_since_new"]
-        self._marked = self.epochs
-        self.n_mols_trained, self.history = state["n_mols_trained"], state["history"]
-        self.rng.bit_generator.state = state["rng"]
-        self.fit_scaling = state["fit_scaling"]
-        self._restored_version = int(state["version"])
-        self.n_snapshots = int(path.name.split("-")[1])
-        self.restored_from = str(path)
+        from molpipe.serve.state import restore
+
+        restore(self)
 
     def _replay_journal(self) -> None:
-        """Journal rows folded before the restart join the pool; the rest are new again."""
-        done = set(self.folded)
-        old, new = [], []
-        for seq, smiles, y in self.journal.rows():
-            (old if seq in done else new).append((seq, smiles, y))
-        if old:
-            graphs, kept, _ = self.featurize([s for _, s, _ in old])
-            self._add_to_pool(graphs, np.array([old[i][2] for i in kept]))
-        for lo in range(0, len(new), 256):
-            chunk = new[lo:lo + 256]
-            graphs, kept, errors = self.featurize([s for _, s, _ in chunk])
-            if kept:
-                self._submit([chunk[i][0] for i in kept], graphs,
-                             np.array([chunk[i][2] for i in kept], np.float64))
+        from molpipe.serve.state import replay_journal
+
+        replay_journal(self)
 
     def _snapshot_loop(self) -> None:
         seen = None
