@@ -55,19 +55,23 @@ class LivePipeline:
     report_every : float                seconds between the workers' utilization reports
     first_version : int                 number of the version published at the start (a
                                         service resumed from a snapshot goes on counting)
+    prioritize_requests : bool          thread backend: a request's messages overtake
+                                        training messages in every worker's queue
     """
 
     def __init__(self, pipeline, next_train: TrainSource, *,
                  on_trained: Callable[[Any, float], None] | None = None,
                  on_publish: Callable[[int], None] | None = None,
                  publish_every: float = 0.5, slots_while_serving: int = 1,
-                 report_every: float = 2.0, first_version: int = 0):
+                 report_every: float = 2.0, first_version: int = 0,
+                 prioritize_requests: bool = True):
         self.pipeline = pipeline
         self.control = pipeline.control
         self.next_train, self.on_trained, self.on_publish = next_train, on_trained, on_publish
         self.publish_every, self.report_every = publish_every, report_every
         self.mak = self.control.mak
         self._first = first_version
+        self.prioritize_requests = prioritize_requests
         self.slots_while_serving = max(1, min(slots_while_serving, self.mak))
         self.n_workers = self.control.n_workers
         self._lock = threading.Lock()
@@ -89,6 +93,11 @@ class LivePipeline:
 
     # -- from any thread -------------------------------------------------------------------
     def start(self) -> "LivePipeline":
+        prioritize = getattr(self.pipeline.backend, "prioritize", None)
+        if prioritize is not None and self.prioritize_requests:
+            # a request's messages overtake queued training work (and a PUBLISH, which
+            # must reach a worker before the requests of its version, rides with them)
+            prioritize(_urgent)
         self.pipeline.start()
         self.thread = threading.Thread(target=self._main, name="molpipe-live", daemon=True)
         self.thread.start()
@@ -370,6 +379,10 @@ class LivePipeline:
         if not self._stats_due:
             wall = self._report_t1 - self._report_t0
             self.utilization = utilization(self._busy, wall) if wall > 0 else {}
+
+
+def _urgent(msg: Message) -> bool:
+    return msg.version is not None or msg.kind is Kind.PUBLISH or msg.kind is Kind.RETIRE
 
 
 __all__ = ["LivePipeline"]

@@ -21,7 +21,9 @@ import queue
 import sys
 import threading
 import time
+from collections import deque
 from contextlib import contextmanager
+from typing import Callable
 
 from molpipe.kernels import one_blas_thread
 from molpipe.runtime.message import CONTROL, STOP, Message, destination
@@ -40,6 +42,13 @@ class ThreadBackend:
         self._control: queue.SimpleQueue = queue.SimpleQueue()
         self._abort = threading.Event()
         self.threads: list[threading.Thread] = []
+
+    def prioritize(self, urgent: Callable[[Message], bool]) -> None:
+        """Before ``start``: messages for which ``urgent(msg)`` holds overtake the others in
+        a worker's queue (FIFO among each kind), e.g. a live pipeline's prediction requests."""
+        if self.threads:
+            raise RuntimeError("prioritize before start")
+        self._queues = [_TwoLaneQueue(urgent) for _ in self.workers]
 
     def send(self, msg: Message) -> None:
         d = destination(msg, self.placement)
@@ -108,3 +117,24 @@ class ThreadBackend:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+class _TwoLaneQueue:
+    """A worker's queue with an urgent lane served first (``put`` / blocking ``get``)."""
+
+    def __init__(self, urgent: Callable[[Message], bool]):
+        self.urgent = urgent
+        self._lanes = (deque(), deque())
+        self._ready = threading.Condition(threading.Lock())
+
+    def put(self, msg: Message) -> None:
+        lane = self._lanes[0] if self.urgent(msg) else self._lanes[1]
+        with self._ready:
+            lane.append(msg)
+            self._ready.notify()
+
+    def get(self) -> Message:
+        with self._ready:
+            while not (self._lanes[0] or self._lanes[1]):
+                self._ready.wait()
+            return (self._lanes[0] or self._lanes[1]).popleft()

@@ -134,3 +134,15 @@ def test_idle_live_pipeline_answers_and_stops():
     assert float(preds[0][0]) == pytest.approx(toy_predict(params, inst), abs=1e-12)
     lp.stop()
     assert not lp.thread.is_alive()
+
+
+def test_a_requests_messages_overtake_queued_training_work():
+    from molpipe.runtime.message import Kind, Message
+    from molpipe.runtime.threads import _TwoLaneQueue
+
+    q = _TwoLaneQueue(lambda m: m.version is not None)
+    for k in range(3):
+        q.put(Message(Kind.FORWARD, ("t", k)))
+    q.put(Message(Kind.EVAL, ("e", 0), version=2))
+    q.put(Message(Kind.EVAL, ("e", 1), version=2))
+    assert [q.get().key for _ in range(5)] == [("e", 0), ("e", 1), ("t", 0), ("t", 1), ("t", 2)]
