@@ -100,3 +100,19 @@ def test_killed_at_a_random_moment_resumes_to_the_same_model(seed, tmp_path, uni
     report = train(TrainConfig(), out, resume=True)
     assert report["resumed_from_epoch"] == state["checkpoint"]
     assert_equals_uninterrupted(out, uninterrupted, report["split_sizes"]["train"])
+
+
+def test_checkpoints_are_ordered_by_their_numbers_and_tmp_dirs_are_not_among_them(tmp_path):
+    import numpy as np
+
+    from molpipe.io.checkpoint import checkpoints, load_checkpoint, save_checkpoint
+
+    for n in (9999, 10000):
+        save_checkpoint(tmp_path, n, {"n": n}, {"a": np.arange(3)})
+    (tmp_path / "checkpoints" / "epoch-10001.tmp").mkdir()     # a write a kill cut short
+    names = [p.name for p in checkpoints(tmp_path / "checkpoints")]
+    assert names == ["epoch-9999", "epoch-10000"]
+    state, _, path = load_checkpoint(tmp_path)
+    assert state["n"] == 10000 and path.name == "epoch-10000"
+    save_checkpoint(tmp_path, 10001, {"n": 10001}, {"a": np.arange(3)})
+    assert [p.name for p in checkpoints(tmp_path / "checkpoints")] == ["epoch-10000", "epoch-10001"]

@@ -70,9 +70,21 @@ def save_checkpoint(run_dir: str | Path, epoch: int, state: dict, arrays: dict[s
     shutil.rmtree(final, ignore_errors=True)
     os.rename(tmp, final)
     _fsync_dir(root)
-    for old in sorted(p for p in root.glob("epoch-*") if p.suffix != ".tmp")[:-KEEP]:
+    for old in checkpoints(root)[:-KEEP]:
         shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+def checkpoints(root: Path) -> list[Path]:
+    """The finished checkpoints in ``root`` (``epoch-N`` and ``epoch-N-P``), oldest first,
+    in the numbers' order (not the names': ``epoch-10000`` comes after ``epoch-9999``);
+    unfinished ``.tmp`` directories are not among them."""
+    found = []
+    for p in root.glob("epoch-*"):
+        parts = p.name.split("-")[1:]
+        if p.suffix != ".tmp" and p.is_dir() and parts and all(x.isdigit() for x in parts):
+            found.append((tuple(int(x) for x in parts), p))
+    return [p for _, p in sorted(found)]
 
 
 def _load_one(path: Path) -> tuple[dict, dict[str, np.ndarray]]:
@@ -101,7 +113,7 @@ def load_checkpoint(run_dir: str | Path) -> tuple[dict, dict[str, np.ndarray], P
     ``.tmp`` directories are ignored.
     """
     root = Path(run_dir) / "checkpoints"
-    candidates = sorted((p for p in root.glob("epoch-*") if p.suffix != ".tmp"), reverse=True)
+    candidates = checkpoints(root)[::-1]
     if not candidates:
         raise CheckpointError(f"{run_dir}: no checkpoint to resume from (no {root}/epoch-*)")
     errors = []

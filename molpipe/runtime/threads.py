@@ -120,12 +120,15 @@ class ThreadBackend:
 
 
 class _TwoLaneQueue:
-    """A worker's queue with an urgent lane served first (``put`` / blocking ``get``)."""
+    """A worker's queue with an urgent lane served first (``put`` / blocking ``get``), but
+    never more than ``burst`` urgent messages in a row while others wait: under a flood of
+    requests the other lane still moves (training slows, it does not stop)."""
 
-    def __init__(self, urgent: Callable[[Message], bool]):
-        self.urgent = urgent
+    def __init__(self, urgent: Callable[[Message], bool], burst: int = 4):
+        self.urgent, self.burst = urgent, burst
         self._lanes = (deque(), deque())
         self._ready = threading.Condition(threading.Lock())
+        self._run = 0                           # urgent messages served in a row
 
     def put(self, msg: Message) -> None:
         lane = self._lanes[0] if self.urgent(msg) else self._lanes[1]
@@ -135,6 +138,11 @@ class _TwoLaneQueue:
 
     def get(self) -> Message:
         with self._ready:
-            while not (self._lanes[0] or self._lanes[1]):
+            urgent, other = self._lanes
+            while not (urgent or other):
                 self._ready.wait()
-            return (self._lanes[0] or self._lanes[1]).popleft()
+            if urgent and not (other and self._run >= self.burst):
+                self._run += 1
+                return urgent.popleft()
+            self._run = 0
+            return other.popleft()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from molpipe.io.checkpoint import CheckpointError, load_checkpoint
+from molpipe.io.checkpoint import CheckpointError, checkpoints, load_checkpoint
 
 
 def capture(model) -> dict:
@@ -38,10 +38,11 @@ def capture(model) -> dict:
              "journal_last_seq": model.journal.last_seq}
     return {"model": served, "arrays": arrays, "state": state}
 
+
 def restore(model) -> None:
     """Continue from the newest checkpoint of ``out`` (none: a new service)."""
-    if not any((model.out / "checkpoints").glob("epoch-*")):
-        return
+    if not checkpoints(model.out / "checkpoints"):   # (a kill inside the first one's write
+        return                                        # leaves only its .tmp: a new start)
     state, arrays, path = load_checkpoint(model.out)   # CheckpointError if all damaged
     try:
         model.network.load_state_dict({k[4:]: v for k, v in arrays.items()

@@ -146,3 +146,7 @@ def test_a_requests_messages_overtake_queued_training_work():
     q.put(Message(Kind.EVAL, ("e", 0), version=2))
     q.put(Message(Kind.EVAL, ("e", 1), version=2))
     assert [q.get().key for _ in range(5)] == [("e", 0), ("e", 1), ("t", 0), ("t", 1), ("t", 2)]
+    for k in range(10):                         # a flood of requests: training still moves
+        q.put(Message(Kind.EVAL, ("e", k), version=3))
+    q.put(Message(Kind.FORWARD, ("t", 9)))
+    assert [q.get().key for _ in range(6)][4] == ("t", 9)

@@ -157,3 +157,15 @@ def test_serve_from_a_data_set_validates_after_each_epoch(tmp_path):
         assert model.live.n_trained == n                 # its epochs are done: it idles
     finally:
         model.stop(snapshot=False)
+
+
+def test_a_kill_inside_the_first_snapshot_leaves_a_service_that_starts_again(tmp_path):
+    model = new_model(tmp_path)
+    model.observe(esol_rows(5))
+    model.stop(snapshot=False)
+    (tmp_path / "checkpoints" / "epoch-0001.tmp").mkdir(parents=True)   # the cut-short write
+    again = new_model(tmp_path)
+    try:
+        assert wait_for(lambda: sorted(again.folded) == [1, 2, 3, 4, 5])
+    finally:
+        again.stop(snapshot=False)
