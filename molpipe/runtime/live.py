@@ -75,7 +75,7 @@ class LivePipeline:
         self.slots_while_serving = max(1, min(slots_while_serving, self.mak))
         self.n_workers = self.control.n_workers
         self._lock = threading.Lock()
-        self._requests: deque = deque()         # (insts, future) from any thread
+        self._requests: deque = deque()         # (insts, future, urgent) from any thread
         self._at_drain: deque = deque()         # (fn, future)
         self._keys = itertools.count()
         self._stop = threading.Event()
@@ -105,15 +105,16 @@ class LivePipeline:
             self._started.wait(0.05)            # version 0 is published before any request
         return self
 
-    def evaluate(self, insts: list) -> Future:
+    def evaluate(self, insts: list, urgent: bool = True) -> Future:
         """A future of ``(version, [pred of every instance])``: all computed with one
-        published version, the newest when the loop admits the request."""
+        published version, the newest when the loop admits the request. ``urgent=False``:
+        bookkeeping no client waits for (it neither overtakes training nor slows it)."""
         future: Future = Future()
         if self.error is not None or self._stop.is_set():
             future.set_exception(self._dead())
             return future
         with self._lock:
-            self._requests.append((list(insts), future))
+            self._requests.append((list(insts), future, urgent))
         self._wake()
         return future
 
@@ -171,7 +172,7 @@ class LivePipeline:
     def _fail_waiting(self) -> None:
         err = self._dead()
         with self._lock:
-            waiting = list(self._requests) + list(self._at_drain)
+            waiting = [r[:2] for r in self._requests] + list(self._at_drain)
             self._requests.clear()
             self._at_drain.clear()
         for _, future in waiting:
@@ -183,6 +184,7 @@ class LivePipeline:
 
     def _loop(self) -> None:
         self._evals: dict = {}                  # key -> request it belongs to
+        self._n_urgent = 0                      # of them, urgent ("e") evaluations
         self._flight_train: set = set()
         self._owed: dict = {}                   # training key -> messages still owed
         self._losses: dict = {}
@@ -237,7 +239,7 @@ class LivePipeline:
         with self._lock:
             requests = list(self._requests)
             self._requests.clear()
-        for insts, future in requests:
+        for insts, future, urgent in requests:
             if not future.set_running_or_notify_cancel():
                 continue
             version = self.version
@@ -247,15 +249,17 @@ class LivePipeline:
                 future.set_result((version, []))
                 continue
             for i, inst in enumerate(insts):
-                key = ("e", next(self._keys))
+                key = ("e" if urgent else "b", next(self._keys))
                 self._evals[key] = (req, i)
+                self._n_urgent += urgent
                 self._refs[version] = self._refs.get(version, 0) + 1
                 self.pipeline.backend.send(Message(Kind.EVAL, key, self.control.first, 0, {},
                                                    (), inst, version=version))
         self.in_flight["eval"] = len(self._evals)
 
     def _admit_training(self) -> None:
-        limit = self.slots_while_serving if (self._evals or self._requests) else self.mak
+        # (requests that arrived meanwhile are admitted at the top of the next iteration)
+        limit = self.slots_while_serving if self._n_urgent else self.mak
         while len(self._flight_train) < limit:
             item = self.next_train()
             if item is None:
@@ -361,6 +365,7 @@ class LivePipeline:
 
     def _eval_result(self, msg: Message) -> None:
         req, i = self._evals.pop(msg.key)
+        self._n_urgent -= msg.key[0] == "e"
         self.in_flight["eval"] = len(self._evals)
         self.n_evaluated += 1
         req["preds"][i] = msg.payload.get("pred")
@@ -382,7 +387,9 @@ class LivePipeline:
 
 
 def _urgent(msg: Message) -> bool:
-    return msg.version is not None or msg.kind is Kind.PUBLISH or msg.kind is Kind.RETIRE
+    if msg.version is not None:
+        return msg.kind is not Kind.EVAL or msg.key[0] == "e"
+    return msg.kind is Kind.PUBLISH or msg.kind is Kind.RETIRE
 
 
 __all__ = ["LivePipeline"]

@@ -4,7 +4,8 @@
 Reads (``/predict``, ``/status``, ``/metrics``, ``/draw``, the page at ``/``) are open; writes
 (``/observe``, ``/snapshot``, ``/training``) need ``Authorization: Bearer <token>`` when the
 service has a token. Bodies are read by the app itself, with limits, so that every hostile
-body gets a 4xx with a message: over ``max_body_bytes`` or ``max_molecules`` → 413; not JSON,
+body gets a 4xx with a message: over ``max_body_bytes`` or ``max_molecules`` → 413; more
+rows waiting to be trained on than the model's ``max_pending`` → 429 (nothing kept); not JSON,
 NaN/Infinity, too deep, wrong types, unknown targets, SMILES over ``max_smiles_chars`` → 422. A
 molecule that cannot be read gets its error inside a 200 answer; the others are answered.
 """
@@ -24,7 +25,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Res
 from starlette.concurrency import run_in_threadpool
 
 from molpipe.serve.metrics import prometheus_text
-from molpipe.serve.online import OnlineModel
+from molpipe.serve.online import Busy, OnlineModel
 
 #: largest absolute target value /observe accepts (a measurement, not an overflow)
 MAX_VALUE = 1e12
@@ -241,7 +242,11 @@ def create_app(model: OnlineModel, token: str | None = None, limits: Limits = Li
         rows = _rows(await _body(request, limits), model, limits)
         alive()
         t0 = time.perf_counter()
-        receipt = await run_in_threadpool(model.observe, rows)
+        try:
+            receipt = await run_in_threadpool(model.observe, rows)
+        except Busy as err:                    # back-pressure: nothing was journaled
+            return JSONResponse({"detail": str(err)}, status_code=429,
+                                headers={"Retry-After": "1"})
         model.requests.add("observe", time.perf_counter() - t0, len(rows))
         return JSONResponse(receipt, status_code=202)
 

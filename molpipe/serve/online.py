@@ -31,6 +31,15 @@ from molpipe.serve.journal import Journal
 from molpipe.serve.prequential import Prequential
 from molpipe.training.metrics import metrics_table, summary
 
+#: most new rows folded in one training instance (rows of one plan, oldest first)
+FOLD_SIZE = 16
+#: rows observed but not yet folded beyond which /observe asks clients to come back later
+MAX_PENDING = 20_000
+
+
+class Busy(RuntimeError):
+    """Too many observed rows wait to be folded: nothing was journaled; retry later."""
+
 
 class OnlineModel:
     """Parameters
@@ -63,6 +72,7 @@ class OnlineModel:
         self.domain_arrays, self.fit_scaling = domain_arrays, fit_scaling
         self.replay_epochs, self.snapshot_every = replay_epochs, snapshot_every
         self.lr_schedule = lr_schedule
+        self.max_pending = MAX_PENDING
         # the live arrays (a stage's ``params``/``buffers`` attribute is swapped while it
         # runs an evaluation or a stashed backward; these dict objects stay the live ones)
         self._params = {n: s.params for n, s in network.stages.items()}
@@ -81,7 +91,8 @@ class OnlineModel:
         self._marked = 0                       # last epoch whose validation was asked for
         self.n_mols_trained, self.n_snapshots = 0, 0
         self._epoch: deque = deque()
-        self._fold_ready: deque = deque()      # (key, inst, seqs) predicted, not yet trained
+        self._to_fold: dict = {}               # plan -> deque of (seq, graph, y) predicted,
+                                               # not yet trained on
         self._folding: dict = {}               # key -> seqs of a fold in flight
         self._sizes: dict = {}                 # key -> molecules, of training in flight
         self._keys = iter(range(1, 1 << 62))
@@ -171,6 +182,10 @@ class OnlineModel:
         SMILES the featurizer cannot read) with their index and reason. ``source``: kept
         with the rows in the journal (``Journal.last_source``).
         """
+        pending = self.journal.last_seq - len(self.folded)
+        if pending + len(rows) > self.max_pending:
+            raise Busy(f"{pending} observed rows wait to be trained on (limit "
+                       f"{self.max_pending}); nothing of this request was kept, retry later")
         graphs, kept, errors = self.featurize([s for s, _ in rows])
         rejected = [(i, rows[i][0], errors[i]) for i in range(len(rows)) if errors[i]]
         self.journal.reject([(s, why) for _, s, why in rejected])
@@ -185,8 +200,7 @@ class OnlineModel:
         if self.fit_scaling:
             self.live.at_drain(lambda: self._set_scaling(Y)).result(60)
         parts = self._instances(graphs, Y)
-        insts = [inst for inst, _ in parts]
-        future = self.live.evaluate(insts)
+        future = self.live.evaluate([inst for inst, _ in parts], urgent=False)
         seqs = np.asarray(seqs)
 
         def predicted(fut) -> None:            # runs in the live pipeline's loop thread
@@ -195,8 +209,9 @@ class OnlineModel:
             version, preds = fut.result()
             for (inst, rows), pred in zip(parts, preds):
                 self.prequential.add(seqs[rows].tolist(), Y[rows], np.asarray(pred), version)
-                fold = (seqs[rows].tolist(), [graphs[i] for i in rows], Y[rows])
-                self._fold_ready.append((next(self._keys), inst, fold))
+                plan = (inst.n_rounds, inst.has_rings)
+                self._to_fold.setdefault(plan, deque()).extend(
+                    (int(seqs[i]), graphs[i], Y[i]) for i in rows)
 
         future.add_done_callback(predicted)
 
@@ -217,9 +232,16 @@ class OnlineModel:
     def _next_train(self):
         if not self.training:                  # paused: new rows wait, predicted, unfolded
             return None
-        if self._fold_ready:
-            key, inst, fold = self._fold_ready.popleft()
-            self._folding[key] = fold
+        if self._to_fold:                      # new rows first, packed by plan
+            plan = min(self._to_fold, key=lambda p: self._to_fold[p][0][0])   # oldest row
+            rows = self._to_fold[plan]
+            take = [rows.popleft() for _ in range(min(len(rows), FOLD_SIZE))]
+            if not rows:
+                del self._to_fold[plan]
+            seqs, graphs, Y = [t[0] for t in take], [t[1] for t in take], np.array([t[2] for t in take])
+            inst = self.predictor.fit_features(pack(graphs, Y.astype(np.float32)))
+            key = next(self._keys)
+            self._folding[key] = (seqs, graphs, Y)
             self._sizes[key] = inst.n_mols
             return key, inst
         if not self._epoch and not self._new_epoch():

@@ -340,3 +340,14 @@ def test_serve_refuses_a_public_address_without_a_token(monkeypatch, tmp_path):
     assert result.exit_code != 0
     assert "token" in result.output.lower()
     assert bound == [] and not (tmp_path / "runs").exists()
+
+
+def test_observe_answers_429_and_keeps_nothing_when_too_many_rows_wait(client):
+    client.model.set_training(False)
+    client.model.max_pending = 2
+    assert _observe(client, {"rows": rows(2)}).status_code == 202
+    refused = _observe(client, {"rows": rows(1, 2)})
+    assert refused.status_code == 429 and refused.headers["retry-after"] == "1"
+    assert "retry later" in refused.json()["detail"]
+    assert client.model.journal.last_seq == 2
+    client.model.set_training(True)

@@ -169,3 +169,38 @@ def test_a_kill_inside_the_first_snapshot_leaves_a_service_that_starts_again(tmp
         assert wait_for(lambda: sorted(again.folded) == [1, 2, 3, 4, 5])
     finally:
         again.stop(snapshot=False)
+
+
+def test_new_rows_are_folded_in_instances_of_one_plan_and_back_pressure_keeps_nothing(tmp_path):
+    from molpipe.serve.online import FOLD_SIZE, Busy
+
+    model = new_model(tmp_path)
+    try:
+        model.set_training(False)
+        for smiles, y in esol_rows(40):                      # one row a request
+            model.observe([(smiles, y)])
+        assert wait_for(lambda: len(model.prequential) == 40)
+        sizes = []
+        real = model._next_train
+
+        def spy():
+            item = real()
+            if item is not None and item[0] in model._folding:
+                sizes.append((item[1].n_mols, item[1].n_rounds))
+            return item
+
+        model._next_train = spy
+        model.live.next_train = spy
+        model.set_training(True)
+        assert wait_for(lambda: len(model.folded) == 40)
+        assert sum(n for n, _ in sizes) == 40 and max(n for n, _ in sizes) <= FOLD_SIZE
+        assert len(sizes) < 40                               # rows of a plan share instances
+        model.max_pending = 5
+        model.set_training(False)
+        model.observe(esol_rows(5, 40))
+        with pytest.raises(Busy, match="5 observed rows wait"):
+            model.observe(esol_rows(1, 45))
+        assert model.journal.last_seq == 45                  # the refused row was not kept
+    finally:
+        model.set_training(True)
+        model.stop(snapshot=False)
