@@ -35,6 +35,7 @@ import json
 import os
 import platform
 import shutil
+import shlex
 import signal
 import subprocess
 import sys
@@ -47,6 +48,7 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
+EXTRA_ARGS: list[str] = []      # --serve-args
 CLI = REPO / "cli.py"
 ESOL = REPO / "datasets" / "esol.csv"
 TARGET = "measured_log_solubility"
@@ -78,7 +80,8 @@ class Server:
             log.write(f"\n--- start, port {self.port}\n")
             log.flush()
             self.proc = subprocess.Popen(
-                [sys.executable, str(CLI), "serve", *self.args, "--port", str(self.port)],
+                [sys.executable, str(CLI), "serve", *self.args, *EXTRA_ARGS,
+                 "--port", str(self.port)],
                 cwd=REPO, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 start_new_session=True)
         self.t_start = time.perf_counter()
@@ -602,6 +605,8 @@ def summary(res: dict) -> None:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="a short smoke run of every phase")
+    ap.add_argument("--serve-args", default="",
+                    help="more options of every molpipe serve, e.g. '--featurize-jobs 0'")
     ap.add_argument("--seconds", type=float, default=20.0, help="seconds of each load test")
     ap.add_argument("--rate", type=float, default=20.0, help="rows/s streamed to /observe")
     ap.add_argument("--rows", type=int, default=0, help="rows to stream (0: all of ESOL)")
@@ -617,6 +622,7 @@ def main(argv=None) -> int:
     ap.add_argument("--keep", action="store_true", help="keep the servers' directories")
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks/results/serve.json")
     args = ap.parse_args(argv)
+    EXTRA_ARGS[:] = shlex.split(args.serve_args)
     args.max_requests, args.max_rows, args.train_epochs = 200_000, 500_000, 5
     args.kill_window, args.durability_seconds = (1.0, 6.0), 900.0
     if args.quick:

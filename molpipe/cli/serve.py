@@ -14,6 +14,10 @@ from molpipe.training.settings import DEFAULTS
 
 _WHAT, _NET, _LEARN = "Model", "Network", "Learning"
 TOKEN_ENV = "MOLPIPE_TOKEN"
+#: measured (benchmarks/bench_serve.py, README): featurizing processes raise /predict while
+#: training is paused (1,783 against 1,248 molecules/s) but starve it while training runs
+#: (514 against 1,160): in process by default
+FEATURIZE_JOBS = 0
 
 
 def is_loopback(host: str) -> bool:
@@ -43,7 +47,7 @@ def need_serve_extra() -> None:
 
 
 def build_model(data, model, target, task, out, lr, epochs, seed, replay_epochs,
-                snapshot_every, publish_every):
+                snapshot_every, publish_every, featurize_jobs: int = 0):
     """The OnlineModel the options describe (errors become one red line)."""
     from molpipe.data.errors import DataError
     from molpipe.io.checkpoint import CheckpointError
@@ -52,7 +56,8 @@ def build_model(data, model, target, task, out, lr, epochs, seed, replay_epochs,
     from molpipe.serve.journal import JournalError
     from molpipe.training.settings import SettingsError, TrainConfig
 
-    kw = {"snapshot_every": snapshot_every, "publish_every": publish_every}
+    kw = {"snapshot_every": snapshot_every, "publish_every": publish_every,
+          "featurize_jobs": featurize_jobs}
     try:
         if model is not None:
             if data is not None or target:
@@ -113,6 +118,10 @@ def serve(
     publish_every: Annotated[float, typer.Option(
         help="Seconds of training between the parameter versions predictions use.",
         rich_help_panel=_LEARN)] = 0.5,
+    featurize_jobs: Annotated[int, typer.Option(
+        help="Processes that featurize large requests (RDKit holds the GIL): faster "
+             "/predict with training paused, slower while it runs; 0: in the service's "
+             "process.", rich_help_panel=_NET)] = FEATURIZE_JOBS,
 ) -> None:
     """Serve predictions over HTTP from a model that learns from measurements as they come.
 
@@ -126,7 +135,7 @@ def serve(
     from molpipe.serve.app import create_app
 
     online = build_model(data, model, target, task, out, lr, epochs, seed, replay_epochs,
-                         snapshot_every, publish_every)
+                         snapshot_every, publish_every, featurize_jobs)
     online.start()
     st = online.status()
     restored = getattr(online, "restored_from", None)

@@ -54,6 +54,7 @@ class OnlineModel:
     domain_arrays : the applicability domain written with every model/ (None: none)
     fit_scaling : set the loss stage's target mean and scale from the first rows observed
                   (a model that starts untrained and without data)
+    featurize_jobs : processes that featurize large requests (0: in this process)
     lr_schedule : (lr, epochs): the replay epochs follow ``molpipe train``'s warm-up and decay
                   over ``epochs`` (then stay at its last rate); None: the optimizers' rate
     """
@@ -63,7 +64,7 @@ class OnlineModel:
                  pool=None, val=None, domain_arrays=None, fit_scaling: bool = False,
                  seed: int = 0, publish_every: float = 0.5, replay_epochs: int = 30,
                  snapshot_every: float = 60.0, settings: dict | None = None,
-                 lr_schedule: tuple[float, int] | None = None):
+                 lr_schedule: tuple[float, int] | None = None, featurize_jobs: int = 0):
         self.network, self.optimizers, self.predictor = network, optimizers, predictor
         self.targets, self.task = predictor.targets, predictor.task
         self.out = Path(out)
@@ -73,6 +74,7 @@ class OnlineModel:
         self.replay_epochs, self.snapshot_every = replay_epochs, snapshot_every
         self.lr_schedule = lr_schedule
         self.max_pending = MAX_PENDING
+        self.featurize_jobs, self._featurizer = featurize_jobs, None
         # the live arrays (a stage's ``params``/``buffers`` attribute is swapped while it
         # runs an evaluation or a stashed backward; these dict objects stay the live ones)
         self._params = {n: s.params for n, s in network.stages.items()}
@@ -136,6 +138,8 @@ class OnlineModel:
             t.join(5)
         self.journal.close()
         self.prequential.close()
+        if self._featurizer is not None:
+            self._featurizer.close()
 
     @property
     def error(self) -> str | None:
@@ -143,15 +147,14 @@ class OnlineModel:
 
     # -- predictions ------------------------------------------------------------------------
     def featurize(self, smiles: list[str]):
-        """(graphs, kept indices, errors) of SMILES strings; errors "" where read."""
-        graphs, kept, errors = [], [], [""] * len(smiles)
-        for i, s in enumerate(smiles):
-            try:
-                graphs.append(self.predictor.featurize(s))
-                kept.append(i)
-            except Exception as err:             # every molecule is answered or explained
-                errors[i] = str(err) or type(err).__name__
-        return graphs, kept, errors
+        """(graphs, kept indices, errors) of SMILES strings; errors "" where read (large
+        requests on the ``featurize_jobs`` processes)."""
+        if self._featurizer is None:
+            from molpipe.serve.featurizer import Featurizer
+
+            p = self.predictor
+            self._featurizer = Featurizer(p.min_rounds, p.max_rounds, self.featurize_jobs)
+        return self._featurizer(smiles)
 
     def _instances(self, graphs, Y, size: int = BATCH):
         """Instances of ``graphs`` (targets ``Y``) grouped by plan; (inst, rows) pairs."""

@@ -204,3 +204,19 @@ def test_new_rows_are_folded_in_instances_of_one_plan_and_back_pressure_keeps_no
     finally:
         model.set_training(True)
         model.stop(snapshot=False)
+
+
+def test_large_requests_are_featurized_on_worker_processes_as_in_process():
+    from molpipe.serve.featurizer import INLINE, Featurizer
+
+    smiles = [s for s, _ in esol_rows(INLINE + 10)]
+    smiles[3], smiles[-1] = "C1CC", "not a smiles"
+    pooled, inline = Featurizer(2, 6, jobs=1), Featurizer(2, 6, jobs=0)
+    try:
+        g1, k1, e1 = pooled(smiles)
+        g0, k0, e0 = inline(smiles)
+    finally:
+        pooled.close()
+    assert k1 == k0 and e1 == e0 and e1[3] and e1[-1] and not e1[0]
+    assert all(np.array_equal(a.V, b.V) and np.array_equal(a.edge_index, b.edge_index)
+               and a.n_rounds == b.n_rounds for a, b in zip(g1, g0))
