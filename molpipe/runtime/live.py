@@ -387,9 +387,13 @@ class LivePipeline:
 
 
 def _urgent(msg: Message) -> bool:
+    """A request's messages, and the control messages of a drain point (sent with no
+    training in flight, so nothing they overtake depends on them)."""
     if msg.version is not None:
         return msg.kind is not Kind.EVAL or msg.key[0] == "e"
-    return msg.kind is Kind.PUBLISH or msg.kind is Kind.RETIRE
+    return msg.kind in _CONTROL
 
+
+_CONTROL = frozenset({Kind.PUBLISH, Kind.RETIRE, Kind.UPDATE, Kind.REPORT})
 
 __all__ = ["LivePipeline"]

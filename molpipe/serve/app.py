@@ -92,12 +92,16 @@ def _smiles_list(doc, limits: Limits) -> list[str]:
     for i, s in enumerate(smiles):
         if not isinstance(s, str):
             raise BadRequest(422, f"smiles[{i}] is a {type(s).__name__}, not a string")
-        if len(s) > limits.max_smiles_chars:
-            raise BadRequest(422, f"smiles[{i}] has {len(s)} characters, the limit is "
-                                  f"{limits.max_smiles_chars}")
-        if _not_unicode(s):
-            raise BadRequest(422, f"smiles[{i}] is not valid Unicode (a lone surrogate)")
+        _check_smiles(s, f"smiles[{i}]", limits)
     return smiles
+
+
+def _check_smiles(s: str, where: str, limits: Limits) -> None:
+    if len(s) > limits.max_smiles_chars:
+        raise BadRequest(422, f"{where} has {len(s)} characters, the limit is "
+                              f"{limits.max_smiles_chars}")
+    if _not_unicode(s):
+        raise BadRequest(422, f"{where} is not valid Unicode (a lone surrogate)")
 
 
 def _rows(doc, model: OnlineModel, limits: Limits) -> list[tuple[str, list]]:
@@ -115,11 +119,7 @@ def _rows(doc, model: OnlineModel, limits: Limits) -> list[tuple[str, list]]:
         smiles = row.get("smiles")
         if not isinstance(smiles, str) or not smiles:
             raise BadRequest(422, f'rows[{i}] has no "smiles" string')
-        if len(smiles) > limits.max_smiles_chars:
-            raise BadRequest(422, f"rows[{i}].smiles has {len(smiles)} characters, the limit "
-                                  f"is {limits.max_smiles_chars}")
-        if _not_unicode(smiles):
-            raise BadRequest(422, f"rows[{i}].smiles is not valid Unicode (a lone surrogate)")
+        _check_smiles(smiles, f"rows[{i}].smiles", limits)
         unknown = [k for k in row if k != "smiles" and k not in targets]
         if unknown:
             raise BadRequest(422, f"rows[{i}]: unknown target {str(unknown[0])[:80]!r}; the "

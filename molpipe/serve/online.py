@@ -33,8 +33,10 @@ from molpipe.training.metrics import metrics_table, summary
 
 #: most new rows folded in one training instance (rows of one plan, oldest first)
 FOLD_SIZE = 16
+#: new rows predicted at once (before they are trained on)
+PREDICT_BATCH = 256
 #: rows observed but not yet folded beyond which /observe asks clients to come back later
-MAX_PENDING = 20_000
+MAX_PENDING = 10_000
 
 
 class Busy(RuntimeError):
@@ -93,6 +95,8 @@ class OnlineModel:
         self._marked = 0                       # last epoch whose validation was asked for
         self.n_mols_trained, self.n_snapshots = 0, 0
         self._epoch: deque = deque()
+        self._to_predict: deque = deque()      # (seq, graph, y) new, not yet predicted
+        self._predict_due = threading.Event()
         self._to_fold: dict = {}               # plan -> deque of (seq, graph, y) predicted,
                                                # not yet trained on
         self._folding: dict = {}               # key -> seqs of a fold in flight
@@ -118,7 +122,8 @@ class OnlineModel:
     def start(self) -> "OnlineModel":
         self.live.start()
         self._replay_journal()
-        for target, name in ((self._snapshot_loop, "snapshots"), (self._val_loop, "validation")):
+        for target, name in ((self._predict_loop, "prequential"),
+                             (self._snapshot_loop, "snapshots"), (self._val_loop, "validation")):
             t = threading.Thread(target=target, name=f"molpipe-{name}", daemon=True)
             t.start()
             self._threads.append(t)
@@ -133,6 +138,7 @@ class OnlineModel:
                 pass
         self._stopping.set()
         self._val_due.set()
+        self._predict_due.set()
         self.live.stop()
         for t in self._threads:
             t.join(5)
@@ -199,24 +205,41 @@ class OnlineModel:
                 "rejected": [{"row": i, "smiles": s, "reason": why} for i, s, why in rejected]}
 
     def _submit(self, seqs: list[int], graphs: list, Y: np.ndarray) -> None:
-        """Predict the new rows (prequential), then queue them to be trained on."""
+        """Queue new rows to be predicted (prequential), then trained on."""
         if self.fit_scaling:
             self.live.at_drain(lambda: self._set_scaling(Y)).result(60)
-        parts = self._instances(graphs, Y)
-        future = self.live.evaluate([inst for inst, _ in parts], urgent=False)
-        seqs = np.asarray(seqs)
+        with self._lock:
+            self._to_predict.extend(zip(seqs, graphs, np.asarray(Y, np.float64)))
+        self._predict_due.set()
 
-        def predicted(fut) -> None:            # runs in the live pipeline's loop thread
-            if fut.exception() is not None:
-                return                         # the rows stay in the journal, unfolded
-            version, preds = fut.result()
-            for (inst, rows), pred in zip(parts, preds):
-                self.prequential.add(seqs[rows].tolist(), Y[rows], np.asarray(pred), version)
-                plan = (inst.n_rounds, inst.has_rings)
-                self._to_fold.setdefault(plan, deque()).extend(
-                    (int(seqs[i]), graphs[i], Y[i]) for i in rows)
-
-        future.add_done_callback(predicted)
+    def _predict_loop(self) -> None:
+        """Predict waiting new rows, ``PREDICT_BATCH`` at a time in instances of one plan,
+        one batch in flight (a flood of small /observe requests neither floods the workers'
+        queues nor starves training); then hand them to the training source."""
+        while not self._stopping.is_set():
+            self._predict_due.wait(1.0)
+            with self._lock:
+                batch = [self._to_predict.popleft()
+                         for _ in range(min(len(self._to_predict), PREDICT_BATCH))]
+                if not self._to_predict:
+                    self._predict_due.clear()
+            if not batch:
+                continue
+            seqs = np.array([b[0] for b in batch])
+            graphs, Y = [b[1] for b in batch], np.array([b[2] for b in batch])
+            parts = self._instances(graphs, Y)
+            try:
+                version, preds = self.live.evaluate([inst for inst, _ in parts],
+                                                    urgent=False).result()
+            except RuntimeError:               # the pipeline stopped: the rows stay in the
+                return                         # journal, unfolded
+            with self._lock:
+                for (inst, rows), pred in zip(parts, preds):
+                    self.prequential.add(seqs[rows].tolist(), Y[rows], np.asarray(pred), version)
+                    plan = (inst.n_rounds, inst.has_rings)
+                    self._to_fold.setdefault(plan, deque()).extend(
+                        (int(seqs[i]), graphs[i], Y[i]) for i in rows)
+            self.live.wake()
 
     def _set_scaling(self, Y: np.ndarray) -> None:
         """Target mean and scale from the first rows (at a drain point: nothing in flight
@@ -236,11 +259,12 @@ class OnlineModel:
         if not self.training:                  # paused: new rows wait, predicted, unfolded
             return None
         if self._to_fold:                      # new rows first, packed by plan
-            plan = min(self._to_fold, key=lambda p: self._to_fold[p][0][0])   # oldest row
-            rows = self._to_fold[plan]
-            take = [rows.popleft() for _ in range(min(len(rows), FOLD_SIZE))]
-            if not rows:
-                del self._to_fold[plan]
+            with self._lock:
+                plan = min(self._to_fold, key=lambda p: self._to_fold[p][0][0])   # oldest
+                rows = self._to_fold[plan]
+                take = [rows.popleft() for _ in range(min(len(rows), FOLD_SIZE))]
+                if not rows:
+                    del self._to_fold[plan]
             seqs, graphs, Y = [t[0] for t in take], [t[1] for t in take], np.array([t[2] for t in take])
             inst = self.predictor.fit_features(pack(graphs, Y.astype(np.float32)))
             key = next(self._keys)

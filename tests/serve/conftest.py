@@ -2,13 +2,17 @@
 around it (token ``TOKEN``) driven by FastAPI's ``TestClient``, and the helpers they share."""
 
 import dataclasses
+import socket
+import threading
 import time
+from contextlib import contextmanager
 
 import pytest
 
 pytest.importorskip("fastapi")
 pytest.importorskip("httpx")
 
+import uvicorn  # noqa: E402
 from fastapi.testclient import TestClient  # noqa: E402
 
 from molpipe.serve.app import Limits, create_app  # noqa: E402
@@ -87,3 +91,29 @@ def make_client(make_model):
 def client(make_client):
     """TestClient of the app around ``model`` with token ``TOKEN`` and default limits."""
     return make_client()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def uvicorn_on_loopback(app, **config):
+    """The port of ``app`` served by uvicorn on 127.0.0.1 in a thread (stopped after)."""
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
+                                           log_level="warning", **config))
+    thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 20
+        while not server.started:
+            assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
+            time.sleep(0.05)
+        yield port
+    finally:
+        server.should_exit = True
+        thread.join(15)
+    assert not thread.is_alive(), "uvicorn did not stop"

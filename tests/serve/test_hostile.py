@@ -8,15 +8,14 @@ import json
 import math
 import random
 import socket
-import threading
 import time
 
 import pytest
 
 from molpipe.serve.app import Limits, create_app
-from tests.serve.conftest import TOKEN, auth
+from tests.serve.conftest import TOKEN, auth, uvicorn_on_loopback
 
-uvicorn = pytest.importorskip("uvicorn")
+pytest.importorskip("uvicorn")
 from fastapi.testclient import TestClient  # noqa: E402
 
 N_BODIES = 3000              # through the TestClient
@@ -226,33 +225,14 @@ def test_hostile_bodies_never_kill_the_service(make_model):
 LIMIT = 64 << 10
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def server(make_model):
     """(port, model) of the app served by uvicorn on 127.0.0.1 in a thread."""
     model = make_model()
-    port = _free_port()
     app = create_app(model, token=TOKEN, limits=Limits(max_body_bytes=LIMIT),
                      stop_on_exit=False)
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
-                                        timeout_keep_alive=2))
-    thread = threading.Thread(target=srv.run, name="uvicorn", daemon=True)
-    thread.start()
-    try:
-        deadline = time.monotonic() + 20
-        while not srv.started:
-            assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-            time.sleep(0.05)
+    with uvicorn_on_loopback(app, timeout_keep_alive=2) as port:
         yield port, model
-    finally:
-        srv.should_exit = True
-        thread.join(15)
-    assert not thread.is_alive(), "uvicorn did not stop"
 
 
 def _request(port: int, route: str, body: bytes, headers: dict) -> tuple[int, bytes]:

@@ -4,17 +4,16 @@ import re
 import shutil
 import socket
 import subprocess
-import threading
-import time
 from urllib.parse import quote
 
 import pytest
 
 pytest.importorskip("fastapi")
-uvicorn = pytest.importorskip("uvicorn")
+pytest.importorskip("uvicorn")
 
 from molpipe.serve.app import create_app  # noqa: E402
 from molpipe.serve.build import untrained  # noqa: E402
+from tests.serve.conftest import uvicorn_on_loopback  # noqa: E402
 
 SMILES = ["CCO", "c1ccccc1O", "not_a_smiles("]
 BROWSERS = ("chromium", "chromium-browser", "google-chrome")
@@ -28,33 +27,16 @@ def _browser() -> str:
     pytest.skip(f"no headless browser ({', '.join(BROWSERS)}) on PATH")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def server_url(tmp_path):
     """http://127.0.0.1:PORT of an untrained logS model served by uvicorn in a thread."""
     model = untrained(["logS"], "regression", tmp_path / "srv").start()
-    port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(model), host="127.0.0.1", port=port,
-                                           log_level="warning"))
-    thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)
-    thread.start()
     try:
-        deadline = time.monotonic() + 20
-        while not server.started:
-            assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-            time.sleep(0.05)
-        socket.create_connection(("127.0.0.1", port), timeout=5).close()
-        yield f"http://127.0.0.1:{port}"
+        with uvicorn_on_loopback(create_app(model, stop_on_exit=False)) as port:
+            socket.create_connection(("127.0.0.1", port), timeout=5).close()
+            yield f"http://127.0.0.1:{port}"
     finally:
-        server.should_exit = True
-        thread.join(15)
         model.stop()
-    assert not thread.is_alive(), "uvicorn did not stop"
 
 
 def _rows(dom: str) -> list[tuple[list[str], str]]:
