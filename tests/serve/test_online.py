@@ -220,3 +220,28 @@ def test_large_requests_are_featurized_on_worker_processes_as_in_process():
     assert k1 == k0 and e1 == e0 and e1[3] and e1[-1] and not e1[0]
     assert all(np.array_equal(a.V, b.V) and np.array_equal(a.edge_index, b.edge_index)
                and a.n_rounds == b.n_rounds for a, b in zip(g1, g0))
+
+
+def test_serving_a_run_answers_as_its_model_then_learns_into_its_own_directory(tmp_path):
+    from molpipe.training.settings import TrainConfig
+    from molpipe.training.train import train
+
+    run = tmp_path / "run"
+    train(TrainConfig(data="esol", epochs=1, limit=120, hidden=32), run)
+    before = (run / "model" / "params.npz").read_bytes()
+    smiles = ["c1ccccc1O", "CCN(CC)CC"]
+    want, _ = Predictor.load(run).predict(smiles)
+    model = build.from_run(run, snapshot_every=3600).start()
+    try:
+        assert model.out == run / "serve" and model.targets == ["measured_log_solubility"]
+        version, got = model.predict_graphs(model.featurize(smiles)[0])
+        assert version == 0
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+        model.observe(esol_rows(20, 500))
+        assert wait_for(lambda: len(model.folded) == 20)
+        assert wait_for(lambda: model.live.version > 0)
+        model.snapshot()
+    finally:
+        model.stop(snapshot=False)
+    assert (run / "model" / "params.npz").read_bytes() == before     # the run's own model stays
+    assert Predictor.load(run / "serve" / "model").targets == ["measured_log_solubility"]
