@@ -28,6 +28,7 @@ from molpipe.io.checkpoint import save_checkpoint
 from molpipe.io.model import save_model
 from molpipe.runtime.live import LivePipeline
 from molpipe.serve.journal import Journal
+from molpipe.serve.metrics import Requests
 from molpipe.serve.prequential import Prequential
 from molpipe.training.metrics import metrics_table, summary
 
@@ -107,8 +108,6 @@ class OnlineModel:
         self.train_loss = float("nan")
         self.t_start = time.time()
         self.training = True
-        from molpipe.serve.metrics import Requests
-
         self.requests = Requests()
         self._stopping = threading.Event()
         self._restored_version = -1
@@ -121,9 +120,9 @@ class OnlineModel:
     # -- life -------------------------------------------------------------------------------
     def start(self) -> "OnlineModel":
         self.live.start()
-        self._replay_journal()
-        for target, name in ((self._predict_loop, "prequential"),
-                             (self._snapshot_loop, "snapshots"), (self._val_loop, "validation")):
+        helpers = ((self._replay_journal, "replay"), (self._predict_loop, "prequential"),
+                   (self._snapshot_loop, "snapshots"), (self._val_loop, "validation"))
+        for target, name in helpers:
             t = threading.Thread(target=target, name=f"molpipe-{name}", daemon=True)
             t.start()
             self._threads.append(t)
@@ -278,18 +277,20 @@ class OnlineModel:
         return key, inst
 
     def _new_epoch(self) -> bool:
-        n = len(self.pool_graphs)
+        with self._lock:                       # (a restart's replay may be adding to it)
+            pool_graphs, pool_y = list(self.pool_graphs), list(self.pool_y)
+        n = len(pool_graphs)
         if self.epochs > self._marked:         # the last epoch is all admitted: score it
             self._marked = self._val_epoch = self.epochs
             self._val_due.set()
         if n == 0 or self.epochs_since_new >= self.replay_epochs:
             return False
-        size = auto_instance_size(np.array([g.n_atoms for g in self.pool_graphs]))
-        n_rounds = np.array([g.n_rounds for g in self.pool_graphs])
-        has_rings = np.array([g.has_rings for g in self.pool_graphs])
-        Y = np.array(self.pool_y, np.float32).reshape(n, len(self.targets))
+        size = auto_instance_size(np.array([g.n_atoms for g in pool_graphs]))
+        n_rounds = np.array([g.n_rounds for g in pool_graphs])
+        has_rings = np.array([g.has_rings for g in pool_graphs])
+        Y = np.array(pool_y, np.float32).reshape(n, len(self.targets))
         for rows in group_by_plan(n_rounds, has_rings, size, self.rng):
-            inst = pack([self.pool_graphs[i] for i in rows], Y[rows])
+            inst = pack([pool_graphs[i] for i in rows], Y[rows])
             self._epoch.append((next(self._keys), self.predictor.fit_features(inst)))
         if self.lr_schedule is not None:
             from molpipe.training.train import lr_at

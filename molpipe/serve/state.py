@@ -65,18 +65,26 @@ def restore(model) -> None:
     model.n_snapshots = int(path.name.split("-")[1])
     model.restored_from = str(path)
 
-def replay_journal(model) -> None:
-    """Journal rows folded before the restart join the pool; the rest are new again."""
+def replay_journal(model, chunk: int = 512) -> None:
+    """Journal rows not folded before the restart are new again (first); the rows folded
+    join the replay pool (then). Runs beside the service: a long journal does not keep it
+    from answering."""
     done = set(model.folded)
     old, new = [], []
     for seq, smiles, y in model.journal.rows():
         (old if seq in done else new).append((seq, smiles, y))
-    if old:
-        graphs, kept, _ = model.featurize([s for _, s, _ in old])
-        model._add_to_pool(graphs, np.array([old[i][2] for i in kept]))
-    for lo in range(0, len(new), 256):
-        chunk = new[lo:lo + 256]
-        graphs, kept, errors = model.featurize([s for _, s, _ in chunk])
+    for lo in range(0, len(new), chunk):
+        if model._stopping.is_set():
+            return
+        part = new[lo:lo + chunk]
+        graphs, kept, _ = model.featurize([s for _, s, _ in part])
         if kept:
-            model._submit([chunk[i][0] for i in kept], graphs,
-                         np.array([chunk[i][2] for i in kept], np.float64))
+            model._submit([part[i][0] for i in kept], graphs,
+                          np.array([part[i][2] for i in kept], np.float64))
+    for lo in range(0, len(old), chunk):
+        if model._stopping.is_set():
+            return
+        part = old[lo:lo + chunk]
+        graphs, kept, _ = model.featurize([s for _, s, _ in part])
+        model._add_to_pool(graphs, np.array([part[i][2] for i in kept]))
+        model.live.wake()

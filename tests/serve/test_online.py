@@ -101,7 +101,7 @@ def test_rows_are_folded_once_across_a_crash_and_a_restart(tmp_path):
         assert again.live.version > first["version"]     # versions go on counting
         assert wait_for(lambda: len(again.folded) == 120)
         assert sorted(again.folded) == list(range(1, 121))
-        assert len(again.pool_graphs) == 120
+        assert wait_for(lambda: len(again.pool_graphs) == 120)
         again.snapshot()
     finally:
         again.stop(snapshot=False)
