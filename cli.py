@@ -1,7 +1,8 @@
 """molpipe command line: the typer app, assembled from the commands in ``molpipe.cli``.
 
-preprocess and datasets (``molpipe.cli.data``), train (``molpipe.cli.train``), bench and
-simulate (``molpipe.cli.measure``), predict, evaluate and plot (``molpipe.cli.model``), serve (``molpipe.cli.serve``).
+preprocess and datasets (``molpipe.cli.data``), train (``molpipe.cli.train``), bench, simulate
+and compare (``molpipe.cli.measure``), predict, evaluate and plot (``molpipe.cli.model``),
+serve (``molpipe.cli.serve``).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import typer
 
 from molpipe.cli import console
 from molpipe.cli.data import datasets, preprocess
-from molpipe.cli.measure import bench, simulate
+from molpipe.cli.measure import bench, compare, simulate
 from molpipe.cli.model import evaluate, plot, predict
 from molpipe.cli.serve import serve
 from molpipe.cli.train import train
@@ -48,7 +49,8 @@ def main(version: Annotated[bool, typer.Option(
     keep_freed_memory()        # start-up: kernel outputs reuse freed memory (glibc)
 
 
-for command in (preprocess, datasets, train, bench, simulate, predict, evaluate, plot, serve):
+for command in (preprocess, datasets, train, bench, simulate, compare, predict, evaluate, plot,
+                serve):
     app.command()(command)
 
 

@@ -113,3 +113,51 @@ def simulate(
                       f"{r['instances_per_second'] * molecules_per_instance:,.0f}",
                       f"{r['max_utilization']:.0%}")
     console.print(table)
+
+
+def compare_table(rows: list[dict]) -> Table:
+    """Runs (or replicate sets, as mean ± SD) side by side."""
+    tasks = {r.get("task", "regression") for r in rows}
+    keys = [k for k in ("rmse", "mae", "r2", "auc", "prc_auc")
+            if any(f"test_{k}" in r for r in rows)]
+    table = Table("run", "data", "split", "runs", *keys, "train mol/s",
+                  title="test metrics (validation: --json)" if len(tasks) == 1
+                  else "test metrics, mixed tasks (validation: --json)")
+
+    def cell(r: dict, key: str, fmt: str = ".4g") -> str:
+        v, sd = r.get(key), r.get(f"{key}_sd")
+        if v is None:
+            return "-"
+        if sd is not None and r.get("runs", 1) > 1:
+            return f"{v:{fmt}} ± {sd:{fmt if ',' in fmt else '.2g'}}"
+        return f"{v:{fmt}}"
+
+    for r in rows:
+        table.add_row(Path(r["run"]).name, str(r.get("dataset")), str(r.get("split")),
+                      str(r.get("runs", 1)), *[cell(r, f"test_{k}") for k in keys],
+                      cell(r, "train_molecules_per_second", ",.0f"))
+    return table
+
+
+def compare(
+    runs: Annotated[list[Path], typer.Argument(
+        help="Run directories (molpipe train) or replicate sets (train --replicates).",
+        show_default=False)],
+    json_out: Annotated[bool, typer.Option("--json", help="Print the rows as JSON.")] = False,
+) -> None:
+    """Runs side by side: test and validation metrics (mean ± SD of a replicate set), speed.
+
+    Example: molpipe compare runs/esol runs/esol-bond runs/esol-reps
+    """
+    import json
+
+    from molpipe.measure.compare import CompareError, row_of
+
+    try:
+        rows = [row_of(r) for r in runs]
+    except CompareError as err:
+        fail(str(err))
+    if json_out:
+        console.print_json(json.dumps(rows))
+    else:
+        console.print(compare_table(rows))

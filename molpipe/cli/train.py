@@ -120,6 +120,9 @@ def train(
         "Also checkpoint inside an epoch this many minutes (default: after each epoch).", _RUN)] = None,
     quiet: Annotated[bool, _opt("No live display (warnings and the test table still).", _RUN,
                                 "--quiet")] = False,
+    replicates: Annotated[int, _opt(
+        "Train this many runs, seeds SEED, SEED+1, ... (split, initialization, order), into "
+        "OUT/seed-N, and summarize them (mean ± SD) in OUT/summary.json.", _RUN)] = 1,
     follow: Annotated[Optional[Path], _opt(
         "Online: train on the rows appended to this CSV as they appear (after DATA's, if "
         "given), each predicted before it is trained on; state in --out.", "Online")] = None,
@@ -232,4 +235,22 @@ def train(
                               soft_wrap=True)
             out = free
 
-    run(settings, out)
+    if replicates < 1:
+        fail(f"--replicates must be an integer of at least 1, not {replicates}")
+    if replicates == 1:
+        run(settings, out)
+        return
+    import dataclasses
+
+    from molpipe.cli.measure import compare_table
+    from molpipe.measure.compare import write_summary
+
+    dirs = []
+    for i in range(replicates):
+        seed = settings.seed + i
+        console.print(f"replicate {i + 1} of {replicates}: seed {seed}", highlight=False)
+        dirs.append(out / f"seed-{seed}")
+        run(dataclasses.replace(settings, seed=seed), dirs[-1])
+    doc = write_summary(out, dirs)
+    console.print(compare_table(doc["runs"] + [doc["summary"]]))
+    console.print(f"summary: [bold]{out / 'summary.json'}[/bold]")
