@@ -144,3 +144,41 @@ def test_train_config_file_with_options_overriding_it(tmp_path):
     bad.write_text(json.dumps({**written, "patience": 0}))
     assert_one_line_error(run("train", "--config", bad, "--out", tmp_path / "x"),
                           "bad.json: --patience must be an integer of at least 1")
+
+
+def test_config_toml_round_trips_every_setting_and_names_bad_keys_and_values(tmp_path):
+    config = TrainConfig(data="lipo", targets=["lipo", "x"], lr=1e-05, dropout=0.1,
+                         split_fractions=(0.7, 0.2, 0.1), weight_stashing=False,
+                         molecules_per_instance=24)
+    path = tmp_path / "config.toml"
+    path.write_text(config.to_toml())
+    assert TrainConfig.from_file(path) == config
+    assert "# task =" in path.read_text()                 # unset: a comment, the default
+    path.write_text(config.to_toml() + "epoch = 3\n")
+    with pytest.raises(SettingsError, match=r"config.toml: 'epoch' is not a setting "
+                                            r"\(did you mean 'epochs'\?\)"):
+        TrainConfig.from_file(path)
+    path.write_text(config.to_toml().replace("hidden = 128", "hidden = -4"))
+    with pytest.raises(SettingsError, match="config.toml: --hidden must be"):
+        TrainConfig.from_file(path)
+    path.write_text("hidden = \n")
+    with pytest.raises(SettingsError, match="config.toml: not a readable TOML settings file"):
+        TrainConfig.from_file(path)
+
+
+def test_a_run_writes_config_toml_that_reproduces_it_with_options_overriding(tmp_path):
+    import json
+
+    from tests.test_cli import run
+
+    first = tmp_path / "first"
+    result = run("train", "freesolv", "--epochs", "1", "--hidden", "16", "--quiet", "--out", first)
+    assert result.exit_code == 0, result.output
+    assert TrainConfig.from_file(first / "config.toml") == \
+        TrainConfig.from_file(first / "settings.json")
+    second = tmp_path / "second"
+    result = run("train", "--config", first / "config.toml", "--seed", "3", "--quiet",
+                 "--out", second)
+    assert result.exit_code == 0, result.output
+    a, b = (json.loads((d / "settings.json").read_text()) for d in (first, second))
+    assert {k for k in a if a[k] != b[k]} == {"seed"}

@@ -114,8 +114,8 @@ def train(
     resume: Annotated[Optional[Path], _opt(
         "Continue this run directory from its last checkpoint.", _RUN)] = None,
     config: Annotated[Optional[Path], _opt(
-        "Settings file (JSON: a run's settings.json, or written by hand); options given "
-        "here override it.", _RUN)] = None,
+        "Settings file (a run's config.toml or settings.json, or one written by hand); "
+        "options given here override it.", _RUN)] = None,
     checkpoint_minutes: Annotated[Optional[float], _opt(
         "Also checkpoint inside an epoch this many minutes (default: after each epoch).", _RUN)] = None,
     quiet: Annotated[bool, _opt("No live display (warnings and the test table still).", _RUN,

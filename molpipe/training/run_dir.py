@@ -1,5 +1,6 @@
-"""A run directory: model/, report.json, settings.json, metrics.csv, split.json, test
-predictions, the trace, and the rejects of its data; what report.json says of the machine."""
+"""A run directory: model/, report.json, settings.json (and config.toml), metrics.csv,
+split.json, test predictions, the trace, and the rejects of its data; what report.json says
+of the machine."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from molpipe.training.session import Prepared
 
 #: the run's settings, as ``TrainConfig.from_file`` (and ``molpipe train --config``) read them
 SETTINGS = "settings.json"
+CONFIG_TOML = "config.toml"      # the same settings as TOML, to read and edit by hand
 
 
 def versions() -> dict:
@@ -84,6 +86,7 @@ def write_run(out_dir: Path, config, network, prep: Prepared, report: dict, hist
     store = prep.store
     save_model(out_dir / "model", network.config, network.state_dict(), meta, domain)
     (out_dir / SETTINGS).write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+    (out_dir / CONFIG_TOML).write_text(config.to_toml(), encoding="utf-8")
     (out_dir / "split.json").write_text(json.dumps({k: v.tolist() for k, v in split.items()}))
     with open(out_dir / "metrics.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(history[0]))

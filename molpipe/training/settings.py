@@ -169,15 +169,50 @@ class TrainConfig:
 
     @classmethod
     def from_file(cls, path: str | Path) -> "TrainConfig":
-        """Settings from a JSON file such as a run's ``settings.json``."""
+        """Settings from a TOML file (``.toml``: a run's ``config.toml``) or a JSON file
+        (a run's ``settings.json``)."""
+        path = Path(path)
+        kind = "TOML" if path.suffix.lower() == ".toml" else "JSON"
         try:
-            values = json.loads(Path(path).read_text(encoding="utf-8"))
+            text = path.read_text(encoding="utf-8")
+            values = _read_toml(text) if kind == "TOML" else json.loads(text)
         except (OSError, UnicodeDecodeError, ValueError) as err:
-            raise SettingsError(f"{path}: not a readable JSON settings file ({err})") from None
+            raise SettingsError(f"{path}: not a readable {kind} settings file ({err})") from None
         return cls.from_dict(values, str(path))
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def to_toml(self) -> str:
+        """Every setting as TOML (``from_file`` reads it back; unset ones as comments)."""
+        lines = ["# molpipe train settings: molpipe train --config config.toml reproduces",
+                 "# the run; options given beside --config override these."]
+        for key, value in self.to_dict().items():
+            lines.append(f"# {key} =   (not set)" if value is None
+                         else f"{key} = {_toml_value(value)}")
+        return "\n".join(lines) + "\n"
+
+
+def _toml_value(v) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    return json.dumps(str(v))              # a JSON string is a TOML basic string
+
+
+def _read_toml(text: str) -> dict:
+    try:
+        import tomllib
+    except ImportError:                    # Python 3.10
+        try:
+            import tomli as tomllib
+        except ImportError:
+            raise ValueError("reading TOML on Python 3.10 needs tomli (pip install tomli); "
+                             "or pass the run's settings.json") from None
+    return tomllib.loads(text)
 
 
 DEFAULTS = TrainConfig()
