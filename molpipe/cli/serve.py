@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import ipaddress
-import os
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
 from molpipe.cli import console, err_console, fail
+from molpipe.serve.defaults import PUBLISH_EVERY, REPLAY_EPOCHS, SNAPSHOT_EVERY
 from molpipe.training.settings import DEFAULTS
 
 _WHAT, _NET, _LEARN = "Model", "Network", "Learning"
@@ -110,14 +110,14 @@ def serve(
                                         rich_help_panel=_LEARN)] = DEFAULTS.epochs,
     replay_epochs: Annotated[int, typer.Option(
         help="Epochs over the observed rows after the last new one.",
-        rich_help_panel=_LEARN)] = 30,
+        rich_help_panel=_LEARN)] = REPLAY_EPOCHS,
     seed: Annotated[int, typer.Option(help="Seed.", rich_help_panel=_LEARN)] = DEFAULTS.seed,
     snapshot_every: Annotated[float, typer.Option(
         help="Seconds between snapshots (model/ + checkpoint).",
-        rich_help_panel=_LEARN)] = 60.0,
+        rich_help_panel=_LEARN)] = SNAPSHOT_EVERY,
     publish_every: Annotated[float, typer.Option(
         help="Seconds of training between the parameter versions predictions use.",
-        rich_help_panel=_LEARN)] = 0.5,
+        rich_help_panel=_LEARN)] = PUBLISH_EVERY,
     featurize_jobs: Annotated[int, typer.Option(
         help="Processes that featurize large requests (RDKit holds the GIL): faster "
              "/predict with training paused, slower while it runs; 0: in the service's "
@@ -166,8 +166,8 @@ def follow_file(data, path: Path, target, task, out, lr, epochs, seed, idle, qui
         if not target:
             fail(f"{path}: not there yet; give the targets with --target")
     out = out or Path("runs") / f"follow-{path.stem}"
-    online = build_model(data, None, target if data is None else target, task, out, lr,
-                         epochs, seed, 30, 60.0, 0.5)
+    online = build_model(data, None, target, task, out, lr, epochs, seed, REPLAY_EPOCHS,
+                         SNAPSHOT_EVERY, PUBLISH_EVERY)
     online.start()
     console.print(f"following {path}: {', '.join(online.targets)} · state in {out}"
                   + ("" if idle is None else f" · stops after {idle:g} s without a new row"),

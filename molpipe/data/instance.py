@@ -146,3 +146,14 @@ def group_by_plan(
     if rng is not None:
         groups = [groups[i] for i in rng.permutation(len(groups))]
     return groups
+
+
+def pack_by_plan(graphs: list[MolGraph], Y: np.ndarray, size: int,
+                 rng: np.random.Generator | None = None) -> list[tuple[Instance, np.ndarray]]:
+    """``graphs`` (targets ``Y``: (n, n_targets)) packed into instances of at most ``size``
+    molecules of one plan (``group_by_plan``); (instance, positions in ``graphs``) pairs."""
+    n_rounds = np.array([g.n_rounds for g in graphs])
+    has_rings = np.array([g.has_rings for g in graphs])
+    Y = np.asarray(Y, np.float32)
+    return [(pack([graphs[i] for i in rows], Y[rows]), rows)
+            for rows in group_by_plan(n_rounds, has_rings, size, rng)]

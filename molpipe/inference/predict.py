@@ -91,16 +91,12 @@ class Predictor:
 
     def predict_graphs(self, graphs: Sequence, batch: int = BATCH) -> np.ndarray:
         """Predictions (n, n_targets) float64 of MolGraphs, packed ``batch`` per instance."""
-        from molpipe.data.instance import group_by_plan, pack
+        from molpipe.data.instance import pack_by_plan
 
-        n_t = len(self.targets)
-        P = np.full((len(graphs), n_t), np.nan)
+        P = np.full((len(graphs), len(self.targets)), np.nan)
         if not graphs:
             return P
-        n_rounds = np.array([g.n_rounds for g in graphs])
-        has_rings = np.array([g.has_rings for g in graphs])
-        for rows in group_by_plan(n_rounds, has_rings, batch):
-            inst = pack([graphs[i] for i in rows], np.full((len(rows), n_t), np.nan, np.float32))
+        for inst, rows in pack_by_plan(list(graphs), P, batch):
             P[rows] = self.network.predict(self.fit_features(inst))
         return P
 

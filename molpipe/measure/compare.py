@@ -15,8 +15,7 @@ from pathlib import Path
 import numpy as np
 
 SUMMARY = "summary.json"
-#: the metrics of a row: test and validation summaries, speed
-NUMBERS = ("test_{}", "val_{}")
+#: the summary metrics a row holds (as test_<m> and val_<m>), by task
 METRICS = {"regression": ("rmse", "mae", "r2"), "classification": ("auc", "prc_auc")}
 
 

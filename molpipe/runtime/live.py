@@ -15,9 +15,10 @@ consistent state to save). While an evaluation runs at a stage, that stage's ``p
 is its published copy: a reader in another thread takes the live parameters from the
 optimizers' arrays (``Optimizer.params``) or a version's copies from ``published``.
 
-Rate control: while evaluations wait or are in flight, at most ``slots_while_serving``
-training instances are admitted, so that a request's messages do not queue behind a full
-pipeline of training work; otherwise up to ``max_active_keys``.
+Rate control: while urgent evaluations (a client waits for them) are in flight, at most
+``slots_while_serving`` training instances are admitted, and their messages overtake
+training messages in every worker's queue, so that they do not wait behind a full pipeline
+of training work; otherwise up to ``max_active_keys`` train.
 """
 
 from __future__ import annotations
@@ -80,7 +81,6 @@ class LivePipeline:
         self._keys = itertools.count()
         self._stop = threading.Event()
         self._started = threading.Event()
-        self.training = True                    # False: admit no training instance
         self.thread: threading.Thread | None = None
         self.error: BaseException | None = None
         # the loop's state, read by other threads only through ``status``
@@ -89,7 +89,19 @@ class LivePipeline:
         self.n_evaluated = 0                    # evaluation instances completed
         self.in_flight = {"train": 0, "eval": 0}
         self.utilization: dict[int, float] = {}
-        self.n_updates: dict[str, int] = {}
+        # the loop thread's own
+        self._evals: dict = {}                  # key -> (request, index) of an evaluation
+        self._n_urgent = 0                      # of them, urgent ("e") evaluations
+        self._flight_train: set = set()
+        self._owed: dict = {}                   # training key -> messages still owed
+        self._losses: dict = {}
+        self._refs: dict[int, int] = {}         # version -> evaluation instances using it
+        self._awaiting = 0                      # UPDATED / PUBLISHED acknowledgements
+        self._stats_due = 0
+        self._busy: dict[int, float] = {}
+        self._report_t0 = self._report_t1 = 0.0
+        self._draining = False
+        self._published_at = -1                 # n_trained at the last publish
 
     # -- from any thread -------------------------------------------------------------------
     def start(self) -> "LivePipeline":
@@ -178,27 +190,16 @@ class LivePipeline:
         for _, future in waiting:
             if not future.done():
                 future.set_exception(err)
-        for req, _ in list(getattr(self, "_evals", {}).values()):
+        for req, _ in list(self._evals.values()):
             if not req["future"].done():
                 req["future"].set_exception(err)
 
     def _loop(self) -> None:
-        self._evals: dict = {}                  # key -> request it belongs to
-        self._n_urgent = 0                      # of them, urgent ("e") evaluations
-        self._flight_train: set = set()
-        self._owed: dict = {}                   # training key -> messages still owed
-        self._losses: dict = {}
-        self._refs: dict[int, int] = {}         # version -> evaluation instances using it
-        self._awaiting = 0                      # UPDATED / PUBLISHED acknowledgements
-        self._stats_due = 0
-        self._draining = False
         final = False                           # stopping, and the last drain point is past
-        self._published_at = -1                 # n_trained at the last publish
-        self._publish(wait=True)                # version 0: the parameters as they start
+        self._publish()                         # the first version: the parameters as they start
         trained_since = 0.0                     # training seconds since the last publish
         t_mark = time.perf_counter()
-        t_report = t_mark
-        last_msg = t_mark
+        t_report = self._report_t1 = last_msg = t_mark
         while True:
             now = time.perf_counter()
             if self._flight_train and not self._draining:
@@ -215,7 +216,7 @@ class LivePipeline:
                 final = stopping
             if final and not self._evals and not self._awaiting and not self._stats_due:
                 return
-            if not self._draining and not final and self.training:
+            if not self._draining and not final:
                 self._admit_training()
             if (not self._flight_train and not self._draining and not final
                     and self.n_trained != self._published_at):
@@ -244,7 +245,7 @@ class LivePipeline:
                 continue
             version = self.version
             req = {"future": future, "version": version, "preds": [None] * len(insts),
-                   "left": len(insts), "t0": time.perf_counter()}
+                   "left": len(insts)}
             if not insts:
                 future.set_result((version, []))
                 continue
@@ -278,7 +279,7 @@ class LivePipeline:
         was trained since the last), run the callbacks."""
         if self.n_trained != self._published_at:
             self._flush()
-            self._publish(wait=True)
+            self._publish()
         with self._lock:
             calls = list(self._at_drain)
             self._at_drain.clear()
@@ -296,13 +297,12 @@ class LivePipeline:
         self._awaiting += self.n_workers
         self._wait_acks()
 
-    def _publish(self, wait: bool) -> None:
+    def _publish(self) -> None:
         version = self.version + 1
         for w in range(self.n_workers):
             self.pipeline.backend.send(Message(Kind.PUBLISH, worker=w, version=version))
         self._awaiting += self.n_workers
-        if wait:
-            self._wait_acks()
+        self._wait_acks()
         old, self.version = self.version, version
         self._published_at = self.n_trained
         if old >= self._first and not self._refs.get(old):
@@ -325,9 +325,8 @@ class LivePipeline:
         for w in range(self.n_workers):
             self.pipeline.backend.send(Message(Kind.REPORT, worker=w))
         self._stats_due = self.n_workers
-        self._report_t0 = getattr(self, "_report_t1", time.perf_counter())
-        self._report_t1 = time.perf_counter()
-        self._busy: dict[int, float] = {}
+        self._report_t0, self._report_t1 = self._report_t1, time.perf_counter()
+        self._busy = {}
 
     # messages ---------------------------------------------------------------------------
     def _handle(self, msg: Message) -> None:
@@ -379,7 +378,6 @@ class LivePipeline:
 
     def _stats(self, msg: Message) -> None:
         self._busy[msg.worker] = msg.stats["busy"]
-        self.n_updates.update(msg.stats["n_updates"])
         self._stats_due -= 1
         if not self._stats_due:
             wall = self._report_t1 - self._report_t0
@@ -387,10 +385,11 @@ class LivePipeline:
 
 
 def _urgent(msg: Message) -> bool:
-    """A request's messages, and the control messages of a drain point (sent with no
-    training in flight, so nothing they overtake depends on them)."""
-    if msg.version is not None:
-        return msg.kind is not Kind.EVAL or msg.key[0] == "e"
+    """A request's messages ("e" evaluations, not the background's "b"), and the control
+    messages of a drain point (sent with no training in flight, so nothing they overtake
+    depends on them)."""
+    if msg.kind is Kind.EVAL:
+        return msg.key[0] == "e"
     return msg.kind in _CONTROL
 
 

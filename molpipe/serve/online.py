@@ -15,6 +15,7 @@ Built by ``molpipe.serve.build`` (from a run directory, a data set, or nothing).
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from collections import deque
@@ -22,13 +23,15 @@ from pathlib import Path
 
 import numpy as np
 
-from molpipe.data.instance import auto_instance_size, group_by_plan, pack
+from molpipe.data.instance import auto_instance_size, pack, pack_by_plan
 from molpipe.inference.predict import BATCH
 from molpipe.io.checkpoint import save_checkpoint
 from molpipe.io.model import save_model
 from molpipe.runtime.live import LivePipeline
 from molpipe.serve.journal import Journal
-from molpipe.serve.metrics import Requests
+from molpipe.serve import state
+from molpipe.serve.defaults import PUBLISH_EVERY, REPLAY_EPOCHS, SNAPSHOT_EVERY
+from molpipe.serve.metrics import Requests, status as status_of
 from molpipe.serve.prequential import Prequential
 from molpipe.training.metrics import metrics_table, summary
 
@@ -65,8 +68,9 @@ class OnlineModel:
     def __init__(self, network, optimizers: dict, predictor, engine, out: str | Path, *,
                  meta: dict,
                  pool=None, val=None, domain_arrays=None, fit_scaling: bool = False,
-                 seed: int = 0, publish_every: float = 0.5, replay_epochs: int = 30,
-                 snapshot_every: float = 60.0, settings: dict | None = None,
+                 seed: int = 0, publish_every: float = PUBLISH_EVERY,
+                 replay_epochs: int = REPLAY_EPOCHS, snapshot_every: float = SNAPSHOT_EVERY,
+                 settings: dict | None = None,
                  lr_schedule: tuple[float, int] | None = None, featurize_jobs: int = 0):
         self.network, self.optimizers, self.predictor = network, optimizers, predictor
         self.targets, self.task = predictor.targets, predictor.task
@@ -93,7 +97,7 @@ class OnlineModel:
         self.history: list[dict] = []          # validation after each replay epoch
         self.folded: list[int] = []            # sequence numbers folded, in order
         self.epochs, self.epochs_since_new = 0, 0
-        self._marked = 0                       # last epoch whose validation was asked for
+        self._marked = 0                       # the last epoch whose validation was asked for
         self.n_mols_trained, self.n_snapshots = 0, 0
         self._epoch: deque = deque()
         self._to_predict: deque = deque()      # (seq, graph, y) new, not yet predicted
@@ -102,16 +106,15 @@ class OnlineModel:
                                                # not yet trained on
         self._folding: dict = {}               # key -> seqs of a fold in flight
         self._sizes: dict = {}                 # key -> molecules, of training in flight
-        self._keys = iter(range(1, 1 << 62))
+        self._keys = itertools.count(1)
         self._val_due = threading.Event()
-        self._val_epoch = 0                    # the epoch the next validation scores
         self.train_loss = float("nan")
         self.t_start = time.time()
         self.training = True
         self.requests = Requests()
         self._stopping = threading.Event()
         self._restored_version = -1
-        self._restore()
+        state.restore(self)
         self.live = LivePipeline(engine.pipeline, self._next_train, on_trained=self._trained,
                                  publish_every=publish_every,
                                  first_version=self._restored_version + 1)
@@ -120,7 +123,8 @@ class OnlineModel:
     # -- life -------------------------------------------------------------------------------
     def start(self) -> "OnlineModel":
         self.live.start()
-        helpers = ((self._replay_journal, "replay"), (self._predict_loop, "prequential"),
+        helpers = ((lambda: state.replay_journal(self), "replay"),
+                   (self._predict_loop, "prequential"),
                    (self._snapshot_loop, "snapshots"), (self._val_loop, "validation"))
         for target, name in helpers:
             t = threading.Thread(target=target, name=f"molpipe-{name}", daemon=True)
@@ -161,15 +165,10 @@ class OnlineModel:
             self._featurizer = Featurizer(p.min_rounds, p.max_rounds, self.featurize_jobs)
         return self._featurizer(smiles)
 
-    def _instances(self, graphs, Y, size: int = BATCH):
-        """Instances of ``graphs`` (targets ``Y``) grouped by plan; (inst, rows) pairs."""
-        n_rounds = np.array([g.n_rounds for g in graphs])
-        has_rings = np.array([g.has_rings for g in graphs])
-        out = []
-        for rows in group_by_plan(n_rounds, has_rings, size):
-            inst = pack([graphs[i] for i in rows], np.asarray(Y, np.float32)[rows])
-            out.append((self.predictor.fit_features(inst), rows))
-        return out
+    def _instances(self, graphs, Y, size: int = BATCH, rng=None):
+        """``pack_by_plan`` with the features the model was trained on: (inst, rows) pairs."""
+        return [(self.predictor.fit_features(inst), rows)
+                for inst, rows in pack_by_plan(graphs, Y, size, rng)]
 
     def predict_graphs(self, graphs, timeout: float = 60.0) -> tuple[int, np.ndarray]:
         """(version, predictions (n, n_targets) in data units) through the live pipeline."""
@@ -281,17 +280,14 @@ class OnlineModel:
             pool_graphs, pool_y = list(self.pool_graphs), list(self.pool_y)
         n = len(pool_graphs)
         if self.epochs > self._marked:         # the last epoch is all admitted: score it
-            self._marked = self._val_epoch = self.epochs
+            self._marked = self.epochs
             self._val_due.set()
         if n == 0 or self.epochs_since_new >= self.replay_epochs:
             return False
         size = auto_instance_size(np.array([g.n_atoms for g in pool_graphs]))
-        n_rounds = np.array([g.n_rounds for g in pool_graphs])
-        has_rings = np.array([g.has_rings for g in pool_graphs])
         Y = np.array(pool_y, np.float32).reshape(n, len(self.targets))
-        for rows in group_by_plan(n_rounds, has_rings, size, self.rng):
-            inst = pack([pool_graphs[i] for i in rows], Y[rows])
-            self._epoch.append((next(self._keys), self.predictor.fit_features(inst)))
+        for inst, _ in self._instances(pool_graphs, Y, size, self.rng):
+            self._epoch.append((next(self._keys), inst))
         if self.lr_schedule is not None:
             from molpipe.training.train import lr_at
 
@@ -328,7 +324,7 @@ class OnlineModel:
             if self._stopping.is_set() or self.val is None or self.live.error is not None:
                 continue
             try:
-                self.validate(self._val_epoch)
+                self.validate(self._marked)
             except RuntimeError:
                 return
 
@@ -341,7 +337,8 @@ class OnlineModel:
         for (_, rows), pred in zip(parts, preds):
             P[rows] = pred
         metrics = metrics_table(self.task, self.targets, Y, P)
-        row = {"epoch": self.epochs if epoch is None else epoch, "version": version, "t": round(time.time() - self.t_start, 2),
+        row = {"epoch": self.epochs if epoch is None else epoch, "version": version,
+               "t": round(time.time() - self.t_start, 2),
                "molecules_trained": self.n_mols_trained, **summary(self.task, metrics)}
         self.history.append(row)
         return row
@@ -351,7 +348,7 @@ class OnlineModel:
         """Write model/ and a checkpoint of the state at the next drain point."""
         with self._snap_lock:
             t0 = time.perf_counter()
-            cap = self.live.at_drain(self._capture).result(300)
+            cap = self.live.at_drain(lambda: state.capture(self)).result(300)
             n = self.n_snapshots + 1
             save_model(self.out / "model", self.network.config, cap["model"], self.meta,
                        self.domain_arrays)
@@ -361,21 +358,6 @@ class OnlineModel:
                     "rows_folded": len(cap["arrays"]["serve/folded"]),
                     "model": str(self.out / "model"),
                     "seconds": round(time.perf_counter() - t0, 3)}
-
-    def _capture(self) -> dict:
-        from molpipe.serve.state import capture
-
-        return capture(self)
-
-    def _restore(self) -> None:
-        from molpipe.serve.state import restore
-
-        restore(self)
-
-    def _replay_journal(self) -> None:
-        from molpipe.serve.state import replay_journal
-
-        replay_journal(self)
 
     def _snapshot_loop(self) -> None:
         seen = None
@@ -395,6 +377,4 @@ class OnlineModel:
 
     def status(self) -> dict:
         """What /status answers (``molpipe.serve.metrics.status``)."""
-        from molpipe.serve.metrics import status
-
-        return status(self)
+        return status_of(self)

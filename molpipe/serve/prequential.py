@@ -21,8 +21,8 @@ WINDOW = 200
 
 
 class Prequential:
-    """Windowed prequential error of one service (RMSE per target; classification: the
-    Brier score, the mean squared error of the probability)."""
+    """Windowed prequential error of one service: RMSE per target (classification: of the
+    probability against the 0/1 label, the square root of the Brier score)."""
 
     def __init__(self, directory: Path, targets: list[str], task: str, window: int = WINDOW,
                  every: int = 20):
@@ -42,7 +42,7 @@ class Prequential:
 
     @property
     def metric(self) -> str:
-        return "rmse" if self.task == "regression" else "brier"
+        return "rmse" if self.task == "regression" else "root Brier"
 
     def add(self, seqs, Y: np.ndarray, P: np.ndarray, version: int) -> None:
         """Rows ``seqs`` with true ``Y`` and predicted ``P`` (n, n_targets), data units."""
@@ -66,14 +66,9 @@ class Prequential:
     def _error_locked(self) -> dict:
         if not self.y:
             return {t: float("nan") for t in self.targets}
-        Y = np.array(self.y[-self.window:])
-        P = np.array(self.p[-self.window:])
-        out = {}
-        for j, t in enumerate(self.targets):
-            ok = np.isfinite(Y[:, j]) & np.isfinite(P[:, j])
-            out[t] = (float(np.sqrt(np.mean((Y[ok, j] - P[ok, j]) ** 2))) if ok.any()
-                      else float("nan"))
-        return out
+        last = windowed_error(np.array(self.y[-self.window:]), np.array(self.p[-self.window:]),
+                              self.window)[-1]
+        return dict(zip(self.targets, map(float, last)))
 
     def __len__(self) -> int:
         return len(self.y)
