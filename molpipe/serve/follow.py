@@ -66,7 +66,7 @@ def follow(model, path: str | Path, idle: float | None = None, poll: float = 0.5
     totals = {"accepted": 0, "rejected": 0}
     last_new = time.monotonic()
     while not should_stop():
-        data = path.read_bytes()[offset:] if path.exists() else b""
+        data = _read_from(path, offset)
         if offset == 0 and data:
             end = data.find(b"\n")
             if end < 0:
@@ -97,6 +97,17 @@ def follow(model, path: str | Path, idle: float | None = None, poll: float = 0.5
             break
         time.sleep(poll)
     return totals
+
+
+def _read_from(path: Path, offset: int) -> bytes:
+    """The bytes of ``path`` past ``offset`` (b"" while it does not exist): each poll reads
+    only what was appended."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(offset)
+            return f.read()
+    except FileNotFoundError:
+        return b""
 
 
 def _parse(chunk: bytes, columns):
