@@ -62,6 +62,7 @@ def follow(model, path: str | Path, idle: float | None = None, poll: float = 0.5
     key = str(path.resolve())
     src = model.journal.last_source("file", key)
     offset = int(src["end"]) if src else 0
+    line = 1 + _read_from(path, 0)[:offset].count(b"\n")   # the file's line at ``offset``
     columns = None
     totals = {"accepted": 0, "rejected": 0}
     last_new = time.monotonic()
@@ -74,15 +75,16 @@ def follow(model, path: str | Path, idle: float | None = None, poll: float = 0.5
                 continue
             header = next(csv.reader([data[:end].decode("utf-8")]))
             columns = _columns(header, model.targets, path)
-            offset = end + 1
+            offset, line = end + 1, 2
             data = data[end + 1:]
         elif columns is None and path.exists():
             with open(path, encoding="utf-8", newline="") as f:
                 columns = _columns(next(csv.reader(f)), model.targets, path)
         end = data.rfind(b"\n") + 1
         if end:
-            rows, bad = _parse(data[:end], columns)
+            rows, bad = _parse(data[:end], columns, f"{path.name} line", line)
             offset += end
+            line += data[:end].count(b"\n")
             model.journal.reject(bad)
             receipt = model.observe(rows, {"file": key, "end": offset}) if rows else \
                 {"accepted": 0, "rejected": []}
@@ -110,21 +112,24 @@ def _read_from(path: Path, offset: int) -> bytes:
         return b""
 
 
-def _parse(chunk: bytes, columns):
-    """(rows, rejects) of complete CSV lines."""
+def _parse(chunk: bytes, columns, where: str, first_line: int):
+    """(rows, rejects) of complete CSV lines, the first of them line ``first_line``; a
+    reject's reason names ``where`` (the file) and its line."""
     smiles_col, target_cols = columns
     rows, bad = [], []
-    for rec in csv.reader(io.StringIO(chunk.decode("utf-8", errors="replace"))):
+    reader = csv.reader(io.StringIO(chunk.decode("utf-8", errors="replace")))
+    for rec in reader:
         if not rec or not any(c.strip() for c in rec):
             continue
+        at = f"{where} {first_line + reader.line_num - 1}"
         try:
             smiles = rec[smiles_col].strip()
             values = [_value(rec[j]) if j < len(rec) else float("nan") for j in target_cols]
         except (IndexError, ValueError) as err:
-            bad.append((",".join(rec)[:200], f"not a row of SMILES and numbers: {err}"))
+            bad.append((",".join(rec)[:200], f"{at}: not a row of SMILES and numbers: {err}"))
             continue
         if all(math.isnan(v) for v in values):
-            bad.append((smiles, "no target value"))
+            bad.append((smiles, f"{at}: no target value"))
             continue
         rows.append((smiles, values))
     return rows, bad

@@ -29,12 +29,16 @@ def test_follow_observes_appended_rows_once_across_restarts(tmp_path):
     finally:
         model.stop()
     assert totals == {"accepted": 30, "rejected": 1}
+    rejects = (out / "rejects.csv").read_text()
+    assert "feed.csv line 32: not a row of SMILES and numbers" in rejects   # header is line 1
     with open(feed, "a") as f:                     # more rows, the last one half written
-        f.write("".join(rows(5, 30)) + "CCCC")
+        f.write("".join(rows(5, 30)) + "CC,1e999\n" + "CCCC")
     model = build.untrained(["logS"], "regression", out, snapshot_every=3600).start()
     try:
         totals = follow(model, feed, idle=0.5, poll=0.05)
-        assert totals == {"accepted": 5, "rejected": 0}
+        assert totals == {"accepted": 5, "rejected": 1}
+        assert "feed.csv line 38: not a row of SMILES and numbers" in \
+            (out / "rejects.csv").read_text()                # counted across the restart
         assert model.journal.last_seq == 35 and sorted(model.folded) == list(range(1, 36))
     finally:
         model.stop()
