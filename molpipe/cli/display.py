@@ -223,3 +223,78 @@ def _baseline_note(baseline: dict | None) -> str:
 def _number(v) -> str:
     """Four significant digits, 'n/a' for None or NaN."""
     return "n/a" if v is None or v != v else f"{v:.4g}"
+
+
+def calibration_rich_table(title: str, calibration: dict) -> Table:
+    """{target: calibration metrics} (``molpipe.training.calibration``) as a table."""
+    table = Table(title=title, title_justify="left")
+    for name, justify in (("target", "left"), ("ρ(|err|,σ)", "right"), ("in 68 %", "right"),
+                          ("in 95 %", "right"), ("miscal.", "right"), ("NLL", "right"),
+                          ("n", "right")):
+        table.add_column(name, justify=justify)
+    for target, m in calibration.items():
+        table.add_row(escape(target), _number(m["spearman"]),
+                      *(f"{100 * m[k]:.1f} %" if m[k] == m[k] else "—"
+                        for k in ("within_68", "within_95")),
+                      _number(m["miscalibration_area"]), _number(m["nll"]), str(m["n"]))
+    return table
+
+
+class EnsembleDisplay:
+    """One bar per member (epochs, best validation score so far) while an ensemble trains;
+    ``quiet``: nothing but warnings. Called as ``display(member, event, **kw)``."""
+
+    def __init__(self, n: int, epochs: int, console: Console | None = None,
+                 quiet: bool = False):
+        self.console, self.quiet = console or Console(), quiet
+        self.progress = Progress(TextColumn("{task.description}"), BarColumn(),
+                                 MofNCompleteColumn(), TextColumn("{task.fields[note]}"),
+                                 TimeElapsedColumn(), console=self.console, disable=quiet)
+        self.tasks = [self.progress.add_task(f"member {i}", total=epochs, note="")
+                      for i in range(n)]
+        self.best = [float("inf")] * n
+        self.progress.start()
+
+    def __call__(self, member: int, event: str, **kw) -> None:
+        task = self.tasks[member]
+        if event == "warning" and member == 0:
+            self.console.print(f"[yellow]warning:[/yellow] {escape(kw['message'])}",
+                               soft_wrap=True)
+        elif event == "start":
+            self.progress.update(task, total=kw["epochs"], completed=kw.get("first_epoch", 0))
+        elif event == "epoch":
+            self.best[member] = min(self.best[member], kw.get("val_score", float("inf")))
+            self.progress.update(task, completed=kw["epoch"],
+                                 note=f"best val score {_number(self.best[member])}")
+        elif event in ("done", "stopped"):
+            total = self.progress.tasks[task].completed
+            self.progress.update(task, total=total or None, note=self.progress.tasks[task]
+                                 .fields["note"] + (" (stopped early)" if event == "stopped" else ""))
+
+    def close(self) -> None:
+        self.progress.stop()
+
+
+def ensemble_summary(report: dict, out) -> Table | Group:
+    """Each member's test metrics, their mean and the ensemble's; σ's calibration below."""
+    task = report["task"]
+    names = ("rmse", "mae", "r2") if task == "regression" else ("auc", "prc_auc")
+    ens = report["ensemble"]
+    table = Table(title=f"ensemble of {len(ens['members'])} in {out} "
+                        f"({report['wall_seconds']:.1f} s, {ens['jobs']} at a time)",
+                  title_justify="left")
+    table.add_column("test split")
+    for m in names:
+        table.add_column(m.upper() if m != "r2" else "R²", justify="right")
+    for name, s in zip(ens["members"], ens["member_test_summary"]):
+        table.add_row(name, *(_number(s.get(m)) for m in names))
+    table.add_section()
+    table.add_row("members' mean", *(_number(ens["member_mean_test_summary"].get(m))
+                                     for m in names))
+    table.add_row("[bold]ensemble[/bold]", *(f"[bold]{_number(report['test_summary'].get(m))}"
+                                             f"[/bold]" for m in names))
+    if "calibration" not in report:
+        return table
+    scaled = " (σ recalibrated on the validation split)" if ens.get("std_scale") else ""
+    return Group(table, calibration_rich_table(f"σ on the test split{scaled}",
+                                               report["calibration"]["test"]))

@@ -55,7 +55,7 @@ def predict(
             from molpipe.kernels import one_blas_thread
 
             with one_blas_thread():
-                P, errors, domain = predictor.predict_with_domain(list(smiles))
+                P, S, errors, domain = predictor.predict_all(list(smiles))
         else:
             if not input.exists():
                 fail(f"{input}: no such file; check the path")
@@ -85,6 +85,8 @@ def predict(
                          overflow="fold")
         for i, (s, p, e) in enumerate(zip(smiles, P, errors)):
             cells = ["" if e else f"{v:.4g}" for v in p]
+            if S is not None and not e:           # an ensemble's or mve model's σ
+                cells = [f"{c} ± {sd:.2g}" for c, sd in zip(cells, S[i])]
             note = e
             if domain is not None:
                 cells.append("" if e else f"{domain[0][i]:.2f}")
@@ -170,6 +172,10 @@ def evaluate(
                           highlight=False)
     else:
         console.print(regression_table(title, result["metrics"], result["summary"]))
+    if "calibration" in result:                  # a model with σ: an ensemble, --loss mve
+        from molpipe.cli.display import calibration_rich_table
+
+        console.print(calibration_rich_table("σ against the errors", result["calibration"]))
     note = (f", {result['rejected']} rows could not be featurized"
             if result["rejected"] else "")
     console.print(f"{result['rows']} molecules{note}", highlight=False)

@@ -120,6 +120,15 @@ def train(
         "Also checkpoint inside an epoch this many minutes (default: after each epoch).", _RUN)] = None,
     quiet: Annotated[bool, _opt("No live display (warnings and the test table still).", _RUN,
                                 "--quiet")] = False,
+    ensemble: Annotated[int, _opt(
+        "Train this many members (seeds SEED, SEED+1, ...; one split) into OUT/member-i; "
+        "predict gives their mean and a <target>_std column.", _RUN)] = DEFAULTS.ensemble,
+    ensemble_jobs: Annotated[int, _opt(
+        "--ensemble: members trained at the same time, each its own pipeline (1: one "
+        "after another).", _RUN)] = DEFAULTS.ensemble_jobs,
+    recalibrate: Annotated[bool, _opt(
+        "--ensemble: scale σ to fit the validation split's errors (stored in the model).",
+        _RUN, "--recalibrate")] = False,
     replicates: Annotated[int, _opt(
         "Train this many runs, seeds SEED, SEED+1, ... (split, initialization, order), into "
         "OUT/seed-N, and summarize them (mean ± SD) in OUT/summary.json.", _RUN)] = 1,
@@ -138,7 +147,7 @@ def train(
     import shutil
 
     from molpipe.io.checkpoint import CheckpointError
-    from molpipe.cli.display import TrainDisplay
+    from molpipe.cli.display import TrainDisplay, ensemble_summary
     from molpipe.io.model import ModelError
     from molpipe.runtime.control import PipelineError
     from molpipe.runtime.mpi import MPIUnavailable
@@ -146,6 +155,8 @@ def train(
     from molpipe.training.train import train as run_training
 
     def run(settings: TrainConfig, out: Path, resume: bool = False) -> None:
+        if settings.ensemble > 1:
+            return run_ensemble(settings, out, resume)
         display = TrainDisplay(console=console, quiet=quiet)
         try:
             report = run_training(settings, out, progress=display, resume=resume)
@@ -167,8 +178,30 @@ def train(
         where = f" · {len(plots)} plots in {out / 'plots'}" if plots else ""
         console.print(f"run directory: [bold]{out}[/bold]{where}")
 
+    def run_ensemble(settings: TrainConfig, out: Path, resume: bool = False) -> None:
+        from molpipe.cli.display import EnsembleDisplay
+        from molpipe.inference.ensemble import assemble
+        from molpipe.training.ensemble import train_members
+
+        display = EnsembleDisplay(settings.ensemble, settings.epochs, console, quiet)
+        try:
+            done = train_members(settings, out, progress=display, resume=resume)
+            report = assemble(out, settings, done["seconds"], done["jobs"])
+        except (DataError, ModelError, PipelineError, CheckpointError, ValueError) as err:
+            display.close()
+            fail(str(err))
+        finally:
+            display.close()
+        console.print(ensemble_summary(report, out))
+
     if resume is not None:
-        run(TrainConfig(), resume, resume=True)
+        from molpipe.training.ensemble import saved_settings
+
+        ensemble_settings = saved_settings(resume)
+        if ensemble_settings is not None:
+            run(ensemble_settings, resume, resume=True)
+        else:
+            run(TrainConfig(), resume, resume=True)
         return
     if follow is not None:
         from molpipe.cli.serve import follow_file
@@ -198,6 +231,8 @@ def train(
         "weight_stashing": ("no_weight_stashing", not no_weight_stashing),
         "checkpoint_minutes": ("checkpoint_minutes", checkpoint_minutes),
         "placement": ("placement", placement),
+        "ensemble": ("ensemble", ensemble), "ensemble_jobs": ("ensemble_jobs", ensemble_jobs),
+        "recalibrate": ("recalibrate", recalibrate),
     }
     try:   # every setting checked before any work, named as typed here
         if config is None:

@@ -68,16 +68,33 @@ def _missing_targets(data: str, targets: list[str], smiles_column: str | None) -
     return missing
 
 
-def predict_rows(predictor: Predictor, store, rows: np.ndarray, size: int) -> np.ndarray:
-    """Predictions (len(rows), n_targets) of store rows, packed ``size`` per instance by plan."""
+def predict_rows(predictor: Predictor, store, rows: np.ndarray, size: int,
+                 with_std: bool = False):
+    """Predictions (len(rows), n_targets) of store rows, packed ``size`` per instance by plan;
+    ``with_std``: (predictions, σ or None)."""
     from molpipe.data.instance import group_by_plan, pack
 
     P = np.full((len(rows), len(predictor.targets)), np.nan)
+    S = np.full_like(P, np.nan) if predictor.has_std else None
     for g in group_by_plan(store.n_rounds[rows], store.has_rings[rows], size, None):
         r = rows[g]
-        inst = pack(store.graphs(r), store.targets[r], rows=r)
-        P[g] = predictor.network.predict(predictor.fit_features(inst))
-    return P
+        P[g], s = predictor.predict_instance(pack(store.graphs(r), store.targets[r], rows=r))
+        if S is not None:
+            S[g] = s
+    return (P, S) if with_std else P
+
+
+def run_store(run_dir: Path, predictor: Predictor, cache_root=None, smiles_column=None,
+              progress=None):
+    """(store, molecules per instance) of the data a run was trained on, featurized for
+    ``predictor``; the store's rows are the ones split.json names."""
+    from molpipe.training.session import open_store
+
+    report = _report(run_dir)
+    rounds = {"min_rounds": predictor.min_rounds, "max_rounds": predictor.max_rounds}
+    settings = _settings(run_dir, report, cache_root, rounds, smiles_column)
+    size = settings.molecules_per_instance or int(report.get("molecules_per_instance") or 64)
+    return open_store(settings, predictor.targets, progress), size
 
 
 def evaluate(model: "str | Path | Predictor", data: str | None = None, *,
@@ -102,12 +119,10 @@ def evaluate(model: "str | Path | Predictor", data: str | None = None, *,
     rounds = {"min_rounds": predictor.min_rounds, "max_rounds": predictor.max_rounds}
     size = 64
     if data is None:
-        run_dir = Path(predictor.config["_dir"]).parent
+        run_dir = predictor.run_dir
         report = _report(run_dir)
-        settings = _settings(run_dir, report, cache_root, rounds, smiles_column)
-        data = settings.data
-        size = settings.molecules_per_instance or int(report.get("molecules_per_instance") or size)
-        store = open_store(settings, targets, progress)
+        store, size = run_store(run_dir, predictor, cache_root, smiles_column, progress)
+        data = report["dataset"]
         rows = report["_test_rows"]
         if rows.size and (rows.min() < 0 or rows.max() >= len(store)):
             raise DataError(f"{run_dir}/split.json: test rows beyond the {len(store)} molecules "
@@ -125,9 +140,15 @@ def evaluate(model: "str | Path | Predictor", data: str | None = None, *,
         rows = np.arange(len(store), dtype=np.int64)
         split = None
     with one_blas_thread():
-        P = predict_rows(predictor, store, rows, size)
-    metrics = metrics_table(predictor.task, targets, store.targets[rows], P)
-    return {"data": str(data), "split": split, "task": predictor.task, "targets": targets,
-            "rows": int(len(rows)),
-            "rejected": None if split else int(store.meta.get("rows_rejected", 0)),
-            "metrics": metrics, "summary": summary(predictor.task, metrics)}
+        P, S = predict_rows(predictor, store, rows, size, with_std=True)
+    Y = store.targets[rows]
+    metrics = metrics_table(predictor.task, targets, Y, P)
+    out = {"data": str(data), "split": split, "task": predictor.task, "targets": targets,
+           "rows": int(len(rows)),
+           "rejected": None if split else int(store.meta.get("rows_rejected", 0)),
+           "metrics": metrics, "summary": summary(predictor.task, metrics)}
+    if S is not None and predictor.task == "regression":
+        from molpipe.training.calibration import calibration_table
+
+        out["calibration"] = calibration_table(targets, Y, P, S)
+    return out

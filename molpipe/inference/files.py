@@ -110,11 +110,11 @@ def _init_worker(predictor: Predictor) -> None:
 
 
 def _predict_chunk(items: list):
-    return _WORKER.predict_with_domain(items)
+    return _WORKER.predict_all(items)
 
 
 def _map_chunks(predictor: Predictor, chunks: Iterator[list], n_jobs: int) -> Iterator:
-    """(P, errors, domain) of every chunk of items (``Predictor.predict_with_domain``), in
+    """(P, S, errors, domain) of every chunk of items (``Predictor.predict_all``), in
     order; worker processes if there are several."""
     first = next(chunks, None)
     if first is None:
@@ -122,7 +122,7 @@ def _map_chunks(predictor: Predictor, chunks: Iterator[list], n_jobs: int) -> It
     second = next(chunks, None)
     if n_jobs <= 1 or second is None:          # small input: no process start-up
         for c in itertools.chain([first], [second] if second is not None else [], chunks):
-            yield predictor.predict_with_domain(c)
+            yield predictor.predict_all(c)
         return
     method = "fork" if sys.platform == "linux" and threading.active_count() == 1 else "spawn"
     with ProcessPoolExecutor(n_jobs, mp_context=mp.get_context(method),
@@ -151,11 +151,13 @@ def _chunked(rows: Iterator, size: int) -> Iterator[list]:
 DOMAIN_COLUMNS = ["similarity", "in_domain", "domain_note"]
 
 
-def output_columns(columns: list[str], targets: list[str],
-                   domain: bool = False) -> tuple[list[str], list[int]]:
+def output_columns(columns: list[str], targets: list[str], domain: bool = False,
+                   std: bool = False) -> tuple[list[str], list[int]]:
     """Output header and the input columns kept (those not named like an output column);
-    ``domain``: with the applicability-domain columns."""
-    ours = [f"pred_{t}" for t in targets] + ["error"] + (DOMAIN_COLUMNS if domain else [])
+    ``domain``: with the applicability-domain columns; ``std``: a ``<target>_std`` column
+    after each target's prediction columns."""
+    ours = ([f"pred_{t}" for t in targets] + ([f"{t}_std" for t in targets] if std else [])
+            + ["error"] + (DOMAIN_COLUMNS if domain else []))
     keep = [i for i, c in enumerate(columns) if c not in ours]
     return [columns[i] for i in keep] + ours, keep
 
@@ -178,7 +180,8 @@ def predict_file(model: "str | Path | Predictor", input: str | Path, output: str
                  chunk_size: int = CHUNK, progress: Progress | None = None) -> dict:
     """Predict every row of a CSV/SDF file into the CSV ``output`` ("-": standard output).
 
-    The output holds the input columns, one ``pred_<target>`` column per target and
+    The output holds the input columns, one ``pred_<target>`` column per target (and
+    ``<target>_std`` for a model with uncertainty: an ensemble, ``--loss mve``) and
     ``error``, and for a model that keeps its training set's domain ``similarity`` (nearest
     training neighbour's Tanimoto similarity), ``in_domain`` (true / false) and
     ``domain_note`` (why not); it is written beside its final name and renamed into place when complete,
@@ -197,7 +200,8 @@ def predict_file(model: "str | Path | Predictor", input: str | Path, output: str
     check_output(output, overwrite)
     source = open_input(input, smiles_column)
     has_domain = predictor.domain is not None
-    header, keep = output_columns(source.columns, predictor.targets, has_domain)
+    has_std = predictor.has_std
+    header, keep = output_columns(source.columns, predictor.targets, has_domain, has_std)
     to_stdout = str(output) == "-"
     out = None if to_stdout else Path(output)
     tmp = None if to_stdout else out.with_name(f".{out.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
@@ -216,7 +220,7 @@ def predict_file(model: "str | Path | Predictor", input: str | Path, output: str
                 yield [item for _, item in chunk]
 
         with one_blas_thread():
-            for P, errors, domain in _map_chunks(predictor, items(), n_jobs):
+            for P, S, errors, domain in _map_chunks(predictor, items(), n_jobs):
                 fields = fields_queue.popleft()
                 for j, (f, p, e) in enumerate(zip(fields, P, errors)):
                     counts["rows"] += 1
@@ -225,6 +229,8 @@ def predict_file(model: "str | Path | Predictor", input: str | Path, output: str
                         if len(first_errors) < 5:
                             first_errors.append((counts["rows"], e))
                     preds = [""] * len(p) if e else [repr(float(v)) for v in p]
+                    if has_std:
+                        preds += [""] * len(p) if e else [repr(float(v)) for v in S[j]]
                     row = [f[i] for i in keep] + preds + [e]
                     if has_domain:
                         note = "" if e else domain[1][j]

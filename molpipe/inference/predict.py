@@ -59,8 +59,13 @@ class Predictor:
 
     @classmethod
     def load(cls, run_dir: str | Path) -> "Predictor":
-        """The model of a run directory (or a model directory); ModelError if it is not one."""
+        """The model of a run directory (or a model directory); ModelError if it is not one.
+        An ensemble's directory (``molpipe train --ensemble K``) gives its EnsemblePredictor."""
+        from molpipe.inference.ensemble import ENSEMBLE, EnsemblePredictor
+
         run_dir = Path(run_dir)
+        if (run_dir / ENSEMBLE).is_file():
+            return EnsemblePredictor.load(run_dir)
         if not run_dir.exists():
             raise ModelError(f"{run_dir}: no such directory; pass a run directory written "
                              "by `molpipe train`")
@@ -69,6 +74,24 @@ class Predictor:
                              "`molpipe train`")
         network, config = load_model(run_dir)
         return cls(network, config, load_domain(config))
+
+    @property
+    def run_dir(self) -> Path:
+        """The run directory the model was trained into (its report.json and split.json)."""
+        return Path(self.config["_dir"]).parent
+
+    @property
+    def has_std(self) -> bool:
+        """Whether predictions come with a σ (a mean-variance head; ensembles override)."""
+        return getattr(self.network.config, "loss", "mse") == "mve"
+
+    def predict_instance(self, inst) -> tuple[np.ndarray, np.ndarray | None]:
+        """(predictions, σ or None), both (n_mols, n_targets) in data units, of one packed
+        instance."""
+        inst = self.fit_features(inst)
+        if self.has_std:
+            return self.network.predict_with_std(inst)
+        return self.network.predict(inst), None
 
     def featurize(self, item):
         """MolGraph of a SMILES or Mol (FeaturizationError with the reason if it fails)."""
@@ -91,14 +114,22 @@ class Predictor:
 
     def predict_graphs(self, graphs: Sequence, batch: int = BATCH) -> np.ndarray:
         """Predictions (n, n_targets) float64 of MolGraphs, packed ``batch`` per instance."""
+        return self.predict_graphs_with_std(graphs, batch)[0]
+
+    def predict_graphs_with_std(self, graphs: Sequence, batch: int = BATCH):
+        """(P, S): predictions and their σ (n, n_targets) float64 of MolGraphs; S is None
+        for a model without uncertainty."""
         from molpipe.data.instance import pack_by_plan
 
         P = np.full((len(graphs), len(self.targets)), np.nan)
+        S = np.full_like(P, np.nan) if self.has_std else None
         if not graphs:
-            return P
+            return P, S
         for inst, rows in pack_by_plan(list(graphs), P, batch):
-            P[rows] = self.network.predict(self.fit_features(inst))
-        return P
+            P[rows], s = self.predict_instance(inst)
+            if S is not None:
+                S[rows] = s
+        return P, S
 
     def predict(self, items: Sequence, batch: int = BATCH) -> tuple[np.ndarray, list[str]]:
         """Predict SMILES / Mols (or FeaturizationErrors standing for broken rows).
@@ -108,7 +139,7 @@ class Predictor:
         P : (n, n_targets) float64, NaN on rows that failed.
         errors : list of n strings, "" where the row was predicted, else the reason.
         """
-        P, errors, _ = self._predict(items, batch, with_mols=False)
+        P, _, errors, _ = self._predict(items, batch, with_mols=False)
         return P, errors
 
     def predict_with_domain(self, items: Sequence, batch: int = BATCH):
@@ -120,11 +151,16 @@ class Predictor:
         P, errors : as ``predict``.
         domain : None for a model without a domain, else (similarity (n,), reasons list).
         """
-        P, errors, mols = self._predict(items, batch, with_mols=self.domain is not None)
+        P, _, errors, domain = self.predict_all(items, batch)
+        return P, errors, domain
+
+    def predict_all(self, items: Sequence, batch: int = BATCH):
+        """(P, S, errors, domain): ``predict_with_domain`` and the predictions' σ (None for a
+        model without uncertainty, NaN on failed rows)."""
+        P, S, errors, mols = self._predict(items, batch, with_mols=self.domain is not None)
         if self.domain is None:
-            return P, errors, None
-        similarity, reasons = self.domain.check(mols)
-        return P, errors, (similarity, reasons)
+            return P, S, errors, None
+        return P, S, errors, self.domain.check(mols)
 
     def _predict(self, items: Sequence, batch: int, with_mols: bool):
         from molpipe.chem.featurize import parse_smiles
@@ -143,12 +179,15 @@ class Predictor:
             if with_mols:
                 mols[i] = item
         P = np.full((len(items), len(self.targets)), np.nan)
-        P[kept] = self.predict_graphs(graphs, batch)
+        S = np.full_like(P, np.nan) if self.has_std else None
+        P[kept], s = self.predict_graphs_with_std(graphs, batch)
+        if S is not None:
+            S[kept] = s
         for i in kept:                          # a non-finite prediction is a failure too
             if not np.isfinite(P[i]).all():
                 errors[i] = "prediction is not finite"
                 mols[i] = None
-        return P, errors, mols
+        return P, S, errors, mols
 
 
 def predict_smiles(model: "str | Path | Predictor", smiles: Sequence[str]) -> tuple[np.ndarray, list[str]]:

@@ -232,6 +232,33 @@ def plot_confusion(measured: np.ndarray, predicted: np.ndarray, targets: list[st
     return _save(fig, path)
 
 
+def plot_calibration(measured: np.ndarray, predicted: np.ndarray, std: np.ndarray,
+                     targets: list[str], path: str | Path, title: str = "") -> Path:
+    """The calibration curve: for each confidence level, the share of test errors inside
+    the central interval ``mean ± z σ`` of that probability (the diagonal: calibrated), one
+    line per target, its miscalibration area and Spearman ρ(|error|, σ) in the legend."""
+    from molpipe.training.calibration import calibration, curve
+
+    fig = _figure()
+    ax = fig.add_subplot(1, 1, 1)
+    ax.plot([0, 1], [0, 1], "k--", lw=1, label="calibrated")
+    for j, target in enumerate(targets[:ROC_TASKS]):
+        expected, observed = curve(measured[:, j], predicted[:, j], std[:, j])
+        m = calibration(measured[:, j], predicted[:, j], std[:, j])
+        ax.plot(expected, observed, lw=2,
+                label=f"{_short(target)}: area {m['miscalibration_area']:.3f}, "
+                      f"ρ {m['spearman']:.2f}, n = {m['n']}")
+    ax.set_xlabel("expected share inside the interval (confidence level)")
+    ax.set_ylabel("observed share of test errors inside it")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_aspect("equal", adjustable="box")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper left")
+    fig.suptitle(title or "calibration of σ (test set)")
+    return _save(fig, path)
+
+
 def _short(name: str, width: int = 36) -> str:
     """``name`` cut to ``width`` characters for a legend."""
     return name if len(name) <= width else name[:width - 1] + "…"
@@ -240,8 +267,8 @@ def _short(name: str, width: int = 36) -> str:
 def plot_run(run_dir: str | Path) -> list[Path]:
     """Every chart a run directory has data for, as PNGs in ``run_dir/plots/``.
 
-    learning_curves.png (metrics.csv), parity.png (regression) or roc.png, pr.png and
-    confusion.png (classification)
+    learning_curves.png (metrics.csv), parity.png (regression; calibration.png too for a
+    model with σ) or roc.png, pr.png and confusion.png (classification)
     from test_predictions.csv, timeline.png and utilization.png (trace.json). Returns the
     paths written.
     """
@@ -277,6 +304,10 @@ def plot_run(run_dir: str | Path) -> list[Path]:
             else:
                 written.append(plot_parity(Y, P, targets, out / "parity.png",
                                            f"parity, test set ({name})", _units(report)))
+                if all(f"{t}_std" in rows[0] for t in targets):    # a model with σ
+                    S = np.column_stack([_floats(rows, f"{t}_std") for t in targets])
+                    written.append(plot_calibration(Y, P, S, targets, out / "calibration.png",
+                                                    f"calibration of σ, test set ({name})"))
     if (run_dir / "trace.json").is_file():
         trace = json.loads((run_dir / "trace.json").read_text(encoding="utf-8"))
         if trace.get("entries"):

@@ -93,7 +93,8 @@ def prepare(config: TrainConfig, progress=None) -> Prepared:
     task = config.task or infer_task(store.targets)
     check_labels(store, task, str(config.data))
     smiles = store.smiles if config.limit is None else store.smiles[: config.limit]
-    split = split_indices(smiles, config.split, config.split_fractions, config.seed)
+    split = split_indices(smiles, config.split, config.split_fractions,
+                          config.seed if config.split_seed is None else config.split_seed)
     return Prepared(store=store, split=split, targets=list(store.target_names), task=task)
 
 

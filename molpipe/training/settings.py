@@ -67,10 +67,14 @@ RULES = {
     "dtype": ("dtype", *_choice("float32", "float64")),
     "stall_timeout": ("--stall-timeout", *_positive_number()),
     "on_nonfinite": ("--on-nonfinite", *_choice("stop", "skip")),
+    "ensemble": ("--ensemble", *_at_least(1)),
+    "ensemble_jobs": ("--ensemble-jobs", *_at_least(1)),
+    "recalibrate": ("--recalibrate", *_choice(True, False)),
 }
 OPTIONAL = {"molecules_per_instance": ("--molecules-per-instance", *_at_least(1)),
             "checkpoint_minutes": ("--checkpoint-minutes", *_positive_number()),
-            "limit": ("limit", *_at_least(1))}
+            "limit": ("limit", *_at_least(1)),
+            "split_seed": ("split_seed", *_at_least(0))}
 
 
 def check_settings(config) -> None:
@@ -106,6 +110,8 @@ class TrainConfig:
     split_fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
     limit: int | None = None          # use only the first N molecules of the data set
     seed: int = 0
+    split_seed: int | None = None     # the split's own seed (None: ``seed``); an ensemble's
+                                      # members share one split and differ in ``seed``
     epochs: int = 50
     patience: int = 20
     hidden: int = 128
@@ -141,6 +147,9 @@ class TrainConfig:
                                       # or "skip" the instance (never saved into a checkpoint
                                       # or model)
     cache_root: str | None = None
+    ensemble: int = 1                 # members trained (seeds seed, seed+1, ... on one split)
+    ensemble_jobs: int = 2            # members trained at the same time (1: one after another)
+    recalibrate: bool = False         # ensemble: scale its σ to fit the validation errors
 
     def __post_init__(self):
         check_settings(self)

@@ -235,9 +235,11 @@ class Trainer:
         """The best parameters' validation and test metrics, test predictions and trace."""
         self.network.load_state_dict(self.best_state)
         split, prep = self.split, self.prep
-        val_metrics, _ = evaluate_items(engine, self.val_items, self.val_members, prep, split["val"])
+        val_metrics, self.P_val = evaluate_items(engine, self.val_items, self.val_members, prep,
+                                                 split["val"])
         test_metrics, P_test = evaluate_items(engine, self.test_items, self.test_members, prep,
                                               split["test"])
+        self.P_test = P_test
         last = self.last_train
         entries = getattr(engine, "trace", lambda: [])() if last else []
         trace = None
