@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from molpipe.inference.predict import Predictor
+from molpipe.io.model import ModelError
 from molpipe.nn.network import build_network
 from molpipe.serve.online import OnlineModel
 from molpipe.training.engines import make_engine, make_optimizers
@@ -42,6 +43,9 @@ def from_run(run_dir: str | Path, out: str | Path | None = None, lr: float | Non
     ``run_dir/serve``; the run's own model/ is never written)."""
     predictor = Predictor.load(run_dir)
     run_dir = Path(run_dir)
+    if getattr(predictor, "members", None):
+        raise ModelError(f"{run_dir}: an ensemble; molpipe serve serves one model: pass one "
+                         f"of its members (--model {run_dir / 'member-0'})")
     settings = run_dir / "settings.json"
     config = (TrainConfig.from_dict({**LEGACY, **_json(settings)}, str(settings))
               if settings.exists() else DEFAULTS)
