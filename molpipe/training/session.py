@@ -65,17 +65,37 @@ def open_store(config: TrainConfig, targets=None, on_featurize=None):
                      max_rounds=config.max_rounds)
 
 
-def split_indices(smiles: list[str], how: str, fractions, seed: int) -> dict:
-    """{'train','val','test'} -> sorted indices into ``smiles``: random, scaffold or a JSON file."""
+def split_indices(smiles: list[str], how: str, fractions, seed: int, Y=None,
+                  task: str | None = None) -> dict:
+    """{'train','val','test'} -> sorted indices into ``smiles``: one of ``splits.SPLITS``
+    (``stratified`` reads ``Y``'s first target and ``task``) or a JSON file."""
     from molpipe.data import splits
 
     if how == "random":
         parts = splits.random_split(len(smiles), fractions, seed)
     elif how == "scaffold":
         parts = splits.scaffold_split(smiles, fractions, seed)
+    elif how == "scaffold-balanced":
+        parts = splits.balanced_scaffold_split(smiles, fractions, seed)
+    elif how == "kmeans":
+        parts = splits.kmeans_split(smiles, fractions, seed)
+    elif how == "stratified":
+        if Y is None or task is None:
+            raise ValueError("the stratified split needs the targets Y and the task")
+        parts = splits.stratified_split(Y[: len(smiles)], task, fractions, seed)
     else:
         parts = splits.split_from_file(how)
     return {name: np.asarray(p, dtype=np.int64) for name, p in zip(("train", "val", "test"), parts)}
+
+
+def column_split(store, column: str, n: int) -> dict:
+    """The split the data file's ``column`` gives the first ``n`` molecules of ``store``
+    (read from the source file by each molecule's ``source_row``)."""
+    from molpipe.data import splits
+
+    parts = splits.split_from_column(store.meta["source"]["path"], column,
+                                     store.source_row[:n], store.meta.get("smiles_column"))
+    return dict(zip(("train", "val", "test"), parts))
 
 
 def infer_task(Y: np.ndarray) -> str:
@@ -93,7 +113,11 @@ def prepare(config: TrainConfig, progress=None) -> Prepared:
     task = config.task or infer_task(store.targets)
     check_labels(store, task, str(config.data))
     smiles = store.smiles if config.limit is None else store.smiles[: config.limit]
-    split = split_indices(smiles, config.split, config.split_fractions, config.seed)
+    if config.split_column is not None:
+        split = column_split(store, config.split_column, len(smiles))
+    else:
+        split = split_indices(smiles, config.split, config.split_fractions, config.seed,
+                              store.targets, task)
     return Prepared(store=store, split=split, targets=list(store.target_names), task=task)
 
 

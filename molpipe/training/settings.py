@@ -15,6 +15,9 @@ from pathlib import Path
 
 from molpipe.runtime.defaults import MAX_ACTIVE_KEYS, MIN_UPDATE_FREQUENCY, STALL_TIMEOUT
 
+#: the splits ``--split`` names (molpipe.data.splits.SPLITS, which settings may not import)
+SPLITS = ("random", "scaffold", "scaffold-balanced", "stratified", "kmeans")
+
 
 class SettingsError(ValueError):
     """A setting outside its allowed values; the message names the option and the values."""
@@ -43,10 +46,15 @@ def _zero_or_more():
         "zero or a positive number"
 
 
+def _is_file_name(v: str) -> bool:
+    """A split given as a file: a .json name or any path with a directory in it."""
+    return v.lower().endswith(".json") or "/" in v or "\\" in v
+
+
 #: field -> (option, check, allowed); a field that is None where the rule allows it passes
 RULES = {
-    "split": ("--split", lambda v: isinstance(v, str) and bool(v),
-              "random, scaffold, or a JSON file of row indices"),
+    "split": ("--split", lambda v: isinstance(v, str) and (v in SPLITS or _is_file_name(v)),
+              "one of " + ", ".join(SPLITS) + ", or a JSON file of row indices (FILE.json)"),
     "task": ("--task", *_choice(None, "regression", "classification")),
     "epochs": ("--epochs", *_at_least(1)),
     "patience": ("--patience", *_at_least(1)),
@@ -70,7 +78,9 @@ RULES = {
 }
 OPTIONAL = {"molecules_per_instance": ("--molecules-per-instance", *_at_least(1)),
             "checkpoint_minutes": ("--checkpoint-minutes", *_positive_number()),
-            "limit": ("limit", *_at_least(1))}
+            "limit": ("limit", *_at_least(1)),
+            "split_column": ("--split-column", lambda v: isinstance(v, str) and bool(v.strip()),
+                             "the name of a column of the data file")}
 
 
 def check_settings(config) -> None:
@@ -87,6 +97,9 @@ def check_settings(config) -> None:
     if config.min_rounds > config.max_rounds:
         raise SettingsError(f"--rounds (max_rounds) must be at least min_rounds "
                             f"({config.min_rounds}), not {config.max_rounds!r}")
+    if config.split_column is not None and config.split != "random":
+        raise SettingsError(f"--split-column {config.split_column!r} gives the split; "
+                            f"leave out --split {config.split!r} (or the column)")
     fractions = config.split_fractions
     if (len(fractions) != 3 or any(not 0 <= f <= 1 for f in fractions)
             or not math.isclose(sum(fractions), 1.0) or fractions[0] <= 0):
@@ -104,6 +117,7 @@ class TrainConfig:
     task: str | None = None
     split: str = "random"
     split_fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
+    split_column: str | None = None   # a data file column saying train / val / test per row
     limit: int | None = None          # use only the first N molecules of the data set
     seed: int = 0
     epochs: int = 50
