@@ -79,6 +79,12 @@ def train(
         "The readout reads only the propagated states, not the atoms' input features.",
         _MODEL, "--no-readout-features")] = False,
     dropout: Annotated[float, _opt("Dropout in the readout MLP.", _MODEL)] = DEFAULTS.dropout,
+    from_model: Annotated[Optional[str], _opt(
+        "Start from this run's model: every parameter that fits is copied; new targets get "
+        "a new readout head; scaling and baseline are refitted.", _MODEL)] = None,
+    freeze: Annotated[Optional[str], _opt(
+        "With --from-model: stages whose parameters stay as copied, e.g. "
+        "embed,message,update.", _MODEL)] = None,
     epochs: Annotated[int, _opt("Most epochs.", _TRAIN)] = DEFAULTS.epochs,
     patience: Annotated[int, _opt("Stop after this many epochs without a better validation.",
                                   _TRAIN)] = DEFAULTS.patience,
@@ -203,7 +209,9 @@ def train(
         "stall_timeout": ("stall_timeout", stall_timeout),
         "weight_stashing": ("no_weight_stashing", not no_weight_stashing),
         "checkpoint_minutes": ("checkpoint_minutes", checkpoint_minutes),
-        "placement": ("placement", placement),
+        "placement": ("placement", placement), "from_model": ("from_model", from_model),
+        "freeze": ("freeze", tuple(v.strip() for v in freeze.split(",") if v.strip())
+                   if freeze else ()),
     }
     try:   # every setting checked before any work, named as typed here
         if config is None:

@@ -183,6 +183,7 @@ class Session:
         self.config = config
         self.prep = prep if prep is not None else prepare(config, progress)
         self.scaling: Scaling | None = None
+        self.transfer: dict | None = None     # what --from-model copied (network())
 
     @property
     def store(self):
@@ -218,13 +219,24 @@ class Session:
         """A new network initialized from the seed, built with the fitted scaling."""
         if self.scaling is None:
             raise RuntimeError("Session.fit_scaling() first: the network is built with it")
-        s = self.scaling
-        return build_network(self.network_config(), self.store.atom_dim, self.store.bond_dim,
-                             len(self.prep.targets), s.mean, s.std, self.config.seed, s.atom_ref)
+        s, c = self.scaling, self.config
+        network = build_network(self.network_config(), self.store.atom_dim, self.store.bond_dim,
+                                len(self.prep.targets), s.mean, s.std, c.seed, s.atom_ref)
+        if c.from_model is not None:      # --from-model: its parameters where they fit
+            from molpipe.training.transfer import start_from
+
+            self.transfer = start_from(network, c.from_model, self.store, self.prep.targets)
+            self.transfer["frozen"] = list(c.freeze)
+        return network
 
     def optimizers(self, network) -> dict:
+        """One Adam per stage, none for a stage ``--freeze`` names (checked against the
+        network's stages first)."""
+        from molpipe.training.transfer import check_freeze
+
         c = self.config
-        return make_optimizers(network, c.lr, c.weight_decay, c.average)
+        check_freeze(network, c.freeze)
+        return make_optimizers(network, c.lr, c.weight_decay, c.average, c.freeze)
 
     def engine(self, network, optimizers: dict, **overrides):
         """The engine of the settings' schedule (``overrides``: any ``make_engine`` keyword,

@@ -79,12 +79,15 @@ RULES = {
 OPTIONAL = {"molecules_per_instance": ("--molecules-per-instance", *_at_least(1)),
             "checkpoint_minutes": ("--checkpoint-minutes", *_positive_number()),
             "limit": ("limit", *_at_least(1)),
+            "from_model": ("--from-model", lambda v: isinstance(v, str) and bool(v.strip()),
+                           "a run or model directory"),
             "split_column": ("--split-column", lambda v: isinstance(v, str) and bool(v.strip()),
                              "the name of a column of the data file")}
 
 
 def check_settings(config) -> None:
     """Raise SettingsError for the first setting of ``config`` outside its allowed values."""
+    from molpipe.nn.network import STAGES
     from molpipe.nn.readout import AGGREGATIONS
 
     rules = {**RULES, "aggregation": ("--aggregation", *_choice(*AGGREGATIONS))}
@@ -100,6 +103,17 @@ def check_settings(config) -> None:
     if config.split_column is not None and config.split != "random":
         raise SettingsError(f"--split-column {config.split_column!r} gives the split; "
                             f"leave out --split {config.split!r} (or the column)")
+    stages = [s for s in STAGES if s != "loss"]
+    freeze = config.freeze
+    if not isinstance(freeze, tuple) or not all(isinstance(v, str) for v in freeze):
+        raise SettingsError(f"--freeze must be stage names, not {freeze!r}")
+    for name in freeze:
+        if name not in stages:
+            raise SettingsError(f"--freeze: {name!r} is not a stage; the stages: "
+                                f"{', '.join(stages)}")
+    if freeze and config.from_model is None:
+        raise SettingsError(f"--freeze {','.join(freeze)} keeps stages as they start: it "
+                            "needs --from-model RUN_DIR to start them from")
     fractions = config.split_fractions
     if (len(fractions) != 3 or any(not 0 <= f <= 1 for f in fractions)
             or not math.isclose(sum(fractions), 1.0) or fractions[0] <= 0):
@@ -155,6 +169,8 @@ class TrainConfig:
                                       # or "skip" the instance (never saved into a checkpoint
                                       # or model)
     cache_root: str | None = None
+    from_model: str | None = None     # start from this run's (or model's) parameters
+    freeze: tuple[str, ...] = ()      # stages (of --from-model) whose parameters stay
 
     def __post_init__(self):
         check_settings(self)
@@ -174,8 +190,9 @@ class TrainConfig:
             hint = f"did you mean {close[0]!r}?" if close else f"known: {', '.join(sorted(known))}"
             raise SettingsError(f"{source}: {unknown[0]!r} is not a setting ({hint})")
         values = dict(values)
-        if "split_fractions" in values and isinstance(values["split_fractions"], list):
-            values["split_fractions"] = tuple(values["split_fractions"])
+        for key in ("split_fractions", "freeze"):
+            if isinstance(values.get(key), list):
+                values[key] = tuple(values[key])
         try:
             return cls(**values)
         except SettingsError as err:

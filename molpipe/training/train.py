@@ -256,6 +256,7 @@ class Trainer:
             "task": prep.task,
             "split": config.split if config.split_column is None
                      else f"column {config.split_column}",
+            "from_model": self.session.transfer,
             "split_sizes": {k: int(len(v)) for k, v in self.split.items()},
             "seed": config.seed,
             "schedule": config.schedule,
