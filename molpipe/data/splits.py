@@ -97,8 +97,8 @@ def place_groups(groups: list[list[int]], n: int, fractions: Sequence[float],
                  seed: int) -> Split:
     """Whole groups to parts, balanced: each part gets its share of the big groups too.
 
-    Groups larger than half of the validation or the test size cannot go there without
-    overshooting it: they go to train. The rest, in a seeded random order and then largest
+    Groups larger than half of the validation or the test size (of those not empty) cannot
+    go there without overshooting it: they go to train. The rest, in a seeded random order and then largest
     first (a stable sort: the seed orders groups of one size), each go to the part furthest
     below its target size in proportion to that size, so mid-size groups are spread over
     the three parts as the fractions say instead of train taking every one that fits
@@ -111,7 +111,7 @@ def place_groups(groups: list[list[int]], n: int, fractions: Sequence[float],
     order.sort(key=len, reverse=True)
     parts: list[list[int]] = [[], [], []]
     for g in order:
-        if len(g) > target[1] / 2 or len(g) > target[2] / 2:
+        if any(len(g) > t / 2 for t in target[1:] if t > 0):
             parts[0] += g
             continue
         filled = np.array([len(p) for p in parts], np.float64)
@@ -184,30 +184,34 @@ def kmeans(X: np.ndarray, k: int, seed: int = 0, iterations: int = 50,
            chunk: int = 4096) -> np.ndarray:
     """Lloyd's k-means with k-means++ seeding: each row's cluster, (n,) int64.
 
-    Squared Euclidean distances ``|x|^2 - 2 x.c + |c|^2`` are computed ``chunk`` rows at
-    a time (memory flat in n); an emptied cluster restarts at the row furthest from its
-    centre. Stops when no row changes cluster, or after ``iterations``.
+    ``X`` stays as given (uint8 fingerprints: n bytes per bit); squared Euclidean distances
+    ``|x|^2 - 2 x.c + |c|^2`` and the new centres are computed ``chunk`` rows at a time in
+    float32, so the extra memory is flat in n. An emptied cluster restarts at the row
+    furthest from its centre. Stops when no row changes cluster, or after ``iterations``.
     """
-    X = np.asarray(X, np.float32)
     n = X.shape[0]
     k = min(k, n)
     rng = np.random.default_rng(seed)
-    x2 = np.einsum("ij,ij->i", X, X)
+    blocks = [(lo, min(lo + chunk, n)) for lo in range(0, n, chunk)]
+    if X.size <= (64 << 20):                       # up to 256 MB as float32: convert once
+        X = np.asarray(X, np.float32)
+    rows = lambda lo, hi: np.asarray(X[lo:hi], np.float32)
+    x2 = np.concatenate([np.einsum("ij,ij->i", rows(lo, hi), rows(lo, hi)) for lo, hi in blocks])
 
     def nearest(C):
         c2 = np.einsum("ij,ij->i", C, C)
         label, d = np.empty(n, np.int64), np.empty(n, np.float32)
-        for lo in range(0, n, chunk):
-            D = x2[lo:lo + chunk, None] - 2 * X[lo:lo + chunk] @ C.T + c2[None]
-            label[lo:lo + chunk] = D.argmin(axis=1)
-            d[lo:lo + chunk] = np.maximum(D[np.arange(len(D)), label[lo:lo + chunk]], 0)
+        for lo, hi in blocks:
+            D = x2[lo:hi, None] - 2 * rows(lo, hi) @ C.T + c2[None]
+            label[lo:hi] = D.argmin(axis=1)
+            d[lo:hi] = np.maximum(D[np.arange(hi - lo), label[lo:hi]], 0)
         return label, d
 
-    C = X[[rng.integers(n)]]
+    C = np.asarray(X[[rng.integers(n)]], np.float32)
     d = nearest(C)[1]
     for _ in range(1, k):                          # k-means++: far rows more likely
         p = d / d.sum() if d.sum() > 0 else np.full(n, 1.0 / n)
-        C = np.vstack([C, X[rng.choice(n, p=p)]])
+        C = np.vstack([C, np.asarray(X[[rng.choice(n, p=p)]], np.float32)])
         d = np.minimum(d, nearest(C[-1:])[1])
     label = np.full(n, -1, np.int64)
     for _ in range(iterations):
@@ -217,18 +221,22 @@ def kmeans(X: np.ndarray, k: int, seed: int = 0, iterations: int = 50,
         label = new
         counts = np.bincount(label, minlength=k)
         sums = np.zeros_like(C)
-        np.add.at(sums, label, X)
+        for lo, hi in blocks:                      # a one-hot product sums each cluster
+            onehot = np.zeros((k, hi - lo), np.float32)
+            onehot[label[lo:hi], np.arange(hi - lo)] = 1.0
+            sums += onehot @ rows(lo, hi)
         for j in np.flatnonzero(counts == 0):      # restart an empty cluster far away
             far = int(np.argmax(d))
-            sums[j], counts[j], d[far] = X[far], 1, 0.0
+            sums[j], counts[j], d[far] = rows(far, far + 1)[0], 1, 0.0
         C = sums / counts[:, None]
     return label
 
 
 def n_clusters(n: int) -> int:
-    """k for ``kmeans_split``: n / 20 clamped to 10..100 (enough groups that whole
-    clusters can fill a 10 % part near its size; few enough to stay chemically coarse)."""
-    return int(min(100, max(10, n // 20)))
+    """k for ``kmeans_split``: n / 10 clamped to 10..100. Clusters of about 10 molecules
+    (or n / 100) are well under half of a 10 % part, so whole clusters fill validation and
+    test near their sizes; 100 at most keeps them chemically coarse on a large set."""
+    return int(min(100, max(10, n // 10)))
 
 
 def kmeans_split(smiles: Sequence[str], fractions: Sequence[float] = (0.8, 0.1, 0.1),
