@@ -232,7 +232,8 @@ def test_option_values_complete_in_the_shell():
     ctx = click.Context(command)
     assert [c.value for c in by_name["aggregation"].shell_complete(ctx, "mean")] == \
         ["mean+norm", "mean"]
-    assert [c.value for c in by_name["split"].shell_complete(ctx, "sc")] == ["scaffold"]
+    assert [c.value for c in by_name["split"].shell_complete(ctx, "sc")] == \
+        ["scaffold", "scaffold-balanced"]
 
 
 @pytest.mark.slow

@@ -22,6 +22,10 @@ BAD = [("epochs", 0, "--epochs must be an integer of at least 1, not 0"),
        ("max_active_keys", 0, "--max-active-keys must be an integer of at least 1"),
        ("molecules_per_instance", 0, "--molecules-per-instance must be an integer of at least 1"),
        ("stall_timeout", 0.0, "--stall-timeout must be a positive number"),
+       ("split", "scafold", "--split must be one of random, scaffold, scaffold-balanced, "
+                            "stratified, kmeans, or a JSON file of row indices (FILE.json), "
+                            "not 'scafold'"),
+       ("split_column", " ", "--split-column must be the name of a column of the data file"),
        ("split_fractions", (0.5, 0.5, 0.5), "split_fractions must be three fractions")]
 
 
@@ -37,6 +41,13 @@ def test_the_defaults_and_optional_nones_pass():
     assert dataclasses.replace(config, epochs=1).epochs == 1
 
 
+def test_a_split_column_and_a_split_name_are_not_both_given():
+    with pytest.raises(SettingsError, match="--split-column 'part' gives the split; leave out "
+                                            "--split 'kmeans'"):
+        TrainConfig(split="kmeans", split_column="part")
+    assert TrainConfig(split="runs/x/split.json").split == "runs/x/split.json"
+
+
 def test_rounds_below_min_rounds_is_refused_in_the_api():
     with pytest.raises(SettingsError, match="min_rounds"):
         TrainConfig(max_rounds=1, min_rounds=2)
@@ -45,7 +56,10 @@ def test_rounds_below_min_rounds_is_refused_in_the_api():
 @pytest.mark.parametrize("args, message", [
     (["--epochs", "0"], "--epochs must be an integer of at least 1, not 0"),
     (["--lr", "-1"], "--lr must be a positive number, not -1.0"),
-    (["--patience", "0"], "--patience must be an integer of at least 1, not 0")])
+    (["--patience", "0"], "--patience must be an integer of at least 1, not 0"),
+    (["--split", "cluster"], "--split must be one of random, scaffold, scaffold-balanced, "
+                             "stratified, kmeans, or a JSON file of row indices (FILE.json), "
+                             "not 'cluster'")])
 def test_the_command_refuses_before_any_work(tmp_path, args, message):
     out = tmp_path / "run"
     result = CliRunner().invoke(app, ["train", "esol", "--out", str(out), *args])

@@ -11,7 +11,7 @@ from rich.markup import escape
 
 from molpipe.cli import check_placement, console, err_console, fail
 from molpipe.data.errors import DataError
-from molpipe.training.settings import DEFAULTS
+from molpipe.training.settings import DEFAULTS, SPLITS
 
 
 def _default_run_dir(data: str) -> Path:
@@ -55,8 +55,13 @@ def train(
         "regression or classification (default: from the targets).", _DATA,
         values=("regression", "classification"))] = None,
     split: Annotated[str, _opt(
-        "random, scaffold, or a JSON file of train/val/test rows.", _DATA,
-        values=("random", "scaffold"))] = DEFAULTS.split,
+        "random, scaffold (first fit), scaffold-balanced (scaffolds spread over the parts), "
+        "stratified (by class; regression: by deciles), kmeans (clusters of Morgan "
+        "fingerprints), or a JSON file of train/val/test rows.", _DATA,
+        values=SPLITS)] = DEFAULTS.split,
+    split_column: Annotated[Optional[str], _opt(
+        "A column of the data file saying train, val or test per row: that split.",
+        _DATA)] = None,
     seed: Annotated[int, _opt("Seed of split, initialization and data order.", _DATA)] = DEFAULTS.seed,
     hidden: Annotated[int, _opt("Hidden size.", _MODEL)] = DEFAULTS.hidden,
     rounds: Annotated[int, _opt("Most propagation rounds per molecule.", _MODEL)] = DEFAULTS.max_rounds,
@@ -74,6 +79,12 @@ def train(
         "The readout reads only the propagated states, not the atoms' input features.",
         _MODEL, "--no-readout-features")] = False,
     dropout: Annotated[float, _opt("Dropout in the readout MLP.", _MODEL)] = DEFAULTS.dropout,
+    from_model: Annotated[Optional[str], _opt(
+        "Start from this run's model: every parameter that fits is copied; new targets get "
+        "a new readout head; scaling and baseline are refitted.", _MODEL)] = None,
+    freeze: Annotated[Optional[str], _opt(
+        "With --from-model: stages whose parameters stay as copied, e.g. "
+        "embed,message,update.", _MODEL)] = None,
     epochs: Annotated[int, _opt("Most epochs.", _TRAIN)] = DEFAULTS.epochs,
     patience: Annotated[int, _opt("Stop after this many epochs without a better validation.",
                                   _TRAIN)] = DEFAULTS.patience,
@@ -214,7 +225,8 @@ def train(
     options = {
         "data": ("data", data), "targets": ("target", target),
         "smiles_column": ("smiles_column", smiles_column), "task": ("task", task),
-        "split": ("split", split), "seed": ("seed", seed), "epochs": ("epochs", epochs),
+        "split": ("split", split), "split_column": ("split_column", split_column),
+        "seed": ("seed", seed), "epochs": ("epochs", epochs),
         "patience": ("patience", patience), "hidden": ("hidden", hidden),
         "aggregation": ("aggregation", aggregation), "dropout": ("dropout", dropout),
         "weight_decay": ("weight_decay", weight_decay),
@@ -230,7 +242,9 @@ def train(
         "stall_timeout": ("stall_timeout", stall_timeout),
         "weight_stashing": ("no_weight_stashing", not no_weight_stashing),
         "checkpoint_minutes": ("checkpoint_minutes", checkpoint_minutes),
-        "placement": ("placement", placement),
+        "placement": ("placement", placement), "from_model": ("from_model", from_model),
+        "freeze": ("freeze", tuple(v.strip() for v in freeze.split(",") if v.strip())
+                   if freeze else ()),
         "ensemble": ("ensemble", ensemble), "ensemble_jobs": ("ensemble_jobs", ensemble_jobs),
         "recalibrate": ("recalibrate", recalibrate),
     }

@@ -104,6 +104,17 @@ class Adam(_Optimizer):
                 average_step(_flat(self.state["avg"][k]), _flat(p), beta)
 
 
+class Frozen(_Optimizer):
+    """The optimizer of a frozen stage (``--freeze``): it holds nothing and never updates,
+    so the stage's parameters stay as they were (also when an MPI rank rebuilds it)."""
+
+    def __init__(self, params=None, lr: float = 0.0):
+        super().__init__({}, lr)
+
+    def step(self, grads: dict[str, np.ndarray], scale: float = 1.0) -> None:
+        """Nothing: the gradient computed for a frozen stage is dropped."""
+
+
 @contextmanager
 def averaged_weights(stages: dict, optimizers: dict):
     """Within the block every stage whose optimizer averages holds its averaged parameters

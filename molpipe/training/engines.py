@@ -21,10 +21,12 @@ from molpipe.training.pipeline_engine import PipelineEngine
 from molpipe.training.result import EpochResult
 
 
-def make_optimizers(network, lr: float, weight_decay: float = 0.0, average: float = 0.0) -> dict:
-    """One Adam per stage that has parameters: every stage updates (and averages) itself."""
+def make_optimizers(network, lr: float, weight_decay: float = 0.0, average: float = 0.0,
+                    freeze=()) -> dict:
+    """One Adam per stage that has parameters: every stage updates (and averages) itself;
+    a stage in ``freeze`` gets none (its parameters stay as they are)."""
     return {name: Adam(stage.params, lr=lr, weight_decay=weight_decay, average=average)
-            for name, stage in network.stages.items() if stage.params}
+            for name, stage in network.stages.items() if stage.params and name not in freeze}
 
 
 class ReferenceEngine:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from molpipe.training.result import EpochResult
-from molpipe.nn.optim import Adam
+from molpipe.nn.optim import Adam, Frozen
 from molpipe.runtime.defaults import MAX_ACTIVE_KEYS, MIN_UPDATE_FREQUENCY, STALL_TIMEOUT
 from molpipe.nn.network import STAGE_COSTS
 from molpipe.runtime.pipeline import Pipeline
@@ -20,8 +20,10 @@ class PipelineEngine:
                  on_nonfinite: str | None = "stop", sync_group: int | None = None):
         self.schedule = schedule
         self.network = network
-        # every worker needs an optimizer; parameter-free stages (the loss) get an empty one
-        opts = {name: optimizers.get(name) or Adam({}) for name in network.stages}
+        # every worker needs an optimizer; parameter-free stages (the loss) get an empty one,
+        # a stage with parameters but no optimizer (--freeze) one that never updates
+        opts = {name: optimizers.get(name) or (Frozen() if stage.params else Adam({}))
+                for name, stage in network.stages.items()}
         backend_options = None
         if backend == "mpi":   # every worker rank rebuilds the network from its config and seed
             placement = placement or mpi_placement(network)

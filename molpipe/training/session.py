@@ -65,17 +65,37 @@ def open_store(config: TrainConfig, targets=None, on_featurize=None):
                      max_rounds=config.max_rounds)
 
 
-def split_indices(smiles: list[str], how: str, fractions, seed: int) -> dict:
-    """{'train','val','test'} -> sorted indices into ``smiles``: random, scaffold or a JSON file."""
+def split_indices(smiles: list[str], how: str, fractions, seed: int, Y=None,
+                  task: str | None = None) -> dict:
+    """{'train','val','test'} -> sorted indices into ``smiles``: one of ``splits.SPLITS``
+    (``stratified`` reads ``Y``'s first target and ``task``) or a JSON file."""
     from molpipe.data import splits
 
     if how == "random":
         parts = splits.random_split(len(smiles), fractions, seed)
     elif how == "scaffold":
         parts = splits.scaffold_split(smiles, fractions, seed)
+    elif how == "scaffold-balanced":
+        parts = splits.balanced_scaffold_split(smiles, fractions, seed)
+    elif how == "kmeans":
+        parts = splits.kmeans_split(smiles, fractions, seed)
+    elif how == "stratified":
+        if Y is None or task is None:
+            raise ValueError("the stratified split needs the targets Y and the task")
+        parts = splits.stratified_split(Y[: len(smiles)], task, fractions, seed)
     else:
         parts = splits.split_from_file(how)
     return {name: np.asarray(p, dtype=np.int64) for name, p in zip(("train", "val", "test"), parts)}
+
+
+def column_split(store, column: str, n: int) -> dict:
+    """The split the data file's ``column`` gives the first ``n`` molecules of ``store``
+    (read from the source file by each molecule's ``source_row``)."""
+    from molpipe.data import splits
+
+    parts = splits.split_from_column(store.meta["source"]["path"], column,
+                                     store.source_row[:n], store.meta.get("smiles_column"))
+    return dict(zip(("train", "val", "test"), parts))
 
 
 def infer_task(Y: np.ndarray) -> str:
@@ -93,8 +113,12 @@ def prepare(config: TrainConfig, progress=None) -> Prepared:
     task = config.task or infer_task(store.targets)
     check_labels(store, task, str(config.data))
     smiles = store.smiles if config.limit is None else store.smiles[: config.limit]
-    split = split_indices(smiles, config.split, config.split_fractions,
-                          config.seed if config.split_seed is None else config.split_seed)
+    if config.split_column is not None:
+        split = column_split(store, config.split_column, len(smiles))
+    else:
+        split = split_indices(smiles, config.split, config.split_fractions,
+                              config.seed if config.split_seed is None else config.split_seed,
+                              store.targets, task)
     return Prepared(store=store, split=split, targets=list(store.target_names), task=task)
 
 
@@ -160,6 +184,7 @@ class Session:
         self.config = config
         self.prep = prep if prep is not None else prepare(config, progress)
         self.scaling: Scaling | None = None
+        self.transfer: dict | None = None     # what --from-model copied (network())
 
     @property
     def store(self):
@@ -195,13 +220,24 @@ class Session:
         """A new network initialized from the seed, built with the fitted scaling."""
         if self.scaling is None:
             raise RuntimeError("Session.fit_scaling() first: the network is built with it")
-        s = self.scaling
-        return build_network(self.network_config(), self.store.atom_dim, self.store.bond_dim,
-                             len(self.prep.targets), s.mean, s.std, self.config.seed, s.atom_ref)
+        s, c = self.scaling, self.config
+        network = build_network(self.network_config(), self.store.atom_dim, self.store.bond_dim,
+                                len(self.prep.targets), s.mean, s.std, c.seed, s.atom_ref)
+        if c.from_model is not None:      # --from-model: its parameters where they fit
+            from molpipe.training.transfer import start_from
+
+            self.transfer = start_from(network, c.from_model, self.store, self.prep.targets)
+            self.transfer["frozen"] = list(c.freeze)
+        return network
 
     def optimizers(self, network) -> dict:
+        """One Adam per stage, none for a stage ``--freeze`` names (checked against the
+        network's stages first)."""
+        from molpipe.training.transfer import check_freeze
+
         c = self.config
-        return make_optimizers(network, c.lr, c.weight_decay, c.average)
+        check_freeze(network, c.freeze)
+        return make_optimizers(network, c.lr, c.weight_decay, c.average, c.freeze)
 
     def engine(self, network, optimizers: dict, **overrides):
         """The engine of the settings' schedule (``overrides``: any ``make_engine`` keyword,

@@ -15,6 +15,9 @@ from pathlib import Path
 
 from molpipe.runtime.defaults import MAX_ACTIVE_KEYS, MIN_UPDATE_FREQUENCY, STALL_TIMEOUT
 
+#: the splits ``--split`` names (molpipe.data.splits.SPLITS, which settings may not import)
+SPLITS = ("random", "scaffold", "scaffold-balanced", "stratified", "kmeans")
+
 
 class SettingsError(ValueError):
     """A setting outside its allowed values; the message names the option and the values."""
@@ -43,10 +46,15 @@ def _zero_or_more():
         "zero or a positive number"
 
 
+def _is_file_name(v: str) -> bool:
+    """A split given as a file: a .json name or any path with a directory in it."""
+    return v.lower().endswith(".json") or "/" in v or "\\" in v
+
+
 #: field -> (option, check, allowed); a field that is None where the rule allows it passes
 RULES = {
-    "split": ("--split", lambda v: isinstance(v, str) and bool(v),
-              "random, scaffold, or a JSON file of row indices"),
+    "split": ("--split", lambda v: isinstance(v, str) and (v in SPLITS or _is_file_name(v)),
+              "one of " + ", ".join(SPLITS) + ", or a JSON file of row indices (FILE.json)"),
     "task": ("--task", *_choice(None, "regression", "classification")),
     "epochs": ("--epochs", *_at_least(1)),
     "patience": ("--patience", *_at_least(1)),
@@ -74,11 +82,16 @@ RULES = {
 OPTIONAL = {"molecules_per_instance": ("--molecules-per-instance", *_at_least(1)),
             "checkpoint_minutes": ("--checkpoint-minutes", *_positive_number()),
             "limit": ("limit", *_at_least(1)),
-            "split_seed": ("split_seed", *_at_least(0))}
+            "split_seed": ("split_seed", *_at_least(0)),
+            "from_model": ("--from-model", lambda v: isinstance(v, str) and bool(v.strip()),
+                           "a run or model directory"),
+            "split_column": ("--split-column", lambda v: isinstance(v, str) and bool(v.strip()),
+                             "the name of a column of the data file")}
 
 
 def check_settings(config) -> None:
     """Raise SettingsError for the first setting of ``config`` outside its allowed values."""
+    from molpipe.nn.network import STAGES
     from molpipe.nn.readout import AGGREGATIONS
 
     rules = {**RULES, "aggregation": ("--aggregation", *_choice(*AGGREGATIONS))}
@@ -91,6 +104,20 @@ def check_settings(config) -> None:
     if config.min_rounds > config.max_rounds:
         raise SettingsError(f"--rounds (max_rounds) must be at least min_rounds "
                             f"({config.min_rounds}), not {config.max_rounds!r}")
+    if config.split_column is not None and config.split != "random":
+        raise SettingsError(f"--split-column {config.split_column!r} gives the split; "
+                            f"leave out --split {config.split!r} (or the column)")
+    stages = [s for s in STAGES if s != "loss"]
+    freeze = config.freeze
+    if not isinstance(freeze, tuple) or not all(isinstance(v, str) for v in freeze):
+        raise SettingsError(f"--freeze must be stage names, not {freeze!r}")
+    for name in freeze:
+        if name not in stages:
+            raise SettingsError(f"--freeze: {name!r} is not a stage; the stages: "
+                                f"{', '.join(stages)}")
+    if freeze and config.from_model is None:
+        raise SettingsError(f"--freeze {','.join(freeze)} keeps stages as they start: it "
+                            "needs --from-model RUN_DIR to start them from")
     fractions = config.split_fractions
     if (len(fractions) != 3 or any(not 0 <= f <= 1 for f in fractions)
             or not math.isclose(sum(fractions), 1.0) or fractions[0] <= 0):
@@ -108,6 +135,7 @@ class TrainConfig:
     task: str | None = None
     split: str = "random"
     split_fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
+    split_column: str | None = None   # a data file column saying train / val / test per row
     limit: int | None = None          # use only the first N molecules of the data set
     seed: int = 0
     split_seed: int | None = None     # the split's own seed (None: ``seed``); an ensemble's
@@ -150,6 +178,8 @@ class TrainConfig:
     ensemble: int = 1                 # members trained (seeds seed, seed+1, ... on one split)
     ensemble_jobs: int = 2            # members trained at the same time (1: one after another)
     recalibrate: bool = False         # ensemble: scale its σ to fit the validation errors
+    from_model: str | None = None     # start from this run's (or model's) parameters
+    freeze: tuple[str, ...] = ()      # stages (of --from-model) whose parameters stay
 
     def __post_init__(self):
         check_settings(self)
@@ -169,8 +199,9 @@ class TrainConfig:
             hint = f"did you mean {close[0]!r}?" if close else f"known: {', '.join(sorted(known))}"
             raise SettingsError(f"{source}: {unknown[0]!r} is not a setting ({hint})")
         values = dict(values)
-        if "split_fractions" in values and isinstance(values["split_fractions"], list):
-            values["split_fractions"] = tuple(values["split_fractions"])
+        for key in ("split_fractions", "freeze"):
+            if isinstance(values.get(key), list):
+                values[key] = tuple(values[key])
         try:
             return cls(**values)
         except SettingsError as err:

@@ -26,7 +26,7 @@ from molpipe.training.result import EpochResult
 from molpipe.training.run_dir import (keep_rejects, kernels_cached, model_meta, target_units,
                                       versions, write_run)
 from molpipe.training.session import Session, describe_keys, evaluate_items
-from molpipe.training.settings import LEGACY, TrainConfig
+from molpipe.training.settings import LEGACY, SPLITS, TrainConfig
 
 
 def train(config: TrainConfig, out_dir: str | Path, progress=None, resume: bool = False) -> dict:
@@ -110,7 +110,8 @@ class Trainer:
         config, store, split = self.config, self.store, self.split
         warnings = keep_rejects(store, self.out_dir, str(config.data))
         warnings += check_split(split, sum(len(v) for v in split.values()), str(config.data),
-                                asked=config.split not in ("random", "scaffold"))
+                                asked=config.split_column is not None
+                                or config.split not in SPLITS)
         warnings += target_warnings(store, split["train"], self.prep.task,
                                     self.out_dir / REJECTED_CELLS)
         for message in warnings:
@@ -255,7 +256,9 @@ class Trainer:
             "dataset": config.data,
             "targets": prep.targets,
             "task": prep.task,
-            "split": config.split,
+            "split": config.split if config.split_column is None
+                     else f"column {config.split_column}",
+            "from_model": self.session.transfer,
             "split_sizes": {k: int(len(v)) for k, v in self.split.items()},
             "seed": config.seed,
             "schedule": config.schedule,
