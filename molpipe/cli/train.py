@@ -74,6 +74,9 @@ def train(
         "The readout reads only the propagated states, not the atoms' input features.",
         _MODEL, "--no-readout-features")] = False,
     dropout: Annotated[float, _opt("Dropout in the readout MLP.", _MODEL)] = DEFAULTS.dropout,
+    loss: Annotated[str, _opt(
+        "Regression loss: mse, or mve (a mean and a variance per target, Gaussian NLL: "
+        "predictions with their own SD).", _MODEL, values=("mse", "mve"))] = DEFAULTS.loss,
     epochs: Annotated[int, _opt("Most epochs.", _TRAIN)] = DEFAULTS.epochs,
     patience: Annotated[int, _opt("Stop after this many epochs without a better validation.",
                                   _TRAIN)] = DEFAULTS.patience,
@@ -188,6 +191,7 @@ def train(
         "readout_features": ("no_readout_features", not no_readout_features),
         "average": ("average", average), "propagate": ("propagate", propagate),
         "target_scaling": ("target_scaling", target_scaling), "baseline": ("baseline", baseline),
+        "loss": ("loss", loss),
         "max_rounds": ("rounds", rounds), "min_rounds": ("rounds", min(2, rounds)),
         "lr": ("lr", lr), "schedule": ("schedule", schedule),
         "max_active_keys": ("max_active_keys", max_active_keys),

@@ -100,6 +100,31 @@ class Predictor:
             P[rows] = self.network.predict(self.fit_features(inst))
         return P
 
+    @property
+    def has_std(self) -> bool:
+        """True for a model that predicts its own SD (a mean-variance head, ``--loss mve``)."""
+        return self.network.config.loss == "mve"
+
+    def predict_graphs_with_std(self, graphs: Sequence, batch: int = BATCH):
+        """``predict_graphs`` and the predicted SD of a model with ``has_std``.
+
+        Returns
+        -------
+        P : (n, n_targets) float64 predictions in data units.
+        S : (n, n_targets) float64 predicted SD in data units, or None (``has_std`` false).
+        """
+        from molpipe.data.instance import pack_by_plan
+
+        if not self.has_std:
+            return self.predict_graphs(graphs, batch), None
+        P = np.full((len(graphs), len(self.targets)), np.nan)
+        S = np.full_like(P, np.nan)
+        if not graphs:
+            return P, S
+        for inst, rows in pack_by_plan(list(graphs), P, batch):
+            P[rows], S[rows] = self.network.predict_with_std(self.fit_features(inst))
+        return P, S
+
     def predict(self, items: Sequence, batch: int = BATCH) -> tuple[np.ndarray, list[str]]:
         """Predict SMILES / Mols (or FeaturizationErrors standing for broken rows).
 

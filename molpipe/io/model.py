@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from molpipe.nn.layout import is_old_layout
+from molpipe.nn.loss import LOSSES
 from molpipe.nn.network import DTYPES, PROPAGATE, NetworkConfig, build_network
 from molpipe.nn.readout import AGGREGATIONS
 from molpipe.io.safenpz import NpzError, inspect_npz, regular_file, sha256_file
@@ -84,6 +85,7 @@ NETWORK_SCHEMA = {
     "aggregation": _one_of(AGGREGATIONS),
     "dropout": lambda v: (type(v) in (int, float) and 0 <= v < 1) or "a number in [0, 1)",
     "readout_features": lambda v: isinstance(v, bool) or "true or false",
+    "loss": _one_of(LOSSES),
     "seed": _int_in(0, 2**63 - 1),
 }
 
