@@ -190,6 +190,13 @@ def test_mve_predicts_the_mean_and_its_sd_in_data_units():
     pred2, sd2 = network.predict_with_std(inst)
     np.testing.assert_allclose(pred2, pred)
     assert (sd2 > sd).all()
+    # the additive baseline shifts the mean only
+    ref = np.random.default_rng(2).normal(size=(D_V, 2))
+    based = build_network(network.config, D_V, D_E, 2, MEAN, STD, atom_ref=ref)
+    based.load_state_dict({**network.state_dict(), "loss.atom_ref": ref})
+    pred3, sd3 = based.predict_with_std(inst)
+    np.testing.assert_allclose(sd3, sd2)
+    np.testing.assert_allclose(pred3 - pred2, based.stages["loss"].baseline(inst), rtol=1e-10)
     # an mse network predicts no SD; its loss is the MSE, the mve one the NLL
     assert net().predict_with_std(inst)[1] is None
     np.testing.assert_allclose(net().predict_with_std(inst)[0], net().predict(inst))
