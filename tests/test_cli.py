@@ -180,6 +180,8 @@ def test_train_with_two_workers(tmp_path):
     (("--aggregation", "max"), ("--aggregation", "mean, sum, norm, attention, mean+norm", "'max'")),
     (("--dropout", "1.5"), ("--dropout", "[0, 1)")),
     (("--weight-decay", "-1"), ("--weight-decay",)),
+    (("--loss", "gauss"), ("--loss must be one of mse, mve", "'gauss'")),
+    (("--loss", "mve", "--task", "classification"), ("--loss mve", "regression")),
 ])
 def test_train_bad_readout_options_are_one_line(tmp_path, args, fragments):
     assert_one_line_error(run("train", "esol", *args, "--out", tmp_path / "r"), *fragments)

@@ -55,7 +55,8 @@ def test_async_mak1_muf1_reproduces_the_reference_trainer():
                                     dict(aggregation="mean", dropout=0.0),
                                     dict(aggregation="norm", dropout=0.5),
                                     dict(aggregation="mean+norm", readout_features=True),
-                                    dict(propagate="bond", dropout=0.1)])
+                                    dict(propagate="bond", dropout=0.1),
+                                    dict(loss="mve", dropout=0.1)])
 def test_every_readout_keeps_async_mak1_muf1_exact(config):
     """Dropout masks come from (seed, key, step), not from the order stages see instances."""
     items = _items(60, 3, seed=7)
@@ -69,6 +70,32 @@ def test_every_readout_keeps_async_mak1_muf1_exact(config):
         other.stages["readout"].seed = 99
         moved, _ = _trained("reference", items, other)
         assert not np.allclose(moved["readout.W_2"], ref["readout.W_2"])
+
+
+def test_a_mean_variance_head_trains_async_as_the_reference_trainer():
+    """--loss mve is one more loss stage: async at mak 1 muf 1 is the reference trainer, and
+    async with instances in flight trains it too, predicting a positive, finite SD."""
+    items = _items(120, 3, seed=9)
+    ref, ref_res = _trained("reference", items, _network(loss="mve"))
+    asy, asy_res = _trained("async", items, _network(loss="mve"), max_active_keys=1,
+                            min_update_frequency=1)
+    for k in ref:
+        np.testing.assert_allclose(asy[k], ref[k], rtol=0, atol=1e-9, err_msg=k)
+    for key in ref_res.losses:
+        assert asy_res.losses[key] == pytest.approx(ref_res.losses[key], abs=1e-9)
+    # the NLL is not the MSE: the same items train other parameters
+    mse, _ = _trained("reference", items)
+    assert not np.allclose(mse["readout.b_1"], ref["readout.b_1"])
+    net = _network("float32", loss="mve")
+    with make_engine("async", net, make_optimizers(net, 1e-3), max_active_keys=4,
+                     min_update_frequency=2) as engine:
+        res = engine.train(items)
+        pred = engine.predict(items[:5])
+    assert sorted(res.losses) == [k for k, _ in items]
+    assert all(np.isfinite(v) for v in res.losses.values())
+    assert pred.preds[0].shape == (3, 2)                  # the means, one column per target
+    _, sd = net.predict_with_std(items[0][1])
+    assert sd.shape == (3, 2) and (sd > 0).all() and np.isfinite(sd).all()
 
 
 def test_two_workers_hosting_three_stages_each_reproduce_the_reference_trainer():

@@ -159,3 +159,40 @@ def test_bad_ensembles_are_refused(tmp_path, ensemble_dir):
     (bad / "member-0").symlink_to(ensemble_dir / "member-0")
     with pytest.raises(ModelError, match="std_scale"):
         Predictor.load(bad)
+
+
+def test_an_mve_run_is_recalibrated_in_its_model_and_its_members_add_their_variance(tmp_path):
+    from molpipe.inference.calibrate import calibrate_run
+    from molpipe.training.train import train
+
+    run = tmp_path / "run"
+    train(tiny(loss="mve", ensemble=1, schedule="reference"), run)
+    raw = Predictor.load(run)
+    P0, S0 = raw.predict_graphs_with_std([raw.featurize(s) for s in SMILES])
+    done = calibrate_run(run, recalibrate=True)
+    (scale,) = done["std_scale"]
+    again = Predictor.load(run)
+    P1, S1 = again.predict_graphs_with_std([again.featurize(s) for s in SMILES])
+    np.testing.assert_array_equal(P0, P1)
+    np.testing.assert_allclose(S1, S0 * scale, rtol=1e-6)
+    report = json.loads((run / "report.json").read_text())
+    assert report["std_scale"] == [scale] and report["calibration"]["test"]
+    assert "measured_log_solubility_std" in (run / "test_predictions.csv").read_text()
+
+    config = tiny(loss="mve", schedule="reference")
+    train_members(config, tmp_path / "ens")
+    ens = Predictor.load(tmp_path / "ens" / "member-0")       # a member alone
+    members = [Predictor.load(tmp_path / "ens" / f"member-{i}") for i in range(2)]
+    both = EnsemblePredictor(members, tmp_path / "ens")
+    graphs = [ens.featurize(s) for s in SMILES]
+    outs = [m.predict_graphs_with_std(graphs) for m in members]
+    P, S = both.predict_graphs_with_std(graphs)
+    means = np.stack([p for p, _ in outs])
+    np.testing.assert_allclose(P, means.mean(axis=0), rtol=1e-6)
+    total = means.var(axis=0) + np.mean(np.stack([s for _, s in outs]) ** 2, axis=0)
+    np.testing.assert_allclose(S, np.sqrt(total), rtol=1e-5)
+
+
+def test_recalibrate_needs_a_sigma():
+    with pytest.raises(SettingsError, match="--recalibrate scales a predicted σ"):
+        tiny(ensemble=1, recalibrate=True)

@@ -85,6 +85,9 @@ def train(
     freeze: Annotated[Optional[str], _opt(
         "With --from-model: stages whose parameters stay as copied, e.g. "
         "embed,message,update.", _MODEL)] = None,
+    loss: Annotated[str, _opt(
+        "Regression loss: mse, or mve (a mean and a variance per target, Gaussian NLL: "
+        "predictions with their own SD).", _MODEL, values=("mse", "mve"))] = DEFAULTS.loss,
     epochs: Annotated[int, _opt("Most epochs.", _TRAIN)] = DEFAULTS.epochs,
     patience: Annotated[int, _opt("Stop after this many epochs without a better validation.",
                                   _TRAIN)] = DEFAULTS.patience,
@@ -138,7 +141,8 @@ def train(
         "--ensemble: members trained at the same time, each its own pipeline (1: one "
         "after another).", _RUN)] = DEFAULTS.ensemble_jobs,
     recalibrate: Annotated[bool, _opt(
-        "--ensemble: scale σ to fit the validation split's errors (stored in the model).",
+        "--ensemble or --loss mve: scale σ to fit the validation split's errors (stored "
+        "in the model).",
         _RUN, "--recalibrate")] = False,
     replicates: Annotated[int, _opt(
         "Train this many runs, seeds SEED, SEED+1, ... (split, initialization, order), into "
@@ -179,6 +183,14 @@ def train(
             display.close()
         if not report:               # an MPI worker rank (of a resumed run): rank 0 reports
             return
+        if report["config"].get("loss") == "mve":        # σ scored (and recalibrated)
+            from molpipe.cli.display import calibration_rich_table
+            from molpipe.inference.calibrate import calibrate_run
+
+            done = calibrate_run(out, report["config"].get("recalibrate", False))
+            scaled = " (σ recalibrated on the validation split)" if done["std_scale"] else ""
+            console.print(calibration_rich_table(f"σ on the test split{scaled}",
+                                                 done["calibration"]["test"]))
         try:
             from molpipe.measure.plots import plot_run
 
@@ -233,6 +245,7 @@ def train(
         "readout_features": ("no_readout_features", not no_readout_features),
         "average": ("average", average), "propagate": ("propagate", propagate),
         "target_scaling": ("target_scaling", target_scaling), "baseline": ("baseline", baseline),
+        "loss": ("loss", loss),
         "max_rounds": ("rounds", rounds), "min_rounds": ("rounds", min(2, rounds)),
         "lr": ("lr", lr), "schedule": ("schedule", schedule),
         "max_active_keys": ("max_active_keys", max_active_keys),

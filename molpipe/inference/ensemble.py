@@ -14,7 +14,6 @@ that spread's square (the law of total variance); times ``std_scale`` when recal
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 import os
@@ -97,7 +96,7 @@ def assemble(root: str | Path, config, seconds: float, jobs: int) -> dict:
     """Combine the finished members of ``root`` into the ensemble (``ensemble.json`` and
     the ensemble's report.json, ...); with ``config.recalibrate`` σ's scale is fitted on the
     validation split. Returns the report."""
-    from molpipe.inference.evaluate import predict_rows, run_store
+    from molpipe.inference.calibrate import split_predictions, write_test_predictions
     from molpipe.training.calibration import calibration_table, std_scale
     from molpipe.training.ensemble import member_dirs
     from molpipe.training.metrics import metrics_table, summary
@@ -109,12 +108,9 @@ def assemble(root: str | Path, config, seconds: float, jobs: int) -> dict:
     write_ensemble(root, names)                       # members first, scale after the fit
     ens = EnsemblePredictor.load(root)
     reports = [json.loads((d / "report.json").read_text(encoding="utf-8")) for d in dirs]
-    split_doc = json.loads((dirs[0] / "split.json").read_text(encoding="utf-8"))
-    (root / "split.json").write_text(json.dumps(split_doc))
-    store, size = run_store(dirs[0], ens)
-    rows = {k: np.asarray(split_doc[k], np.int64) for k in ("val", "test")}
+    (root / "split.json").write_text((dirs[0] / "split.json").read_text(encoding="utf-8"))
+    store, rows, out = split_predictions(ens, dirs[0])
     Y = {k: store.targets[r] for k, r in rows.items()}
-    out = {k: predict_rows(ens, store, r, size, with_std=True) for k, r in rows.items()}
     task, targets = ens.task, ens.targets
     scale = None
     if config.recalibrate and task == "regression" and len(rows["val"]):
@@ -146,20 +142,9 @@ def assemble(root: str | Path, config, seconds: float, jobs: int) -> dict:
         report["calibration"] = {k: calibration_table(targets, Y[k], *out[k]) for k in out}
     (root / SETTINGS).write_text(json.dumps(config.to_dict(), indent=2) + "\n")
     (root / CONFIG_TOML).write_text(config.to_toml(), encoding="utf-8")
-    _test_predictions(root / "test_predictions.csv", store, rows["test"], targets,
-                      *out["test"])
+    write_test_predictions(root / "test_predictions.csv", store, rows["test"], targets,
+                           *out["test"])
     tmp = root / "report.json.tmp"
     tmp.write_text(json.dumps(report, indent=2, default=float))
     os.replace(tmp, root / "report.json")
     return report
-
-
-def _test_predictions(path: Path, store, rows, targets, P, S) -> None:
-    with open(path, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["row", "smiles", *targets, *(f"pred_{t}" for t in targets),
-                    *(f"{t}_std" for t in targets)])
-        smiles = store.smiles
-        for i, r in enumerate(rows):
-            w.writerow([int(store.source_row[r]), smiles[r], *store.targets[r].tolist(),
-                        *P[i].tolist(), *S[i].tolist()])

@@ -56,6 +56,11 @@ class Predictor:
         self.min_rounds = config.get("min_rounds") or 2
         self.max_rounds = config.get("max_rounds") or 6
         self.domain = domain
+        scale = config.get("std_scale")            # --recalibrate: σ's factor per target
+        if scale is not None and len(scale) != len(self.targets):
+            raise ModelError(f"{where}: std_scale has {len(scale)} entries for "
+                             f"{len(self.targets)} targets")
+        self.std_scale = np.ones(len(self.targets)) if scale is None else np.asarray(scale, float)
 
     @classmethod
     def load(cls, run_dir: str | Path) -> "Predictor":
@@ -82,15 +87,17 @@ class Predictor:
 
     @property
     def has_std(self) -> bool:
-        """Whether predictions come with a σ (a mean-variance head; ensembles override)."""
-        return getattr(self.network.config, "loss", "mse") == "mve"
+        """True for a model that predicts its own SD (a mean-variance head, ``--loss mve``;
+        an ensemble: its members' spread)."""
+        return self.network.config.loss == "mve"
 
     def predict_instance(self, inst) -> tuple[np.ndarray, np.ndarray | None]:
         """(predictions, σ or None), both (n_mols, n_targets) in data units, of one packed
         instance."""
         inst = self.fit_features(inst)
         if self.has_std:
-            return self.network.predict_with_std(inst)
+            P, S = self.network.predict_with_std(inst)
+            return P, S * self.std_scale
         return self.network.predict(inst), None
 
     def featurize(self, item):

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from molpipe.nn.layout import is_old_layout
+from molpipe.nn.loss import LOSSES
 from molpipe.nn.network import DTYPES, PROPAGATE, NetworkConfig, build_network
 from molpipe.nn.readout import AGGREGATIONS
 from molpipe.io.safenpz import NpzError, inspect_npz, regular_file, sha256_file
@@ -73,6 +74,8 @@ CONFIG_OPTIONAL = {
     "domain": _params_name,
     "domain_sha256": lambda v: (isinstance(v, str) and re.fullmatch(r"[0-9a-f]{64}", v) is not None)
                                or "64 hex digits",
+    "std_scale": lambda v: (isinstance(v, list) and 1 <= len(v) <= 1024 and all(
+        type(x) in (int, float) and 0 < x < 1e6 for x in v)) or "a list of positive numbers",
 }
 NETWORK_SCHEMA = {
     "hidden": _int_in(1, 4096),
@@ -84,6 +87,7 @@ NETWORK_SCHEMA = {
     "aggregation": _one_of(AGGREGATIONS),
     "dropout": lambda v: (type(v) in (int, float) and 0 <= v < 1) or "a number in [0, 1)",
     "readout_features": lambda v: isinstance(v, bool) or "true or false",
+    "loss": _one_of(LOSSES),
     "seed": _int_in(0, 2**63 - 1),
 }
 

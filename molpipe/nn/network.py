@@ -9,7 +9,7 @@ import numpy as np
 from molpipe.nn.bond import BondEmbedStage, BondMessageStage, BondUpdateStage
 from molpipe.nn.embed import EmbedStage
 from molpipe.nn.layout import from_old_layout
-from molpipe.nn.loss import TASKS, LossStage
+from molpipe.nn.loss import LOSSES, TASKS, LossStage, outputs_per_target
 from molpipe.nn.propagate import MessageStage, PropagateStage, UpdateStage
 from molpipe.nn.readout import AGGREGATIONS, ReadoutStage
 from molpipe.nn.rings import RingStage
@@ -26,7 +26,7 @@ STAGE_COSTS = {"embed": 1.0, "message": 3.0, "update": 3.0, "propagate": 6.0, "r
                "readout": 1.0, "loss": 0.2}
 STAGES = tuple(STAGE_COSTS)
 #: what a model directory written before a field existed meant by leaving it out
-LEGACY = {"aggregation": "mean", "dropout": 0.0, "readout_features": False}
+LEGACY = {"aggregation": "mean", "dropout": 0.0, "readout_features": False, "loss": "mse"}
 
 
 @dataclass
@@ -42,6 +42,7 @@ class NetworkConfig:
     aggregation: str = "mean+norm"    # readout over a molecule's atoms (AGGREGATIONS)
     dropout: float = 0.0              # readout MLP dropout (training only)
     readout_features: bool = True     # the readout also reads the atoms' input features
+    loss: str = "mse"                 # regression: "mse" | "mve" (mean and variance, Gaussian NLL)
     seed: int = 0                     # initialization seed
 
     def __post_init__(self):
@@ -56,6 +57,11 @@ class NetworkConfig:
         if self.aggregation not in AGGREGATIONS:
             raise ValueError(f"aggregation must be one of {', '.join(AGGREGATIONS)}, "
                              f"got {self.aggregation!r}")
+        if self.loss not in LOSSES:
+            raise ValueError(f"loss must be one of {', '.join(LOSSES)}, got {self.loss!r}")
+        if self.loss == "mve" and self.task != "regression":
+            raise ValueError(f"loss 'mve' (a mean and a variance per target) is for "
+                             f"regression, not {self.task}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}")
         if self.hidden < 1 or self.ffn < 1:
@@ -132,6 +138,12 @@ class Network:
     def predict(self, inst) -> np.ndarray:
         """Predictions (n_mols, n_targets) in data units; caches nothing."""
         return self._forward(None, inst, train=False)["pred"]
+
+    def predict_with_std(self, inst) -> tuple[np.ndarray, np.ndarray | None]:
+        """Predictions and, for a mean-variance head (``loss="mve"``), their predicted SD,
+        both (n_mols, n_targets) in data units; the SD is None for any other network."""
+        out = self._forward(None, inst, train=False)
+        return out["pred"], out.get("std")
 
     def loss(self, inst) -> float:
         """Loss of ``inst`` without caching (for finite differences and evaluation)."""
@@ -212,9 +224,10 @@ def build_network(config: NetworkConfig, d_v: int, d_e: int, n_targets: int,
         stages["propagate"] = PropagateStage.create(rng, d_h, dtype)
     if config.rings:
         stages["rings"] = RingStage.create(rng, d_h, dtype)
-    stages["readout"] = ReadoutStage.create(rng, d_h, config.ffn, n_targets, dtype,
+    n_out = outputs_per_target(config.loss) * n_targets       # mve: [mean | raw variance]
+    stages["readout"] = ReadoutStage.create(rng, d_h, config.ffn, n_out, dtype,
                                             config.aggregation, config.dropout,
                                             config.seed if seed is None else seed,
                                             d_v if config.readout_features else 0)
-    stages["loss"] = LossStage(mean, std, config.task, dtype, atom_ref, d_v)
+    stages["loss"] = LossStage(mean, std, config.task, dtype, atom_ref, d_v, config.loss)
     return Network(config, stages)

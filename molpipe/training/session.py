@@ -112,6 +112,9 @@ def prepare(config: TrainConfig, progress=None) -> Prepared:
     check_targets(store, str(config.data))
     task = config.task or infer_task(store.targets)
     check_labels(store, task, str(config.data))
+    if config.loss == "mve" and task != "regression":
+        raise ValueError(f"--loss mve (a mean and a variance per target) is for regression; "
+                         f"{config.data}'s targets are all 0/1 ({task}): use --loss mse")
     smiles = store.smiles if config.limit is None else store.smiles[: config.limit]
     if config.split_column is not None:
         split = column_split(store, config.split_column, len(smiles))
@@ -126,7 +129,8 @@ def network_config(c: TrainConfig, task: str) -> NetworkConfig:
     """The network the settings ``c`` describe, for ``task``."""
     return NetworkConfig(hidden=c.hidden, rings=c.rings, task=task, dtype=c.dtype,
                          aggregation=c.aggregation, dropout=c.dropout,
-                         readout_features=c.readout_features, propagate=c.propagate)
+                         readout_features=c.readout_features, propagate=c.propagate,
+                         loss=c.loss)
 
 
 def make_items(prep: Prepared, rows: np.ndarray, size: int, rng, next_key: int):

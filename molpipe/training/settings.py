@@ -67,6 +67,7 @@ RULES = {
     "weight_decay": ("--weight-decay", *_zero_or_more()),
     "target_scaling": ("--target-scaling", *_choice("standard", "robust")),
     "baseline": ("--baseline", *_choice("auto", "additive", "none")),
+    "loss": ("--loss", *_choice("mse", "mve")),
     "propagate": ("--propagate", *_choice("split", "bond")),
     "schedule": ("--schedule", *_choice("async", "sync", "reference")),
     "max_active_keys": ("--max-active-keys", *_at_least(1)),
@@ -118,6 +119,12 @@ def check_settings(config) -> None:
     if freeze and config.from_model is None:
         raise SettingsError(f"--freeze {','.join(freeze)} keeps stages as they start: it "
                             "needs --from-model RUN_DIR to start them from")
+    if config.recalibrate and config.ensemble == 1 and config.loss != "mve":
+        raise SettingsError("--recalibrate scales a predicted σ: it needs --ensemble K "
+                            "(K > 1) or --loss mve")
+    if config.loss == "mve" and config.task == "classification":
+        raise SettingsError("--loss mve (a mean and a variance per target) is for regression, "
+                            "not --task classification")
     fractions = config.split_fractions
     if (len(fractions) != 3 or any(not 0 <= f <= 1 for f in fractions)
             or not math.isclose(sum(fractions), 1.0) or fractions[0] <= 0):
@@ -155,6 +162,8 @@ class TrainConfig:
     baseline: str = "auto"            # regression: "additive" (a least-squares fit to summed
                                       # atom features the network corrects), "none", or
                                       # "auto": additive for the targets it carries >= 90 % of
+    loss: str = "mse"                 # regression: "mse", or "mve" (a mean-variance head: the
+                                      # Gaussian NLL of a predicted mean and variance)
     min_rounds: int = 2
     max_rounds: int = 6
     rings: bool = True

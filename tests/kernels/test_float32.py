@@ -56,6 +56,9 @@ CALLS = [
     (loss.masked_bce_fwd, (f32(N, 2), f32(N, 2))),
     (loss.masked_mse_bwd, (f32(N, 2), f32(N, 2), 1.0)),
     (loss.masked_bce_bwd, (f32(N, 2), f32(N, 2), 1.0)),
+    (loss.masked_gaussian_nll_fwd, (f32(N, 4), f32(N, 2))),
+    (loss.masked_gaussian_nll_bwd, (f32(N, 4), f32(N, 2), 1.0)),
+    (loss.gaussian_variance, (f32(N, 2),)),
     (optim.adam_step, (f32(9), f32(9), f32(9), np.abs(f32(9)), 1e-3, 0.9, 0.999, 1e-8, 0.0, 1.0, 1)),
     (optim.average_step, (f32(9), f32(9), 0.99)),
 ]

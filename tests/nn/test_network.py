@@ -16,10 +16,10 @@ MEAN, STD = np.array([0.5, -1.0]), np.array([2.0, 0.5])
 
 
 def net(task="regression", rings=True, dtype="float64", seed=0, hidden=4, ffn=5,
-        propagate="fused", aggregation="mean", readout_features=False):
+        propagate="fused", aggregation="mean", readout_features=False, loss="mse"):
     cfg = NetworkConfig(hidden=hidden, ffn=ffn, rings=rings, task=task, dtype=dtype, seed=seed,
                         propagate=propagate, aggregation=aggregation,
-                        readout_features=readout_features)
+                        readout_features=readout_features, loss=loss)
     return build_network(cfg, D_V, D_E, 2, MEAN, STD)
 
 
@@ -145,6 +145,75 @@ def test_split_path_alternates_message_and_update():
     assert NetworkConfig().propagate == "split"
     with pytest.raises(ValueError, match="propagate"):
         NetworkConfig(propagate="sideways")
+
+
+def mve_net(**kw):
+    """A mean-variance network whose raw variances spread over both arms of the softplus
+    (b_2's variance half moved off zero), so the NLL's variance terms are exercised."""
+    network = net(loss="mve", **kw)
+    network.stages["readout"].params["b_2"][2:] = [1.5, -1.0]
+    return network
+
+
+@pytest.mark.parametrize("propagate", ["fused", "split"])
+@pytest.mark.parametrize("case", ["rings", "no_rings", "one_atom", "fragments", "packed_rounds"])
+def test_mve_gradient_finite_differences(case, propagate):
+    network = mve_net(propagate=propagate, aggregation="mean+norm")
+    assert network.stages["readout"].params["W_2"].shape == (5, 4)    # [mean | variance] x 2
+    core = ("embed.W_v", "readout.W_2") + (("propagate.U_h",) if propagate == "fused"
+                                           else ("update.U_h",))
+    check_network_gradient(network, instances()[case], core=core, tol=1e-4)
+    # the variance columns get gradient of their own (a present target per column)
+    inst = instances()["packed_rounds"]
+    network.zero_grad()
+    network.forward_backward("v", inst)
+    assert (np.abs(network.stages["readout"].grads["W_2"][:, 2:]).sum(axis=0) > 0).all()
+
+
+def test_mve_predicts_the_mean_and_its_sd_in_data_units():
+    from molpipe.kernels.loss import VAR_EPS
+
+    network = mve_net()
+    inst = instances()["packed_rounds"]
+    x = {}
+    for name, step in network.path(inst)[:-1]:
+        x = network.stages[name].forward(None, step, x, inst, False)
+    Y = x["Y"]
+    assert Y.shape == (4, 4)
+    pred, sd = network.predict_with_std(inst)
+    np.testing.assert_allclose(pred, Y[:, :2] * STD + MEAN)
+    np.testing.assert_allclose(sd, np.sqrt(np.log1p(np.exp(Y[:, 2:])) + VAR_EPS) * STD)
+    np.testing.assert_array_equal(network.predict(inst), pred)
+    assert (sd > 0).all() and np.isfinite(sd).all()
+    # the variance half moves the SD, not the mean
+    network.stages["readout"].params["b_2"][2:] += 1.0
+    pred2, sd2 = network.predict_with_std(inst)
+    np.testing.assert_allclose(pred2, pred)
+    assert (sd2 > sd).all()
+    # the additive baseline shifts the mean only
+    ref = np.random.default_rng(2).normal(size=(D_V, 2))
+    based = build_network(network.config, D_V, D_E, 2, MEAN, STD, atom_ref=ref)
+    based.load_state_dict({**network.state_dict(), "loss.atom_ref": ref})
+    pred3, sd3 = based.predict_with_std(inst)
+    np.testing.assert_allclose(sd3, sd2)
+    np.testing.assert_allclose(pred3 - pred2, based.stages["loss"].baseline(inst), rtol=1e-10)
+    # an mse network predicts no SD; its loss is the MSE, the mve one the NLL
+    assert net().predict_with_std(inst)[1] is None
+    np.testing.assert_allclose(net().predict_with_std(inst)[0], net().predict(inst))
+
+
+def test_mve_is_for_regression_and_old_configs_are_mse():
+    with pytest.raises(ValueError, match="mve.*regression"):
+        NetworkConfig(task="classification", loss="mve")
+    with pytest.raises(ValueError, match="loss must be one of mse, mve"):
+        NetworkConfig(loss="gauss")
+    from molpipe.nn.loss import LossStage
+
+    with pytest.raises(ValueError, match="regression"):
+        LossStage(MEAN, STD, "classification", loss="mve")
+    old = {k: v for k, v in NetworkConfig(loss="mve").to_dict().items() if k != "loss"}
+    assert NetworkConfig.from_dict(old).loss == "mse"
+    assert NetworkConfig.from_dict(NetworkConfig(loss="mve").to_dict()).loss == "mve"
 
 
 @pytest.mark.parametrize("rings", [True, False])
