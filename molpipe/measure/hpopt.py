@@ -172,14 +172,14 @@ def hpopt(base: TrainConfig, out_dir: str | Path, n_trials: int = 30,
     (out_dir / TRIALS_DIR).mkdir(parents=True, exist_ok=True)
     emit = progress or (lambda event, **kw: None)
     search = _Search(base, out_dir, space, emit)
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.ERROR)    # every trial is told by `progress`
     study = optuna.create_study(direction="minimize",
                                 sampler=optuna.samplers.TPESampler(seed=base.seed),
                                 pruner=pruner or default_pruner(base.epochs))
     start = {p.name: getattr(base, p.name) for p in space if p.contains(getattr(base, p.name))}
     if start:
         study.enqueue_trial(start)
-    verbosity = optuna.logging.get_verbosity()
-    optuna.logging.set_verbosity(optuna.logging.ERROR)    # every trial is told by `progress`
     t0, interrupted = time.perf_counter(), False
     try:
         study.optimize(search.objective, n_trials=n_trials, timeout=timeout,
