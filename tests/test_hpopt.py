@@ -115,3 +115,9 @@ def test_hpopt_command_prints_the_trials_and_writes_its_directory(tmp_path):
     assert TrainConfig.from_file(out / hp.BEST_TOML).seed == 1
     bad = CliRunner().invoke(app, ["hpopt", "esol", "--trials", "0", "--out", str(tmp_path / "x")])
     assert bad.exit_code == 2 and "--trials" in bad.output
+
+
+def test_no_trial_starts_after_the_timeout(tmp_path):
+    pytest.importorskip("optuna")
+    summary = hp.hpopt(BASE, tmp_path, n_trials=5, timeout=1e-3, space=SPACE)
+    assert summary["trials"] == 1 and len(read_trials(tmp_path)) == 1
