@@ -121,3 +121,20 @@ def test_no_trial_starts_after_the_timeout(tmp_path):
     pytest.importorskip("optuna")
     summary = hp.hpopt(BASE, tmp_path, n_trials=5, timeout=1e-3, space=SPACE)
     assert summary["trials"] == 1 and len(read_trials(tmp_path)) == 1
+
+
+def test_a_split_without_validation_stops_the_search_at_its_first_trial(tmp_path):
+    pytest.importorskip("optuna")
+    split = tmp_path / "split.json"
+    split.write_text(json.dumps({"train": list(range(40)), "val": [], "test": list(range(40, 60))}))
+    base = tmp_path / "base.toml"
+    base.write_text("limit = 60\nhidden = 16\n")
+    out = tmp_path / "search"
+    result = CliRunner().invoke(app, ["hpopt", "esol", "--trials", "3", "--epochs", "1",
+                                      "--split", str(split), "--config", str(base),
+                                      "--out", str(out)])
+    assert result.exit_code == 1
+    assert "no validation molecules" in result.output
+    assert [r["state"] for r in read_trials(out)] == ["failed"]
+    with pytest.raises(hp.HpoptError, match="holds a search"):
+        hp.hpopt(BASE, out, n_trials=1)

@@ -183,7 +183,9 @@ def hpopt(
                   f"{s['complete']} complete, {s['pruned']} pruned, {s['failed']} failed"
                   + (" · interrupted" if summary["interrupted"] else ""), highlight=False)
     if best is None:
-        fail(f"no trial completed (their reasons: {out / TRIALS_CSV})", code=1)
+        reasons = [r["error"] for r in records if r.get("error")]
+        fail("no trial completed" + (f"; trial {records[0]['number']}: {reasons[0]}"
+                                     if reasons else "") + f" ({out / TRIALS_CSV})", code=1)
     console.print(f"best: trial {best['number']} · {escape(summary['metric'])} "
                   f"{best['best_val_error']:.4g} · [bold]{out / BEST_TOML}[/bold] "
                   f"(molpipe train --config {out / BEST_TOML})", soft_wrap=True)

@@ -28,6 +28,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from molpipe.data.errors import DataError
 from molpipe.nn.readout import AGGREGATIONS
 from molpipe.training.settings import TrainConfig
 from molpipe.training.train import train
@@ -169,6 +170,9 @@ def hpopt(base: TrainConfig, out_dir: str | Path, n_trials: int = 30,
     if set(names) - fields:
         raise HpoptError(f"searched {sorted(set(names) - fields)[0]!r} is not a setting")
     out_dir = Path(out_dir)
+    if (out_dir / TRIALS_CSV).exists():
+        raise HpoptError(f"{out_dir} holds a search already ({TRIALS_CSV}); give another "
+                         "--out")
     (out_dir / TRIALS_DIR).mkdir(parents=True, exist_ok=True)
     emit = progress or (lambda event, **kw: None)
     search = _Search(base, out_dir, space, emit)
@@ -220,6 +224,9 @@ class _Search:
                 self.emit("warning", message=kw["message"])
             elif event == "start":
                 self.task = kw["task"]
+                if kw["n_val"] == 0:
+                    raise HpoptError(f"{self.base.data}: the split leaves no validation "
+                                     "molecules to select on (--split)")
             elif event == "epoch":
                 curve.append(val_error(kw, self.task))
                 self.n_targets = max(1, sum(k.startswith("val_") and k.endswith("_rmse")
@@ -238,8 +245,7 @@ class _Search:
             report = train(config, run_dir, progress=progress)
             value = _nanmin(curve)
             if not math.isfinite(value):
-                raise HpoptError("no validation error to select on (is the validation "
-                                 "split empty?)")
+                raise ValueError("no finite validation error in any epoch")
             record.update(state="complete", best_val_error=value, epochs=report["epochs"])
             if self.best is None or value < self.best["best_val_error"]:
                 self.best = record
@@ -250,9 +256,11 @@ class _Search:
             record.update(state="pruned", best_val_error=_finite_or_none(_nanmin(curve)))
             shutil.rmtree(run_dir, ignore_errors=True)      # its model is no one's best
             raise optuna.TrialPruned() from None
-        except Exception as err:                # recorded, and the search goes on
+        except Exception as err:                # recorded, and the search goes on...
             record.update(state="failed", error=f"{type(err).__name__}: {err}",
                           best_val_error=_finite_or_none(_nanmin(curve)))
+            if isinstance(err, (HpoptError, DataError)):   # ...unless every trial would fail
+                trial.study.stop()
             raise
         finally:
             self.warned = True
