@@ -2,7 +2,7 @@
 
 preprocess and datasets (``molpipe.cli.data``), train (``molpipe.cli.train``), bench, simulate
 and compare (``molpipe.cli.measure``), predict, evaluate and plot (``molpipe.cli.model``),
-serve (``molpipe.cli.serve``).
+serve (``molpipe.cli.serve``), hpopt (``molpipe.cli.search``).
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from molpipe.cli import console
 from molpipe.cli.data import datasets, preprocess
 from molpipe.cli.measure import bench, compare, simulate
 from molpipe.cli.model import evaluate, plot, predict
+from molpipe.cli.search import hpopt
 from molpipe.cli.serve import serve
 from molpipe.cli.train import train
 
@@ -49,8 +50,8 @@ def main(version: Annotated[bool, typer.Option(
     keep_freed_memory()        # start-up: kernel outputs reuse freed memory (glibc)
 
 
-for command in (preprocess, datasets, train, bench, simulate, compare, predict, evaluate, plot,
-                serve):
+for command in (preprocess, datasets, train, hpopt, bench, simulate, compare, predict, evaluate,
+                plot, serve):
     app.command()(command)
 
 
