@@ -2,7 +2,8 @@
 
 preprocess and datasets (``molpipe.cli.data``), train (``molpipe.cli.train``), bench, simulate
 and compare (``molpipe.cli.measure``), predict, evaluate and plot (``molpipe.cli.model``),
-serve (``molpipe.cli.serve``).
+serve (``molpipe.cli.serve``), fingerprint and explain
+(``molpipe.cli.toolkit``).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from molpipe.cli.data import datasets, preprocess
 from molpipe.cli.measure import bench, compare, simulate
 from molpipe.cli.model import evaluate, plot, predict
 from molpipe.cli.serve import serve
+from molpipe.cli.toolkit import explain, fingerprint
 from molpipe.cli.train import train
 
 app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False,
@@ -50,7 +52,7 @@ def main(version: Annotated[bool, typer.Option(
 
 
 for command in (preprocess, datasets, train, bench, simulate, compare, predict, evaluate, plot,
-                serve):
+                serve, fingerprint, explain):
     app.command()(command)
 
 
