@@ -77,5 +77,65 @@ def fingerprint(
                           soft_wrap=True, highlight=False)
 
 
-def explain() -> None:
-    """placeholder"""
+
+def explain(
+    smiles: Annotated[list[str], typer.Argument(help="SMILES to explain.", show_default=False)],
+    model: Annotated[Optional[Path], typer.Option(
+        "--model", "-m", help="Run directory written by `molpipe train`.")] = None,
+    output: Annotated[Optional[Path], typer.Option(
+        "--output", "-o", help="Directory for the maps and CSVs (created).")] = None,
+    method: Annotated[str, typer.Option(
+        help="gradient: gradient x input on the atoms' states entering the readout; pooled: "
+             "the exact split of the readout's pooled vector within the MLP's linear "
+             "region.")] = "gradient",
+) -> None:
+    """Each atom's contribution to each target's prediction, drawn on the molecule.
+
+    Writes DIR/<index>_<target>.png and .svg (RDKit similarity maps: red atoms raise the
+    prediction, blue lower it; index: the SMILES' position from 0), DIR/contributions.csv
+    (molecule, smiles, atom, element, target, contribution), DIR/molecules.csv (the explained
+    value and the reference the contributions add up from) and DIR/errors.csv. Regression
+    explains the prediction in data units, classification its logit. An additive baseline's
+    per-atom terms are exact; the network's part is not additive over atoms in any readout
+    (its gates and MLP are not linear), so it is split by --method. A SMILES that cannot be
+    read gets its error (printed and in errors.csv) and the others are drawn: the exit
+    code is 0 if at least one molecule was drawn, 1 if none.
+
+    Example: molpipe explain --model runs/esol CCO c1ccccc1O -o explained
+    """
+    from molpipe.inference.drawing import write_explanations
+    from molpipe.inference.explain import METHODS, explain as run_explain
+    from molpipe.inference.predict import Predictor
+    from molpipe.io.model import ModelError
+
+    if model is None:
+        fail("give the trained model: --model RUN_DIR (a directory written by `molpipe train`)")
+    if output is None:
+        fail("give the output directory: --output DIR")
+    if output.exists() and not output.is_dir():
+        fail(f"{output}: exists and is not a directory; give a directory for --output")
+    if method not in METHODS:
+        fail(f"--method must be one of {', '.join(METHODS)}, got {method!r}")
+    try:
+        from molpipe.kernels import one_blas_thread
+
+        predictor = Predictor.load(model)
+        with one_blas_thread():
+            results = run_explain(predictor, smiles, method)
+        summary = write_explanations(results, smiles, output)
+    except (DataError, ModelError, OSError) as err:
+        fail(str(err))
+    for i, s, reason in summary["errors"]:
+        err_console.print(f"[red]error:[/red] molecule {i} ({escape(s)}): {escape(reason)}",
+                          soft_wrap=True, highlight=False)
+    for i, r in enumerate(results):
+        if isinstance(r, str):
+            continue
+        values = ", ".join(f"{t} {v:.4g} (reference {ref:.4g})"
+                           for t, v, ref in zip(r.targets, r.value, r.reference))
+        console.print(f"{i} {escape(r.smiles)}: {escape(values)}", soft_wrap=True,
+                      highlight=False)
+    console.print(f"{summary['drawn']} of {len(smiles)} molecules drawn → {escape(str(output))}",
+                  soft_wrap=True, highlight=False)
+    if not summary["drawn"]:
+        raise typer.Exit(1)
