@@ -32,12 +32,14 @@ def fingerprint(
 ) -> None:
     """Learned fingerprints: a trained model's vector of every molecule of a file.
 
-    The pooled vector (default) is what the readout's MLP reads: the atoms' gated states
-    summed over each molecule, Σ_a σ(H W_g + X U_g + b_g) ⊙ tanh(H W_j + X U_j + b_j), through
-    the aggregation's scales (mean+norm: the sum / n_atoms and the sum / 100 side by side,
-    2 x hidden numbers). --layer hidden gives relu(h W_1 + b_1), the MLP's hidden layer.
-    The file is streamed in chunks: memory stays flat whatever its length. Rows that cannot
-    be featurized get NaN (.npy) or empty cells (.csv) and their reason.
+    The pooled vector (default) is what the readout's MLP reads: the atoms'
+    gated states σ(H W_g + X U_g + b_g) ⊙ tanh(H W_j + X U_j + b_j) summed over
+    each molecule, through the aggregation's scales (mean+norm: the sum over
+    n_atoms and the sum over 100 side by side, 2 x hidden numbers).
+    --layer hidden gives the MLP's hidden layer relu(h W_1 + b_1) instead.
+
+    The file is streamed in chunks (flat memory whatever its length). Rows that
+    cannot be featurized get NaN (.npy) or empty cells (.csv) and their reason.
 
     Example: molpipe fingerprint --model runs/esol -i mols.csv -o fp.npy
     """
@@ -91,15 +93,19 @@ def explain(
 ) -> None:
     """Each atom's contribution to each target's prediction, drawn on the molecule.
 
-    Writes DIR/<index>_<target>.png and .svg (RDKit similarity maps: red atoms raise the
-    prediction, blue lower it; index: the SMILES' position from 0), DIR/contributions.csv
-    (molecule, smiles, atom, element, target, contribution), DIR/molecules.csv (the explained
-    value and the reference the contributions add up from) and DIR/errors.csv. Regression
-    explains the prediction in data units, classification its logit. An additive baseline's
-    per-atom terms are exact; the network's part is not additive over atoms in any readout
-    (its gates and MLP are not linear), so it is split by --method. A SMILES that cannot be
-    read gets its error (printed and in errors.csv) and the others are drawn: the exit
-    code is 0 if at least one molecule was drawn, 1 if none.
+    In DIR: <index>_<target>.png and .svg (RDKit similarity maps: red atoms
+    raise the prediction, blue lower it; index: the SMILES' position from 0),
+    contributions.csv (molecule, smiles, atom, element, target, contribution),
+    molecules.csv (the explained value and the reference the contributions
+    add up from) and errors.csv.
+
+    Regression explains the prediction in data units, classification its
+    logit. An additive baseline's per-atom terms are exact; the network's part
+    is not additive over atoms in any readout (its gates and MLP are not
+    linear), so it is split by --method.
+
+    A SMILES that cannot be read gets its error (printed and in errors.csv),
+    the others are drawn: exit code 0 if at least one was drawn, else 1.
 
     Example: molpipe explain --model runs/esol CCO c1ccccc1O -o explained
     """
