@@ -11,10 +11,11 @@ part is not additive over atoms under any aggregation this readout offers: the a
 ``gradient`` (default)
     gradient × input on the atom states entering the readout:
     ``c[a] = std Σ_f H[a, f] ∂Y/∂H[a, f]`` (one backward per target through the readout's
-    hand-written backward, ``ReadoutStage.atom_gradient``). A first-order estimate:
-    ``Σ_a c[a]`` is not ``f`` minus any fixed reference; ``reference = f - Σ_a c[a]`` is
-    what is left over. ``c[a]`` is ``d f / d s`` at ``s = 1`` when atom ``a``'s state is
-    scaled by ``s``.
+    hand-written backward, ``ReadoutStage.atom_gradient``; the atoms' input features ``X``
+    the readout also reads are held fixed). A first-order estimate: ``Σ_a c[a]`` is not
+    ``f`` minus any fixed reference; ``reference = f - Σ_a c[a]`` is what is left over.
+    The network's part of ``c[a]`` is ``d f / d s`` at ``s = 1`` when atom ``a``'s state
+    is scaled by ``s``.
 ``pooled``
     exact within the MLP's linear region: ``h = Σ_a T[a]`` splits exactly over atoms
     (``ReadoutStage.atom_terms``, through the gates, the attention weights and the
@@ -88,7 +89,6 @@ def explain_instance(predictor: Predictor, inst, method: str = "gradient"):
     n_t = Y.shape[1]
     value = Y[0].astype(np.float64) * scale + offset + base.sum(axis=0)
     C = np.zeros((inst.n_atoms, n_t))
-    p = {k: v.astype(np.float64) for k, v in readout.params.items()}
     if method == "gradient":
         H = x["H"].astype(np.float64)
         for t in range(n_t):
@@ -97,6 +97,7 @@ def explain_instance(predictor: Predictor, inst, method: str = "gradient"):
             dH = readout.atom_gradient(x, inst, dY).astype(np.float64)
             C[:, t] = scale[t] * (H * dH).sum(axis=1)
     else:
+        p = {k: v.astype(np.float64) for k, v in readout.params.items()}
         T = readout.atom_terms(x, inst).astype(np.float64)
         D = (Z[0] > 0).astype(np.float64)
         W = (p["W_1"] * D) @ p["W_2"]                   # (K d_h, n_targets): h -> Y
