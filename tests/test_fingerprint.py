@@ -11,7 +11,8 @@ from rdkit import Chem
 
 from molpipe.data.errors import DataError
 from molpipe.data.instance import pack
-from molpipe.inference.fingerprint import NpyWriter, fingerprint, fingerprint_file
+from molpipe.inference.fingerprint import fingerprint, fingerprint_file
+from molpipe.inference.fpfiles import NpyWriter
 from molpipe.kernels.activations import relu_fwd
 from molpipe.kernels.readout import readout_fwd
 from molpipe.nn.readout import channel_scales

@@ -14,11 +14,8 @@ written with a header for an unknown row count that is rewritten in place at the
 
 from __future__ import annotations
 
-import csv
 import itertools
 import multiprocessing as mp
-import os
-import secrets
 import sys
 import threading
 import time
@@ -31,13 +28,13 @@ from pathlib import Path
 import numpy as np
 
 from molpipe.data.errors import DataError
-from molpipe.inference.files import InputFile, Progress, check_output, open_input
+from molpipe.inference.files import Progress, check_output
+from molpipe.inference.fpfiles import (CsvSink, NpySink, OutputFiles, errors_path,
+                                        open_molecules)
 from molpipe.inference.predict import BATCH, CHUNK, Predictor
 
 LAYERS = ("pooled", "hidden")
 OUTPUT_SUFFIXES = (".npy", ".csv")
-#: SMILES files: one molecule a line, ``SMILES [name ...]`` separated by white space
-SMI_SUFFIXES = (".smi", ".smiles")
 
 
 def readout_input(network, inst) -> dict:
@@ -104,91 +101,6 @@ def fingerprint(predictor: Predictor, items: Sequence, layer: str = "pooled",
             errors[i] = "fingerprint is not finite"
             F[i] = np.nan
     return F, errors
-
-
-# -- input ----------------------------------------------------------------------------------
-
-def open_molecules(path: str | Path, smiles_column: str | None = None) -> InputFile:
-    """A CSV / SDF file as ``molpipe predict`` reads it (``files.open_input``), or a SMILES
-    file (``.smi``, optionally gzip-compressed): columns ``smiles`` and ``name``."""
-    path = Path(path)
-    suffix = Path(path.stem).suffix if path.suffix.lower() == ".gz" else path.suffix
-    if suffix.lower() not in SMI_SUFFIXES:
-        return open_input(path, smiles_column)
-    if not path.is_file():
-        raise DataError(f"{path}: no such file; check the path")
-    if smiles_column is not None:
-        raise DataError(f"{path}: a SMILES file has no columns; leave out --smiles-column")
-    return InputFile(path, ["smiles", "name"], _count_lines(path), _smi_rows(path))
-
-
-def _count_lines(path: Path) -> int:
-    from molpipe.data.text import open_binary
-
-    with open_binary(path) as f:
-        return sum(block.count(b"\n") for block in iter(lambda: f.read(1 << 20), b""))
-
-
-def _smi_rows(path: Path) -> Iterator:
-    """(fields [smiles, name], SMILES) per non-blank line; a first line whose first word is
-    ``smiles`` (any case) is a header; lines starting with ``#`` are comments."""
-    from molpipe.data.text import GZIP_ERRORS, gzip_error, open_text, utf8_error
-
-    try:
-        with open_text(path) as f:
-            for n, line in enumerate(f):
-                words = line.split(None, 1)
-                if not words or words[0].startswith("#"):
-                    continue
-                if n == 0 and words[0].lower() == "smiles":
-                    continue
-                name = words[1].strip() if len(words) > 1 else ""
-                yield [words[0], name], words[0]
-    except UnicodeDecodeError:
-        raise utf8_error(path) from None
-    except GZIP_ERRORS as err:
-        raise gzip_error(path, err) from None
-
-
-# -- output ---------------------------------------------------------------------------------
-
-class NpyWriter:
-    """A float32 ``.npy`` of ``d`` columns written row block by row block: its header is
-    written for an unknown row count, padded to a fixed size, and rewritten at ``close``."""
-
-    HEADER = 128                       # bytes of magic, version, length and header text
-
-    def __init__(self, fh, d: int):
-        self.fh, self.d, self.n = fh, d, 0
-        fh.write(self._header(0))
-
-    def _header(self, n: int) -> bytes:
-        text = repr({"descr": np.dtype("<f4").str, "fortran_order": False, "shape": (n, self.d)})
-        body = text.encode("latin1")
-        pad = self.HEADER - 10 - len(body) - 1
-        if pad < 0:
-            raise ValueError(f"{n} x {self.d} does not fit a {self.HEADER}-byte npy header")
-        body += b" " * pad + b"\n"
-        return b"\x93NUMPY\x01\x00" + len(body).to_bytes(2, "little") + body
-
-    def write(self, F: np.ndarray) -> None:
-        self.fh.write(np.ascontiguousarray(F, "<f4").tobytes())
-        self.n += len(F)
-
-    def close(self) -> None:
-        self.fh.flush()
-        self.fh.seek(0)
-        self.fh.write(self._header(self.n))
-        self.fh.flush()
-
-
-def _errors_path(output: Path) -> Path:
-    """Where a ``.npy``'s failed rows are listed: ``fp.npy`` -> ``fp.errors.csv``."""
-    return output.with_name(output.stem + ".errors.csv")
-
-
-def _temporary(path: Path) -> Path:
-    return path.with_name(f".{path.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
 
 
 # -- streaming ------------------------------------------------------------------------------
@@ -267,32 +179,17 @@ def fingerprint_file(model: "str | Path | Predictor", input: str | Path, output:
         raise DataError(f"{out}: --output must end in .npy or .csv, got {kind or 'no suffix'!r}")
     predictor = model if isinstance(model, Predictor) else Predictor.load(model)
     check_output(out, overwrite)
-    errors_out = _errors_path(out) if kind == ".npy" else None
+    errors_out = errors_path(out) if kind == ".npy" else None
     if errors_out is not None:
         check_output(errors_out, overwrite)
     source = open_molecules(input, smiles_column)
     d = width(predictor, layer)
     counts = {"rows": 0, "failed": 0}
     first_errors: list = []
-    tmp = _temporary(out)
-    tmp_err = _temporary(errors_out) if errors_out is not None else None
-    handles = []
+    files = OutputFiles()
     try:
-        if kind == ".npy":
-            fh = open(tmp, "w+b")
-            handles.append(fh)
-            npy = NpyWriter(fh, d)
-            efh = open(tmp_err, "w", newline="", encoding="utf-8")
-            handles.append(efh)
-            ewriter = csv.writer(efh, lineterminator="\n")
-            ewriter.writerow(["row", *source.columns, "error"])
-        else:
-            fh = open(tmp, "w", newline="", encoding="utf-8")
-            handles.append(fh)
-            writer = csv.writer(fh, lineterminator="\n")
-            ours = [f"fp_{j}" for j in range(d)] + ["error"]
-            keep = [i for i, c in enumerate(source.columns) if c not in ours]
-            writer.writerow([source.columns[i] for i in keep] + ours)
+        sink = (NpySink(files, out, errors_out, source.columns, d) if kind == ".npy"
+                else CsvSink(files, out, source.columns, d))
         fields_queue: deque = deque()
 
         def items():
@@ -302,36 +199,19 @@ def fingerprint_file(model: "str | Path | Predictor", input: str | Path, output:
 
         with one_blas_thread():
             for F, errors in _map_chunks(predictor, layer, items(), n_jobs):
-                fields = fields_queue.popleft()
-                if kind == ".npy":
-                    npy.write(F)
-                for f, v, e in zip(fields, F, errors):
-                    counts["rows"] += 1
+                sink.write(counts["rows"] + 1, fields_queue.popleft(), F, errors)
+                for k, e in enumerate(errors):
                     if e:
                         counts["failed"] += 1
                         if len(first_errors) < 5:
-                            first_errors.append((counts["rows"], e))
-                    if kind == ".npy":
-                        if e:
-                            ewriter.writerow([counts["rows"], *f, e])
-                    else:
-                        cells = [""] * d if e else [f"{x:.9g}" for x in v.tolist()]
-                        writer.writerow([f[i] for i in keep] + cells + [e])
+                            first_errors.append((counts["rows"] + k + 1, e))
+                counts["rows"] += len(errors)
                 if progress:
                     progress(counts["rows"], max(source.n_rows_estimate, counts["rows"]))
-        if kind == ".npy":
-            npy.close()
-        for h in handles:
-            h.close()
-        os.replace(tmp, out)
-        if errors_out is not None:
-            os.replace(tmp_err, errors_out)
+        sink.close()
+        files.commit()
     except BaseException:
-        for h in handles:
-            h.close()
-        tmp.unlink(missing_ok=True)
-        if tmp_err is not None:
-            tmp_err.unlink(missing_ok=True)
+        files.abort()
         raise
     seconds = time.perf_counter() - t0
     return {"rows": counts["rows"], "done": counts["rows"] - counts["failed"],
