@@ -2,7 +2,8 @@
 
 preprocess and datasets (``molpipe.cli.data``), train (``molpipe.cli.train``), bench, simulate
 and compare (``molpipe.cli.measure``), predict, evaluate and plot (``molpipe.cli.model``),
-serve (``molpipe.cli.serve``), hpopt (``molpipe.cli.search``).
+serve (``molpipe.cli.serve``), hpopt (``molpipe.cli.search``), fingerprint and
+explain (``molpipe.cli.toolkit``).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from molpipe.cli.measure import bench, compare, simulate
 from molpipe.cli.model import evaluate, plot, predict
 from molpipe.cli.search import hpopt
 from molpipe.cli.serve import serve
+from molpipe.cli.toolkit import explain, fingerprint
 from molpipe.cli.train import train
 
 app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False,
@@ -51,7 +53,7 @@ def main(version: Annotated[bool, typer.Option(
 
 
 for command in (preprocess, datasets, train, hpopt, bench, simulate, compare, predict, evaluate,
-                plot, serve):
+                plot, serve, fingerprint, explain):
     app.command()(command)
 
 

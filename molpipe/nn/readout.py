@@ -121,27 +121,58 @@ class ReadoutStage(Stage):
         return (dropout_mask(p, shape_h, dtype, self.seed, key, 2 * step),
                 dropout_mask(p, shape_z, dtype, self.seed, key, 2 * step + 1))
 
-    def forward(self, key, step: int, x: Arrays, inst, train: bool) -> Arrays:
+    def _fwd(self, H: np.ndarray, inst, M_h: np.ndarray, M_z: np.ndarray):
+        """The non-finite count, Y and what the backward needs (``readout_fwd``'s saved arrays)."""
         p = self.params
-        H = x["H"]
         C = channel_scales(self.aggregation, inst.atom_mol, inst.n_mols, H.dtype)
-        M_h, M_z = self._masks(key, step, inst.n_mols, train)
         X = self._features(inst, H.dtype)
         U_g, U_j = self._skip(p)
-        self.nonfinite, Y, *saved = readout_fwd(
+        n, Y, *saved = readout_fwd(
             H, X, p["W_g"], U_g, p["b_g"], p["W_j"], U_j, p["b_j"], self._attention(p),
             p["W_1"], p["b_1"], p["W_2"], p["b_2"], inst.atom_mol, inst.n_mols, C, M_h, M_z)
+        return n, Y, (H, X, C, M_h, M_z, *saved)
+
+    def _bwd(self, dY: np.ndarray, saved: tuple, inst, g: Arrays):
+        """The non-finite count and dH; adds the parameter gradients to ``g``."""
+        H, X, C, M_h, M_z, G, J, alpha, h, Z, Zm = saved
+        p = self.params
+        g_U_g, g_U_j = self._skip(g)
+        return readout_bwd(dY, H, X, G, J, alpha, h, Z, Zm, p["W_g"], p["W_j"],
+                           self._attention(p), p["W_1"], p["W_2"], g["W_g"], g_U_g, g["b_g"],
+                           g["W_j"], g_U_j, g["b_j"], self._attention(g), g["W_1"], g["b_1"],
+                           g["W_2"], g["b_2"], inst.atom_mol, C, M_h, M_z)
+
+    def forward(self, key, step: int, x: Arrays, inst, train: bool) -> Arrays:
+        M_h, M_z = self._masks(key, step, inst.n_mols, train)
+        self.nonfinite, Y, saved = self._fwd(x["H"], inst, M_h, M_z)
         if train:
-            self.save(key, step, (H, X, C, M_h, M_z, *saved))
+            self.save(key, step, saved)
         return {"Y": Y}
 
     def backward(self, key, step: int, dy: Arrays, inst) -> Arrays:
-        H, X, C, M_h, M_z, G, J, alpha, h, Z, Zm = self.pop(key, step)
-        p, g = self.params, self.grads
-        w_a, g_w_a = self._attention(p), self._attention(g)
-        g_U_g, g_U_j = self._skip(g)
-        self.nonfinite, dH = readout_bwd(dy["Y"], H, X, G, J, alpha, h, Z, Zm, p["W_g"], p["W_j"],
-                                         w_a, p["W_1"], p["W_2"], g["W_g"], g_U_g, g["b_g"],
-                                         g["W_j"], g_U_j, g["b_j"], g_w_a, g["W_1"], g["b_1"],
-                                         g["W_2"], g["b_2"], inst.atom_mol, C, M_h, M_z)
+        self.nonfinite, dH = self._bwd(dy["Y"], self.pop(key, step), inst, self.grads)
         return {"H": dH}
+
+    # -- what the toolkit reads (inference: no dropout, nothing cached) -----------------
+    def vectors(self, x: Arrays, inst) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The molecule vectors ``h``: (n_mols, K d_h) the MLP reads (the atoms' gated sum
+        ``S`` through the aggregation's scales, ``[C[m, k] S[m]]_k``), the MLP's hidden layer
+        ``Z = relu(h W_1 + b_1)``: (n_mols, d_ffn) and ``Y``: (n_mols, n_targets)."""
+        _, Y, saved = self._fwd(x["H"], inst, self._none, self._none)
+        return saved[8], saved[9], Y
+
+    def atom_terms(self, x: Arrays, inst) -> np.ndarray:
+        """T: (n_atoms, K d_h) each atom's share of its molecule's ``h``,
+        ``T[a] = [C[m, k] α[a] G[a] ⊙ J[a]]_k``, so that ``Σ_{a ∈ m} T[a] = h[m]``."""
+        _, _, (H, X, C, _, _, G, J, alpha, *_) = self._fwd(x["H"], inst, self._none, self._none)
+        GJ = alpha[:, None] * G * J
+        Ca = C[inst.atom_mol]
+        return np.hstack([Ca[:, k:k + 1] * GJ for k in range(C.shape[1])])
+
+    def atom_gradient(self, x: Arrays, inst, dY: np.ndarray) -> np.ndarray:
+        """dH: (n_atoms, d_h) the gradient of ``Σ dY ⊙ Y`` w.r.t. the atom states ``x["H"]``
+        (dY: (n_mols, n_targets)); the stage's own ``grads`` are left untouched."""
+        _, _, saved = self._fwd(x["H"], inst, self._none, self._none)
+        scratch = {k: np.zeros_like(v) for k, v in self.params.items()}
+        _, dH = self._bwd(np.ascontiguousarray(dY, dtype=x["H"].dtype), saved, inst, scratch)
+        return dH
