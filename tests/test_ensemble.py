@@ -196,3 +196,31 @@ def test_an_mve_run_is_recalibrated_in_its_model_and_its_members_add_their_varia
 def test_recalibrate_needs_a_sigma():
     with pytest.raises(SettingsError, match="--recalibrate scales a predicted σ"):
         tiny(ensemble=1, recalibrate=True)
+
+
+def test_an_ensemble_explains_its_mean_and_refuses_one_fingerprint_space(ensemble_dir, tmp_path):
+    from molpipe.data.errors import DataError
+    from molpipe.inference.explain import explain
+    from molpipe.inference.fingerprint import fingerprint_file
+
+    ens = Predictor.load(ensemble_dir)
+    (e,) = explain(ens, ["CC(=O)Nc1ccc(O)cc1"], method="pooled")
+    P, _ = ens.predict(["CC(=O)Nc1ccc(O)cc1"])
+    np.testing.assert_allclose(e.value, P[0], rtol=1e-5)
+    np.testing.assert_allclose(e.contributions.sum(axis=0) + e.reference, e.value, rtol=1e-9)
+    src = tmp_path / "in.csv"
+    src.write_text("smiles\nCCO\n")
+    with pytest.raises(DataError, match="fingerprint one member"):
+        fingerprint_file(ensemble_dir, src, tmp_path / "fp.npy")
+
+
+def test_an_mve_model_explains_its_mean(tmp_path):
+    from molpipe.inference.explain import explain
+    from molpipe.training.train import train
+
+    train(tiny(loss="mve", ensemble=1, schedule="reference"), tmp_path)
+    model = Predictor.load(tmp_path)
+    for method in ("gradient", "pooled"):
+        (e,) = explain(model, ["c1ccccc1O"], method=method)
+        assert e.contributions.shape == (7, 1)
+        np.testing.assert_allclose(e.value, model.predict(["c1ccccc1O"])[0][0], rtol=1e-5)

@@ -81,18 +81,22 @@ def explain_instance(predictor: Predictor, inst, method: str = "gradient"):
         raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
     if inst.n_mols != 1:
         raise ValueError(f"explain one molecule per instance, got {inst.n_mols}")
+    members = getattr(predictor, "members", None)
+    if members:                     # an ensemble predicts its members' mean: so it explains
+        parts = [explain_instance(m, inst, method) for m in members]
+        return tuple(np.mean([p[i] for p in parts], axis=0) for i in range(3))
     network = predictor.network
     readout = network.stages["readout"]
     x = readout_input(network, inst)
     h, Z, Y = readout.vectors(x, inst)
     scale, offset, base = _scales(predictor, inst)
-    n_t = Y.shape[1]
-    value = Y[0].astype(np.float64) * scale + offset + base.sum(axis=0)
+    n_t = len(predictor.targets)      # the means (an mve head's variances follow them)
+    value = Y[0, :n_t].astype(np.float64) * scale + offset + base.sum(axis=0)
     C = np.zeros((inst.n_atoms, n_t))
     if method == "gradient":
         H = x["H"].astype(np.float64)
         for t in range(n_t):
-            dY = np.zeros((1, n_t))
+            dY = np.zeros((1, Y.shape[1]))
             dY[0, t] = 1.0
             dH = readout.atom_gradient(x, inst, dY).astype(np.float64)
             C[:, t] = scale[t] * (H * dH).sum(axis=1)
@@ -100,7 +104,7 @@ def explain_instance(predictor: Predictor, inst, method: str = "gradient"):
         p = {k: v.astype(np.float64) for k, v in readout.params.items()}
         T = readout.atom_terms(x, inst).astype(np.float64)
         D = (Z[0] > 0).astype(np.float64)
-        W = (p["W_1"] * D) @ p["W_2"]                   # (K d_h, n_targets): h -> Y
+        W = (p["W_1"] * D) @ p["W_2"][:, :n_t]          # (K d_h, n_targets): h -> Y
         C[:] = (T @ W) * scale
     C += base
     return value, C, value - C.sum(axis=0)

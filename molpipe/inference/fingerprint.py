@@ -178,6 +178,10 @@ def fingerprint_file(model: "str | Path | Predictor", input: str | Path, output:
     if kind not in OUTPUT_SUFFIXES:
         raise DataError(f"{out}: --output must end in .npy or .csv, got {kind or 'no suffix'!r}")
     predictor = model if isinstance(model, Predictor) else Predictor.load(model)
+    if getattr(predictor, "members", None):    # K members learned K different vector spaces
+        raise DataError(f"{predictor.run_dir}: an ensemble; its members' vectors do not share "
+                        f"one space: fingerprint one member (--model "
+                        f"{predictor.run_dir / 'member-0'})")
     check_output(out, overwrite)
     errors_out = errors_path(out) if kind == ".npy" else None
     if errors_out is not None:
