@@ -98,45 +98,53 @@ def _sdf_rows(table) -> tuple[list[str], Iterator]:
 
 # -- streaming prediction -----------------------------------------------------------------
 
-_WORKER: Predictor | None = None
+_WORKER: tuple | None = None
 
 
-def _init_worker(predictor: Predictor) -> None:
+def _init_worker(fn, args: tuple) -> None:
     global _WORKER
     from molpipe.kernels import one_blas_thread
 
-    _WORKER = predictor
+    _WORKER = (fn, args)
     one_blas_thread()                  # for the worker process's lifetime
 
 
-def _predict_chunk(items: list):
-    return _WORKER.predict_all(items)
+def _run_chunk(items: list):
+    fn, args = _WORKER
+    return fn(*args, items)
 
 
-def _map_chunks(predictor: Predictor, chunks: Iterator[list], n_jobs: int) -> Iterator:
-    """(P, S, errors, domain) of every chunk of items (``Predictor.predict_all``), in
-    order; worker processes if there are several."""
+def _predict_all(predictor: Predictor, items: list):
+    return predictor.predict_all(items)
+
+
+def map_chunks(fn, args: tuple, chunks: Iterator[list], n_jobs: int,
+               what: str = "prediction") -> Iterator:
+    """``fn(*args, chunk)`` of every chunk, in order: in this process for one job or one
+    chunk, else on ``n_jobs`` worker processes (``fn`` module-level, ``args`` sent once to
+    each; at most ``2 n_jobs`` chunks in flight)."""
     first = next(chunks, None)
     if first is None:
         return
     second = next(chunks, None)
+    rest = itertools.chain([first], [] if second is None else [second], chunks)
     if n_jobs <= 1 or second is None:          # small input: no process start-up
-        for c in itertools.chain([first], [second] if second is not None else [], chunks):
-            yield predictor.predict_all(c)
+        for c in rest:
+            yield fn(*args, c)
         return
     method = "fork" if sys.platform == "linux" and threading.active_count() == 1 else "spawn"
     with ProcessPoolExecutor(n_jobs, mp_context=mp.get_context(method),
-                             initializer=_init_worker, initargs=(predictor,)) as pool:
+                             initializer=_init_worker, initargs=(fn, args)) as pool:
         pending: deque = deque()
         try:
-            for c in itertools.chain([first, second], chunks):
-                pending.append(pool.submit(_predict_chunk, c))
+            for c in rest:
+                pending.append(pool.submit(_run_chunk, c))
                 if len(pending) >= 2 * n_jobs:
                     yield pending.popleft().result()
             while pending:
                 yield pending.popleft().result()
         except BrokenProcessPool as err:
-            raise DataError(f"a prediction process died ({err}); retry with --jobs 1 to "
+            raise DataError(f"a {what} process died ({err}); retry with --jobs 1 to "
                             "find the row that kills it") from None
         finally:
             for f in pending:
@@ -220,7 +228,7 @@ def predict_file(model: "str | Path | Predictor", input: str | Path, output: str
                 yield [item for _, item in chunk]
 
         with one_blas_thread():
-            for P, S, errors, domain in _map_chunks(predictor, items(), n_jobs):
+            for P, S, errors, domain in map_chunks(_predict_all, (predictor,), items(), n_jobs):
                 fields = fields_queue.popleft()
                 for j, (f, p, e) in enumerate(zip(fields, P, errors)):
                     counts["rows"] += 1

@@ -15,20 +15,15 @@ written with a header for an unknown row count that is rewritten in place at the
 from __future__ import annotations
 
 import itertools
-import multiprocessing as mp
-import sys
-import threading
 import time
 from collections import deque
-from collections.abc import Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
 from molpipe.data.errors import DataError
-from molpipe.inference.files import Progress, check_output
+from molpipe.inference.files import Progress, check_output, map_chunks
 from molpipe.inference.fpfiles import (CsvSink, NpySink, OutputFiles, errors_path,
                                         open_molecules)
 from molpipe.inference.predict import BATCH, CHUNK, Predictor
@@ -105,51 +100,8 @@ def fingerprint(predictor: Predictor, items: Sequence, layer: str = "pooled",
 
 # -- streaming ------------------------------------------------------------------------------
 
-_WORKER: tuple | None = None
-
-
-def _init_worker(predictor: Predictor, layer: str) -> None:
-    global _WORKER
-    from molpipe.kernels import one_blas_thread
-
-    _WORKER = (predictor, layer)
-    one_blas_thread()                  # for the worker process's lifetime
-
-
-def _chunk_vectors(items: list):
-    return fingerprint(_WORKER[0], items, _WORKER[1])
-
-
-def _map_chunks(predictor: Predictor, layer: str, chunks: Iterator[list],
-                n_jobs: int) -> Iterator:
-    """(F, errors) of every chunk of items, in order; worker processes if there are
-    several (at most ``2 n_jobs`` chunks in flight)."""
-    first = next(chunks, None)
-    if first is None:
-        return
-    second = next(chunks, None)
-    rest = itertools.chain([first], [] if second is None else [second], chunks)
-    if n_jobs <= 1 or second is None:          # small input: no process start-up
-        for c in rest:
-            yield fingerprint(predictor, c, layer)
-        return
-    method = "fork" if sys.platform == "linux" and threading.active_count() == 1 else "spawn"
-    with ProcessPoolExecutor(n_jobs, mp_context=mp.get_context(method),
-                             initializer=_init_worker, initargs=(predictor, layer)) as pool:
-        pending: deque = deque()
-        try:
-            for c in rest:
-                pending.append(pool.submit(_chunk_vectors, c))
-                if len(pending) >= 2 * n_jobs:
-                    yield pending.popleft().result()
-            while pending:
-                yield pending.popleft().result()
-        except BrokenProcessPool as err:
-            raise DataError(f"a fingerprint process died ({err}); retry with --jobs 1 to "
-                            "find the row that kills it") from None
-        finally:
-            for f in pending:
-                f.cancel()
+def _vectors(predictor: Predictor, layer: str, items: list):
+    return fingerprint(predictor, items, layer)
 
 
 def fingerprint_file(model: "str | Path | Predictor", input: str | Path, output: str | Path, *,
@@ -202,7 +154,8 @@ def fingerprint_file(model: "str | Path | Predictor", input: str | Path, output:
                 yield [item for _, item in chunk]
 
         with one_blas_thread():
-            for F, errors in _map_chunks(predictor, layer, items(), n_jobs):
+            for F, errors in map_chunks(_vectors, (predictor, layer), items(), n_jobs,
+                                        "fingerprint"):
                 sink.write(counts["rows"] + 1, fields_queue.popleft(), F, errors)
                 for k, e in enumerate(errors):
                     if e:
