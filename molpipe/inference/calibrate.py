@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +29,7 @@ def calibrate_run(run_dir: str | Path, recalibrate: bool) -> dict:
     """Score (and with ``recalibrate`` fit) σ of the mve run ``run_dir``; returns
     {"std_scale": list or None, "calibration": {"val": ..., "test": ...}}."""
     from molpipe.training.calibration import calibration_table, std_scale
+    from molpipe.training.run_dir import replace_json
 
     run_dir = Path(run_dir)
     predictor = Predictor.load(run_dir)
@@ -41,9 +41,7 @@ def calibrate_run(run_dir: str | Path, recalibrate: bool) -> dict:
         path = Path(predictor.config["_dir"]) / "config.json"
         doc = json.loads(path.read_text(encoding="utf-8"))
         doc["std_scale"] = scale
-        tmp = path.with_name("config.json.tmp")
-        tmp.write_text(json.dumps(doc, indent=2), encoding="utf-8")
-        os.replace(tmp, path)
+        replace_json(path, doc)
         out = {k: (p, s * np.asarray(scale)) for k, (p, s) in out.items()}
     result = {"std_scale": scale,
               "calibration": {k: calibration_table(predictor.targets, Y[k], *out[k])
@@ -53,9 +51,7 @@ def calibrate_run(run_dir: str | Path, recalibrate: bool) -> dict:
     report_path = run_dir / "report.json"
     report = json.loads(report_path.read_text(encoding="utf-8"))
     report.update(result)
-    tmp = report_path.with_name("report.json.tmp")
-    tmp.write_text(json.dumps(report, indent=2, default=float))
-    os.replace(tmp, report_path)
+    replace_json(report_path, report)
     return result
 
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
 from pathlib import Path
 
@@ -86,10 +85,9 @@ class EnsemblePredictor(Predictor):
 
 
 def write_ensemble(root: Path, members: list[str], std_scale=None) -> None:
-    doc = {"format": 1, "members": members, "std_scale": std_scale}
-    tmp = root / (ENSEMBLE + ".tmp")
-    tmp.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, root / ENSEMBLE)
+    from molpipe.training.run_dir import replace_json
+
+    replace_json(root / ENSEMBLE, {"format": 1, "members": members, "std_scale": std_scale})
 
 
 def assemble(root: str | Path, config, seconds: float, jobs: int) -> dict:
@@ -100,7 +98,7 @@ def assemble(root: str | Path, config, seconds: float, jobs: int) -> dict:
     from molpipe.training.calibration import calibration_table, std_scale
     from molpipe.training.ensemble import member_dirs
     from molpipe.training.metrics import metrics_table, summary
-    from molpipe.training.run_dir import CONFIG_TOML, SETTINGS
+    from molpipe.training.run_dir import replace_json
 
     root = Path(root)
     dirs = member_dirs(root, config.ensemble)
@@ -140,11 +138,7 @@ def assemble(root: str | Path, config, seconds: float, jobs: int) -> dict:
               "config": config.to_dict(), "versions": reports[0].get("versions")}
     if task == "regression":
         report["calibration"] = {k: calibration_table(targets, Y[k], *out[k]) for k in out}
-    (root / SETTINGS).write_text(json.dumps(config.to_dict(), indent=2) + "\n")
-    (root / CONFIG_TOML).write_text(config.to_toml(), encoding="utf-8")
     write_test_predictions(root / "test_predictions.csv", store, rows["test"], targets,
                            *out["test"])
-    tmp = root / "report.json.tmp"
-    tmp.write_text(json.dumps(report, indent=2, default=float))
-    os.replace(tmp, root / "report.json")
+    replace_json(root / "report.json", report)       # last: the ensemble is complete
     return report

@@ -106,6 +106,12 @@ def write_run(out_dir: Path, config, network, prep: Prepared, report: dict, hist
         doc["workers"] = {str(k): v for k, v in trace["workers"].items()}
         (out_dir / "trace.json").write_text(json.dumps(doc))
     # report.json last, by rename: its presence means the run directory is complete
-    tmp = out_dir / "report.json.tmp"
-    tmp.write_text(json.dumps(report, indent=2, default=float))
-    os.replace(tmp, out_dir / "report.json")
+    replace_json(out_dir / "report.json", report)
+
+
+def replace_json(path: Path, doc) -> None:
+    """Write ``doc`` as JSON beside ``path`` and rename it into place (a reader sees the old
+    file or the new one, never half of one)."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(doc, indent=2, default=float) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
