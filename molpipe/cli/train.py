@@ -115,6 +115,11 @@ def train(
     placement: Annotated[Optional[str], _opt(
         "Stages per worker, '/' between workers (README: --placement).",
         _PIPE)] = None,
+    layout: Annotated[str, _opt(
+        "Workers: stages (one per stage), fused (one for all) or replicas (fused copies "
+        "sharing parameters).", _PIPE, values=("stages", "fused", "replicas"))] = DEFAULTS.layout,
+    replicas: Annotated[Optional[int], _opt(
+        "Copies of the layout's workers (--layout replicas: default 2).", _PIPE)] = None,
     on_nonfinite: Annotated[str, _opt(
         "NaN/inf: stop (an error naming the molecule) or skip the instance.", _PIPE,
         values=("stop", "skip"))] = DEFAULTS.on_nonfinite,
@@ -255,7 +260,8 @@ def train(
         "stall_timeout": ("stall_timeout", stall_timeout),
         "weight_stashing": ("no_weight_stashing", not no_weight_stashing),
         "checkpoint_minutes": ("checkpoint_minutes", checkpoint_minutes),
-        "placement": ("placement", placement), "from_model": ("from_model", from_model),
+        "placement": ("placement", placement), "layout": ("layout", layout),
+        "replicas": ("replicas", replicas), "from_model": ("from_model", from_model),
         "freeze": ("freeze", tuple(v.strip() for v in freeze.split(",") if v.strip())
                    if freeze else ()),
         "ensemble": ("ensemble", ensemble), "ensemble_jobs": ("ensemble_jobs", ensemble_jobs),

@@ -25,8 +25,11 @@ SCHEDULES = ("reference", "sync", "sync-each", "async", "reference-x2")
 # same instances: what two threads of this machine make of the same work, GIL included (the
 # ceiling of any pipeline on two cores).
 # async variants, for comparisons within one run: "async-mak8" (8 in flight instead of
-# --max-active-keys), "async-nostash" (no weight stashing), "async-mak8-nostash".
-_VARIANT = re.compile(r"async(?:-mak(?P<mak>[1-9][0-9]*))?(?P<nostash>-nostash)?")
+# --max-active-keys), "async-nostash" (no weight stashing), "async-mak8-nostash"; a layout
+# suffix: "async-fused" (one worker for all stages), "async-replicas" (two fused replicas on
+# shared parameters), "async-replicas3".
+_VARIANT = re.compile(r"async(?:-mak(?P<mak>[1-9][0-9]*))?(?P<nostash>-nostash)?"
+                      r"(?:-(?P<layout>fused|replicas)(?P<replicas>[1-9][0-9]*)?)?")
 
 
 def schedule_settings(name: str, max_active_keys: int, weight_stashing: bool) -> dict | None:
@@ -38,8 +41,11 @@ def schedule_settings(name: str, max_active_keys: int, weight_stashing: bool) ->
     m = _VARIANT.fullmatch(name)
     if m is None:
         return None
-    return {"kind": "async", "max_active_keys": int(m["mak"] or max_active_keys),
-            "weight_stashing": weight_stashing and not m["nostash"]}
+    out = {"kind": "async", "max_active_keys": int(m["mak"] or max_active_keys),
+           "weight_stashing": weight_stashing and not m["nostash"]}
+    if m["layout"]:
+        out.update(layout=m["layout"], replicas=int(m["replicas"]) if m["replicas"] else None)
+    return out
 
 
 class _TwoReferences:
@@ -141,7 +147,8 @@ def bench(config: BenchConfig, progress=None) -> dict:
                 copies.append(stack.enter_context(session.engine(
                     network, session.optimizers(network), schedule=kind,
                     max_active_keys=settings["max_active_keys"], sync_group=sync_group,
-                    weight_stashing=settings["weight_stashing"], trace=bool(config.plot))))
+                    weight_stashing=settings["weight_stashing"], trace=bool(config.plot),
+                    **{k: settings[k] for k in ("layout", "replicas") if k in settings})))
             engine = copies[0] if len(copies) == 1 else _TwoReferences(copies)
             engine.train(warm)                      # compile / warm the kernels first
             engines[schedule] = engine

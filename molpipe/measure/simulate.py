@@ -171,9 +171,13 @@ def scaling(costs: Costs, paths: list, ks, *, mak: int, muf: int = 1, latency: f
 
 
 def measure_costs(data: str = "qm9", n_molecules: int = 800, hidden: int = DEFAULTS.hidden,
-                  size: int = 16) -> Costs:
+                  size: int = 16, **engine) -> Costs:
     """Stage costs from a short thread-backend training pass on ``data`` (this machine), of
-    ``molpipe train``'s network (one ``Session``) on its first ``n_molecules`` molecules."""
+    ``molpipe train``'s network (one ``Session``) on its first ``n_molecules`` molecules.
+
+    ``engine``: ``Session.engine`` overrides; ``layout="fused", max_active_keys=1`` measures
+    each stage's CPU seconds with nothing else running (``molpipe.measure.sharing``'s input).
+    """
     from molpipe.training.session import Session
     from molpipe.training.settings import TrainConfig
 
@@ -184,9 +188,10 @@ def measure_costs(data: str = "qm9", n_molecules: int = 800, hidden: int = DEFAU
     session.fit_scaling(rows)
     network = session.network()
     items, _, _ = session.items(rows, np.random.default_rng(0), 0)
-    with session.engine(network, session.optimizers(network)) as engine:
-        engine.train(items)
-        return costs_from_trace(engine.trace())
+    with session.engine(network, session.optimizers(network), **engine) as run:
+        run.train(items[:4])                   # compile, warm
+        run.train(items)
+        return costs_from_trace(run.trace())
 
 
 def predict_curve(costs: Costs, ks=(1, 2, 4, 8, 16, 32, 64), *, mak: int = 8, latency: float = 50e-6,

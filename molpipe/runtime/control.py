@@ -92,13 +92,30 @@ class ControlNode:
     def __init__(self, send: Callable[[Message], None], recv: Callable, n_workers: int, *,
                  first: str, max_active_keys: int, schedule, stall_timeout: float,
                  describe: Callable[[Any], str] | None = None,
-                 status: Callable[[], list] | None = None):
+                 status: Callable[[], list] | None = None, replicas: int = 1):
         if max_active_keys < 1:
             raise ValueError(f"max_active_keys must be >= 1, got {max_active_keys}")
         self.send, self.recv, self.n_workers = send, recv, n_workers
         self.first, self.mak, self.schedule = first, max_active_keys, schedule
         self.stall_timeout, self.describe = stall_timeout, describe
         self.status = status or (lambda: [None] * n_workers)
+        # replicated pipelines: a new instance goes to the replica with the fewest in
+        # flight, ties taken in turn (so that at mak 1 the replicas alternate)
+        self.replicas = replicas
+        self._load = [0] * replicas             # instances in flight per replica
+        self._replica_of: dict = {}             # key -> its replica
+        self._turn = 0
+
+    def _pick_replica(self, key) -> int:
+        if self.replicas == 1:
+            return 0
+        low = min(self._load)
+        r = next(i % self.replicas for i in range(self._turn, self._turn + self.replicas)
+                 if self._load[i % self.replicas] == low)
+        self._turn = r + 1
+        self._load[r] += 1
+        self._replica_of[key] = r
+        return r
 
     def run(self, items: Iterable[Item], on_result=None) -> RunResult:
         """Train on / evaluate ``items`` ((key, inst, train) triples, keys unique)."""
@@ -119,7 +136,8 @@ class ControlNode:
                 flight[key], owed[key] = bool(train), 2 if train else 1
                 res.n_in_flight_max = max(res.n_in_flight_max, len(flight))
                 kind = Kind.FORWARD if train else Kind.EVAL
-                self.send(Message(kind, key, self.first, 0, {}, (), inst))
+                self.send(Message(kind, key, self.first, 0, {}, (), inst,
+                                  replica=self._pick_replica(key)))
             msg = self._next(flight)
             # a backend need not keep RESULT (loss worker) and DONE (first worker) in order
             if msg.kind is Kind.RESULT:
@@ -162,6 +180,8 @@ class ControlNode:
 
     def _complete(self, key, flight: dict, res: RunResult) -> None:
         train = flight.pop(key)
+        if self.replicas > 1:
+            self._load[self._replica_of.pop(key)] -= 1
         if key in res.skipped:                 # its loss does not count (nor, if it came
             res.loss[key] = float("nan")       # before the skip was known, its gradient)
         (res.train_keys if train else res.eval_keys).append(key)
@@ -183,8 +203,10 @@ class ControlNode:
                 raise PipelineError(f"expected stats, got {msg.kind.value!r} from {msg.worker}")
             res.busy[msg.worker] = msg.stats["busy"]
             res.cpu[msg.worker] = msg.stats.get("cpu", 0.0)
-            res.n_updates.update(msg.stats["n_updates"])
-            res.staleness.update(msg.stats["staleness"])
+            for name, n in msg.stats["n_updates"].items():      # replicas: summed
+                res.n_updates[name] = res.n_updates.get(name, 0) + n
+            for name, s in msg.stats["staleness"].items():
+                res.staleness[name] = max(res.staleness.get(name, 0), s)
             if msg.stats["trace"]:
                 res.reports.append((msg.worker, msg.stats["trace"]))
         res.wall = time.perf_counter() - t0

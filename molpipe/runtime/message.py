@@ -64,6 +64,8 @@ class Message:
     version : int | None            an EVAL computed with the published parameter copy of
                                     that number at every stage (None: the live parameters);
                                     the copy PUBLISH makes and RETIRE drops
+    replica : int                   which replica of the pipeline a data message travels
+                                    in (0 unless the pipeline has ``replicas`` > 1)
     """
 
     kind: Kind
@@ -78,6 +80,7 @@ class Message:
     error: str | None = None
     stats: dict | None = None
     version: int | None = None
+    replica: int = 0
 
 
 STOP = Message(Kind.STOP)
@@ -88,10 +91,11 @@ def destination(msg: Message, placement: dict[str, int]) -> int:
 
     Every backend routes with this one function: control-bound kinds go to the control
     node, messages naming a worker go to it, data messages go to the worker hosting their
-    destination stage.
+    destination stage (in replica r > 0 of a replicated pipeline: the worker
+    ``placement[(stage, r)]``).
     """
     if msg.kind in TO_CONTROL:
         return CONTROL
     if msg.worker is not None:
         return msg.worker
-    return placement[msg.stage]
+    return placement[(msg.stage, msg.replica) if msg.replica else msg.stage]

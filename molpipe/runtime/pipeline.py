@@ -7,6 +7,7 @@ from typing import Any, Callable, Iterable
 
 from molpipe.runtime.accumulator import Criterion, EveryN
 from molpipe.runtime.control import ControlNode, PipelineError, RunResult
+from molpipe.runtime.replicas import SharedOptimizer, replicated_placement
 from molpipe.runtime.schedule import make_schedule
 from molpipe.runtime.defaults import MAX_ACTIVE_KEYS, MIN_UPDATE_FREQUENCY, STALL_TIMEOUT
 from molpipe.runtime.threads import ThreadBackend
@@ -51,6 +52,8 @@ class Pipeline:
     on_nonfinite : None | "stop" | "skip"
                                         NaN/inf in a training forward: unchecked, stop the
                                         run (PipelineError), or skip the instance
+    replicas : int                      copies of the placement's workers sharing one set of
+                                        parameters (async, thread backend; replicas.py)
     """
 
     def __init__(self, stages: dict, optimizers: dict, route: Route, first: str, *,
@@ -61,7 +64,7 @@ class Pipeline:
                  trace: bool = False, stall_timeout: float = STALL_TIMEOUT,
                  describe: Callable[[Any], str] | None = None, weight_stashing: bool = False,
                  on_nonfinite: str | None = None, backend_options: dict | None = None,
-                 sync_group: int | None = None):
+                 sync_group: int | None = None, replicas: int = 1):
         if first not in stages:
             raise ValueError(f"first stage {first!r} is not among the stages")
         if set(optimizers) != set(stages):
@@ -74,21 +77,34 @@ class Pipeline:
             raise ValueError("worker ids in placement must be 0..n-1 with none unused")
         if backend not in BACKENDS:
             raise ValueError(f"unknown backend {backend!r} (have {sorted(BACKENDS)})")
+        if replicas < 1:
+            raise ValueError(f"replicas must be >= 1, got {replicas}")
+        if replicas > 1 and (schedule != "async" or backend != "thread"):
+            raise ValueError("replicas need the async schedule on the thread backend "
+                             f"(got schedule {schedule!r}, backend {backend!r})")
         self.schedule = make_schedule(schedule, max_active_keys, sync_group)
         crit = self._criteria(stages, criterion, min_update_frequency)
-        self.stages, self.placement = stages, placement
-        self.workers = [
-            Worker(w, {s: stages[s] for s in stages if placement[s] == w},
-                   {s: optimizers[s] for s in stages if placement[s] == w},
-                   crit, route, auto_update=self.schedule.auto_update, record=trace,
-                   ordered=not self.schedule.auto_update, stash_weights=weight_stashing,
-                   on_nonfinite=on_nonfinite)
-            for w in range(n_workers)]
-        self.backend = make_backend(backend, self.workers, placement, **(backend_options or {}))
-        self.control = ControlNode(self.backend.send, self.backend.recv, n_workers,
+        self.stages, self.placement, self.replicas = stages, placement, replicas
+        if replicas > 1:
+            optimizers = {s: SharedOptimizer(o) for s, o in optimizers.items()}
+        self.workers = []
+        for r in range(replicas):
+            own = stages if r == 0 else {s: st.replica() for s, st in stages.items()}
+            self.workers += [
+                Worker(w + r * n_workers, {s: own[s] for s in stages if placement[s] == w},
+                       {s: optimizers[s] for s in stages if placement[s] == w},
+                       crit, route, auto_update=self.schedule.auto_update, record=trace,
+                       ordered=not self.schedule.auto_update, stash_weights=weight_stashing,
+                       on_nonfinite=on_nonfinite, replica=r)
+                for w in range(n_workers)]
+        self.backend = make_backend(backend, self.workers,
+                                    replicated_placement(placement, replicas),
+                                    **(backend_options or {}))
+        self.control = ControlNode(self.backend.send, self.backend.recv, len(self.workers),
                                    first=first, max_active_keys=max_active_keys,
                                    schedule=self.schedule, stall_timeout=stall_timeout,
-                                   describe=describe, status=self.backend.status)
+                                   describe=describe, status=self.backend.status,
+                                   replicas=replicas)
         self.last: RunResult | None = None
         self.n_in_flight_max = 0
         self._state = "new"   # new -> running -> closed | failed

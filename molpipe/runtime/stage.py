@@ -4,6 +4,7 @@ stages (and the runtime's synthetic benchmark stages) implement it."""
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import numpy as np
@@ -54,6 +55,14 @@ class Stage:
     def n_cached(self) -> int:
         """Cache entries still held; zero once every instance's backward has passed."""
         return len(self._cache)
+
+    def replica(self) -> "Stage":
+        """A copy of the stage for another replica of the pipeline: the same parameter and
+        buffer arrays (an update by either is seen by both), its own gradients and cache."""
+        twin = copy.copy(self)
+        twin.grads = {k: np.zeros_like(v) for k, v in self.params.items()}
+        twin._cache = {}
+        return twin
 
     def clear_cache(self) -> None:
         self._cache.clear()

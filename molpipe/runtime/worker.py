@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 import traceback
 from collections import deque
+from dataclasses import replace
 from typing import Any, Callable, Iterator
 
 import numpy as np
@@ -36,8 +37,10 @@ class Worker:
     def __init__(self, wid: int, stages: dict, optimizers: dict,
                  criteria: dict[str, Criterion], route: Route, *,
                  auto_update: bool = True, record: bool = False, ordered: bool = False,
-                 stash_weights: bool = False, on_nonfinite: str | None = None):
+                 stash_weights: bool = False, on_nonfinite: str | None = None,
+                 replica: int = 0):
         self.wid = wid
+        self.replica = replica            # the pipeline replica this worker belongs to
         self.stages = stages
         self.optimizers = optimizers
         self.acc = {name: Accumulator(criteria[name]) for name in stages}
@@ -78,6 +81,8 @@ class Worker:
                     for out in self._handle(m):
                         if out.kind in DATA_KINDS and out.stage in self.stages:
                             local.append(out)
+                        elif self.replica and out.kind in DATA_KINDS:
+                            send(replace(out, replica=self.replica))
                         else:
                             send(out)
                 except Exception:
@@ -206,11 +211,9 @@ class Worker:
                 self._open.pop((name, key), None)
                 yield from self._pass_skip(name, key, path, inst, why)
                 return
-        if path:
+        if path:         # the previous stage's backward can start before this update
             prev, step = path[-1]
             yield Message(Kind.BACKWARD, key, prev, step, dx, path[:-1], inst)
-        else:
-            yield Message(Kind.DONE, key, name, worker=self.wid)
         if last:
             if self.ordered:
                 self._done[name][key] = self._open.pop((name, key))
@@ -220,6 +223,9 @@ class Worker:
             self.staleness[name] = max(self.staleness[name], stale)
             if self.auto_update and acc.ready():
                 self._update(name)
+        if not path:     # DONE after the first stage's update: an instance admitted next
+            yield Message(Kind.DONE, key, name, worker=self.wid)   # (maybe on another
+                                                                   # replica) sees it
 
     def _nonfinite_gradient(self, name: str, dx, dy, last: bool) -> str | None:
         """Why the backward of ``name`` made non-finite gradients (None when it did not).

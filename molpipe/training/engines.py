@@ -16,6 +16,7 @@ from molpipe.kernels import one_blas_thread
 from molpipe.nn.optim import Adam
 from molpipe.runtime.defaults import MAX_ACTIVE_KEYS, MIN_UPDATE_FREQUENCY, STALL_TIMEOUT
 from molpipe.runtime.memory import keep_freed_memory
+from molpipe.runtime.replicas import layout_placement
 from molpipe.runtime.nonfinite import NonFiniteError, check_policy, first_nonfinite
 from molpipe.training.pipeline_engine import PipelineEngine
 from molpipe.training.result import EpochResult
@@ -103,23 +104,27 @@ def make_engine(schedule: str, network, optimizers: dict, *,
                 min_update_frequency: int = MIN_UPDATE_FREQUENCY, backend: str = "thread",
                 trace: bool = False, describe=None, stall_timeout: float = STALL_TIMEOUT,
                 weight_stashing: bool = False, on_nonfinite: str | None = "stop",
-                sync_group: int | None = None, placement: dict | None = None):
+                sync_group: int | None = None, placement: dict | None = None,
+                layout: str = "stages", replicas: int | None = None):
     """Build the engine for ``schedule`` (reference, sync or async).
 
     ``sync_group``: instances per update of the sync schedule (default ``max_active_keys``).
     ``placement``: {stage: worker} of the pipeline schedules (default one worker per stage).
+    ``layout``, ``replicas``: the pipeline's workers (``molpipe.runtime.replicas.LAYOUTS``:
+    one per stage, one for all stages, or ``replicas`` fused copies on shared parameters).
 
     ``on_nonfinite``: NaN/inf in a training instance's loss, activations or gradients stops
     the run ("stop"), skips the instance ("skip") or is not checked (None).
     """
     keep_freed_memory()        # kernel outputs reuse freed memory (once per process)
+    placement, replicas = layout_placement(layout, network.stages, placement, replicas)
     if schedule == "reference":
         return ReferenceEngine(network, optimizers, describe=describe, on_nonfinite=on_nonfinite)
     return PipelineEngine(network, optimizers, schedule=schedule, max_active_keys=max_active_keys,
                           min_update_frequency=min_update_frequency, backend=backend, trace=trace,
                           describe=describe, stall_timeout=stall_timeout,
                           weight_stashing=weight_stashing, on_nonfinite=on_nonfinite,
-                          sync_group=sync_group, placement=placement)
+                          sync_group=sync_group, placement=placement, replicas=replicas)
 
 
 def gather_predictions(preds: dict, groups: dict, n_rows: int, n_targets: int) -> np.ndarray:

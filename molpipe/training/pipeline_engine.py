@@ -17,7 +17,8 @@ class PipelineEngine:
                  min_update_frequency: int = MIN_UPDATE_FREQUENCY,
                  backend: str = "thread", placement: dict | None = None, trace: bool = False,
                  describe=None, stall_timeout: float = STALL_TIMEOUT, weight_stashing: bool = False,
-                 on_nonfinite: str | None = "stop", sync_group: int | None = None):
+                 on_nonfinite: str | None = "stop", sync_group: int | None = None,
+                 replicas: int = 1):
         self.schedule = schedule
         self.network = network
         # every worker needs an optimizer; parameter-free stages (the loss) get an empty one,
@@ -33,16 +34,22 @@ class PipelineEngine:
             max_active_keys=max_active_keys, min_update_frequency=min_update_frequency,
             schedule=schedule, placement=placement, backend=backend, trace=trace,
             stall_timeout=stall_timeout, describe=describe, weight_stashing=weight_stashing,
-            on_nonfinite=on_nonfinite, sync_group=sync_group)
-        self.worker_names = self._worker_names(placement)
+            on_nonfinite=on_nonfinite, sync_group=sync_group, replicas=replicas)
+        self.worker_names = self._worker_names(placement, replicas)
         self._trained = None           # the last training run's RunResult (for its timeline)
 
-    def _worker_names(self, placement) -> dict[int, str]:
+    def _worker_names(self, placement, replicas: int = 1) -> dict[int, str]:
+        """Worker id -> its stages joined by '+' (replica r > 0: suffixed '#r'; a worker
+        hosting every stage is 'all')."""
         placement = placement or {s: i for i, s in enumerate(self.network.stages)}
         names: dict[int, list[str]] = {}
         for stage, wid in placement.items():
             names.setdefault(wid, []).append(stage)
-        return {wid: "+".join(stages) for wid, stages in names.items()}
+        one = {wid: "all" if len(names) == 1 else "+".join(stages)
+               for wid, stages in names.items()}
+        n = len(one)
+        return {wid + r * n: name + (f"#{r}" if r else "")
+                for r in range(replicas) for wid, name in one.items()}
 
     def _result(self, res) -> EpochResult:
         return EpochResult(losses=res.loss, preds=res.pred, seconds=res.wall,

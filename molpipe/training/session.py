@@ -254,7 +254,7 @@ class Session:
                   min_update_frequency=c.min_update_frequency, backend=c.backend,
                   trace=c.trace, weight_stashing=c.weight_stashing,
                   stall_timeout=c.stall_timeout, placement=placement,
-                  on_nonfinite=c.on_nonfinite)
+                  on_nonfinite=c.on_nonfinite, layout=c.layout, replicas=c.replicas)
         kw.update(overrides)
         return make_engine(kw.pop("schedule"), network, optimizers, **kw)
 

@@ -73,6 +73,7 @@ RULES = {
     "max_active_keys": ("--max-active-keys", *_at_least(1)),
     "min_update_frequency": ("--min-update-frequency", *_at_least(1)),
     "backend": ("--backend", *_choice("thread", "mpi")),
+    "layout": ("--layout", *_choice("stages", "fused", "replicas")),
     "dtype": ("dtype", *_choice("float32", "float64")),
     "stall_timeout": ("--stall-timeout", *_positive_number()),
     "on_nonfinite": ("--on-nonfinite", *_choice("stop", "skip")),
@@ -83,6 +84,7 @@ RULES = {
 OPTIONAL = {"molecules_per_instance": ("--molecules-per-instance", *_at_least(1)),
             "checkpoint_minutes": ("--checkpoint-minutes", *_positive_number()),
             "limit": ("limit", *_at_least(1)),
+            "replicas": ("--replicas", *_at_least(1)),
             "split_seed": ("split_seed", *_at_least(0)),
             "from_model": ("--from-model", lambda v: isinstance(v, str) and bool(v.strip()),
                            "a run or model directory"),
@@ -105,6 +107,10 @@ def check_settings(config) -> None:
     if config.min_rounds > config.max_rounds:
         raise SettingsError(f"--rounds (max_rounds) must be at least min_rounds "
                             f"({config.min_rounds}), not {config.max_rounds!r}")
+    if ((config.layout == "replicas" or (config.replicas or 1) > 1)
+            and (config.schedule == "sync" or config.backend != "thread")):
+        raise SettingsError(f"--layout replicas needs the async schedule on the thread "
+                            f"backend, not --schedule {config.schedule} --backend {config.backend}")
     if config.split_column is not None and config.split != "random":
         raise SettingsError(f"--split-column {config.split_column!r} gives the split; "
                             f"leave out --split {config.split!r} (or the column)")
@@ -175,6 +181,9 @@ class TrainConfig:
     weight_stashing: bool = True      # async: backward with the weights the forward used
     backend: str = "thread"
     placement: str | None = None      # "embed,message/update,..." (default: a worker per stage)
+    layout: str = "stages"            # "stages" (a worker per stage, or --placement), "fused"
+                                      # (one worker), "replicas" (fused copies, shared params)
+    replicas: int | None = None       # copies of the layout's workers (replicas: default 2)
     dtype: str = "float32"
     track_test: bool = False          # also score the test split every epoch (benchmarks)
     checkpoint_minutes: float | None = None  # also checkpoint within an epoch this often
