@@ -98,6 +98,40 @@ def test_a_mean_variance_head_trains_async_as_the_reference_trainer():
     assert sd.shape == (3, 2) and (sd > 0).all() and np.isfinite(sd).all()
 
 
+NEUTRAL = [dict(update_criterion="count"), dict(update_criterion="atoms:1"),
+           dict(update_criterion="gradnorm:1e3:1"), dict(update_criterion="backlog:1"),
+           dict(admission="atoms:100000"), dict(weight_prediction=True),
+           dict(weight_prediction=True, weight_stashing=True),
+           # one atom's budget admits one instance at a time whatever mak says
+           dict(admission="atoms:1", max_active_keys=8, weight_prediction=True)]
+
+
+@pytest.mark.parametrize("options", NEUTRAL, ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()))
+def test_every_new_option_at_its_neutral_setting_keeps_async_mak1_muf1_exact(options):
+    items = _items(60, 3, seed=6)
+    ref, _ = _trained("reference", items)
+    kw = {"max_active_keys": 1, "min_update_frequency": 1, **options}
+    asy, res = _trained("async", items, **kw)
+    for k in ref:
+        np.testing.assert_allclose(asy[k], ref[k], rtol=0, atol=1e-9, err_msg=k)
+    assert res.in_flight_max == 1
+
+
+@pytest.mark.parametrize("options", [dict(update_criterion="atoms:60"),
+                                     dict(update_criterion="gradnorm:0.05:8"),
+                                     dict(update_criterion="backlog:8"),
+                                     dict(admission="atoms:80"), dict(weight_prediction=True)],
+                         ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()))
+def test_async_training_with_every_new_option_reduces_the_loss(options):
+    items = _items(30, 3, seed=7)
+    net = _network("float32")
+    with make_engine("async", net, make_optimizers(net, 1e-2), max_active_keys=4,
+                     **options) as engine:
+        losses = [np.nanmean(list(engine.train(items).losses.values())) for _ in range(10)]
+    assert losses[-1] < 0.95 * losses[0], losses          # (random targets: a slow descent)
+    assert all(stage.n_cached == 0 for stage in net.stages.values())
+
+
 def test_two_workers_hosting_three_stages_each_reproduce_the_reference_trainer():
     items = _items(80, 3, seed=5)
     ref, _ = _trained("reference", items)

@@ -27,7 +27,12 @@ BAD = [("epochs", 0, "--epochs must be an integer of at least 1, not 0"),
                             "stratified, kmeans, or a JSON file of row indices (FILE.json), "
                             "not 'scafold'"),
        ("split_column", " ", "--split-column must be the name of a column of the data file"),
-       ("split_fractions", (0.5, 0.5, 0.5), "split_fractions must be three fractions")]
+       ("split_fractions", (0.5, 0.5, 0.5), "split_fractions must be three fractions"),
+       ("update_criterion", "atom:3", "--update-criterion must be count, atoms:N, "
+                                      "gradnorm:X[:MAXN] or backlog:MAXN, not 'atom:3'"),
+       ("update_criterion", "gradnorm:0", "--update-criterion must be count"),
+       ("admission", "atoms:0", "--admission must be instances or atoms:N, not 'atoms:0'"),
+       ("weight_prediction", "yes", "--weight-prediction must be one of True, False")]
 
 
 @pytest.mark.parametrize("field, value, message", BAD, ids=[f"{b[0]}={b[1]}" for b in BAD])
@@ -76,6 +81,46 @@ def test_one_round_is_a_setting_the_command_accepts(tmp_path):
     assert result.exit_code == 0, result.output
 
 
+def test_admission_by_atoms_is_for_the_async_schedule():
+    with pytest.raises(SettingsError, match="--admission atoms:100 is for --schedule async"):
+        TrainConfig(schedule="sync", admission="atoms:100")
+    assert TrainConfig(schedule="reference", admission="atoms:100").admission == "atoms:100"
+
+
+def test_the_new_pipeline_options_reach_the_settings_and_are_refused_naming_the_choices(tmp_path):
+    out = tmp_path / "run"
+    result = CliRunner().invoke(app, ["train", "esol", "--out", str(out),
+                                      "--update-criterion", "atoms"])
+    assert result.exit_code == 2
+    assert result.stderr.strip() == ("error: --update-criterion must be count, atoms:N, "
+                                     "gradnorm:X[:MAXN] or backlog:MAXN, not 'atoms'")
+    result = CliRunner().invoke(app, ["train", "esol", "--out", str(out), "--admission", "all"])
+    assert result.stderr.strip() == "error: --admission must be instances or atoms:N, not 'all'"
+    assert not out.exists()
+
+
+def test_session_engine_takes_the_new_options_from_settings_and_overrides():
+    from molpipe.training.session import Session
+
+    calls = {}
+
+    class Fake(Session):
+        def __init__(self, config):
+            self.config = config
+
+    import molpipe.training.session as session_module
+
+    real = session_module.make_engine
+    session_module.make_engine = lambda schedule, net, opts, **kw: calls.update(kw) or kw
+    try:
+        s = Fake(TrainConfig(update_criterion="backlog:4", weight_prediction=True))
+        s.engine(type("N", (), {"stages": {}})(), {}, admission="atoms:400")
+    finally:
+        session_module.make_engine = real
+    assert calls["update_criterion"] == "backlog:4" and calls["weight_prediction"] is True
+    assert calls["admission"] == "atoms:400"
+
+
 def test_settings_are_frozen():
     with pytest.raises(dataclasses.FrozenInstanceError):
         TrainConfig().epochs = 3
@@ -103,7 +148,8 @@ def test_one_source_of_defaults():
     for name in ("split", "seed", "hidden", "rounds", "aggregation", "propagate", "baseline",
                  "dropout", "epochs", "patience", "lr", "weight_decay", "average",
                  "target_scaling", "schedule", "max_active_keys", "min_update_frequency",
-                 "backend", "on_nonfinite", "stall_timeout"):
+                 "backend", "on_nonfinite", "stall_timeout", "update_criterion", "admission",
+                 "weight_prediction"):
         assert train[name] == getattr(DEFAULTS, renamed.get(name, name)), name
     for command in ("bench", "simulate"):
         assert _option_defaults(command)["max_active_keys"] == DEFAULTS.max_active_keys, command
@@ -121,7 +167,9 @@ def test_one_source_of_defaults():
 def test_a_settings_file_round_trips_and_unknown_keys_are_named(tmp_path):
     import json
 
-    config = TrainConfig(data="freesolv", epochs=7, split_fractions=(0.7, 0.2, 0.1))
+    config = TrainConfig(data="freesolv", epochs=7, split_fractions=(0.7, 0.2, 0.1),
+                         update_criterion="gradnorm:0.5:8", admission="atoms:400",
+                         weight_prediction=True)
     path = tmp_path / "settings.json"
     path.write_text(json.dumps(config.to_dict()))
     assert TrainConfig.from_file(path) == config
@@ -164,7 +212,8 @@ def test_train_config_file_with_options_overriding_it(tmp_path):
 def test_config_toml_round_trips_every_setting_and_names_bad_keys_and_values(tmp_path):
     config = TrainConfig(data="lipo", targets=["lipo", "x"], lr=1e-05, dropout=0.1,
                          split_fractions=(0.7, 0.2, 0.1), weight_stashing=False,
-                         molecules_per_instance=24)
+                         molecules_per_instance=24, update_criterion="backlog:16",
+                         admission="atoms:300", weight_prediction=True)
     path = tmp_path / "config.toml"
     path.write_text(config.to_toml())
     assert TrainConfig.from_file(path) == config

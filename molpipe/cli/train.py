@@ -109,6 +109,15 @@ def train(
     no_weight_stashing: Annotated[bool, _opt(
         "async: a backward uses the current weights, not its forward's.", _PIPE,
         "--no-weight-stashing")] = False,
+    weight_prediction: Annotated[bool, _opt(
+        "async: forward on weights extrapolated over the updates expected before its "
+        "backward (SpecTrain).", _PIPE, "--weight-prediction")] = False,
+    update_criterion: Annotated[str, _opt(
+        "When a worker updates: count (every muf gradients), atoms:N, gradnorm:X[:MAXN] "
+        "or backlog:MAXN.", _PIPE)] = DEFAULTS.update_criterion,
+    admission: Annotated[str, _opt(
+        "async: instances (mak only) or atoms:N (also at most N atoms in flight).",
+        _PIPE)] = DEFAULTS.admission,
     backend: Annotated[str, _opt(
         "thread, or mpi (under mpiexec: rank 0 trains, the others host workers).", _PIPE,
         values=("thread", "mpi"))] = DEFAULTS.backend,
@@ -259,6 +268,9 @@ def train(
         "backend": ("backend", backend), "on_nonfinite": ("on_nonfinite", on_nonfinite),
         "stall_timeout": ("stall_timeout", stall_timeout),
         "weight_stashing": ("no_weight_stashing", not no_weight_stashing),
+        "weight_prediction": ("weight_prediction", weight_prediction),
+        "update_criterion": ("update_criterion", update_criterion),
+        "admission": ("admission", admission),
         "checkpoint_minutes": ("checkpoint_minutes", checkpoint_minutes),
         "placement": ("placement", placement), "layout": ("layout", layout),
         "replicas": ("replicas", replicas), "from_model": ("from_model", from_model),

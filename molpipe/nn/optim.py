@@ -104,6 +104,17 @@ class Adam(_Optimizer):
                 average_step(_flat(self.state["avg"][k]), _flat(p), beta)
 
 
+    def direction(self) -> dict[str, np.ndarray] | None:
+        """The step an update would take now, per unit of ``lr``: ``m_hat / (sqrt(v_hat) +
+        eps)`` (bias-corrected; None before the first step). Weight prediction extrapolates
+        along it: ``p - lr * s * direction``."""
+        if self.t == 0:
+            return None
+        c1, c2 = 1.0 / (1.0 - self.beta1 ** self.t), 1.0 / (1.0 - self.beta2 ** self.t)
+        m, v = self.state["m"], self.state["v"]
+        return {k: (m[k] * c1) / (np.sqrt(v[k] * c2) + self.eps) for k in self.params}
+
+
 class Frozen(_Optimizer):
     """The optimizer of a frozen stage (``--freeze``): it holds nothing and never updates,
     so the stage's parameters stay as they were (also when an MPI rank rebuilds it)."""

@@ -10,7 +10,7 @@ from typing import Any, Callable, Iterable
 
 import numpy as np
 
-from molpipe.runtime.message import Kind, Message
+from molpipe.runtime.message import Kind, Message, n_atoms
 from molpipe.runtime.trace import utilization
 
 
@@ -35,6 +35,8 @@ class RunResult:
     eval_keys : list               keys only evaluated, in completion order
     wall : float                   seconds from first admission to the last worker report
     n_in_flight_max : int          most instances in flight at once
+    atoms_in_flight_max : int      most atoms in flight at once (an instance without an
+                                   ``n_atoms`` counts one)
     n_updates : dict[str, int]     optimizer steps of every stage so far (all runs)
     staleness : dict[str, int]     largest staleness of a gradient of every stage during
                                    this run (updates between an instance's forward and its
@@ -62,6 +64,7 @@ class RunResult:
     eval_keys: list = field(default_factory=list)
     wall: float = 0.0
     n_in_flight_max: int = 0
+    atoms_in_flight_max: int = 0
     n_updates: dict = field(default_factory=dict)
     staleness: dict = field(default_factory=dict)
     cpu: dict = field(default_factory=dict)
@@ -124,17 +127,21 @@ class ControlNode:
         if len(set(keys)) != len(keys):
             raise ValueError("keys of one run must be unique")
         res, flight = RunResult(), {}          # flight: key -> train
+        self._atoms: dict = {}                  # key -> atoms, while in flight
         owed: dict = {}                         # key -> messages still owed (result, done)
         done: set = set()
         self._awaiting = 0                      # UPDATED acknowledgements still expected
         t0 = time.perf_counter()
         while pending or flight or self._awaiting:
             while (pending and not self._awaiting and len(flight) < self.mak
-                   and self.schedule.can_admit(pending[0][2])):
+                   and self.schedule.can_admit(pending[0][2], n_atoms(pending[0][1]))):
                 key, inst, train = pending.popleft()
-                self.schedule.admitted(train)
+                self._atoms[key] = n_atoms(inst)
+                self.schedule.admitted(train, self._atoms[key])
                 flight[key], owed[key] = bool(train), 2 if train else 1
                 res.n_in_flight_max = max(res.n_in_flight_max, len(flight))
+                res.atoms_in_flight_max = max(res.atoms_in_flight_max,
+                                              sum(self._atoms.values()))
                 kind = Kind.FORWARD if train else Kind.EVAL
                 self.send(Message(kind, key, self.first, 0, {}, (), inst,
                                   replica=self._pick_replica(key)))
@@ -185,7 +192,7 @@ class ControlNode:
         if key in res.skipped:                 # its loss does not count (nor, if it came
             res.loss[key] = float("nan")       # before the skip was known, its gradient)
         (res.train_keys if train else res.eval_keys).append(key)
-        if self.schedule.completed(train):
+        if self.schedule.completed(train, self._atoms.pop(key, 1)):
             self._update_all()
 
     def _update_all(self) -> None:

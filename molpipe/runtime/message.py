@@ -99,3 +99,9 @@ def destination(msg: Message, placement: dict[str, int]) -> int:
     if msg.worker is not None:
         return msg.worker
     return placement[(msg.stage, msg.replica) if msg.replica else msg.stage]
+
+
+def n_atoms(inst) -> int:
+    """Atoms of an instance, for admission and update criteria by atoms (the runtime knows
+    no chemistry: an instance without an ``n_atoms`` attribute weighs one)."""
+    return int(getattr(inst, "n_atoms", 1))

@@ -150,7 +150,9 @@ def describe_worker(w) -> dict:
             raise TypeError(f"criterion {c!r} of stage {name!r} cannot travel to an MPI rank")
         crit[name] = [wire.type_name(c), {f: getattr(c, f) for f in fields or ()}]
     return {"wid": w.wid, "stages": list(w.stages), "criteria": crit, "auto_update": w.auto_update,
-            "record": w.record, "ordered": w.ordered, "stash": getattr(w, "stash", None) is not None,
+            "record": w.record, "ordered": w.ordered,
+            "stash": bool(getattr(w, "stash_weights", getattr(w, "stash", None) is not None)),
+            "predict": bool(getattr(w, "predict_weights", False)),
             "on_nonfinite": getattr(w, "on_nonfinite", None)}
 
 

@@ -68,6 +68,8 @@ class _Rank:
         from molpipe.runtime.worker import Worker
 
         extra = {"stash_weights": True} if d["stash"] else {}
+        if d.get("predict"):
+            extra["predict_weights"] = True
         if d.get("on_nonfinite") is not None:
             extra["on_nonfinite"] = d["on_nonfinite"]
         self.worker = Worker(d["wid"], {s: stages[s] for s in d["stages"]},
@@ -106,6 +108,11 @@ class _Rank:
                 header, arrays = state_frame(self.worker.stages, self.worker.optimizers)
                 self.reply("state", arrays, **header)
 
+    def pending(self) -> int:
+        """1 when a frame waits for this rank, else 0 (an Iprobe: it counts no further)."""
+        MPI = self.link.MPI
+        return int(bool(self.comm.Iprobe(MPI.ANY_SOURCE, TAG_MSG)))
+
     def serve_one(self, header: dict) -> None:
         """Build the pipeline's worker and run it until rank 0 closes or aborts it."""
         self.gen = header["g"]
@@ -116,7 +123,9 @@ class _Rank:
             return self.drain()
         self.reply("ready")
         try:
-            self.worker.run(self.send, self.recv)
+            recv = lambda: self.recv()      # noqa: E731  (a function can carry .pending)
+            recv.pending = self.pending
+            self.worker.run(self.send, recv)
         except _Leave as leave:
             if leave.kind == "exit":
                 raise

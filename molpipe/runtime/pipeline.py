@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from molpipe.runtime.accumulator import Criterion, EveryN
+from molpipe.runtime.accumulator import Criterion, EveryN, parse_criterion
 from molpipe.runtime.control import ControlNode, PipelineError, RunResult
 from molpipe.runtime.replicas import SharedOptimizer, replicated_placement
-from molpipe.runtime.schedule import make_schedule
+from molpipe.runtime.schedule import make_schedule, parse_admission
 from molpipe.runtime.defaults import MAX_ACTIVE_KEYS, MIN_UPDATE_FREQUENCY, STALL_TIMEOUT
 from molpipe.runtime.threads import ThreadBackend
 from molpipe.runtime.trace import utilization, write_trace
@@ -38,8 +38,11 @@ class Pipeline:
     first : str                         the stage every instance starts at (step 0)
     max_active_keys : int               most instances in flight at once
     min_update_frequency : int          gradients a stage gathers before it updates
-    criterion : Criterion | dict[str, Criterion] | None
+    criterion : Criterion | dict[str, Criterion] | str | None
                                         update rule replacing ``EveryN(min_update_frequency)``
+                                        (a text form: ``accumulator.parse_criterion``)
+    admission : "instances" | "atoms:N"
+                                        async: also keep the atoms in flight within N
     schedule : "async" | "sync"         own updates per worker, or group-wise updates of all
     sync_group : int | None             sync: instances per update (default max_active_keys)
     placement : dict[str, int] | None   stage -> worker id (0..n-1); default one per stage
@@ -49,6 +52,9 @@ class Pipeline:
     stall_timeout : float               seconds without any message before giving up
     describe : (key) -> str             description of an instance for error messages
     weight_stashing : bool              backward with the weights the forward used (PipeDream)
+    weight_prediction : bool            forward on weights extrapolated over the updates
+                                        expected before the backward (SpecTrain); with
+                                        stashing the backward uses the same ones
     on_nonfinite : None | "stop" | "skip"
                                         NaN/inf in a training forward: unchecked, stop the
                                         run (PipelineError), or skip the instance
@@ -64,7 +70,8 @@ class Pipeline:
                  trace: bool = False, stall_timeout: float = STALL_TIMEOUT,
                  describe: Callable[[Any], str] | None = None, weight_stashing: bool = False,
                  on_nonfinite: str | None = None, backend_options: dict | None = None,
-                 sync_group: int | None = None, replicas: int = 1):
+                 sync_group: int | None = None, admission: str = "instances",
+                 weight_prediction: bool = False, replicas: int = 1):
         if first not in stages:
             raise ValueError(f"first stage {first!r} is not among the stages")
         if set(optimizers) != set(stages):
@@ -82,7 +89,8 @@ class Pipeline:
         if replicas > 1 and (schedule != "async" or backend != "thread"):
             raise ValueError("replicas need the async schedule on the thread backend "
                              f"(got schedule {schedule!r}, backend {backend!r})")
-        self.schedule = make_schedule(schedule, max_active_keys, sync_group)
+        self.schedule = make_schedule(schedule, max_active_keys, sync_group,
+                                      parse_admission(admission))
         crit = self._criteria(stages, criterion, min_update_frequency)
         self.stages, self.placement, self.replicas = stages, placement, replicas
         if replicas > 1:
@@ -95,7 +103,8 @@ class Pipeline:
                        {s: optimizers[s] for s in stages if placement[s] == w},
                        crit, route, auto_update=self.schedule.auto_update, record=trace,
                        ordered=not self.schedule.auto_update, stash_weights=weight_stashing,
-                       on_nonfinite=on_nonfinite, replica=r)
+                       on_nonfinite=on_nonfinite, predict_weights=weight_prediction,
+                       replica=r)
                 for w in range(n_workers)]
         self.backend = make_backend(backend, self.workers,
                                     replicated_placement(placement, replicas),
@@ -111,6 +120,8 @@ class Pipeline:
 
     @staticmethod
     def _criteria(stages, criterion, muf) -> dict[str, Criterion]:
+        if isinstance(criterion, str):
+            criterion = parse_criterion(criterion, muf)
         if isinstance(criterion, dict):
             return {s: criterion.get(s, EveryN(muf)) for s in stages}
         return {s: criterion or EveryN(muf) for s in stages}

@@ -4,19 +4,34 @@ from __future__ import annotations
 
 
 class AsyncSchedule:
-    """Admit whenever a slot is free; each worker updates on its own criterion."""
+    """Admit whenever a slot is free; each worker updates on its own criterion.
+
+    With ``max_atoms`` (admission by atoms) a new instance also waits until the atoms in
+    flight plus its own fit in ``max_atoms``; with nothing in flight it is always admitted
+    (an instance larger than the budget still runs, alone).
+    """
 
     name = "async"
     auto_update = True
 
-    def can_admit(self, train: bool) -> bool:
-        return True
+    def __init__(self, max_atoms: int | None = None):
+        if max_atoms is not None and max_atoms < 1:
+            raise ValueError(f"admission atoms budget must be >= 1, got {max_atoms}")
+        self.max_atoms = max_atoms
+        self.atoms = 0          # atoms of the instances in flight
+        self.n = 0              # instances in flight
 
-    def admitted(self, train: bool) -> None:
-        pass
+    def can_admit(self, train: bool, atoms: int = 1) -> bool:
+        return self.max_atoms is None or self.n == 0 or self.atoms + atoms <= self.max_atoms
 
-    def completed(self, train: bool) -> bool:
+    def admitted(self, train: bool, atoms: int = 1) -> None:
+        self.n += 1
+        self.atoms += atoms
+
+    def completed(self, train: bool, atoms: int = 1) -> bool:
         """Record a finished instance; True when every worker must update now."""
+        self.n -= 1
+        self.atoms -= atoms
         return False
 
     def flush(self) -> bool:
@@ -40,13 +55,13 @@ class SyncSchedule:
         self.n_admitted = 0   # training instances of the current group admitted so far
         self.n_completed = 0  # ... and completed
 
-    def can_admit(self, train: bool) -> bool:
+    def can_admit(self, train: bool, atoms: int = 1) -> bool:
         return not train or self.n_admitted < self.size
 
-    def admitted(self, train: bool) -> None:
+    def admitted(self, train: bool, atoms: int = 1) -> None:
         self.n_admitted += bool(train)
 
-    def completed(self, train: bool) -> bool:
+    def completed(self, train: bool, atoms: int = 1) -> bool:
         if not train:
             return False
         self.n_completed += 1
@@ -61,14 +76,32 @@ class SyncSchedule:
         return done
 
 
-def make_schedule(name: str, max_active_keys: int, sync_group: int | None = None):
+ADMISSIONS = "instances or atoms:N"
+
+
+def parse_admission(text: str) -> int | None:
+    """The atoms budget of an admission text form: ``instances`` (None: only
+    max_active_keys counts) or ``atoms:N``; ValueError listing them."""
+    name, *args = str(text).strip().lower().split(":")
+    if name == "instances" and not args:
+        return None
+    if name == "atoms" and len(args) == 1 and args[0].isdigit() and int(args[0]) >= 1:
+        return int(args[0])
+    raise ValueError(f"admission must be {ADMISSIONS}, not {text!r}")
+
+
+def make_schedule(name: str, max_active_keys: int, sync_group: int | None = None,
+                  max_atoms: int | None = None):
     """Schedule called ``name`` ("async" or "sync").
 
     The sync schedule updates after every ``sync_group`` training instances (default
-    ``max_active_keys``: a group fills the pipeline once, then drains it).
+    ``max_active_keys``: a group fills the pipeline once, then drains it). ``max_atoms``:
+    async admission by atoms in flight (``AsyncSchedule``).
     """
     if name == "async":
-        return AsyncSchedule()
+        return AsyncSchedule(max_atoms)
+    if max_atoms is not None:
+        raise ValueError("admission by atoms is for the async schedule")
     if name == "sync":
         group = max_active_keys if sync_group is None else sync_group
         if group < 1:

@@ -7,12 +7,15 @@ The seam every backend implements (an MPI backend moves the same messages betwee
   ``abort`` makes every worker leave its loop after its current message.
 - ``send(msg)``: deliver a message, routed by ``message.destination``.
 - ``recv(timeout) -> Message | None``: the control node's next message, None on timeout.
+- a worker's ``recv`` may carry ``recv.pending()``: how many messages wait for it (the
+  ``Backlog`` criterion reads it; without it a worker takes 0).
 - ``session()``: a context manager around every ``run``: the process settings the
   workers need while messages flow (here: one BLAS thread, a short GIL switch interval).
 - ``status()``: for each worker, ``(stage, key, step, direction, t_start)`` while busy,
   else None (diagnostics for the watchdog; a backend may return all None).
 
-Workers only ever see the ``send`` and ``recv()`` handed to ``Worker.run``.
+Workers only ever see the ``send`` and ``recv()`` (with its ``pending()``) handed to
+``Worker.run``.
 """
 
 from __future__ import annotations
@@ -66,6 +69,7 @@ class ThreadBackend:
         def recv() -> Message:
             return STOP if abort.is_set() else q.get()
 
+        recv.pending = q.qsize              # messages waiting (the Backlog criterion)
         return recv
 
     def start(self) -> None:
@@ -135,6 +139,9 @@ class _TwoLaneQueue:
         with self._ready:
             lane.append(msg)
             self._ready.notify()
+
+    def qsize(self) -> int:
+        return len(self._lanes[0]) + len(self._lanes[1])
 
     def get(self) -> Message:
         with self._ready:

@@ -6,15 +6,16 @@ import time
 import traceback
 from collections import deque
 from dataclasses import replace
+from contextlib import nullcontext
 from typing import Any, Callable, Iterator
 
 import numpy as np
 
 from molpipe.runtime.accumulator import Accumulator, Criterion
-from molpipe.runtime.message import DATA_KINDS, Kind, Message
+from molpipe.runtime.message import DATA_KINDS, Kind, Message, n_atoms
 from molpipe.runtime.nonfinite import (NonFiniteError, check_policy, describe_nonfinite,
                                        first_nonfinite)
-from molpipe.runtime.stash import WeightStash
+from molpipe.runtime.stash import PredictedWeights, WeightStash
 
 Route = Callable[[str, int, Any], "tuple[str, int] | None"]
 
@@ -30,20 +31,28 @@ class Worker:
 
     The worker's whole contract with a backend is ``run(send, recv)``: ``recv()`` blocks
     until the next message, ``send(msg)`` delivers one (the backend routes it by
-    ``message.destination``). A worker never learns whether it lives in a thread or an MPI
-    rank, and shares no mutable state with other workers: everything arrives in messages.
+    ``message.destination``), and ``recv.pending()``, where the backend gives it, tells how
+    many messages wait (the ``Backlog`` criterion reads it). A worker never learns whether
+    it lives in a thread or an MPI rank, and shares no mutable state with other workers:
+    everything arrives in messages.
+
+    ``predict_weights``: a training forward runs on weights extrapolated over the updates
+    the stage is expected to make before that instance's backward (``PredictedWeights``):
+    the running mean of the staleness its gradients showed, rounded; 0 at mak 1.
     """
 
     def __init__(self, wid: int, stages: dict, optimizers: dict,
                  criteria: dict[str, Criterion], route: Route, *,
                  auto_update: bool = True, record: bool = False, ordered: bool = False,
                  stash_weights: bool = False, on_nonfinite: str | None = None,
-                 replica: int = 0):
+                 predict_weights: bool = False, replica: int = 0):
         self.wid = wid
         self.replica = replica            # the pipeline replica this worker belongs to
         self.stages = stages
         self.optimizers = optimizers
-        self.acc = {name: Accumulator(criteria[name]) for name in stages}
+        self.acc = {name: Accumulator(criteria[name], grads=lambda st=st: st.grads)
+                    for name, st in stages.items()}
+        self._local: deque = deque()       # messages between hosted stages, not yet handled
         self.route = route
         self.auto_update = auto_update    # False under the sync schedule
         self.record = record              # keep a trace of every busy interval
@@ -60,7 +69,13 @@ class Worker:
         self.ordered = ordered
         self._open: dict[tuple[str, Any], dict] = {}
         self._done: dict[str, dict[Any, dict]] = {name: {} for name in stages}
-        self.stash = {name: WeightStash(st) for name, st in stages.items()} if stash_weights else None
+        self.stash_weights, self.predict_weights = stash_weights, predict_weights
+        if predict_weights:
+            self.stash = {name: PredictedWeights(st, optimizers.get(name), stash_weights)
+                          for name, st in stages.items()}
+        else:
+            self.stash = {name: WeightStash(st) for name, st in stages.items()} if stash_weights else None
+        self.expected = {name: 0.0 for name in stages}  # running mean staleness per stage
         # NaN/inf in a training forward's outputs: None (not checked), "stop" or "skip"
         self.on_nonfinite = check_policy(on_nonfinite)
         # version -> {stage: (parameters, buffers)} copied at a PUBLISH, read by EVALs of that version
@@ -70,11 +85,15 @@ class Worker:
     def run(self, send: Callable[[Message], None], recv: Callable[[], Message]) -> None:
         """Serve messages until STOP; messages between hosted stages skip the queue."""
         self._cpu_mark = time.thread_time()
+        local = self._local
+        waiting = getattr(recv, "pending", None) or (lambda: 0)
+        for acc in self.acc.values():
+            acc.pending = lambda: len(local) + waiting()
         while True:
             msg = recv()
             if msg.kind is Kind.STOP:
                 return
-            local = deque([msg])
+            local.append(msg)
             while local:
                 m = local.popleft()
                 try:
@@ -125,9 +144,13 @@ class Worker:
     def _forward(self, m: Message) -> Iterator[Message]:
         train = m.kind is Kind.FORWARD
         stage = self.stages[m.stage]
+        version = self.acc[m.stage].version
         if m.version is None:
-            y = self._timed(m.key, m.stage, m.step, m.kind.value,
-                            stage.forward, m.key, m.step, m.payload, m.inst, train)
+            ahead = round(self.expected[m.stage])
+            with (self.stash[m.stage].forward(m.key, m.step, version, ahead)
+                  if train and self.predict_weights else nullcontext()):
+                y = self._timed(m.key, m.stage, m.step, m.kind.value,
+                                stage.forward, m.key, m.step, m.payload, m.inst, train)
         else:                               # an evaluation on a published version
             copies = self.published.get(m.version)
             if copies is None:
@@ -142,9 +165,8 @@ class Worker:
                 stage.params, stage.buffers = live
         path = m.path + ((m.stage, m.step),) if train else ()
         if train:
-            version = self.acc[m.stage].version
             self._version_at_fwd.setdefault((m.stage, m.key), version)
-            if self.stash is not None:
+            if self.stash is not None and not self.predict_weights:
                 self.stash[m.stage].forward(m.key, m.step, version)
         check = train and self.on_nonfinite is not None and stage.nonfinite != 0
         bad = first_nonfinite(y, m.payload) if check else None
@@ -219,8 +241,9 @@ class Worker:
                 self._done[name][key] = self._open.pop((name, key))
             acc = self.acc[name]
             stale = acc.version - self._version_at_fwd.pop((name, key))
-            acc.add(stale)
+            acc.add(stale, n_atoms(inst))
             self.staleness[name] = max(self.staleness[name], stale)
+            self.expected[name] += 0.1 * (stale - self.expected[name])
             if self.auto_update and acc.ready():
                 self._update(name)
         if not path:     # DONE after the first stage's update: an instance admitted next

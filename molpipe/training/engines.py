@@ -105,8 +105,16 @@ def make_engine(schedule: str, network, optimizers: dict, *,
                 trace: bool = False, describe=None, stall_timeout: float = STALL_TIMEOUT,
                 weight_stashing: bool = False, on_nonfinite: str | None = "stop",
                 sync_group: int | None = None, placement: dict | None = None,
-                layout: str = "stages", replicas: int | None = None):
+                update_criterion: str = "count", admission: str = "instances",
+                weight_prediction: bool = False, layout: str = "stages",
+                replicas: int | None = None):
     """Build the engine for ``schedule`` (reference, sync or async).
+
+    ``update_criterion``: when a worker updates (``count``: every ``min_update_frequency``
+    gradients; ``atoms:N``, ``gradnorm:X[:MAXN]``, ``backlog:MAXN``: runtime/accumulator.py).
+    ``admission``: ``instances`` (``max_active_keys`` only) or ``atoms:N`` (async: atoms in
+    flight too). ``weight_prediction``: async forwards on extrapolated weights (SpecTrain).
+    The reference trainer has none of these to apply and ignores them.
 
     ``sync_group``: instances per update of the sync schedule (default ``max_active_keys``).
     ``placement``: {stage: worker} of the pipeline schedules (default one worker per stage).
@@ -124,7 +132,9 @@ def make_engine(schedule: str, network, optimizers: dict, *,
                           min_update_frequency=min_update_frequency, backend=backend, trace=trace,
                           describe=describe, stall_timeout=stall_timeout,
                           weight_stashing=weight_stashing, on_nonfinite=on_nonfinite,
-                          sync_group=sync_group, placement=placement, replicas=replicas)
+                          sync_group=sync_group, placement=placement, replicas=replicas,
+                          update_criterion=update_criterion, admission=admission,
+                          weight_prediction=weight_prediction)
 
 
 def gather_predictions(preds: dict, groups: dict, n_rows: int, n_targets: int) -> np.ndarray:

@@ -18,7 +18,8 @@ class PipelineEngine:
                  backend: str = "thread", placement: dict | None = None, trace: bool = False,
                  describe=None, stall_timeout: float = STALL_TIMEOUT, weight_stashing: bool = False,
                  on_nonfinite: str | None = "stop", sync_group: int | None = None,
-                 replicas: int = 1):
+                 update_criterion: str = "count", admission: str = "instances",
+                 weight_prediction: bool = False, replicas: int = 1):
         self.schedule = schedule
         self.network = network
         # every worker needs an optimizer; parameter-free stages (the loss) get an empty one,
@@ -34,7 +35,8 @@ class PipelineEngine:
             max_active_keys=max_active_keys, min_update_frequency=min_update_frequency,
             schedule=schedule, placement=placement, backend=backend, trace=trace,
             stall_timeout=stall_timeout, describe=describe, weight_stashing=weight_stashing,
-            on_nonfinite=on_nonfinite, sync_group=sync_group, replicas=replicas)
+            on_nonfinite=on_nonfinite, sync_group=sync_group, criterion=update_criterion,
+            admission=admission, weight_prediction=weight_prediction, replicas=replicas)
         self.worker_names = self._worker_names(placement, replicas)
         self._trained = None           # the last training run's RunResult (for its timeline)
 

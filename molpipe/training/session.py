@@ -245,7 +245,8 @@ class Session:
 
     def engine(self, network, optimizers: dict, **overrides):
         """The engine of the settings' schedule (``overrides``: any ``make_engine`` keyword,
-        e.g. ``schedule``, ``max_active_keys``, ``sync_group``, ``trace``, ``describe``)."""
+        e.g. ``schedule``, ``max_active_keys``, ``sync_group``, ``trace``, ``describe``,
+        ``update_criterion="atoms:400"``, ``admission``, ``weight_prediction``)."""
         c = self.config
         placement = None
         if c.placement and overrides.get("schedule", c.schedule) != "reference":
@@ -254,7 +255,9 @@ class Session:
                   min_update_frequency=c.min_update_frequency, backend=c.backend,
                   trace=c.trace, weight_stashing=c.weight_stashing,
                   stall_timeout=c.stall_timeout, placement=placement,
-                  on_nonfinite=c.on_nonfinite, layout=c.layout, replicas=c.replicas)
+                  on_nonfinite=c.on_nonfinite, update_criterion=c.update_criterion,
+                  admission=c.admission, weight_prediction=c.weight_prediction,
+                  layout=c.layout, replicas=c.replicas)
         kw.update(overrides)
         return make_engine(kw.pop("schedule"), network, optimizers, **kw)
 

@@ -13,7 +13,9 @@ import math
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
+from molpipe.runtime.accumulator import CRITERIA, parse_criterion
 from molpipe.runtime.defaults import MAX_ACTIVE_KEYS, MIN_UPDATE_FREQUENCY, STALL_TIMEOUT
+from molpipe.runtime.schedule import ADMISSIONS, parse_admission
 
 #: the splits ``--split`` names (molpipe.data.splits.SPLITS, which settings may not import)
 SPLITS = ("random", "scaffold", "scaffold-balanced", "stratified", "kmeans")
@@ -46,6 +48,16 @@ def _zero_or_more():
         "zero or a positive number"
 
 
+def _parses(parse, allowed: str):
+    """A text form that ``parse`` reads (a ValueError: not allowed)."""
+    def ok(v) -> bool:
+        try:
+            return isinstance(v, str) and (parse(v) or True)
+        except ValueError:
+            return False
+    return ok, allowed
+
+
 def _is_file_name(v: str) -> bool:
     """A split given as a file: a .json name or any path with a directory in it."""
     return v.lower().endswith(".json") or "/" in v or "\\" in v
@@ -72,6 +84,10 @@ RULES = {
     "schedule": ("--schedule", *_choice("async", "sync", "reference")),
     "max_active_keys": ("--max-active-keys", *_at_least(1)),
     "min_update_frequency": ("--min-update-frequency", *_at_least(1)),
+    "update_criterion": ("--update-criterion", *_parses(parse_criterion, CRITERIA)),
+    "admission": ("--admission", *_parses(parse_admission, ADMISSIONS)),
+    "weight_stashing": ("--no-weight-stashing", *_choice(True, False)),
+    "weight_prediction": ("--weight-prediction", *_choice(True, False)),
     "backend": ("--backend", *_choice("thread", "mpi")),
     "layout": ("--layout", *_choice("stages", "fused", "replicas")),
     "dtype": ("dtype", *_choice("float32", "float64")),
@@ -104,6 +120,9 @@ def check_settings(config) -> None:
             continue
         if not ok(value):
             raise SettingsError(f"{option} must be {allowed}, not {value!r}")
+    if config.admission != "instances" and config.schedule == "sync":
+        raise SettingsError(f"--admission {config.admission} is for --schedule async (sync "
+                            "admits whole groups)")
     if config.min_rounds > config.max_rounds:
         raise SettingsError(f"--rounds (max_rounds) must be at least min_rounds "
                             f"({config.min_rounds}), not {config.max_rounds!r}")
@@ -179,6 +198,13 @@ class TrainConfig:
     max_active_keys: int = MAX_ACTIVE_KEYS        # measured: benchmarks/README.md (sweep)
     min_update_frequency: int = MIN_UPDATE_FREQUENCY
     weight_stashing: bool = True      # async: backward with the weights the forward used
+    weight_prediction: bool = False   # async: forward on weights extrapolated over the updates
+                                      # expected before its backward (SpecTrain); composes
+                                      # with stashing (the backward then uses the same ones)
+    update_criterion: str = "count"   # when a worker updates: count (min_update_frequency),
+                                      # atoms:N, gradnorm:X[:MAXN] or backlog:MAXN
+    admission: str = "instances"      # async: instances (max_active_keys only) or atoms:N
+                                      # (also at most N atoms in flight)
     backend: str = "thread"
     placement: str | None = None      # "embed,message/update,..." (default: a worker per stage)
     layout: str = "stages"            # "stages" (a worker per stage, or --placement), "fused"

@@ -100,3 +100,25 @@ def test_any_configuration_completes_every_key_once(mak, muf, schedule, n_worker
     assert res.n_in_flight_max <= mak
     assert all(st_.n_cached == 0 for st_ in stages.values())
     assert not any(w._version_at_fwd for w in p.workers)   # no worker-side record leaks
+
+
+@pytest.mark.parametrize("budget", [6, 15])
+def test_admission_by_atoms_never_exceeds_its_budget(budget):
+    items = make_items(200, seed=13, atoms=6, eval_every=5)
+    stages, opts = make_net(seed=14, delay=1e-4)
+    with Pipeline(stages, opts, route, FIRST, max_active_keys=8,
+                  admission=f"atoms:{budget}") as p:
+        sched = p.schedule
+        seen, admitted = [], sched.admitted
+
+        def record(train, atoms=1):
+            admitted(train, atoms)
+            seen.append((sched.atoms, sched.n))
+        sched.admitted = record
+        res = p.run(items)
+    assert sorted(res.train_keys + res.eval_keys) == list(range(200))
+    # every admission kept atoms in flight within the budget (or was alone in flight)
+    assert all(atoms <= budget or n == 1 for atoms, n in seen)
+    assert res.atoms_in_flight_max <= budget and max(n for _, n in seen) <= 8
+    assert res.n_in_flight_max > 1                 # it did pipeline
+    assert sched.atoms == 0 and sched.n == 0        # everything completed

@@ -37,3 +37,31 @@ def test_make_schedule():
     assert make_schedule("async", 3).auto_update
     with pytest.raises(ValueError):
         make_schedule("other", 1)
+
+
+def test_admission_by_atoms_keeps_the_budget_but_always_admits_into_an_empty_pipeline():
+    s = AsyncSchedule(max_atoms=10)
+    assert s.can_admit(True, 25)                  # nothing in flight: even a large one
+    s.admitted(True, 25)
+    assert not s.can_admit(True, 1)
+    s.completed(True, 25)
+    s.admitted(True, 6)
+    assert s.can_admit(False, 4) and not s.can_admit(True, 5)
+    s.admitted(False, 4)
+    assert not s.can_admit(True, 1)
+    s.completed(True, 6)
+    assert s.can_admit(True, 6) and s.atoms == 4 and s.n == 1
+    with pytest.raises(ValueError):
+        AsyncSchedule(max_atoms=0)
+
+
+def test_admission_text_forms():
+    from molpipe.runtime.schedule import parse_admission
+
+    assert parse_admission("instances") is None and parse_admission("atoms:300") == 300
+    for bad in ("atoms", "atoms:0", "atoms:-3", "atoms:1.5", "molecules:3", "instances:2"):
+        with pytest.raises(ValueError, match="admission must be instances or atoms:N"):
+            parse_admission(bad)
+    assert make_schedule("async", 4, max_atoms=50).max_atoms == 50
+    with pytest.raises(ValueError, match="async"):
+        make_schedule("sync", 4, max_atoms=50)

@@ -15,12 +15,14 @@ FIRST = "embed"
 
 @dataclass(frozen=True, eq=False)
 class ToyInst:
-    """One toy instance: x (d_in,), target y, its own loop count and whether it is gated."""
+    """One toy instance: x (d_in,), target y, its own loop count, whether it is gated, and
+    the atoms it stands for (admission and update criteria by atoms)."""
 
     x: np.ndarray
     y: float
     n_rounds: int
     gated: bool
+    n_atoms: int = 1
 
 
 def route(stage: str, step: int, inst: ToyInst):
@@ -173,13 +175,15 @@ def make_net(seed: int = 0, d: int = 5, d_in: int = 3, lr: float = 0.1, delay: f
     return stages, {s: SGD(st.params, lr) for s, st in stages.items()}
 
 
-def make_items(n: int, seed: int = 1, d_in: int = 3, eval_every: int = 0):
-    """``n`` (key, inst, train) items with 0-3 loop rounds, some gated, some evaluation."""
+def make_items(n: int, seed: int = 1, d_in: int = 3, eval_every: int = 0, atoms: int = 0):
+    """``n`` (key, inst, train) items with 0-3 loop rounds, some gated, some evaluation;
+    with ``atoms``, each standing for 1..atoms atoms (else one)."""
     rng = np.random.default_rng(seed)
     items = []
     for k in range(n):
         x = rng.normal(size=d_in)
-        inst = ToyInst(x, float(np.sin(x.sum())), int(rng.integers(0, 4)), bool(rng.random() < 0.5))
+        inst = ToyInst(x, float(np.sin(x.sum())), int(rng.integers(0, 4)), bool(rng.random() < 0.5),
+                       int(rng.integers(1, atoms + 1)) if atoms else 1)
         items.append((k, inst, not (eval_every and k % eval_every == eval_every - 1)))
     return items
 
