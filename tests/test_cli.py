@@ -138,16 +138,39 @@ def test_bench_compares_async_variants_in_one_run():
 
 
 @pytest.mark.parametrize("name, settings", [
-    ("async", ("async", 4, True)), ("sync-each", ("sync", 4, True)),
-    ("reference-x2", ("reference", 4, True)), ("async-mak8", ("async", 8, True)),
-    ("async-nostash", ("async", 4, False)), ("async-mak16-nostash", ("async", 16, False)),
-    ("async-nostash-mak8", None), ("async-mak", None), ("sync-mak8", None),
+    ("async", ("async", {})), ("sync-each", ("sync", {})), ("reference-x2", ("reference", {})),
+    ("async-mak8", ("async", {"max_active_keys": 8})),
+    ("async-nostash", ("async", {"weight_stashing": False})),
+    ("async-mak16-nostash", ("async", {"max_active_keys": 16, "weight_stashing": False})),
+    ("async[max_active_keys=8,weight_stashing=false]",
+     ("async", {"max_active_keys": 8, "weight_stashing": False})),
+    ("sync-each[min_update_frequency=2]", ("sync", {"min_update_frequency": 2})),
+    ("async-nostash[ max_active_keys = 2 ]",
+     ("async", {"max_active_keys": 2, "weight_stashing": False})),
 ])
 def test_bench_schedule_names(name, settings):
     from molpipe.measure.bench import schedule_settings
 
-    got = schedule_settings(name, 4, True)
-    assert (got if got is None else (got["kind"], got["max_active_keys"], got["weight_stashing"])) == settings
+    got = schedule_settings(name)
+    assert (got["kind"], got["engine"]) == settings
+
+
+@pytest.mark.parametrize("name, fragments", [
+    ("async-nostash-mak8", ["unknown schedule", "reference, sync, sync-each, async"]),
+    ("async-mak", ["unknown schedule"]), ("sync-mak8", ["unknown schedule"]),
+    ("fast[max_active_keys=2]", ["unknown schedule 'fast[max_active_keys=2]'"]),
+    ("async[speed=2]", ["unknown engine field 'speed'",
+                        "max_active_keys, min_update_frequency, weight_stashing"]),
+    ("async[max_active_keys=0]", ["at least 1"]), ("async[weight_stashing=maybe]", ["true or false"]),
+    ("async[max_active_keys]", ["no value"]),
+])
+def test_bench_bad_schedule_names_list_the_choices(name, fragments):
+    from molpipe.measure.bench import schedule_settings
+
+    with pytest.raises(ValueError) as err:
+        schedule_settings(name)
+    for frag in fragments:
+        assert frag in str(err.value)
 
 
 @pytest.mark.parametrize("text, fragment", [

@@ -27,8 +27,10 @@ def bench(
         help="Schedules to run (repeat; default all): reference, sync (one update per mak "
              "instances), sync-each (one update per muf instances, as often as async), async, "
              "reference-x2 (two reference trainers on two threads: the machine's ceiling); "
-             "async variants to compare in one run: async-mak8 (8 in flight), async-nostash "
-             "(no weight stashing), async-mak8-nostash.")] = None,
+             "variants to compare in one run: BASE[field=value,...] with the engine fields "
+             "max_active_keys, min_update_frequency, weight_stashing, e.g. "
+             "'async[max_active_keys=8,weight_stashing=false]'; async-mak8 (8 in flight), "
+             "async-nostash (no weight stashing), async-mak8-nostash.")] = None,
     placement: Annotated[Optional[str], typer.Option(
         help="Stages per worker of the pipeline schedules, as for train.")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
@@ -45,10 +47,11 @@ def bench(
     from molpipe.cli.display import utilization_table
 
     schedules = tuple(schedule or SCHEDULES)
-    bad = [s for s in schedules if schedule_settings(s, max_active_keys, True) is None]
-    if bad:
-        fail(f"unknown schedule {bad[0]!r} (choose from {', '.join(SCHEDULES)}, "
-             "or an async variant such as async-mak8, async-nostash)")
+    try:
+        for s in schedules:
+            schedule_settings(s)
+    except ValueError as err:
+        fail(str(err))
     if len(set(schedules)) != len(schedules):
         fail("a schedule is named twice")
     check_placement(placement)
