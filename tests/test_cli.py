@@ -272,3 +272,25 @@ def test_an_existing_run_directory_is_kept_and_the_run_goes_next_to_it(tmp_path)
     assert f"{out} holds a run: writing {out}-2 (--overwrite replaces {out})" in again.stderr
     assert (out / "report.json").read_bytes() == first and (tmp_path / "runs" / "fs-2" / "report.json").exists()
     assert run(*args, "--overwrite").exit_code == 0 and not (tmp_path / "runs" / "fs-3").exists()
+
+
+def test_train_test_every_epoch_writes_the_test_error_per_epoch(tmp_path):
+    import csv
+    import json
+
+    out = tmp_path / "run"
+    result = run("train", "freesolv", "--epochs", 2, "--hidden", 16, "--quiet", "--out", out,
+                 "--molecules-per-instance", 32, "--test-every-epoch")
+    assert result.exit_code == 0, result.output
+    rows = list(csv.DictReader(open(out / "metrics.csv")))
+    assert len(rows) == 2 and {"test_freesolv_rmse", "test_seconds", "train_seconds"} <= set(rows[0])
+    spent = [float(r["test_seconds"]) for r in rows]
+    assert 0 < spent[0] < spent[1] < float(rows[1]["wall_seconds"])
+    trained = [float(r["train_seconds"]) for r in rows]
+    assert trained[1] == pytest.approx(trained[0] + float(rows[1]["epoch_seconds"]))
+    report = json.loads((out / "report.json").read_text())
+    assert report["config"]["track_test"] is True
+    last_best = rows[report["best_epoch"] - 1]       # the best epoch's test pass is the model's
+    assert float(last_best["test_freesolv_rmse"]) == pytest.approx(
+        report["test"]["freesolv"]["rmse"], rel=1e-5)
+    assert "--test-every-epoch" not in run("train", "--help").stdout     # for benchmarks only
