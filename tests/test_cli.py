@@ -290,6 +290,8 @@ def test_train_test_every_epoch_writes_the_test_error_per_epoch(tmp_path):
     assert trained[1] == pytest.approx(trained[0] + float(rows[1]["epoch_seconds"]))
     report = json.loads((out / "report.json").read_text())
     assert report["config"]["track_test"] is True
+    import time
+    assert 0 < time.time() - report["started_unix"] - report["wall_seconds"] < 60   # unix s
     last_best = rows[report["best_epoch"] - 1]       # the best epoch's test pass is the model's
     assert float(last_best["test_freesolv_rmse"]) == pytest.approx(
         report["test"]["freesolv"]["rmse"], rel=1e-5)

@@ -212,9 +212,7 @@ class Trainer:
                **seen,
                **{f"val_{t}_{m}": v for t, ms in val_metrics.items() for m, v in ms.items()
                   if m != "n"}}
-        if self.config.track_test:
-            # the test passes (a measurement, never selected on) summed: wall_seconds minus
-            # test_seconds is the run's wall time without them
+        if self.config.track_test:   # the test passes' seconds (never selected on), summed
             before = self.history[-1].get("test_seconds", 0.0) if self.history else 0.0
             row["test_seconds"] = float(before) + t_test
         row.update({f"test_{t}_{m}": v for t, ms in test_metrics.items()
@@ -273,6 +271,7 @@ class Trainer:
             "epochs": len(self.history),
             "best_epoch": _best_epoch(self.history),
             "wall_seconds": time.perf_counter() - self.t_start,
+            "started_unix": time.time() - (time.perf_counter() - self.t_start),   # t_start's
             "train_seconds": self.train_seconds,
             "train_molecules_per_second": self.n_train_mols / max(self.train_seconds, 1e-9),
             "val": val_metrics,
