@@ -23,7 +23,10 @@ seconds from the start of its process until its test RMSE is first at or below c
 final test RMSE (null if never): the process's start-up before train's clock (report.json's
 ``started_unix`` less the launch time) plus the epoch's ``wall_seconds`` of metrics.csv
 (featurizing, training and validation so far) less the test passes so far;
-``ratio_to_chemprop_wall`` is that over chemprop's full-run wall seconds.
+``ratio_to_chemprop_wall`` is that over chemprop's full-run wall seconds. molpipe's long run
+reads the graph store its short run featurized (molpipe caches a featurized file; chemprop
+featurizes on every run): featurizing is not in that figure. chemprop needs more epochs than
+its 2 warm-up epochs: ``--short-epochs`` of at least 3.
 Results: ``benchmarks/results/chemprop-DATA.json`` and a table on stdout.
 """
 
