@@ -138,16 +138,39 @@ def test_bench_compares_async_variants_in_one_run():
 
 
 @pytest.mark.parametrize("name, settings", [
-    ("async", ("async", 4, True)), ("sync-each", ("sync", 4, True)),
-    ("reference-x2", ("reference", 4, True)), ("async-mak8", ("async", 8, True)),
-    ("async-nostash", ("async", 4, False)), ("async-mak16-nostash", ("async", 16, False)),
-    ("async-nostash-mak8", None), ("async-mak", None), ("sync-mak8", None),
+    ("async", ("async", {})), ("sync-each", ("sync", {})), ("reference-x2", ("reference", {})),
+    ("async-mak8", ("async", {"max_active_keys": 8})),
+    ("async-nostash", ("async", {"weight_stashing": False})),
+    ("async-mak16-nostash", ("async", {"max_active_keys": 16, "weight_stashing": False})),
+    ("async[max_active_keys=8,weight_stashing=false]",
+     ("async", {"max_active_keys": 8, "weight_stashing": False})),
+    ("sync-each[min_update_frequency=2]", ("sync", {"min_update_frequency": 2})),
+    ("async-nostash[ max_active_keys = 2 ]",
+     ("async", {"max_active_keys": 2, "weight_stashing": False})),
 ])
 def test_bench_schedule_names(name, settings):
     from molpipe.measure.bench import schedule_settings
 
-    got = schedule_settings(name, 4, True)
-    assert (got if got is None else (got["kind"], got["max_active_keys"], got["weight_stashing"])) == settings
+    got = schedule_settings(name)
+    assert (got["kind"], got["engine"]) == settings
+
+
+@pytest.mark.parametrize("name, fragments", [
+    ("async-nostash-mak8", ["unknown schedule", "reference, sync, sync-each, async"]),
+    ("async-mak", ["unknown schedule"]), ("sync-mak8", ["unknown schedule"]),
+    ("fast[max_active_keys=2]", ["unknown schedule 'fast[max_active_keys=2]'"]),
+    ("async[speed=2]", ["unknown engine field 'speed'",
+                        "max_active_keys, min_update_frequency, weight_stashing"]),
+    ("async[max_active_keys=0]", ["at least 1"]), ("async[weight_stashing=maybe]", ["true or false"]),
+    ("async[max_active_keys]", ["no value"]),
+])
+def test_bench_bad_schedule_names_list_the_choices(name, fragments):
+    from molpipe.measure.bench import schedule_settings
+
+    with pytest.raises(ValueError) as err:
+        schedule_settings(name)
+    for frag in fragments:
+        assert frag in str(err.value)
 
 
 @pytest.mark.parametrize("text, fragment", [
@@ -249,3 +272,27 @@ def test_an_existing_run_directory_is_kept_and_the_run_goes_next_to_it(tmp_path)
     assert f"{out} holds a run: writing {out}-2 (--overwrite replaces {out})" in again.stderr
     assert (out / "report.json").read_bytes() == first and (tmp_path / "runs" / "fs-2" / "report.json").exists()
     assert run(*args, "--overwrite").exit_code == 0 and not (tmp_path / "runs" / "fs-3").exists()
+
+
+def test_train_test_every_epoch_writes_the_test_error_per_epoch(tmp_path):
+    import csv
+    import json
+
+    out = tmp_path / "run"
+    result = run("train", "freesolv", "--epochs", 2, "--hidden", 16, "--quiet", "--out", out,
+                 "--molecules-per-instance", 32, "--test-every-epoch")
+    assert result.exit_code == 0, result.output
+    rows = list(csv.DictReader(open(out / "metrics.csv")))
+    assert len(rows) == 2 and {"test_freesolv_rmse", "test_seconds", "train_seconds"} <= set(rows[0])
+    spent = [float(r["test_seconds"]) for r in rows]
+    assert 0 < spent[0] < spent[1] < float(rows[1]["wall_seconds"])
+    trained = [float(r["train_seconds"]) for r in rows]
+    assert trained[1] == pytest.approx(trained[0] + float(rows[1]["epoch_seconds"]))
+    report = json.loads((out / "report.json").read_text())
+    assert report["config"]["track_test"] is True
+    import time
+    assert 0 < time.time() - report["started_unix"] - report["wall_seconds"] < 60   # unix s
+    last_best = rows[report["best_epoch"] - 1]       # the best epoch's test pass is the model's
+    assert float(last_best["test_freesolv_rmse"]) == pytest.approx(
+        report["test"]["freesolv"]["rmse"], rel=1e-5)
+    assert "--test-every-epoch" not in run("train", "--help").stdout     # for benchmarks only

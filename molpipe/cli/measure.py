@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from molpipe.cli import check_placement, console, err_console, fail
@@ -20,54 +21,105 @@ def bench(
         help="Molecules packed into one instance (default: as train chooses).")] = None,
     max_active_keys: Annotated[int, typer.Option(help="Most instances in flight (mak).")] = DEFAULTS.max_active_keys,
     min_update_frequency: Annotated[int, typer.Option(help="Gradients per update (muf).")] = DEFAULTS.min_update_frequency,
-    epochs: Annotated[int, typer.Option(help="Timed passes over the training split (schedules take turns).")] = 4,
+    epochs: Annotated[Optional[int], typer.Option(
+        help="Timed passes over the training split (schedules take turns; default 4); with "
+             "--to-accuracy, the reference trainer's epochs (default: train's, "
+             f"{DEFAULTS.epochs}).", show_default=False)] = None,
     molecules: Annotated[Optional[int], typer.Option(help="Use only the first N training molecules.")] = None,
     replicate: Annotated[int, typer.Option(help="Repeat the training split N times (a larger workload).")] = 1,
     schedule: Annotated[Optional[list[str]], typer.Option(
         help="Schedules to run (repeat; default all): reference, sync (one update per mak "
              "instances), sync-each (one update per muf instances, as often as async), async, "
              "reference-x2 (two reference trainers on two threads: the machine's ceiling); "
-             "async variants to compare in one run: async-mak8 (8 in flight), async-nostash "
-             "(no weight stashing), async-mak8-nostash.")] = None,
+             "variants to compare in one run: BASE[field=value,...] with the engine fields "
+             "max_active_keys, min_update_frequency, weight_stashing, e.g. "
+             "'async[max_active_keys=8,weight_stashing=false]'; async-mak8 (8 in flight), "
+             "async-nostash (no weight stashing), async-mak8-nostash.")] = None,
     placement: Annotated[Optional[str], typer.Option(
         help="Stages per worker of the pipeline schedules, as for train.")] = None,
+    to_accuracy: Annotated[bool, typer.Option(
+        "--to-accuracy", help="Time to accuracy instead of throughput: reference, sync, "
+        "sync-each and async (or --schedule's) train the same network from the same seed on "
+        "the same instances until the validation error (train's selection metric: RMSE, or "
+        "1 - AUC) first reaches --target; each one's training seconds to it (null when a "
+        "cap is hit first). --throughput runs the throughput passes too.")] = False,
+    target: Annotated[Optional[float], typer.Option(
+        help="--to-accuracy: the validation error to reach, in data units (default: the "
+             "reference trainer's best over its --epochs, found in the same run).",
+        show_default=False)] = None,
+    max_epochs: Annotated[Optional[int], typer.Option(
+        help="--to-accuracy: most epochs of a schedule (default 2 x --epochs).",
+        show_default=False)] = None,
+    max_seconds: Annotated[Optional[float], typer.Option(
+        help="--to-accuracy: most training seconds of a schedule (default: no cap).",
+        show_default=False)] = None,
+    throughput: Annotated[Optional[bool], typer.Option(
+        "--throughput/--no-throughput", help="Measure molecules/s over --epochs passes "
+        "(default: yes, unless --to-accuracy).", show_default=False)] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
     plot: Annotated[Optional[Path], typer.Option(
         help="Write a PNG of the pipeline schedules' timelines of a short pass.")] = None,
 ) -> None:
-    """Training molecules/s of every schedule on the same instances, in one process.
+    """Training molecules/s of every schedule on the same instances, in one process; with
+    --to-accuracy, each schedule's training seconds to a validation error instead.
 
-    Example: molpipe bench esol --json
+    Examples: molpipe bench esol --json;
+    molpipe bench esol --to-accuracy --schedule reference --schedule 'async[max_active_keys=8]'
     """
     import json
 
     from molpipe.measure.bench import SCHEDULES, BenchConfig, bench as run_bench, schedule_settings
+    from molpipe.measure.to_accuracy import ACCURACY_SCHEDULES, Goal, check_schedules
+    from molpipe.measure.to_accuracy import to_accuracy as run_to_accuracy
     from molpipe.cli.display import utilization_table
 
-    schedules = tuple(schedule or SCHEDULES)
-    bad = [s for s in schedules if schedule_settings(s, max_active_keys, True) is None]
-    if bad:
-        fail(f"unknown schedule {bad[0]!r} (choose from {', '.join(SCHEDULES)}, "
-             "or an async variant such as async-mak8, async-nostash)")
+    schedules = tuple(schedule or (ACCURACY_SCHEDULES if to_accuracy else SCHEDULES))
+    throughput = (not to_accuracy) if throughput is None else throughput
+    try:
+        for s in schedules:
+            schedule_settings(s)
+        if to_accuracy:
+            check_schedules(schedules)
+            goal = Goal(epochs=epochs or DEFAULTS.epochs, target=target, max_epochs=max_epochs,
+                        max_seconds=max_seconds)
+    except ValueError as err:
+        fail(str(err))
+    if not to_accuracy and (target, max_epochs, max_seconds) != (None, None, None):
+        fail("--target, --max-epochs and --max-seconds are options of --to-accuracy")
+    if not (throughput or to_accuracy):
+        fail("--no-throughput without --to-accuracy leaves nothing to measure")
     if len(set(schedules)) != len(schedules):
         fail("a schedule is named twice")
     check_placement(placement)
+    passes = 4 if to_accuracy or epochs is None else epochs
     config = BenchConfig(data=data, hidden=hidden, molecules_per_instance=molecules_per_instance,
                          max_active_keys=max_active_keys, min_update_frequency=min_update_frequency,
-                         epochs=epochs, molecules=molecules, replicate=replicate, schedules=schedules,
+                         epochs=passes, molecules=molecules, replicate=replicate, schedules=schedules,
                          placement=placement,
                          plot=str(plot) if plot else None)
     status = err_console.status("benchmarking", spinner="dots")
     status.start()
+    result = {}
     try:
-        result = run_bench(config, progress=lambda event, **kw: status.update(
-            f"{kw['schedule']}: pass {kw['epoch']}/{epochs} took {kw['seconds']:.2f} s"))
-    except DataError as err:
+        if throughput:
+            result = run_bench(config, progress=lambda event, **kw: status.update(
+                f"{kw['schedule']}: pass {kw['epoch']}/{passes} took {kw['seconds']:.2f} s"))
+        if to_accuracy:
+            acc = run_to_accuracy(config, goal, progress=lambda event, **kw: status.update(
+                f"to accuracy, {kw['schedule']}: epoch {kw['epoch']} took {kw['seconds']:.2f} s,"
+                f" validation error {kw['val_error']:.4g}"))
+            result["to_accuracy"] = acc["to_accuracy"]
+            result.setdefault("settings", acc["settings"])
+    except (DataError, ValueError) as err:
         status.stop()
         fail(str(err))
     status.stop()
     if json_out:
         print(json.dumps(result, indent=2))
+        return
+    if to_accuracy:
+        console.print(accuracy_table(data, result["to_accuracy"]))
+    if not throughput:
         return
     table = Table(title=f"molpipe bench {data} (hidden {hidden}, "
                         f"{result['settings']['molecules_per_instance']} mol/instance, "
@@ -78,14 +130,38 @@ def bench(
     for name in schedules:
         r = result[name]
         per_update = r.get("instances_per_update", min_update_frequency if name != "reference" else 1)
-        table.add_row(name, str(per_update), f"{r['molecules_per_second']:,.0f}",
+        table.add_row(escape(name), str(per_update), f"{r['molecules_per_second']:,.0f}",
                       f"{r.get('speedup_vs_reference', float('nan')):.2f}",
                       f"{asy / r['molecules_per_second']:.2f}" if asy else "", f"{r['seconds']:.2f}")
     console.print(table)
     for name in schedules:
         if result[name].get("utilization"):
-            console.print(f"[bold]{name}[/bold] worker utilization")
+            console.print(f"[bold]{escape(name)}[/bold] worker utilization")
             console.print(utilization_table(result[name]["utilization"], result[name].get("cpu")))
+
+
+def accuracy_table(data: str, acc: dict) -> Table:
+    """Each schedule's training seconds (and epochs) to the target, or what capped it."""
+    target = acc["target"]
+    table = Table(title=f"molpipe bench {data} --to-accuracy: validation {acc['metric']} ≤ "
+                        f"{'-' if target is None else f'{target:.4g}'} ({acc['target_source']})")
+    for column in ("schedule", "seconds to target", "epochs", "× reference", "best", "molecules/s",
+                   "eval s"):
+        table.add_column(column, justify="right")
+    for name, r in acc["schedules"].items():
+        if r["seconds_to_target"] is None:
+            why = "" if r["stopped_by"].startswith(("max_", "epochs")) else f": {r['stopped_by']}"
+            reached = (f"not reached in {r['epochs']} epochs / {r['train_seconds']:.2f} s"
+                       f"{why}"[:120])
+            epochs = "-"
+        else:
+            reached, epochs = f"{r['seconds_to_target']:.2f}", str(r["epochs_to_target"])
+        speed = r["speedup_vs_reference"]
+        table.add_row(escape(name), reached, epochs, "" if speed is None else f"{speed:.2f}",
+                      "-" if r["best"] is None else f"{r['best']:.4g}",
+                      "-" if r["molecules_per_second"] is None
+                      else f"{r['molecules_per_second']:,.0f}", f"{r['eval_seconds']:.2f}")
+    return table
 
 
 def simulate(

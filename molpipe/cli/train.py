@@ -158,6 +158,11 @@ def train(
         "--ensemble or --loss mve: scale σ to fit the validation split's errors (stored "
         "in the model).",
         _RUN, "--recalibrate")] = False,
+    test_every_epoch: Annotated[bool, typer.Option(
+        "--test-every-epoch", hidden=True,
+        help="Benchmarks: also score the test split after every epoch into metrics.csv "
+             "(test_<target>_<metric>, and test_seconds: those passes' summed time, which "
+             "wall_seconds includes); never selected on.")] = False,
     replicates: Annotated[int, _opt(
         "Train this many runs, seeds SEED, SEED+1, ... (split, initialization, order), into "
         "OUT/seed-N, and summarize them (mean ± SD) in OUT/summary.json.", _RUN)] = 1,
@@ -278,6 +283,7 @@ def train(
                    if freeze else ()),
         "ensemble": ("ensemble", ensemble), "ensemble_jobs": ("ensemble_jobs", ensemble_jobs),
         "recalibrate": ("recalibrate", recalibrate),
+        "track_test": ("test_every_epoch", test_every_epoch),
     }
     try:   # every setting checked before any work, named as typed here
         if config is None:

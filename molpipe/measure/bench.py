@@ -24,28 +24,86 @@ SCHEDULES = ("reference", "sync", "sync-each", "async", "reference-x2")
 # reference-x2: two reference trainers at once, each on its own thread and network, over the
 # same instances: what two threads of this machine make of the same work, GIL included (the
 # ceiling of any pipeline on two cores).
-# async variants, for comparisons within one run: "async-mak8" (8 in flight instead of
-# --max-active-keys), "async-nostash" (no weight stashing), "async-mak8-nostash"; a layout
-# suffix: "async-fused" (one worker for all stages), "async-replicas" (two fused replicas on
-# shared parameters), "async-replicas3".
-_VARIANT = re.compile(r"async(?:-mak(?P<mak>[1-9][0-9]*))?(?P<nostash>-nostash)?"
-                      r"(?:-(?P<layout>fused|replicas)(?P<replicas>[1-9][0-9]*)?)?")
+# variants, for comparisons within one run: BASE[field=value,...] sets engine fields (those of
+# ENGINE_FIELDS) of a schedule, e.g. "async[max_active_keys=8,weight_stashing=false]"; the
+# short names "async-mak8" (8 in flight instead of --max-active-keys), "async-nostash" (no
+# weight stashing) and "async-mak8-nostash" are the same as their bracket forms, as are the
+# layout suffixes "async-fused" (one worker for every stage) and "async-replicas" (two fused
+# replicas on shared parameters; "async-replicas3": three).
+_SHORT = re.compile(r"async(?:-mak(?P<mak>[1-9][0-9]*))?(?P<nostash>-nostash)?"
+                    r"(?:-(?P<layout>fused|replicas)(?P<replicas>[1-9][0-9]*)?)?")
+_NAME = re.compile(r"(?P<base>[^\[\]]+)(?:\[(?P<fields>[^\[\]]*)\])?")
+
+#: the engine fields (``Session.engine`` keywords) a schedule variant may set, with their types
+ENGINE_FIELDS = (
+    ("max_active_keys", int),
+    ("min_update_frequency", int),
+    ("weight_stashing", bool),
+    ("layout", str),                  # stages, fused, replicas (molpipe.runtime.replicas)
+    ("replicas", int),
+    ("update_criterion", str),        # count, atoms:N, gradnorm:X[:MAXN], backlog:MAXN
+    ("admission", str),               # instances, atoms:N
+    ("weight_prediction", bool),
+)
 
 
-def schedule_settings(name: str, max_active_keys: int, weight_stashing: bool) -> dict | None:
-    """The engine settings of a schedule name (``kind``, ``max_active_keys``,
-    ``weight_stashing``), None for a name that is neither a schedule nor an async variant."""
-    if name in SCHEDULES:
-        kind = name.removesuffix("-each").removesuffix("-x2")
-        return {"kind": kind, "max_active_keys": max_active_keys, "weight_stashing": weight_stashing}
-    m = _VARIANT.fullmatch(name)
-    if m is None:
-        return None
-    out = {"kind": "async", "max_active_keys": int(m["mak"] or max_active_keys),
-           "weight_stashing": weight_stashing and not m["nostash"]}
-    if m["layout"]:
-        out.update(layout=m["layout"], replicas=int(m["replicas"]) if m["replicas"] else None)
-    return out
+def _field_value(name: str, kind: type, text: str):
+    """``text`` as a value of field ``name`` (ints: counts of at least 1; bools: true/false)."""
+    if kind is bool:
+        v = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+        if text.lower() not in v:
+            raise ValueError(f"{name}={text!r}: give true or false")
+        return v[text.lower()]
+    if kind is int:
+        if not text.isdigit() or int(text) < 1:
+            raise ValueError(f"{name}={text!r}: give an integer of at least 1")
+        return int(text)
+    return kind(text)
+
+
+def schedule_settings(name: str) -> dict:
+    """A schedule name's ``kind`` (reference, sync or async), ``copies`` (2 for
+    reference-x2), ``each`` (sync-each: one update per min_update_frequency instances) and
+    ``engine``: the engine fields the name sets (the rest are the run's settings).
+
+    ValueError listing the choices for an unknown schedule or field, or a bad value.
+    """
+    m = _NAME.fullmatch(name.strip())
+    base = m["base"] if m else name
+    engine = {}
+    short = _SHORT.fullmatch(base)
+    if short is not None and base != "async":
+        if short["mak"]:
+            engine["max_active_keys"] = int(short["mak"])
+        if short["nostash"]:
+            engine["weight_stashing"] = False
+        if short["layout"]:
+            engine["layout"] = short["layout"]
+        if short["replicas"]:
+            engine["replicas"] = int(short["replicas"])
+        base = "async"
+    if m is None or base not in SCHEDULES:
+        raise ValueError(f"unknown schedule {name!r} (choose from {', '.join(SCHEDULES)}; "
+                         "variants: BASE[field=value,...], e.g. async[max_active_keys=8], "
+                         "or async-mak8, async-nostash, async-mak8-nostash)")
+    types = dict(ENGINE_FIELDS)
+    for part in filter(None, (p.strip() for p in (m["fields"] or "").split(","))):
+        field, eq, text = (s.strip() for s in part.partition("="))
+        if field not in types:
+            raise ValueError(f"{name!r}: unknown engine field {field!r} "
+                             f"(choose from {', '.join(types)})")
+        if not eq:
+            raise ValueError(f"{name!r}: {field!r} has no value (write {field}=VALUE)")
+        engine[field] = _field_value(field, types[field], text)
+    return {"kind": base.removesuffix("-each").removesuffix("-x2"), "engine": engine,
+            "copies": 2 if base == "reference-x2" else 1, "each": base == "sync-each"}
+
+
+def engine_fields(config, settings: dict) -> dict:
+    """The fields of ``ENGINE_FIELDS`` the schedule sets (``settings['engine']``), and
+    ``config``'s value of every other one it has (the rest: ``Session.engine``'s own)."""
+    return {f: settings["engine"][f] if f in settings["engine"] else getattr(config, f)
+            for f, _ in ENGINE_FIELDS if f in settings["engine"] or hasattr(config, f)}
 
 
 class _TwoReferences:
@@ -136,30 +194,26 @@ def bench(config: BenchConfig, progress=None) -> dict:
     with contextlib.ExitStack() as stack:
         engines = {}
         for schedule in config.schedules:
-            settings = schedule_settings(schedule, config.max_active_keys, config.weight_stashing)
-            if settings is None:
-                raise ValueError(f"unknown schedule {schedule!r}")
-            kind = settings["kind"]
-            sync_group = config.min_update_frequency if schedule == "sync-each" else None
+            settings = schedule_settings(schedule)
+            kind, fields = settings["kind"], engine_fields(config, settings)
+            sync_group = fields["min_update_frequency"] if settings["each"] else None
             copies = []
-            for _ in range(2 if schedule == "reference-x2" else 1):
+            for _ in range(settings["copies"]):
                 network = session.network()
                 copies.append(stack.enter_context(session.engine(
-                    network, session.optimizers(network), schedule=kind,
-                    max_active_keys=settings["max_active_keys"], sync_group=sync_group,
-                    weight_stashing=settings["weight_stashing"], trace=bool(config.plot),
-                    **{k: settings[k] for k in ("layout", "replicas") if k in settings})))
+                    network, session.optimizers(network), schedule=kind, sync_group=sync_group,
+                    trace=bool(config.plot), **fields)))
             engine = copies[0] if len(copies) == 1 else _TwoReferences(copies)
             engine.train(warm)                      # compile / warm the kernels first
             engines[schedule] = engine
             results[schedule] = {"molecules_per_second": 0.0, "seconds": 0.0, "molecules": 0,
                                  "passes": []}
             if kind != "reference":
-                results[schedule].update(max_active_keys=settings["max_active_keys"],
-                                         weight_stashing=settings["weight_stashing"],
+                results[schedule].update(max_active_keys=fields["max_active_keys"],
+                                         weight_stashing=fields["weight_stashing"],
                                          in_flight_max=0)
-            if schedule.startswith("sync"):
-                results[schedule]["instances_per_update"] = sync_group or config.max_active_keys
+            if kind == "sync":
+                results[schedule]["instances_per_update"] = sync_group or fields["max_active_keys"]
         # the schedules take turns pass by pass (in a rotating order), so that a slow spell
         # of a shared machine falls on all of them alike
         # per schedule, "utilization" and "cpu": worker -> fraction x seconds, summed over passes
@@ -186,7 +240,7 @@ def bench(config: BenchConfig, progress=None) -> dict:
             for what, total in shares[schedule].items():
                 if total:
                     r[what] = {w: v / r["seconds"] for w, v in total.items()}
-            if config.plot and schedule.startswith(("sync", "async")):     # a short pass to draw, after timing
+            if config.plot and "in_flight_max" in r:     # a short pass to draw, after timing
                 engines[schedule].train(epochs_items[0][: config.plot_instances])
                 traces[schedule] = {"entries": engines[schedule].trace(),
                                     "workers": engines[schedule].worker_names}
@@ -201,8 +255,8 @@ def bench(config: BenchConfig, progress=None) -> dict:
         if ref:
             r["speedup_vs_reference"] = r["molecules_per_second"] / ref
     if "async" in results:
-        for name in ("sync", "sync-each", "reference-x2", *(n for n in results if n.startswith("async-"))):
-            if name in results:
+        for name in results:
+            if name not in ("async", "reference"):
                 results["async"][f"speedup_vs_{name}"] = (results["async"]["molecules_per_second"]
                                                           / results[name]["molecules_per_second"])
     return {**results, "settings": {**asdict(config), "cores": os.cpu_count(),

@@ -198,17 +198,23 @@ class Trainer:
         with averaged_weights(self.network.stages, self.optimizers):   # evaluated, kept: averages
             val_metrics, _ = evaluate_items(engine, self.val_items, self.val_members, prep,
                                             split["val"])
+            t_test = time.perf_counter()
             test_metrics = (evaluate_items(engine, self.test_items, self.test_members, prep,
                                            split["test"])[0] if self.config.track_test else {})
+            t_test = time.perf_counter() - t_test
             current = self.network.state_dict()
         val_score = score(val_metrics, prep.task, self.scaling.std) if self.has_val else float("nan")
         row = {"epoch": epoch + 1, "train_loss": _mean_finite(res.losses.values()),
                "val_score": val_score, "lr": lr,
                "epoch_seconds": res.seconds, "wall_seconds": time.perf_counter() - self.t_start,
+               "train_seconds": self.train_seconds,          # training only, summed over epochs
                "train_molecules_per_second": len(split["train"]) / max(res.seconds, 1e-9),
                **seen,
                **{f"val_{t}_{m}": v for t, ms in val_metrics.items() for m, v in ms.items()
                   if m != "n"}}
+        if self.config.track_test:   # the test passes' seconds (never selected on), summed
+            before = self.history[-1].get("test_seconds", 0.0) if self.history else 0.0
+            row["test_seconds"] = float(before) + t_test
         row.update({f"test_{t}_{m}": v for t, ms in test_metrics.items()
                     for m, v in ms.items() if m != "n"})
         return val_metrics, row, current
@@ -265,6 +271,7 @@ class Trainer:
             "epochs": len(self.history),
             "best_epoch": _best_epoch(self.history),
             "wall_seconds": time.perf_counter() - self.t_start,
+            "started_unix": time.time() - (time.perf_counter() - self.t_start),   # t_start's
             "train_seconds": self.train_seconds,
             "train_molecules_per_second": self.n_train_mols / max(self.train_seconds, 1e-9),
             "val": val_metrics,
