@@ -205,7 +205,7 @@ def train_instance(data: str, hidden: int):
 
 def roofline_main(args) -> None:
     from molpipe.kernels import one_blas_thread
-    from molpipe.measure.roofline import format_table, roofline
+    from molpipe.measure.roofline import format_table, peak_gflops, roofline
 
     d_h = args.hidden[0] if args.hidden else 128
     net, inst = train_instance(args.data, d_h)
@@ -214,7 +214,7 @@ def roofline_main(args) -> None:
           f"{inst.E.shape[0]} directed bonds, {inst.ring_offsets.size - 1} rings, "
           f"rounds {inst.n_rounds}; {args.repeat} repeats, median thread CPU time")
     with one_blas_thread():
-        result = roofline(net, inst, args.repeat)
+        result = roofline(net, inst, args.repeat, peak=peak_gflops(args.peak_n))
     result.update(data=args.data, hidden=d_h, repeat=args.repeat,
                   instance={"n_mols": inst.n_mols, "n_atoms": inst.n_atoms,
                             "n_edges": int(inst.E.shape[0]), "n_rounds": int(inst.n_rounds),
@@ -236,6 +236,7 @@ def main() -> None:
     ap.add_argument("--data", default="esol", help="--roofline: a bundled data set (esol, qm9)")
     ap.add_argument("--json", action="store_true", help="--roofline: write the JSON")
     ap.add_argument("--json-path", default=None, help="--roofline: where (default results/)")
+    ap.add_argument("--peak-n", type=int, default=2048, help="--roofline: the peak matmul's size")
     args = ap.parse_args()
     if args.roofline:
         args.repeat = args.repeat or 200
