@@ -80,4 +80,4 @@ def test_roofline_json(tmp_path, monkeypatch, capsys):
     assert {"embed", "message", "update", "readout", "loss"} <= stages
     for r in res["rows"]:
         assert set(ROW_KEYS) <= set(r)
-        assert r["us_per_call"] > 0 and r["working_set_bytes"] >= r["params_bytes"]
+        assert r["us_per_call"] > 0 and r["us_per_call_warm"] > 0 and r["working_set_bytes"] >= r["params_bytes"]

@@ -19,6 +19,7 @@ import numpy as np
 from numba import njit
 
 from molpipe.measure.flops import STAGE_FLOPS, Count, Shapes
+from molpipe.runtime.memory import keep_freed_memory
 
 CACHE_DIR = Path("/sys/devices/system/cpu/cpu0/cache")
 
@@ -143,6 +144,45 @@ def time_stages(network, inst, repeat: int) -> dict:
     return out
 
 
+def time_stages_warm(network, inst, repeat: int) -> dict:
+    """Per stage: the median thread CPU time per call (us) of its forward and backward when
+    the same call repeats back to back on the same inputs (its parameters and activations
+    warm in this core's caches: a worker alone on its core whose working set fits), against
+    ``time_stages``' calls in path order, each stage after all the others (the reference
+    trainer's, one core for every stage)."""
+    path = network.path(inst)
+    xs, dys = {}, {}
+    x: dict = {}
+    for name, step in path:
+        xs[(name, step)] = x
+        x = network.stages[name].forward("warm", step, x, inst, True)
+    dy: dict = {}
+    for name, step in reversed(path):
+        dys[(name, step)] = dy
+        dy = network.stages[name].backward("warm", step, dy, inst)
+    out = {}
+    for name, stage in network.stages.items():
+        calls = [(n, s) for n, s in path if n == name]
+        if not calls:
+            continue
+        fwd, bwd = [], []
+        for r in range(repeat + 1):
+            f = b = 0.0
+            for c in calls:
+                t0 = time.thread_time()
+                stage.forward("warm", c[1], xs[c], inst, True)
+                t1 = time.thread_time()
+                stage.backward("warm", c[1], dys[c], inst)
+                f, b = f + t1 - t0, b + time.thread_time() - t1
+            if r:
+                fwd.append(f)
+                bwd.append(b)
+        out[name] = {"fwd": 1e6 * float(np.median(fwd)) / len(calls),
+                     "bwd": 1e6 * float(np.median(bwd)) / len(calls)}
+    network.zero_grad()
+    return out
+
+
 def stage_counts(network, inst) -> dict[str, tuple[Count, Count, int]]:
     """Per stage on ``inst``'s path: (forward, backward) counts summed over its calls, calls."""
     s = Shapes.of(network, inst)
@@ -169,10 +209,14 @@ def _merged(a: dict, b: dict) -> dict:
 def roofline(network, inst, repeat: int = 200, matmul_repeat: int | None = None,
              peak: dict | None = None) -> dict:
     """The roofline of ``network`` on ``inst`` (call under ``one_blas_thread()``): a dict with
-    ``peak``, ``l2`` and one row per (stage, direction) — see ``ROW_KEYS``."""
+    ``peak``, ``l2`` and one row per (stage, direction) — see ``ROW_KEYS``. Sets glibc's
+    thresholds as every engine does (``keep_freed_memory``): without them the kernels' fresh
+    outputs fault their pages in on every call inside a whole path's caches."""
+    mallopt = keep_freed_memory()
     peak = peak or peak_gflops()
     l2, l2_source = l2_cache()
     times = time_stages(network, inst, repeat)
+    warm = time_stages_warm(network, inst, repeat)
     counts = stage_counts(network, inst)
     rows = []
     for name, (f, b, calls) in counts.items():
@@ -181,6 +225,7 @@ def roofline(network, inst, repeat: int = 200, matmul_repeat: int | None = None,
         cached = times[name]["cached_bytes"]
         for direction, c in (("forward", f), ("backward", b)):
             us = times[name]["fwd" if direction == "forward" else "bwd"]
+            us_warm = warm[name]["fwd" if direction == "forward" else "bwd"]
             flops = c.flops / calls
             gflops = flops / us / 1e3
             # one call's matmuls: the stage's shapes, per call, as the kernels run them
@@ -191,15 +236,18 @@ def roofline(network, inst, repeat: int = 200, matmul_repeat: int | None = None,
                 "flops_per_call": flops, "matmul_fraction": c.matmul_flops / max(c.flops, 1),
                 "gflops": gflops, "same_shapes_gflops": same,
                 "of_same_shapes": gflops / same if same else None,
-                "of_peak": gflops / peak["numba_gflops"],
+                "of_peak": gflops / peak["numba_gflops"], "us_per_call_warm": us_warm,
+                "of_peak_warm": flops / us_warm / 1e3 / peak["numba_gflops"],
                 "params_bytes": params, "cached_bytes": cached,
                 "working_set_bytes": params + cached,
                 "fits_l2": None if l2 is None else params + cached <= l2})
-    return {"peak": peak, "l2_bytes": l2, "l2_source": l2_source, "rows": rows}
+    return {"peak": peak, "l2_bytes": l2, "l2_source": l2_source, "mallopt": mallopt,
+            "rows": rows}
 
 
 ROW_KEYS = ("stage", "direction", "calls", "us_per_call", "flops_per_call", "matmul_fraction",
-            "gflops", "same_shapes_gflops", "of_same_shapes", "of_peak", "params_bytes",
+            "gflops", "same_shapes_gflops", "of_same_shapes", "of_peak", "us_per_call_warm",
+            "of_peak_warm", "params_bytes",
             "cached_bytes", "working_set_bytes", "fits_l2")
 
 
@@ -211,7 +259,8 @@ def format_table(result: dict) -> str:
              f"(numba np.dot, the kernels' BLAS), {p['numpy_gflops']:.1f} GFLOP/s (numpy @)",
              f"L2: {'?' if l2 is None else f'{l2 / 1024:.0f} KiB'} ({result['l2_source']})",
              f"{'stage':9s} {'dir':4s} {'calls':>5s} {'us/call':>8s} {'MFLOP':>7s} {'mm%':>4s} "
-             f"{'GFLOP/s':>7s} {'mm GF/s':>7s} {'of mm':>6s} {'of peak':>7s} "
+             f"{'GFLOP/s':>7s} {'mm GF/s':>7s} {'of mm':>6s} {'of peak':>7s} {'warm us':>7s} "
+             f"{'of pk':>5s} "
              f"{'params':>8s} {'cached':>8s} {'WS/L2':>6s}"]
     for r in result["rows"]:
         same = "-" if r["same_shapes_gflops"] is None else f"{r['same_shapes_gflops']:7.1f}"
@@ -221,5 +270,6 @@ def format_table(result: dict) -> str:
             f"{r['stage']:9s} {r['direction'][:4]:4s} {r['calls']:5d} {r['us_per_call']:8.1f} "
             f"{r['flops_per_call'] / 1e6:7.2f} {100 * r['matmul_fraction']:4.0f} "
             f"{r['gflops']:7.2f} {same:>7s} {frac:>6s} {r['of_peak']:7.3f} "
+            f"{r['us_per_call_warm']:7.1f} {r['of_peak_warm']:5.2f} "
             f"{r['params_bytes'] / 1024:7.0f}K {r['cached_bytes'] / 1024:7.0f}K {ws:>6s}")
     return "\n".join(lines)
