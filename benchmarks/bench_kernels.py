@@ -1,7 +1,13 @@
 """Per-kernel forward/backward times, full forward_backward per molecule, numba compile times.
 
 Usage: python benchmarks/bench_kernels.py [--hidden 64 128 300] [--repeat 50] [--no-compile]
+       python benchmarks/bench_kernels.py --roofline [--data esol|qm9] [--hidden 128] [--json]
 Instance: 16 molecules of ~25 heavy atoms from datasets/lipophilicity.csv (featurized).
+``--roofline``: every stage's forward and backward in FLOP/s against one core's float32 matmul
+rate (same shapes; 2048² for the peak), and its working set against the L2 cache, on an
+instance of ``molpipe train``'s own (``--data``, its instance size: ESOL 16, QM9 subset 24)
+through the network ``molpipe train`` builds (molpipe.measure.roofline); ``--json`` writes
+benchmarks/results/roofline-<data>.json.
 One BLAS thread (the trainer runs one worker per core). OpenBLAS picks its kernels when it
 loads: on AMD Zen 4/5 it picks "Haswell" (AVX2); ``OPENBLAS_CORETYPE=SkylakeX`` in the
 environment selects the AVX-512 kernels, ~1.8x faster float32 matmuls here.
@@ -11,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import os
 import subprocess
 import sys
@@ -93,7 +100,8 @@ def kernel_table(inst, d_h: int, repeat: int) -> list[tuple[str, float, float]]:
             H, Ea, W_m, inst.src, *typed_message.pair_plan(inst.dst, inst.etype, n, 4)),
          lambda: typed_message.typed_message_bwd(H, S, W_m, inst.src, *plan)),
         ("gru", lambda: gru.gru_fwd(MX, HU, H, inst.atom_rounds, 0),
-         lambda: gru.gru_bwd(H2, H, HU, gates, inst.atom_rounds, 0)),
+         lambda: gru.gru_bwd(H2, H, np.ascontiguousarray(HU[:, 2 * d_h:]), gates,
+                             inst.atom_rounds, 0)),
         ("ring_pool", lambda: rings.ring_pool_fwd(H, inst.ring_atoms, inst.ring_offsets),
          lambda: rings.ring_pool_bwd(R, inst.ring_atoms, inst.ring_offsets, n)),
         ("ring_broadcast", lambda: rings.ring_broadcast_fwd(H, R, inst.ring_atoms, inst.ring_offsets),
@@ -181,12 +189,61 @@ def compile_times() -> tuple[float, float]:
     return out[0], out[1]
 
 
+def train_instance(data: str, hidden: int):
+    """A network and an instance as ``molpipe train`` makes them: the session's network and,
+    of its training instances that visit the ring stage, the one of median atom count."""
+    from molpipe.training.session import Session
+    from molpipe.training.settings import TrainConfig
+
+    session = Session(TrainConfig(data=data, hidden=hidden, trace=False))
+    rows = session.split["train"]
+    session.load_graphs(rows)
+    session.fit_scaling()
+    items, _, _ = session.items(rows, None, 0)
+    insts = sorted((inst for _, inst in items if inst.has_rings), key=lambda i: i.n_atoms)
+    return session.network(), insts[len(insts) // 2]
+
+
+def roofline_main(args) -> None:
+    from molpipe.kernels import one_blas_thread
+    from molpipe.measure.roofline import format_table, peak_gflops, roofline
+
+    d_h = args.hidden[0] if args.hidden else 128
+    net, inst = train_instance(args.data, d_h)
+    print(f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores; {args.data}, "
+          f"hidden {d_h}: instance of {inst.n_mols} molecules, {inst.n_atoms} atoms, "
+          f"{inst.E.shape[0]} directed bonds, {inst.ring_offsets.size - 1} rings, "
+          f"rounds {inst.n_rounds}; {args.repeat} repeats, median thread CPU time")
+    with one_blas_thread():
+        result = roofline(net, inst, args.repeat, peak=peak_gflops(args.peak_n))
+    result.update(data=args.data, hidden=d_h, repeat=args.repeat,
+                  instance={"n_mols": inst.n_mols, "n_atoms": inst.n_atoms,
+                            "n_edges": int(inst.E.shape[0]), "n_rounds": int(inst.n_rounds),
+                            "n_rings": int(inst.ring_offsets.size - 1)})
+    print(format_table(result))
+    if args.json:
+        out = Path(args.json_path or ROOT / "benchmarks" / "results" / f"roofline-{args.data}.json")
+        out.write_text(json.dumps(result, indent=1) + "\n")
+        print(f"wrote {out}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--hidden", type=int, nargs="+", default=[64, 128, 300])
-    ap.add_argument("--repeat", type=int, default=50)
+    ap.add_argument("--hidden", type=int, nargs="+", default=None,
+                    help="hidden sizes (default 64 128 300; --roofline: 128)")
+    ap.add_argument("--repeat", type=int, default=None, help="default 50 (--roofline: 200)")
     ap.add_argument("--no-compile", action="store_true", help="skip the compile-time runs")
+    ap.add_argument("--roofline", action="store_true", help="the stage roofline (see above)")
+    ap.add_argument("--data", default="esol", help="--roofline: a bundled data set (esol, qm9)")
+    ap.add_argument("--json", action="store_true", help="--roofline: write the JSON")
+    ap.add_argument("--json-path", default=None, help="--roofline: where (default results/)")
+    ap.add_argument("--peak-n", type=int, default=2048, help="--roofline: the peak matmul's size")
     args = ap.parse_args()
+    if args.roofline:
+        args.repeat = args.repeat or 200
+        return roofline_main(args)
+    args.hidden = args.hidden or [64, 128, 300]
+    args.repeat = args.repeat or 50
     inst = bench_instance()
     print(f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores; BLAS: "
           + ", ".join(f"{Path(i['filepath']).name.split('-')[0]} {i['version']} {i.get('architecture')}"

@@ -17,12 +17,13 @@ def gru_fwd(MX, HU, H, atom_rounds, step):
 
     MX, HU : (n_atoms, 3 d_h); H : (n_atoms, d_h); atom_rounds : (n_atoms,).
     Returns H_out : (n_atoms, d_h) and gates : (n_atoms, 3 d_h) = [r, z, n] (zero when frozen).
-    Gates go through per-row buffers so that every inner loop vectorizes.
+    Gates go through per-row buffers so that every inner loop vectorizes; only the frozen
+    rows of ``gates`` are zeroed (the active ones are written once, not cleared first).
     """
     one = H.dtype.type(1.0)
     n_atoms, d_h = H.shape
     H_out = np.empty_like(H)
-    gates = np.zeros((n_atoms, 3 * d_h), dtype=H.dtype)
+    gates = np.empty((n_atoms, 3 * d_h), dtype=H.dtype)
     r = np.empty(d_h, dtype=H.dtype)
     z = np.empty(d_h, dtype=H.dtype)
     n = np.empty(d_h, dtype=H.dtype)
@@ -30,6 +31,8 @@ def gru_fwd(MX, HU, H, atom_rounds, step):
         if atom_rounds[i] <= step:
             for j in range(d_h):
                 H_out[i, j] = H[i, j]
+            for j in range(3 * d_h):
+                gates[i, j] = 0
             continue
         for j in range(d_h):
             r[j] = sigmoid_s(MX[i, j] + HU[i, j])
@@ -46,8 +49,9 @@ def gru_fwd(MX, HU, H, atom_rounds, step):
 
 
 @njit(nogil=True, cache=True, error_model="numpy")
-def gru_bwd(dH_out, H, HU, gates, atom_rounds, step):
-    """Backward of ``gru_fwd``.
+def gru_bwd(dH_out, H, HU_n, gates, atom_rounds, step):
+    """Backward of ``gru_fwd``; of ``HU`` it reads only the n block, ``HU_n = HU[:, 2 d_h:]``
+    : (n_atoms, d_h) (what the update stage caches: a third of HU).
 
     Returns dMX, dHU : (n_atoms, 3 d_h) (zero on frozen atoms) and dH : (n_atoms, d_h), the
     direct gradient through ``z ⊙ H`` (or the identity on frozen atoms).
@@ -79,7 +83,7 @@ def gru_bwd(dH_out, H, HU, gates, atom_rounds, step):
             dH[i, j] = g * z
         for j in range(d_h):
             r = gates[i, j]
-            da_r[j] = da_n[j] * HU[i, 2 * d_h + j] * r * (one - r)
+            da_r[j] = da_n[j] * HU_n[i, j] * r * (one - r)
         for j in range(d_h):
             dMX[i, j] = da_r[j]
             dMX[i, d_h + j] = da_z[j]

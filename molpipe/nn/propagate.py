@@ -61,15 +61,16 @@ def message_half_bwd(p: Arrays, g: Arrays, saved, dMX, dH, dEa, inst):
 def update_half_fwd(p: Arrays, H, MX, inst, step: int):
     """``H_out`` (n_atoms, d_h) of the GRU; returns (the non-finite count of H_out, H_out,
     what the backward needs)."""
-    n, H_out, HU, gates = rounds.update_half_fwd(H, MX, p["U_h"], p["b_h"], inst.atom_rounds, step)
-    return n, H_out, (H, HU, gates)
+    n, H_out, HU_n, gates = rounds.update_half_fwd(H, MX, p["U_h"], p["b_h"], inst.atom_rounds,
+                                                   step)
+    return n, H_out, (H, HU_n, gates)
 
 
 def update_half_bwd(p: Arrays, g: Arrays, saved, dH_out, inst, step: int):
     """Adds the U_h, b_h gradients to ``g``; returns (non-finite count, dH, dMX) of the update
     half."""
-    H, HU, gates = saved
-    return rounds.update_half_bwd(dH_out, H, HU, gates, p["U_h"], g["U_h"], g["b_h"],
+    H, HU_n, gates = saved
+    return rounds.update_half_bwd(dH_out, H, HU_n, gates, p["U_h"], g["U_h"], g["b_h"],
                                   inst.atom_rounds, step)
 
 

@@ -39,7 +39,7 @@ CALLS = [
     (embed.embed_bwd, (f32(N, D), f32(N, D), f32(N, D), f32(N, 3), f32(N), np.tanh(f32(N, D)),
                        f32(D, D), f32(D), f32(3, D), f32(D))),
     (gru.gru_fwd, (f32(N, 3 * D), f32(N, 3 * D), f32(N, D), ROUNDS, 0)),
-    (gru.gru_bwd, (f32(N, D), f32(N, D), f32(N, 3 * D), f32(N, 3 * D), ROUNDS, 0)),
+    (gru.gru_bwd, (f32(N, D), f32(N, D), f32(N, D), f32(N, 3 * D), ROUNDS, 0)),
     (rings.ring_pool_fwd, (f32(N, D), RA, RO)),
     (rings.ring_pool_bwd, (f32(2, D), RA, RO, N)),
     (rings.ring_broadcast_fwd, (f32(N, D), f32(2, D), RA, RO)),

@@ -53,12 +53,12 @@ def test_update_half_bwd_finite_differences(wrt):
     def f():
         return rounds.update_half_fwd(a["H"], a["MX"], a["U_h"], a["b_h"], atom_rounds, step)[1]
 
-    _, H_out, HU, gates = rounds.update_half_fwd(a["H"], a["MX"], a["U_h"], a["b_h"],
+    _, H_out, HU_n, gates = rounds.update_half_fwd(a["H"], a["MX"], a["U_h"], a["b_h"],
                                                  atom_rounds, step)
     np.testing.assert_array_equal(H_out[[1, 4]], a["H"][[1, 4]])
     w = rng.normal(size=H_out.shape)
     g = {k: np.zeros_like(a[k]) for k in ("U_h", "b_h")}
-    _, dH, dMX = rounds.update_half_bwd(w, a["H"], HU, gates, a["U_h"], g["U_h"], g["b_h"],
+    _, dH, dMX = rounds.update_half_bwd(w, a["H"], HU_n, gates, a["U_h"], g["U_h"], g["b_h"],
                                         atom_rounds, step)
     analytic = {"H": dH, "MX": dMX, **g}[wrt]
     check(f, a[wrt], analytic, w)
@@ -104,11 +104,11 @@ def test_counts_are_the_nonfinite_values_made_and_gathered():
     # a gathered gradient that overflows counts, although every part of it is finite
     f32, active = np.float32, np.array([1, 1], np.int32)
     H, U_h = np.ones((2, 1), f32), np.zeros((1, 3), f32)
-    n, H_out, HU, gates = rounds.update_half_fwd(H, np.zeros((2, 3), f32), U_h, np.zeros(3, f32),
+    n, H_out, HU_n, gates = rounds.update_half_fwd(H, np.zeros((2, 3), f32), U_h, np.zeros(3, f32),
                                                  active, 0)
     assert n == 0
     g_U, g_b = np.zeros((1, 3), f32), np.full(3, 3e38, f32)
-    n, dH, dMX = rounds.update_half_bwd(np.full((2, 1), 3e38, f32), H, HU, gates, U_h, g_U, g_b,
+    n, dH, dMX = rounds.update_half_bwd(np.full((2, 1), 3e38, f32), H, HU_n, gates, U_h, g_U, g_b,
                                         active, 0)
     assert np.isfinite(dH).all() and np.isfinite(dMX).all()
     assert n == np.count_nonzero(np.isinf(g_b)) > 0
