@@ -27,7 +27,7 @@ from molpipe.training.session import Session, make_items
 
 LAYOUTS = {            # schedule name -> (placement of one replica, replicas, mak, cores)
     "reference": ("fused", 1, 1, 1),
-    "async": ("stages", 1, 4, None),
+    "async-stages": ("stages", 1, 4, None),
     "async-replicas": ("fused", 2, 4, None),
 }
 

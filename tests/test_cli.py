@@ -105,7 +105,8 @@ def test_bench_json_runs_every_schedule_on_the_same_molecules():
     assert out["sync-each"]["instances_per_update"] == 1
     ratio = out["async"]["molecules_per_second"] / out["sync-each"]["molecules_per_second"]
     assert out["async"]["speedup_vs_sync-each"] == pytest.approx(ratio)
-    assert set(out["async"]["utilization"]) >= {"message", "update", "readout"}
+    assert set(out["async-stages"]["utilization"]) >= {"message", "update", "readout"}
+    assert set(out["async"]["utilization"]) == {"all", "all#1"}      # two fused replicas
     assert all(0 <= f <= 1 for f in out["async"]["utilization"].values())
     assert set(out["async"]["cpu"]) == set(out["async"]["utilization"])
     assert all(f >= 0 for f in out["async"]["cpu"].values()) and "cpu" not in out["reference"]

@@ -81,7 +81,7 @@ def test_layout_names_and_routing():
     assert layout_placement("replicas", stages) == ({s: 0 for s in stages}, 2)
     assert layout_placement("replicas", stages, replicas=4)[1] == 4
     assert layout_placement("stages", stages) == (None, 1)
-    with pytest.raises(ValueError, match="choices: stages, fused, replicas"):
+    with pytest.raises(ValueError, match="choices: auto, stages, fused, replicas"):
         layout_placement("ring", stages)
     table = replicated_placement({"embed": 0, "message": 1, "loss": 1}, 2)
     assert table[("message", 1)] == 3 and table[("embed", 1)] == 2 and table["loss"] == 1

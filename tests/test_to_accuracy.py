@@ -25,7 +25,7 @@ def test_json_holds_the_target_and_every_schedule():
     assert "reference" in out["to_accuracy"]["schedules"] and "async" not in out   # no throughput
     acc = out["to_accuracy"]
     assert acc["metric"] == "rmse" and acc["target_source"] == "reference best"
-    assert set(acc["schedules"]) == {"reference", "sync", "sync-each", "async"}
+    assert set(acc["schedules"]) == {"reference", "sync", "sync-each", "async-stages", "async"}
     ref = acc["schedules"]["reference"]
     assert acc["target"] == ref["best"] == min(e for _, _, e in ref["curve"])
     assert ref["epochs"] == 2 and ref["epochs_to_target"] is not None       # its own best

@@ -68,12 +68,12 @@ def bench(
     """
     import json
 
-    from molpipe.measure.bench import SCHEDULES, BenchConfig, bench as run_bench, schedule_settings
+    from molpipe.measure.bench import DEFAULT_SCHEDULES, BenchConfig, bench as run_bench, schedule_settings
     from molpipe.measure.to_accuracy import ACCURACY_SCHEDULES, Goal, check_schedules
     from molpipe.measure.to_accuracy import to_accuracy as run_to_accuracy
     from molpipe.cli.display import utilization_table
 
-    schedules = tuple(schedule or (ACCURACY_SCHEDULES if to_accuracy else SCHEDULES))
+    schedules = tuple(schedule or (ACCURACY_SCHEDULES if to_accuracy else DEFAULT_SCHEDULES))
     throughput = (not to_accuracy) if throughput is None else throughput
     try:
         for s in schedules:

@@ -125,8 +125,9 @@ def train(
         "Stages per worker, '/' between workers (README: --placement).",
         _PIPE)] = None,
     layout: Annotated[str, _opt(
-        "Workers: stages (one per stage), fused (one for all) or replicas (fused copies "
-        "sharing parameters).", _PIPE, values=("stages", "fused", "replicas"))] = DEFAULTS.layout,
+        "Workers: stages (one per stage), fused (one for all), replicas (fused copies "
+        "sharing parameters) or auto (replicas for async threads).", _PIPE,
+        values=("auto", "stages", "fused", "replicas"))] = DEFAULTS.layout,
     replicas: Annotated[Optional[int], _opt(
         "Copies of the layout's workers (--layout replicas: default 2).", _PIPE)] = None,
     on_nonfinite: Annotated[str, _opt(

@@ -18,6 +18,9 @@ from molpipe.training.session import Prepared, Session, make_items
 from molpipe.training.settings import DEFAULTS, TrainConfig
 
 SCHEDULES = ("reference", "sync", "sync-each", "async", "reference-x2")
+#: what ``molpipe bench`` runs unless told: the schedules, and async in both layouts (its
+#: default, replicas, and a worker per stage)
+DEFAULT_SCHEDULES = ("reference", "sync", "sync-each", "async-stages", "async", "reference-x2")
 # sync: one update per group of max_active_keys instances (a group fills the pipeline, drains);
 # sync-each: one update per min_update_frequency instances, as often as async updates, so
 # nothing can overlap an update (the pipeline holds one group at a time).
@@ -28,10 +31,11 @@ SCHEDULES = ("reference", "sync", "sync-each", "async", "reference-x2")
 # ENGINE_FIELDS) of a schedule, e.g. "async[max_active_keys=8,weight_stashing=false]"; the
 # short names "async-mak8" (8 in flight instead of --max-active-keys), "async-nostash" (no
 # weight stashing) and "async-mak8-nostash" are the same as their bracket forms, as are the
-# layout suffixes "async-fused" (one worker for every stage) and "async-replicas" (two fused
-# replicas on shared parameters; "async-replicas3": three).
+# layout suffixes "async-stages" (a worker per stage), "async-fused" (one worker for every
+# stage) and "async-replicas" (two fused replicas on shared parameters; "async-replicas3":
+# three); plain "async" is the run's default layout (auto: replicas).
 _SHORT = re.compile(r"async(?:-mak(?P<mak>[1-9][0-9]*))?(?P<nostash>-nostash)?"
-                    r"(?:-(?P<layout>fused|replicas)(?P<replicas>[1-9][0-9]*)?)?")
+                    r"(?:-(?P<layout>stages|fused|replicas)(?P<replicas>[1-9][0-9]*)?)?")
 _NAME = re.compile(r"(?P<base>[^\[\]]+)(?:\[(?P<fields>[^\[\]]*)\])?")
 
 #: the engine fields (``Session.engine`` keywords) a schedule variant may set, with their types
@@ -147,7 +151,7 @@ class BenchConfig:
     epochs: int = 4                   # timed passes, the schedules taking turns
     molecules: int | None = None      # first N training molecules (None: the whole split)
     replicate: int = 1                # repeat the training set (a larger workload)
-    schedules: tuple[str, ...] = SCHEDULES
+    schedules: tuple[str, ...] = DEFAULT_SCHEDULES
     seed: int = DEFAULTS.seed
     dtype: str = DEFAULTS.dtype
     placement: str | None = None      # pipeline stage placement (default: a worker per stage)

@@ -12,6 +12,7 @@ a NaN/inf then lands in the input gradient) of one stage object (the worker call
 
 from __future__ import annotations
 
+import copy
 import threading
 import time
 
@@ -39,6 +40,16 @@ class Fault:
         self._lock = threading.Lock()
         self._forward = stage.forward
         self._backward = stage.backward
+
+    def for_stage(self, stage) -> "Fault":
+        """The same fault in a replica's twin of the stage (``Stage.replica``): it wraps the
+        twin's own forward and backward and shares this fault's countdown and ``fired``."""
+        twin = copy.copy(self)
+        twin.stage = stage
+        twin._forward = type(stage).forward.__get__(stage)
+        twin._backward = type(stage).backward.__get__(stage)
+        twin._fires = self._fires
+        return twin
 
     def arm(self, at: int = 0) -> "Fault":
         """Fire on the ``at``-th training forward (0-based) from now on."""

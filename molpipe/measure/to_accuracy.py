@@ -27,7 +27,7 @@ from molpipe.training.settings import DEFAULTS
 from molpipe.training.train import lr_at, score
 
 #: the schedules a time-to-accuracy run trains by default (reference-x2 trains two networks)
-ACCURACY_SCHEDULES = ("reference", "sync", "sync-each", "async")
+ACCURACY_SCHEDULES = ("reference", "sync", "sync-each", "async-stages", "async")
 
 
 @dataclass

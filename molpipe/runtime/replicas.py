@@ -17,8 +17,9 @@ from __future__ import annotations
 import threading
 
 #: layouts of ``Pipeline`` workers by name: ``stages`` is one worker per stage (or the
-#: ``placement`` given), ``fused`` one worker for every stage, ``replicas`` R fused workers
-LAYOUTS = ("stages", "fused", "replicas")
+#: ``placement`` given), ``fused`` one worker for every stage, ``replicas`` R fused workers;
+#: ``auto`` is ``replicas`` where they can run (``resolve_layout``)
+LAYOUTS = ("auto", "stages", "fused", "replicas")
 DEFAULT_REPLICAS = 2
 
 
@@ -36,6 +37,15 @@ class SharedOptimizer:
 
     def __getattr__(self, name):
         return getattr(self.optimizer, name)
+
+
+def resolve_layout(layout: str, schedule: str, backend: str, placement) -> str:
+    """``auto`` as the layout it stands for: ``replicas`` for the async schedule on threads
+    without a placement of its own (measured fastest to a target: benchmarks/README.md),
+    else ``stages``; any other name as it is."""
+    if layout != "auto":
+        return layout
+    return "replicas" if schedule == "async" and backend == "thread" and not placement else "stages"
 
 
 def layout_placement(layout: str, stages, placement: dict | None = None,

@@ -62,6 +62,18 @@ class Stage:
         twin = copy.copy(self)
         twin.grads = {k: np.zeros_like(v) for k, v in self.params.items()}
         twin._cache = {}
+        # a forward or backward replaced on the object (a fault injected by a test) is bound
+        # to this stage: the twin gets its own, through the wrapper's ``for_stage``
+        for name in ("forward", "backward"):
+            own = self.__dict__.get(name)
+            if own is None:
+                continue
+            holder = getattr(own, "__self__", own)
+            if not hasattr(holder, "for_stage"):
+                raise TypeError(f"stage {self.name!r}: its {name} was replaced by {own!r}, "
+                                "which has no for_stage(stage) to follow it into a replica")
+            wrapped = holder.for_stage(twin)
+            twin.__dict__[name] = wrapped if holder is own else getattr(wrapped, own.__name__)
         return twin
 
     def clear_cache(self) -> None:

@@ -16,7 +16,7 @@ from molpipe.kernels import one_blas_thread
 from molpipe.nn.optim import Adam
 from molpipe.runtime.defaults import MAX_ACTIVE_KEYS, MIN_UPDATE_FREQUENCY, STALL_TIMEOUT
 from molpipe.runtime.memory import keep_freed_memory
-from molpipe.runtime.replicas import layout_placement
+from molpipe.runtime.replicas import layout_placement, resolve_layout
 from molpipe.runtime.nonfinite import NonFiniteError, check_policy, first_nonfinite
 from molpipe.training.pipeline_engine import PipelineEngine
 from molpipe.training.result import EpochResult
@@ -125,6 +125,7 @@ def make_engine(schedule: str, network, optimizers: dict, *,
     the run ("stop"), skips the instance ("skip") or is not checked (None).
     """
     keep_freed_memory()        # kernel outputs reuse freed memory (once per process)
+    layout = resolve_layout(layout, schedule, backend, placement)
     placement, replicas = layout_placement(layout, network.stages, placement, replicas)
     if schedule == "reference":
         return ReferenceEngine(network, optimizers, describe=describe, on_nonfinite=on_nonfinite)

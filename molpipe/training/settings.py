@@ -89,7 +89,7 @@ RULES = {
     "weight_stashing": ("--no-weight-stashing", *_choice(True, False)),
     "weight_prediction": ("--weight-prediction", *_choice(True, False)),
     "backend": ("--backend", *_choice("thread", "mpi")),
-    "layout": ("--layout", *_choice("stages", "fused", "replicas")),
+    "layout": ("--layout", *_choice("auto", "stages", "fused", "replicas")),
     "dtype": ("dtype", *_choice("float32", "float64")),
     "stall_timeout": ("--stall-timeout", *_positive_number()),
     "on_nonfinite": ("--on-nonfinite", *_choice("stop", "skip")),
@@ -207,8 +207,10 @@ class TrainConfig:
                                       # (also at most N atoms in flight)
     backend: str = "thread"
     placement: str | None = None      # "embed,message/update,..." (default: a worker per stage)
-    layout: str = "stages"            # "stages" (a worker per stage, or --placement), "fused"
-                                      # (one worker), "replicas" (fused copies, shared params)
+    layout: str = "auto"              # "stages" (a worker per stage, or --placement), "fused"
+                                      # (one worker), "replicas" (fused copies, shared params),
+                                      # "auto": replicas for async on threads without a
+                                      # placement, else stages (measured: benchmarks/README.md)
     replicas: int | None = None       # copies of the layout's workers (replicas: default 2)
     dtype: str = "float32"
     track_test: bool = False          # also score the test split every epoch (benchmarks)
