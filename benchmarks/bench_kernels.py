@@ -38,6 +38,7 @@ from molpipe.kernels import dense, gru, loss, optim, rings, typed_message  # noq
 from molpipe.nn.network import NetworkConfig, build_network  # noqa: E402
 from molpipe.nn.optim import Adam  # noqa: E402
 from molpipe.nn.layout import blocks_from_columns  # noqa: E402
+from molpipe.measure.roofline import median_cpu_seconds  # noqa: E402
 
 
 def bench_instance(n_mols: int = 16, lo: int = 22, hi: int = 28):
@@ -55,18 +56,8 @@ def bench_instance(n_mols: int = 16, lo: int = 22, hi: int = 28):
 
 
 def timeit(f, repeat: int) -> float:
-    """Median CPU time of the calling thread for f(), in microseconds (after a warm-up call).
-
-    Thread CPU time, not wall time: with one BLAS thread all work runs in this thread, and on a
-    shared, loaded machine wall time measures the neighbours.
-    """
-    f()
-    ts = []
-    for _ in range(repeat):
-        t0 = time.thread_time()
-        f()
-        ts.append(time.thread_time() - t0)
-    return 1e6 * float(np.median(ts))
+    """Median CPU time of the calling thread for f(), in microseconds (after a warm-up call)."""
+    return 1e6 * median_cpu_seconds(f, repeat)
 
 
 def kernel_table(inst, d_h: int, repeat: int) -> list[tuple[str, float, float]]:

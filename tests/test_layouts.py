@@ -95,3 +95,30 @@ def test_replicas_refuse_the_sync_schedule_and_mpi():
     net = _network()
     with pytest.raises(ValueError, match="replicas need the async schedule"):
         make_engine("sync", net, make_optimizers(net, 1e-3), layout="replicas")
+
+
+def test_a_backward_runs_on_the_weights_its_forward_read_though_another_replica_stepped():
+    """Weight stashing across replicas: replica 1 steps the shared optimizer between replica
+    0's forward and its backward; that backward sees the forward's version, then it is freed."""
+    from molpipe.nn.optim import Adam
+    from molpipe.runtime.replicas import SharedOptimizer
+    from molpipe.runtime.stage import Stage
+
+    stage = Stage({"W": np.ones(3)})
+    twin = stage.replica()
+    shared = SharedOptimizer(Adam(stage.params, lr=0.1))
+    mine, other = shared.stash_view(stage), shared.stash_view(twin)
+    mine.forward("a", 0)
+    other.forward("b", 0)
+    shared.step({"W": np.ones(3)}, 1.0)              # b's replica updates first
+    with other.backward("b", 0):
+        seen_b = twin.params["W"].copy()
+    assert np.allclose(seen_b, 1.0)                   # the version b's forward read
+    assert mine.n_versions == 1                       # still held for a
+    with mine.backward("a", 0):
+        assert np.allclose(stage.params["W"], 1.0)
+    assert not np.allclose(stage.params["W"], 1.0)    # live weights moved; copy released
+    assert mine.n_versions == 0 and shared.version == 1
+    mine.forward("c", 0)                              # no step since: the live weights
+    with mine.backward("c", 0):
+        assert stage.params is twin.params

@@ -98,8 +98,14 @@ def typed_message_bwd(dM, S, W_m, src, pair_atom, type_offsets, edge_pair):
             a = pair_atom[p0 + k]
             for j in range(d_h):
                 dMp[k, j] = dM[a, j]
-        dW_m[t] = np.dot(S[p0:p1].T, dMp)
-        dS[p0:p1] = np.dot(dMp, W_m[t].T)
+        dW_t = np.dot(S[p0:p1].T, dMp)
+        dS_t = np.dot(dMp, W_m[t].T)
+        for i in range(d_h):        # loops, not slice assignments: those make numba compile
+            for j in range(d_h):    # its shape-mismatch message (seconds, on a fresh clone)
+                dW_m[t, i, j] = dW_t[i, j]
+        for k in range(p1 - p0):
+            for j in range(d_h):
+                dS[p0 + k, j] = dS_t[k, j]
     dH = np.zeros((n_atoms, d_h), dtype=dM.dtype)
     for e in range(n_edges):
         p = edge_pair[e]

@@ -56,8 +56,10 @@ def _dots(As, Bs):
         np.dot(As[i], Bs[i])
 
 
-def _median_seconds(f, repeat: int) -> float:
-    """Median thread CPU time of ``f()`` after one warm-up call (see bench_kernels.timeit)."""
+def median_cpu_seconds(f, repeat: int) -> float:
+    """Median CPU time of the calling thread for ``f()``, after one warm-up call. Thread CPU
+    time, not wall time: with one BLAS thread all work runs in this thread, and on a shared,
+    loaded machine wall time measures the neighbours."""
     f()
     ts = []
     for _ in range(repeat):
@@ -79,7 +81,7 @@ def matmul_gflops(shapes: list[tuple[int, int, int]], repeat: int, dtype=np.floa
     for m, k, n in shapes:
         As.append(rng.standard_normal((m, k)).astype(dtype))
         Bs.append(rng.standard_normal((k, n)).astype(dtype))
-    t = _median_seconds(lambda: _dots(As, Bs), repeat)
+    t = median_cpu_seconds(lambda: _dots(As, Bs), repeat)
     return sum(2 * m * k * n for m, k, n in shapes) / t / 1e9
 
 
@@ -90,8 +92,8 @@ def peak_gflops(n: int = 2048, repeat: int = 5) -> dict:
     A = rng.standard_normal((n, n)).astype(np.float32)
     B = rng.standard_normal((n, n)).astype(np.float32)
     flops = 2 * n ** 3
-    return {"n": n, "numba_gflops": flops / _median_seconds(lambda: _dots_one(A, B), repeat) / 1e9,
-            "numpy_gflops": flops / _median_seconds(lambda: A @ B, repeat) / 1e9}
+    return {"n": n, "numba_gflops": flops / median_cpu_seconds(lambda: _dots_one(A, B), repeat) / 1e9,
+            "numpy_gflops": flops / median_cpu_seconds(lambda: A @ B, repeat) / 1e9}
 
 
 @njit(nogil=True, cache=True)

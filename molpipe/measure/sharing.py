@@ -21,7 +21,7 @@ from __future__ import annotations
 import heapq
 from collections import deque
 
-from molpipe.measure.simulate import Costs
+from molpipe.measure.simulate import Costs, hop_position
 
 _EPS = 1e-15
 
@@ -53,8 +53,7 @@ def simulate_shared(paths: list[list[tuple[str, int]]], costs: Costs, where: dic
         seq += 1
 
     def hop_pos(i, h):
-        p = paths[i]
-        return p[h] if h < len(p) else p[2 * len(p) - 1 - h]
+        return hop_position(paths[i], h)
 
     def worker(i, h):
         pos = hop_pos(i, h)

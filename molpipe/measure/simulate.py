@@ -74,6 +74,12 @@ def placement(positions: list[tuple[str, int]], costs: Costs, k: int, unroll: bo
     return {pos: p[pos[0]] for pos in positions}
 
 
+def hop_position(path: list[tuple[str, int]], h: int) -> tuple[str, int]:
+    """(stage, step) of hop ``h`` of an instance: hops 0..n-1 run ``path`` forward, n..2n-1
+    backward along it reversed."""
+    return path[h] if h < len(path) else path[2 * len(path) - 1 - h]
+
+
 def simulate(paths: list[list[tuple[str, int]]], costs: Costs, where: dict, *, mak: int = 8,
              muf: int = 1, latency: float = 0.0, overhead: float = 0.0) -> dict:
     """Run ``paths`` (one per instance) through the model; returns seconds and instances/s.
@@ -96,10 +102,8 @@ def simulate(paths: list[list[tuple[str, int]]], costs: Costs, where: dict, *, m
         heapq.heappush(events, (t, seq, kind, data))
         seq += 1
 
-    # a task: (instance, hop); hops 0..n-1 forward, n..2n-1 backward along the reversed path
     def hop_pos(i, h):
-        p = paths[i]
-        return p[h] if h < len(p) else p[2 * len(p) - 1 - h]
+        return hop_position(paths[i], h)
 
     def run_chain(w, t, i, h, remote):
         """Run task (i, h) on worker w from time t, then its local successors; return end time."""

@@ -15,6 +15,7 @@ turns, one instance at a time, and training equals the reference trainer's.
 from __future__ import annotations
 
 import threading
+from contextlib import contextmanager
 
 #: layouts of ``Pipeline`` workers by name: ``stages`` is one worker per stage (or the
 #: ``placement`` given), ``fused`` one worker for every stage, ``replicas`` R fused workers;
@@ -25,18 +26,79 @@ DEFAULT_REPLICAS = 2
 
 class SharedOptimizer:
     """One stage's optimizer shared by replicas: ``step`` runs under a lock; everything else
-    (``state``, ``lr``, ``state_dict``, ...) is the wrapped optimizer's."""
+    (``state``, ``lr``, ``state_dict``, ...) is the wrapped optimizer's.
+
+    It also stashes weights across replicas (PipeDream's weight stashing, where the other
+    replica is what moves the weights): ``version`` counts its steps, a forward records the
+    version it read (``stash_view(stage).forward``), and a step copies the parameters first
+    while a forward of the current version still waits for its backward, which then runs on
+    that copy.
+    """
 
     def __init__(self, optimizer):
         self.optimizer = optimizer
         self.lock = threading.Lock()
+        self.version = 0
+        self._at: dict = {}            # (key, step) -> version its forward read
+        self._refs: dict[int, int] = {}
+        self._copies: dict[int, dict] = {}
 
     def step(self, grads, scale: float) -> None:
         with self.lock:
+            if self._refs.get(self.version):
+                self._copies[self.version] = {k: p.copy() for k, p in self.optimizer.params.items()}
             self.optimizer.step(grads, scale)
+            self.version += 1
+
+    def stash_view(self, stage) -> "_ReplicaStash":
+        """A ``WeightStash``-like view for one replica's twin of the stage."""
+        return _ReplicaStash(self, stage)
 
     def __getattr__(self, name):
         return getattr(self.optimizer, name)
+
+
+class _ReplicaStash:
+    """``WeightStash``'s interface over a ``SharedOptimizer``'s versions (the worker's own
+    accumulator versions, passed in, count only its own replica's updates: ignored)."""
+
+    def __init__(self, shared: SharedOptimizer, stage):
+        self.shared, self.stage = shared, stage
+
+    def forward(self, key, step: int, version: int = 0) -> None:
+        sh = self.shared
+        with sh.lock:
+            v = sh._at[(key, step)] = sh.version
+            sh._refs[v] = sh._refs.get(v, 0) + 1
+
+    def before_update(self, version: int) -> None:
+        """Nothing: the shared optimizer copies under its lock, right before it steps."""
+
+    @contextmanager
+    def backward(self, key, step: int, current: int = 0):
+        sh = self.shared
+        with sh.lock:
+            v = sh._at.pop((key, step), None)
+            copy = sh._copies.get(v) if v is not None and v != sh.version else None
+        live = self.stage.params
+        if copy is not None:
+            self.stage.params = copy
+        try:
+            yield
+        finally:
+            self.stage.params = live
+            if v is not None:
+                with sh.lock:
+                    left = sh._refs.get(v, 1) - 1
+                    if left > 0:
+                        sh._refs[v] = left
+                    else:
+                        sh._refs.pop(v, None)
+                        sh._copies.pop(v, None)
+
+    @property
+    def n_versions(self) -> int:
+        return len(self.shared._copies)
 
 
 def resolve_layout(layout: str, schedule: str, backend: str, placement) -> str:

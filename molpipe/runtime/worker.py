@@ -74,7 +74,10 @@ class Worker:
             self.stash = {name: PredictedWeights(st, optimizers.get(name), stash_weights)
                           for name, st in stages.items()}
         else:
-            self.stash = {name: WeightStash(st) for name, st in stages.items()} if stash_weights else None
+            # replicas: a shared optimizer's versions count every replica's updates
+            self.stash = {name: (optimizers[name].stash_view(st)
+                                 if hasattr(optimizers.get(name), "stash_view") else WeightStash(st))
+                          for name, st in stages.items()} if stash_weights else None
         self.expected = {name: 0.0 for name in stages}  # running mean staleness per stage
         # NaN/inf in a training forward's outputs: None (not checked), "stop" or "skip"
         self.on_nonfinite = check_policy(on_nonfinite)
@@ -146,6 +149,9 @@ class Worker:
         stage = self.stages[m.stage]
         version = self.acc[m.stage].version
         if m.version is None:
+            if train and self.stash is not None and not self.predict_weights:
+                # before the forward reads them: under replicas another one may step meanwhile
+                self.stash[m.stage].forward(m.key, m.step, version)
             ahead = round(self.expected[m.stage])
             with (self.stash[m.stage].forward(m.key, m.step, version, ahead)
                   if train and self.predict_weights else nullcontext()):
@@ -166,8 +172,6 @@ class Worker:
         path = m.path + ((m.stage, m.step),) if train else ()
         if train:
             self._version_at_fwd.setdefault((m.stage, m.key), version)
-            if self.stash is not None and not self.predict_weights:
-                self.stash[m.stage].forward(m.key, m.step, version)
         check = train and self.on_nonfinite is not None and stage.nonfinite != 0
         bad = first_nonfinite(y, m.payload) if check else None
         if bad is not None:
