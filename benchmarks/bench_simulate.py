@@ -2,8 +2,8 @@
 
     python benchmarks/bench_simulate.py --data esol [--json benchmarks/results/simulate-esol.json]
 
-1. Stage costs, uncontended: one fused worker, one instance in flight, on the first 800
-   training molecules (``measure_costs(..., layout="fused", max_active_keys=1)``).
+1. Stage costs, uncontended: one fused worker, one instance in flight, on 800
+   molecules sampled from the set (``measure_costs(..., layout="fused", max_active_keys=1)``).
 2. Predicted training molecules/s on this machine's cores (``simulate_shared``: processor
    sharing) for the paths of the bench's own instances: the reference trainer (one worker,
    one in flight), async with a worker per stage (mak 4), async with 2 fused replicas.

@@ -177,7 +177,8 @@ def scaling(costs: Costs, paths: list, ks, *, mak: int, muf: int = 1, latency: f
 def measure_costs(data: str = "qm9", n_molecules: int = 800, hidden: int = DEFAULTS.hidden,
                   size: int = 16, **engine) -> Costs:
     """Stage costs from a short thread-backend training pass on ``data`` (this machine), of
-    ``molpipe train``'s network (one ``Session``) on its first ``n_molecules`` molecules.
+    ``molpipe train``'s network (one ``Session``) on ``n_molecules`` of its molecules (a
+    seeded sample).
 
     ``engine``: ``Session.engine`` overrides; ``layout="fused", max_active_keys=1`` measures
     each stage's CPU seconds with nothing else running (``molpipe.measure.sharing``'s input).
@@ -187,7 +188,8 @@ def measure_costs(data: str = "qm9", n_molecules: int = 800, hidden: int = DEFAU
 
     session = Session(TrainConfig(data=data, hidden=hidden, molecules_per_instance=size,
                                   schedule="async", trace=True))
-    rows = np.arange(min(n_molecules, len(session.store)))
+    # a seeded sample of the whole set, not its first rows (QM9's are its smallest molecules)
+    rows = np.sort(np.random.default_rng(0).permutation(len(session.store))[:n_molecules])
     session.load_graphs(rows)
     session.fit_scaling(rows)
     network = session.network()
