@@ -122,3 +122,15 @@ def test_a_backward_runs_on_the_weights_its_forward_read_though_another_replica_
     mine.forward("c", 0)                              # no step since: the live weights
     with mine.backward("c", 0):
         assert stage.params is twin.params
+
+
+def test_bench_names_a_layout_and_lists_the_choices_of_an_unknown_one():
+    from molpipe.measure.bench import schedule_settings
+
+    assert schedule_settings("async-stages")["engine"] == {"layout": "stages"}
+    assert schedule_settings("async-mak8-replicas3")["engine"] == {
+        "max_active_keys": 8, "layout": "replicas", "replicas": 3}
+    assert schedule_settings("async[layout=fused]")["engine"] == {"layout": "fused"}
+    net = _network()
+    with pytest.raises(ValueError, match="choices: auto, stages, fused, replicas"):
+        make_engine("async", net, make_optimizers(net, 1e-3), layout="ring")

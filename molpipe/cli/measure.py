@@ -131,7 +131,7 @@ def bench(
         r = result[name]
         per_update = r.get("instances_per_update", min_update_frequency if name != "reference" else 1)
         table.add_row(escape(name), str(per_update), f"{r['molecules_per_second']:,.0f}",
-                      f"{r.get('speedup_vs_reference', float('nan')):.2f}",
+                      f"{r['speedup_vs_reference']:.2f}" if "speedup_vs_reference" in r else "–",
                       f"{asy / r['molecules_per_second']:.2f}" if asy else "", f"{r['seconds']:.2f}")
     console.print(table)
     for name in schedules:
