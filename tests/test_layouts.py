@@ -106,7 +106,7 @@ def test_a_backward_runs_on_the_weights_its_forward_read_though_another_replica_
 
     stage = Stage({"W": np.ones(3)})
     twin = stage.replica()
-    shared = SharedOptimizer(Adam(stage.params, lr=0.1))
+    shared = SharedOptimizer(Adam(stage.params, lr=0.1), stage.params)
     mine, other = shared.stash_view(stage), shared.stash_view(twin)
     mine.forward("a", 0)
     other.forward("b", 0)
@@ -134,3 +134,23 @@ def test_bench_names_a_layout_and_lists_the_choices_of_an_unknown_one():
     net = _network()
     with pytest.raises(ValueError, match="choices: auto, stages, fused, replicas"):
         make_engine("async", net, make_optimizers(net, 1e-3), layout="ring")
+
+
+def test_a_frozen_stage_stays_as_it_was_under_replicas():
+    """--freeze gives a stage an optimizer that holds nothing: the stash across replicas still
+    copies (and swaps in) the stage's own parameters."""
+    from molpipe.nn.optim import Frozen
+
+    items = _items(40, 3, seed=8)
+    net = _network("float32")
+    opts = make_optimizers(net, 1e-2, freeze=("embed", "message"))
+    opts = {**opts, "embed": Frozen(), "message": Frozen()}
+    before = {k: v.copy() for k, v in net.state_dict().items()}
+    with make_engine("async", net, opts, max_active_keys=4, layout="replicas",
+                     weight_stashing=True) as engine:
+        engine.train(items)
+    after = net.state_dict()
+    for k in after:
+        if k.split(".")[0] in ("embed", "message"):
+            np.testing.assert_array_equal(after[k], before[k], err_msg=k)
+    assert not np.array_equal(after["update.U_h"], before["update.U_h"])

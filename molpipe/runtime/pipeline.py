@@ -94,7 +94,7 @@ class Pipeline:
         crit = self._criteria(stages, criterion, min_update_frequency)
         self.stages, self.placement, self.replicas = stages, placement, replicas
         if replicas > 1:
-            optimizers = {s: SharedOptimizer(o) for s, o in optimizers.items()}
+            optimizers = {s: SharedOptimizer(o, stages[s].params) for s, o in optimizers.items()}
         self.workers = []
         for r in range(replicas):
             own = stages if r == 0 else {s: st.replica() for s, st in stages.items()}

@@ -35,8 +35,9 @@ class SharedOptimizer:
     that copy.
     """
 
-    def __init__(self, optimizer):
+    def __init__(self, optimizer, params: dict):
         self.optimizer = optimizer
+        self.params = params           # the stage's own (a frozen stage's optimizer holds none)
         self.lock = threading.Lock()
         self.version = 0
         self._at: dict = {}            # (key, step) -> version its forward read
@@ -46,7 +47,7 @@ class SharedOptimizer:
     def step(self, grads, scale: float) -> None:
         with self.lock:
             if self._refs.get(self.version):
-                self._copies[self.version] = {k: p.copy() for k, p in self.optimizer.params.items()}
+                self._copies[self.version] = {k: p.copy() for k, p in self.params.items()}
             self.optimizer.step(grads, scale)
             self.version += 1
 
