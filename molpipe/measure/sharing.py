@@ -18,10 +18,9 @@ fused workers is all about how work lands on cores, so this model adds:
 
 from __future__ import annotations
 
-import heapq
 from collections import deque
 
-from molpipe.measure.simulate import Costs, hop_position
+from molpipe.measure.simulate import Costs, Events, hop_position
 
 _EPS = 1e-15
 
@@ -41,16 +40,11 @@ def simulate_shared(paths: list[list[tuple[str, int]]], costs: Costs, where: dic
     left = [0.0] * n_workers
     busy_cpu = [0.0] * n_workers
     acc: dict = {}
-    events: list = []
-    seq = 0
+    events = Events()
+    push = events.push
     replica_of: dict[int, int] = {}
     load = [0] * replicas
     turn = 0
-
-    def push(t, kind, *data):
-        nonlocal seq
-        heapq.heappush(events, (t, seq, kind, data))
-        seq += 1
 
     def hop_pos(i, h):
         return hop_position(paths[i], h)
@@ -95,7 +89,7 @@ def simulate_shared(paths: list[list[tuple[str, int]]], costs: Costs, where: dic
         rate = min(1.0, cores / len(running)) if running else 0.0
         least = min(left[w] for w in running) if running else 0.0
         t_finish = t + least / rate if running else float("inf")
-        t_event = events[0][0] if events else float("inf")
+        t_event = events.next_time()
         finishing = t_finish <= t_event
         step = least if finishing else (t_event - t) * rate     # CPU seconds each ran
         for w in running:
@@ -118,8 +112,8 @@ def simulate_shared(paths: list[list[tuple[str, int]]], costs: Costs, where: dic
                 push(t + latency, "arrive", worker(i, h + 1), i, h + 1)
             if queues[w]:
                 begin(w, *queues[w].popleft())
-        while events and events[0][0] <= t:
-            _, _, kind, data = heapq.heappop(events)
+        while events and events.next_time() <= t:
+            _, kind, data = events.pop()
             if kind == "arrive":
                 w, i, h = data
                 if task[w] is None:

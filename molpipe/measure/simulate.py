@@ -74,6 +74,29 @@ def placement(positions: list[tuple[str, int]], costs: Costs, k: int, unroll: bo
     return {pos: p[pos[0]] for pos in positions}
 
 
+class Events:
+    """The simulators' event queue: ``(time, kind, data)`` in time order, ties in push order."""
+
+    def __init__(self):
+        self._heap: list = []
+        self._seq = 0
+
+    def push(self, t: float, kind: str, *data) -> None:
+        heapq.heappush(self._heap, (t, self._seq, kind, data))
+        self._seq += 1
+
+    def pop(self) -> tuple:
+        t, _, kind, data = heapq.heappop(self._heap)
+        return t, kind, data
+
+    def next_time(self) -> float:
+        """When the next event happens (inf when none is left)."""
+        return self._heap[0][0] if self._heap else float("inf")
+
+    def __bool__(self) -> bool:
+        return bool(self._heap)
+
+
 def hop_position(path: list[tuple[str, int]], h: int) -> tuple[str, int]:
     """(stage, step) of hop ``h`` of an instance: hops 0..n-1 run ``path`` forward, n..2n-1
     backward along it reversed."""
@@ -94,13 +117,8 @@ def simulate(paths: list[list[tuple[str, int]]], costs: Costs, where: dict, *, m
     idle = [True] * n_workers
     busy = [0.0] * n_workers
     acc: dict[str, int] = {}
-    events: list = []
-    seq = 0
-
-    def push(t, kind, *data):
-        nonlocal seq
-        heapq.heappush(events, (t, seq, kind, data))
-        seq += 1
+    events = Events()
+    push = events.push
 
     def hop_pos(i, h):
         return hop_position(paths[i], h)
@@ -139,7 +157,7 @@ def simulate(paths: list[list[tuple[str, int]]], costs: Costs, where: dict, *, m
         push(latency, "arrive", first, pending.popleft(), 0)
     t_end = 0.0
     while events:
-        t, _, kind, data = heapq.heappop(events)
+        t, kind, data = events.pop()
         if kind == "arrive":
             w, i, h = data
             queues[w].append((i, h, True))
