@@ -154,3 +154,17 @@ def test_a_frozen_stage_stays_as_it_was_under_replicas():
         if k.split(".")[0] in ("embed", "message"):
             np.testing.assert_array_equal(after[k], before[k], err_msg=k)
     assert not np.array_equal(after["update.U_h"], before["update.U_h"])
+
+
+def test_simulate_predicts_replicas_and_refuses_an_unknown_layout():
+    from typer.testing import CliRunner
+
+    from cli import app
+
+    runner = CliRunner()
+    result = runner.invoke(app, ["simulate", "freesolv", "--layout", "replicas", "--workers", "1",
+                                 "--workers", "2"])
+    assert result.exit_code == 0, result.output
+    assert "replicas" in result.output and "molecules/s" in result.output
+    bad = runner.invoke(app, ["simulate", "freesolv", "--layout", "ring"])
+    assert bad.exit_code != 0 and "choices: stages, replicas" in bad.output

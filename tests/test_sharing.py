@@ -50,3 +50,14 @@ def test_a_worker_per_stage_never_beats_the_cores_it_shares():
     slow = simulate_shared(PATHS, COSTS, per_stage, cores=1, mak=8)["seconds"]
     fast = simulate_shared(PATHS, COSTS, per_stage, cores=6, mak=8)["seconds"]
     assert fast < slow / 2
+
+
+def test_replicas_on_cores_of_their_own_scale_with_their_number():
+    from molpipe.measure.sharing import replica_curve
+
+    rows = replica_curve(COSTS, PATHS * 4, ks=(1, 2, 4))
+    one = rows[0]["instances_per_second"]
+    total = sum(_work(p) for p in PATHS * 4)
+    assert one == pytest.approx(len(PATHS * 4) / total)
+    for r in rows[1:]:
+        assert r["instances_per_second"] == pytest.approx(one * r["workers"], rel=0.05)

@@ -171,17 +171,34 @@ def simulate(
     latency: Annotated[float, typer.Option(help="Seconds a message takes between two workers.")] = 50e-6,
     overhead: Annotated[float, typer.Option(help="Receiver CPU seconds per message (decode).")] = 20e-6,
     molecules_per_instance: Annotated[int, typer.Option(help="Molecules packed into one instance.")] = 16,
+    layout: Annotated[str, typer.Option(
+        help="stages: K workers, a balanced cut of the stages, a core each; replicas: K fused "
+             "replicas of the network, a core each (costs measured on one fused worker).")] = "stages",
 ) -> None:
     """Predict pipeline throughput for K workers from measured stage costs (discrete events).
 
-    Example: molpipe simulate qm9 --max-active-keys 16 --latency 1e-4
+    Example: molpipe simulate qm9 --max-active-keys 16 --latency 1e-4;
+    molpipe simulate qm9 --layout replicas
     """
-    from molpipe.measure.simulate import measure_costs, predict_curve
+    from molpipe.measure.simulate import measure_costs, network_path, predict_curve
 
-    costs = measure_costs(data, size=molecules_per_instance)
-    rows = predict_curve(costs, tuple(workers or (1, 2, 4, 6, 8, 16, 32, 64)), mak=max_active_keys,
-                         latency=latency, overhead=overhead)
-    table = Table(title=f"predicted throughput, {data}, mak {max_active_keys}, latency {latency:g} s")
+    if layout not in ("stages", "replicas"):
+        fail(f"unknown layout {layout!r} (choices: stages, replicas)")
+    ks = tuple(workers or (1, 2, 4, 6, 8, 16, 32, 64))
+    if layout == "replicas":
+        import numpy as np
+
+        from molpipe.measure.sharing import replica_curve
+
+        costs = measure_costs(data, size=molecules_per_instance, layout="fused", max_active_keys=1)
+        rng = np.random.default_rng(0)
+        paths = [network_path(int(rng.integers(3, 7)), bool(rng.random() < 0.6)) for _ in range(2000)]
+        rows = replica_curve(costs, paths, ks)
+    else:
+        costs = measure_costs(data, size=molecules_per_instance)
+        rows = predict_curve(costs, ks, mak=max_active_keys, latency=latency, overhead=overhead)
+    table = Table(title=f"predicted throughput, {data}, {layout}, mak {max_active_keys}, "
+                        f"latency {latency:g} s")
     for column in ("workers", "used", "molecules/s", "busiest worker"):
         table.add_column(column, justify="right")
     for r in rows:

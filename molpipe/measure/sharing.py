@@ -129,3 +129,19 @@ def simulate_shared(paths: list[list[tuple[str, int]]], costs: Costs, where: dic
     n = len(paths)
     return {"seconds": t_end, "instances_per_second": n / t_end if t_end > 0 else float("inf"),
             "cpu": [b / t_end if t_end > 0 else 0.0 for b in busy_cpu]}
+
+
+def replica_curve(costs: Costs, paths: list, ks=(1, 2, 4, 8, 16, 32, 64), *,
+                  mak_per_replica: int = 2) -> list[dict]:
+    """Instances/s of K fused replicas, each on a core of its own (``cores = K``), at
+    ``mak_per_replica`` instances in flight per replica: the replicas layout on a K-core
+    machine. No message crosses workers, so latency does not enter; what the model leaves out
+    is the replicas' contention on the shared parameters (one lock per stage's optimizer)."""
+    stages = dict.fromkeys(s for p in paths for s, _ in p)
+    fused = {(s, 0): 0 for s in stages}
+    rows = []
+    for k in ks:
+        r = simulate_shared(paths, costs, fused, cores=k, replicas=k, mak=mak_per_replica * k)
+        rows.append({"workers": k, "used": k, "instances_per_second": r["instances_per_second"],
+                     "max_utilization": max(r["cpu"])})
+    return rows
