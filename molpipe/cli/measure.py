@@ -180,20 +180,16 @@ def simulate(
     Example: molpipe simulate qm9 --max-active-keys 16 --latency 1e-4;
     molpipe simulate qm9 --layout replicas
     """
-    from molpipe.measure.simulate import measure_costs, network_path, predict_curve
+    from molpipe.measure.simulate import measure_costs, predict_curve, random_paths
 
     if layout not in ("stages", "replicas"):
         fail(f"unknown layout {layout!r} (choices: stages, replicas)")
     ks = tuple(workers or (1, 2, 4, 6, 8, 16, 32, 64))
     if layout == "replicas":
-        import numpy as np
-
         from molpipe.measure.sharing import replica_curve
 
         costs = measure_costs(data, size=molecules_per_instance, layout="fused", max_active_keys=1)
-        rng = np.random.default_rng(0)
-        paths = [network_path(int(rng.integers(3, 7)), bool(rng.random() < 0.6)) for _ in range(2000)]
-        rows = replica_curve(costs, paths, ks)
+        rows = replica_curve(costs, random_paths(), ks)
     else:
         costs = measure_costs(data, size=molecules_per_instance)
         rows = predict_curve(costs, ks, mak=max_active_keys, latency=latency, overhead=overhead)

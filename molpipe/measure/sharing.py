@@ -20,7 +20,8 @@ from __future__ import annotations
 
 from collections import deque
 
-from molpipe.measure.simulate import Costs, Events, hop_position
+from molpipe.measure.simulate import Costs, Events, hop_position, placed
+from molpipe.runtime.replicas import pick_replica
 
 _EPS = 1e-15
 
@@ -50,9 +51,7 @@ def simulate_shared(paths: list[list[tuple[str, int]]], costs: Costs, where: dic
         return hop_position(paths[i], h)
 
     def worker(i, h):
-        pos = hop_pos(i, h)
-        w = where[pos] if pos in where else where[(pos[0], 0)]
-        return w + replica_of[i] * per
+        return placed(where, hop_pos(i, h)) + replica_of[i] * per
 
     def work(w, i, h, remote):
         """CPU seconds of hop h of instance i on worker w (its update included)."""
@@ -74,8 +73,7 @@ def simulate_shared(paths: list[list[tuple[str, int]]], costs: Costs, where: dic
     def admit(t):
         nonlocal turn
         i = pending.popleft()
-        low = min(load)
-        r = next(k % replicas for k in range(turn, turn + replicas) if load[k % replicas] == low)
+        r = pick_replica(load, turn)
         turn, replica_of[i] = r + 1, r
         load[r] += 1
         push(t + latency, "arrive", worker(i, 0), i, 0)

@@ -97,6 +97,11 @@ class Events:
         return bool(self._heap)
 
 
+def placed(where: dict, pos: tuple[str, int]) -> int:
+    """The worker of ``pos`` = (stage, step) in ``where`` (a missing step: ``(stage, 0)``'s)."""
+    return where[pos] if pos in where else where[(pos[0], 0)]
+
+
 def hop_position(path: list[tuple[str, int]], h: int) -> tuple[str, int]:
     """(stage, step) of hop ``h`` of an instance: hops 0..n-1 run ``path`` forward, n..2n-1
     backward along it reversed."""
@@ -110,7 +115,7 @@ def simulate(paths: list[list[tuple[str, int]]], costs: Costs, where: dict, *, m
     ``where`` maps (stage, step) -> worker (a missing step falls back to (stage, 0)).
     """
     def worker(pos):
-        return where[pos] if pos in where else where[(pos[0], 0)]
+        return placed(where, pos)
 
     n_workers = max(where.values()) + 1
     queues = [deque() for _ in range(n_workers)]
@@ -218,12 +223,19 @@ def measure_costs(data: str = "qm9", n_molecules: int = 800, hidden: int = DEFAU
         return costs_from_trace(run.trace())
 
 
+def random_paths(n: int = 2000, max_rounds: int = 6, ring_fraction: float = 0.6,
+                 seed: int = 0) -> list[list[tuple[str, int]]]:
+    """``n`` paths of molpipe's network: rounds drawn from 3..max_rounds, rings with
+    probability ``ring_fraction`` (seeded)."""
+    rng = np.random.default_rng(seed)
+    return [network_path(int(rng.integers(3, max_rounds + 1)), bool(rng.random() < ring_fraction))
+            for _ in range(n)]
+
+
 def predict_curve(costs: Costs, ks=(1, 2, 4, 8, 16, 32, 64), *, mak: int = 8, latency: float = 50e-6,
                   overhead: float = 20e-6, max_rounds: int = 6, ring_fraction: float = 0.6,
                   n: int = 2000, seed: int = 0) -> list[dict]:
     """Instances/s for K workers on a network like molpipe's (rounds 3..max, some rings)."""
-    rng = np.random.default_rng(seed)
-    paths = [network_path(int(rng.integers(3, max_rounds + 1)), bool(rng.random() < ring_fraction))
-             for _ in range(n)]
+    paths = random_paths(n, max_rounds, ring_fraction, seed)
     return scaling(costs, paths, ks, mak=mak, latency=latency, overhead=overhead,
                    positions=network_path(max_rounds, True))

@@ -11,6 +11,7 @@ from typing import Any, Callable, Iterable
 import numpy as np
 
 from molpipe.runtime.message import Kind, Message, n_atoms
+from molpipe.runtime.replicas import pick_replica
 from molpipe.runtime.trace import utilization
 
 
@@ -102,8 +103,7 @@ class ControlNode:
         self.first, self.mak, self.schedule = first, max_active_keys, schedule
         self.stall_timeout, self.describe = stall_timeout, describe
         self.status = status or (lambda: [None] * n_workers)
-        # replicated pipelines: a new instance goes to the replica with the fewest in
-        # flight, ties taken in turn (so that at mak 1 the replicas alternate)
+        # replicated pipelines: where new instances go (``pick_replica``)
         self.replicas = replicas
         self._load = [0] * replicas             # instances in flight per replica
         self._replica_of: dict = {}             # key -> its replica
@@ -112,9 +112,7 @@ class ControlNode:
     def _pick_replica(self, key) -> int:
         if self.replicas == 1:
             return 0
-        low = min(self._load)
-        r = next(i % self.replicas for i in range(self._turn, self._turn + self.replicas)
-                 if self._load[i % self.replicas] == low)
+        r = pick_replica(self._load, self._turn)
         self._turn = r + 1
         self._load[r] += 1
         self._replica_of[key] = r

@@ -17,6 +17,8 @@ from __future__ import annotations
 import threading
 from contextlib import contextmanager
 
+from molpipe.runtime.stash import release
+
 #: layouts of ``Pipeline`` workers by name: ``stages`` is one worker per stage (or the
 #: ``placement`` given), ``fused`` one worker for every stage, ``replicas`` R fused workers;
 #: ``auto`` is ``replicas`` where they can run (``resolve_layout``)
@@ -90,16 +92,19 @@ class _ReplicaStash:
             self.stage.params = live
             if v is not None:
                 with sh.lock:
-                    left = sh._refs.get(v, 1) - 1
-                    if left > 0:
-                        sh._refs[v] = left
-                    else:
-                        sh._refs.pop(v, None)
-                        sh._copies.pop(v, None)
+                    release(sh._refs, sh._copies, v)
 
     @property
     def n_versions(self) -> int:
         return len(self.shared._copies)
+
+
+def pick_replica(load: list[int], turn: int) -> int:
+    """The replica a new instance goes to: the fewest in flight (``load``), ties taken in
+    turn from ``turn`` on (so that at one in flight the replicas alternate). The control
+    node's rule, and the simulator's."""
+    low = min(load)
+    return next(i % len(load) for i in range(turn, turn + len(load)) if load[i % len(load)] == low)
 
 
 def resolve_layout(layout: str, schedule: str, backend: str, placement) -> str:

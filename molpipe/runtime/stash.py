@@ -13,6 +13,17 @@ from contextlib import contextmanager
 from typing import Any
 
 
+def release(refs: dict, copies: dict, tag) -> None:
+    """One in-flight forward of ``tag`` went backward: drop its count, and its copy of the
+    parameters once no forward of that version is left."""
+    left = refs.get(tag, 1) - 1
+    if left > 0:
+        refs[tag] = left
+    else:
+        refs.pop(tag, None)
+        copies.pop(tag, None)
+
+
 class WeightStash:
     """Parameter versions of one stage, reference-counted by in-flight (key, step)."""
 
@@ -43,12 +54,7 @@ class WeightStash:
             yield
         finally:
             self.stage.params = live
-            left = self.refs.get(version, 1) - 1
-            if left > 0:
-                self.refs[version] = left
-            else:
-                self.refs.pop(version, None)
-                self.copies.pop(version, None)
+            release(self.refs, self.copies, version)
 
     @property
     def n_versions(self) -> int:
@@ -116,12 +122,7 @@ class PredictedWeights:
             yield
         finally:
             self.stage.params = live
-            left = self.refs.get(tag, 1) - 1
-            if left > 0:
-                self.refs[tag] = left
-            else:
-                self.refs.pop(tag, None)
-                self.copies.pop(tag, None)
+            release(self.refs, self.copies, tag)
 
     @property
     def n_versions(self) -> int:
