@@ -31,6 +31,7 @@ from molpipe.chem.featurize import FEATURIZER_VERSION
 from molpipe.chem.molgraph import MolGraph
 from molpipe.data.build import META, Progress, build_store, sha256_file
 from molpipe.data.errors import DataError
+from molpipe.data.instance import Instance, pack
 from molpipe.data.readers import open_table
 from molpipe.data.registry import resolve_source
 
@@ -109,6 +110,12 @@ class GraphStore:
     def graphs(self, indices: Sequence[int] | np.ndarray) -> list[MolGraph]:
         """The MolGraphs of ``indices``, in that order."""
         return [self[i] for i in indices]
+
+    def pack(self, rows: Sequence[int] | np.ndarray) -> Instance:
+        """The molecules of ``rows`` (in that order) packed into one Instance with their
+        targets: ``pack(self.graphs(rows), self.targets[rows], rows=rows)``."""
+        rows = np.asarray(rows, np.int64)
+        return pack(self.graphs(rows), self.targets[rows], rows=rows)
 
     def with_targets(self, names: Sequence[str]) -> "GraphStore":
         """The same store, its targets restricted to (and ordered as) ``names``."""

@@ -194,3 +194,18 @@ def test_open_qm9_one_target(tmp_path, monkeypatch, target):
     store = open_data("qm9", targets=[target])
     assert store.target_names == [target] and store.targets.shape == (14862, 1)
     assert np.isfinite(store.targets).all()
+
+
+def test_pack_equals_packing_the_graphs(mixed_csv, tmp_path):
+    from molpipe.data.instance import pack
+
+    build_store(mixed_csv, tmp_path / "store", n_jobs=1)
+    store = GraphStore.open(tmp_path / "store")
+    rows = np.array([7, 0, 2, 9, 4])
+    got, want = store.pack(rows), pack(store.graphs(rows), store.targets[rows], rows=rows)
+    for f in ("V", "E", "src", "dst", "etype", "atom_mol", "atom_rounds", "ring_atoms",
+              "ring_offsets", "Y", "rows"):
+        x, y = getattr(got, f), getattr(want, f)
+        assert x.dtype == y.dtype and np.array_equal(x, y), f
+    assert (got.n_rounds, got.has_rings) == (want.n_rounds, want.has_rings)
+    assert got.rows.tolist() == rows.tolist()
