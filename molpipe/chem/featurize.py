@@ -134,6 +134,9 @@ def featurize(smiles_or_mol: str | Chem.Mol, *, min_rounds: int = 2, max_rounds:
               max_atoms: int = MAX_ATOMS) -> MolGraph:
     """Featurize one molecule (SMILES or sanitized RDKit Mol) into a MolGraph.
 
+    The molecule's RDKit pickle is decoded by ``molpipe.chem.unpickle`` (the fast path of
+    ``molpipe.chem.batch``); the result is bit for bit ``featurize_reference``'s.
+
     Parameters
     ----------
     smiles_or_mol : a SMILES string or an RDKit molecule (salts stay one graph); an
@@ -147,8 +150,20 @@ def featurize(smiles_or_mol: str | Chem.Mol, *, min_rounds: int = 2, max_rounds:
     FeaturizationError
         with a short reason ("unparsable SMILES", "bad valence", "no atoms", ...).
     """
+    from molpipe.chem.batch import featurize_one      # it builds on this module
+
+    return featurize_one(smiles_or_mol, min_rounds=min_rounds, max_rounds=max_rounds,
+                         max_atoms=max_atoms)
+
+
+def check_rounds(min_rounds: int, max_rounds: int) -> None:
     if min_rounds < 1 or max_rounds < min_rounds:
         raise ValueError(f"need 1 <= min_rounds <= max_rounds, got {min_rounds}, {max_rounds}")
+
+
+def molecule(smiles_or_mol: str | Chem.Mol, max_atoms: int = MAX_ATOMS) -> Chem.Mol:
+    """The sanitized molecule of a SMILES or Mol with 1 to ``max_atoms`` atoms, else
+    FeaturizationError with the reason."""
     if isinstance(smiles_or_mol, Chem.Mol):
         mol = smiles_or_mol
     else:
@@ -158,8 +173,15 @@ def featurize(smiles_or_mol: str | Chem.Mol, *, min_rounds: int = 2, max_rounds:
         raise FeaturizationError("no atoms")
     if n > max_atoms:
         raise FeaturizationError(f"too many atoms ({n} > {max_atoms})")
-    mol = _sanitized(mol)
+    return mol if isinstance(smiles_or_mol, str) else _sanitized(mol)
 
+
+def featurize_reference(smiles_or_mol: str | Chem.Mol, *, min_rounds: int = 2,
+                        max_rounds: int = 6, max_atoms: int = MAX_ATOMS) -> MolGraph:
+    """``featurize`` with one RDKit call per atom and bond and the distance matrix: the
+    reference the fast path is tested against."""
+    check_rounds(min_rounds, max_rounds)
+    mol = molecule(smiles_or_mol, max_atoms)
     ring_info = mol.GetRingInfo()
     rings = ring_info.AtomRings()
     D = Chem.GetDistanceMatrix(mol)
