@@ -1,117 +1,104 @@
-"""build_store: featurize a CSV/SDF file once into a graph store directory (streamed, atomic)."""
+"""build_store: featurize a data file once into a graph store directory: streamed in blocks to
+featurizing processes, written incrementally, resumable, installed atomically."""
 
 from __future__ import annotations
 
-import csv
+import fcntl
 import json
-import multiprocessing as mp
 import os
 import secrets
 import shutil
-import sys
-import threading
 import time
-from collections import deque
-from concurrent.futures import ProcessPoolExecutor
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
-import numpy as np
-from rdkit import Chem
-
-from molpipe.chem.featurize import ATOM_DIM, BOND_DIM, FEATURIZER_VERSION, featurize
+from molpipe.chem.featurize import FEATURIZER_VERSION
+from molpipe.chem.featurize import ATOM_DIM, BOND_DIM
+from molpipe.data.blocks import Block, ByteLines, csv_blocks, csv_header_end, sdf_blocks, smi_blocks
 from molpipe.data.errors import DataError
-from molpipe.data.npyfile import NpyAppender
-from molpipe.data.readers import open_table
-from molpipe.data.text import NotNumbers, Row
+from molpipe.data.pool import featurize_blocks
+from molpipe.data.readers import Table, open_table
+from molpipe.data.records import Spec
+from molpipe.data.writer import (JOURNAL, REJECTED_CELLS, REJECTS, STORE_FORMAT, StoreWriter,
+                                 read_journal)
 from molpipe.io.safenpz import sha256_file
 
-CHUNK = 256                     # rows per multiprocessing task
+__all__ = ["build_store", "META", "REJECTS", "REJECTED_CELLS", "CHUNK", "Progress",
+           "sha256_file"]
+
+CHUNK = 1024                    # rows per featurizing task
 META = "meta.json"
-REJECTS = "rejects.csv"
-#: target cells that were not numbers (row, target, value), read as missing; their rows kept
-REJECTED_CELLS = "rejected_cells.csv"
-# per-atom, per-edge and per-ring arrays: name -> (dtype, tail shape)
-_GRAPH_ARRAYS = {
-    "V": (np.float32, (ATOM_DIM,)), "fragment": (np.int32, ()),
-    "E": (np.float32, (BOND_DIM,)), "edges": (np.int32, (2,)), "edge_type": (np.int32, ()),
-    "ring_atoms": (np.int32, ()), "ring_sizes": (np.int32, ()), "ring_system": (np.int32, ()),
-}
+LOCK = "lock"
 #: progress callback: (rows done, estimated total rows)
 Progress = Callable[[int, int], None]
 
 
-def _featurize_chunk(rows: list[Row], min_rounds: int, max_rounds: int) -> dict:
-    """Featurize a chunk of rows into concatenated arrays, plus its rejects."""
-    graphs, kept_rows, smiles, ys, rejects = [], [], [], [], []
-    for row, item, y in rows:
-        text = item if isinstance(item, str) else ""
+def spec_of(table: Table, rounds: tuple[int, int]) -> Spec:
+    """How the workers read ``table``'s rows."""
+    if table.kind == "csv":
+        return Spec("csv", table.delimiter, len(table.columns),
+                    table.columns.index(table.smiles_column),
+                    tuple(table.columns.index(t) for t in table.target_names), rounds)
+    if table.kind == "parquet":
+        return Spec("parquet", targets=tuple(range(len(table.target_names))), rounds=rounds)
+    return Spec(table.kind, targets=tuple(table.target_names), rounds=rounds)
+
+
+def open_blocks(table: Table, chunk: int, state: dict | None) -> tuple[Iterator[Block], bool]:
+    """The table's blocks from the start, or after the journal ``state``'s position if the
+    input up to it is unchanged; (blocks, whether resumed)."""
+    if table.kind == "parquet":
+        from molpipe.data.parquet import parquet_blocks
+
+        return parquet_blocks(table, chunk, state)
+    lines = ByteLines(table.path)
+    resumed = state is not None and lines.skip(state["position"], state["digest"])
+    if state is not None and not resumed:
+        lines.close()
+        lines = ByteLines(table.path)
+    if not resumed and table.kind == "csv":
+        csv_header_end(lines, table.delimiter)
+
+    def blocks():
         try:
-            if isinstance(item, Exception):
-                raise item
-            if isinstance(item, Chem.Mol):
-                text = Chem.MolToSmiles(item)
-            g = featurize(item, min_rounds=min_rounds, max_rounds=max_rounds)
-        except Exception as err:            # every row is kept or rejected with its reason
-            rejects.append((row, text, str(err) or type(err).__name__))
-            continue
-        graphs.append(g)
-        kept_rows.append(row)
-        smiles.append(text)
-        ys.append(y)
-    n_targets = rows[0][2].shape[0] if rows else 0
-    out = {
-        "rows": np.array(kept_rows, np.int64), "smiles": smiles, "rejects": rejects,
-        "targets": np.array(ys, np.float32).reshape(len(graphs), n_targets),
-        "n_rounds": np.array([g.n_rounds for g in graphs], np.int32),
-        "has_rings": np.array([g.has_rings for g in graphs], bool),
-        "n_atoms": np.array([g.n_atoms for g in graphs], np.int64),
-        "n_edges": np.array([g.n_edges for g in graphs], np.int64),
-        "n_rings": np.array([g.n_rings for g in graphs], np.int64),
-    }
-    parts = {
-        "V": [g.V for g in graphs], "fragment": [g.fragment for g in graphs],
-        "E": [g.E for g in graphs], "edges": [g.edge_index.T for g in graphs],
-        "edge_type": [g.edge_type for g in graphs], "ring_atoms": [g.ring_atoms for g in graphs],
-        "ring_sizes": [np.diff(g.ring_offsets) for g in graphs],
-        "ring_system": [g.ring_system for g in graphs],
-    }
-    for name, (dtype, tail) in _GRAPH_ARRAYS.items():
-        out[name] = (np.concatenate(parts[name]).astype(dtype, copy=False) if parts[name]
-                     else np.zeros((0, *tail), dtype))
-    return out
-
-
-def _chunks(rows: Iterable[Row], size: int) -> Iterator[list[Row]]:
-    chunk = []
-    for r in rows:
-        chunk.append(r)
-        if len(chunk) == size:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
-
-
-def _map_chunks(chunks: Iterator[list[Row]], n_jobs: int, args: tuple) -> Iterator[dict]:
-    """Featurize chunks on ``n_jobs`` processes, in order, with a bounded queue."""
-    if n_jobs <= 1:
-        for c in chunks:
-            yield _featurize_chunk(c, *args)
-        return
-    method = "fork" if sys.platform == "linux" and threading.active_count() == 1 else "spawn"
-    with ProcessPoolExecutor(n_jobs, mp_context=mp.get_context(method)) as pool:
-        pending: deque = deque()
-        try:
-            for c in chunks:
-                pending.append(pool.submit(_featurize_chunk, c, *args))
-                if len(pending) >= 3 * n_jobs:
-                    yield pending.popleft().result()
-            while pending:
-                yield pending.popleft().result()
+            if table.kind == "csv":
+                yield from csv_blocks(lines, chunk, table.delimiter)
+            elif table.kind == "smi":
+                yield from smi_blocks(lines, chunk)
+            else:
+                yield from sdf_blocks(lines, chunk)
         finally:
-            for f in pending:
-                f.cancel()
+            lines.close()
+
+    return blocks(), resumed
+
+
+def rows_via_blocks(table: Table, not_numbers=None) -> Iterator:
+    """``Table.rows`` read the way ``build_store`` reads them (in this process)."""
+    from molpipe.data.records import read_row, records
+
+    spec = spec_of(table, (2, 6))
+    blocks, _ = open_blocks(table, CHUNK, None)
+    base = 0
+    for b in blocks:
+        recs = records(spec, b.kind, b.payload)
+        for k, rec in enumerate(recs, start=1):
+            if b.kind == "records":
+                k, rec = rec
+            item, y, bad = read_row(spec, rec)
+            if not_numbers is not None:
+                for j, cell in bad:
+                    not_numbers.check(j, base + k, cell)
+            yield base + k, item, y
+        base += len(recs)
+
+
+def _key(table: Table, rounds: tuple[int, int]) -> dict:
+    """What a journal must match to be resumed."""
+    return {"store_format": STORE_FORMAT, "featurizer": FEATURIZER_VERSION,
+            "source": str(table.path.resolve()), "kind": table.kind,
+            "smiles_column": table.smiles_column, "targets": list(table.target_names),
+            "delimiter": table.delimiter, "rounds": list(rounds)}
 
 
 def _prepare_out_dir(out_dir: Path) -> None:
@@ -131,14 +118,35 @@ def _install(tmp: Path, out_dir: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
+def partial_dir(out_dir: str | Path) -> Path:
+    """Where the store ``out_dir`` is written (and an interrupted build is kept)."""
+    out_dir = Path(out_dir)
+    return out_dir.with_name(f".{out_dir.name}.partial")
+
+
+def _lock(tmp: Path):
+    """An exclusive lock on the partial store, or DataError if another build holds it."""
+    f = open(tmp / LOCK, "w")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        f.close()
+        raise DataError(f"{tmp}: another molpipe preprocess is writing this store; wait for "
+                        "it or stop it") from None
+    return f
+
+
 def build_store(source: str | Path, out_dir: str | Path, *, smiles_column: str | None = None,
                 targets: Sequence[str] | None = None, min_rounds: int = 2, max_rounds: int = 6,
-                n_jobs: int = 2, progress: Progress | None = None,
-                chunk_size: int = CHUNK) -> dict:
-    """Featurize a CSV/SDF file once into the graph store directory ``out_dir``.
+                n_jobs: int = 2, progress: Progress | None = None, chunk_size: int = CHUNK,
+                notice: Callable[[str], None] | None = None) -> dict:
+    """Featurize a CSV, SMILES, SDF or Parquet file once into the graph store ``out_dir``.
 
-    Every row read is either kept or written to ``rejects.csv`` (row, smiles, reason).
-    The store is written into a temporary directory and renamed into place.
+    Every row read is either kept or written to ``rejects.csv`` (row, smiles, reason). The
+    store is written into ``partial_dir(out_dir)`` and renamed into place when complete. An
+    interrupted build (a cut gzip file, a kill, Ctrl-C) keeps what it wrote there with a
+    journal; the same call again resumes after the last committed block if the input up to
+    it is unchanged (else starts over, saying so through ``notice``).
 
     Returns
     -------
@@ -146,89 +154,95 @@ def build_store(source: str | Path, out_dir: str | Path, *, smiles_column: str |
         target, per target), targets_not_numbers ({target: {count, rows, values}} of the cells
         read as NaN that were neither empty, an NA marker nor a number, among all rows read,
         with the first 5 rows and values; only targets that have any, else {}), rejects
-        (path), store (path), seconds, mols_per_s, targets. ``meta.json`` holds the counts too.
+        (path), store (path), seconds, mols_per_s (rows read this run / s), targets,
+        resumed_from_row (0 unless resumed). ``meta.json`` holds the counts too.
     """
     if not 1 <= min_rounds <= max_rounds:
         raise ValueError(f"need 1 <= min_rounds <= max_rounds, got {min_rounds} and {max_rounds}")
     t0 = time.perf_counter()
+    say = notice or (lambda text: None)
     table = open_table(source, smiles_column=smiles_column, targets=targets)
     out_dir = Path(out_dir)
     _prepare_out_dir(out_dir)
-    total = table.estimate_rows() if progress else 0
-    tmp = out_dir.with_name(f".{out_dir.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
-    tmp.mkdir()
+    rounds = (min_rounds, max_rounds)
+    key = _key(table, rounds)
+    tmp = partial_dir(out_dir)
+    state = read_journal(tmp) if tmp.is_dir() else None
+    if state is not None and state.get("key") != key:
+        say(f"{tmp}: an interrupted build with other settings; starting over")
+        state = None
+    if state is None and tmp.exists():
+        lock = _lock(tmp)                  # not while another build writes it
+        lock.close()
+        shutil.rmtree(tmp)
+    tmp.mkdir(exist_ok=True)
+    lock = _lock(tmp)
     try:
-        counts = _write_arrays(table, tmp, (min_rounds, max_rounds), n_jobs, chunk_size,
-                               progress, total)
+        blocks, resumed = open_blocks(table, chunk_size, state)
+        if state is not None and not resumed:
+            say(f"{table.path}: changed since the interrupted build of {out_dir} (its first "
+                f"{state['position']} bytes differ); starting over")
+            for p in tmp.iterdir():
+                if p.name != LOCK:
+                    p.unlink()
+            state = None
+        start_row = state["rows_read"] if state else 0
+        if resumed:
+            say(f"resuming {out_dir} after row {start_row} (the input up to it is unchanged)")
+        counts = _write(table, tmp, spec_of(table, rounds), blocks, n_jobs, state, key,
+                        progress, start_row)
         if counts["rows_read"] == 0:
             raise DataError(f"{table.path}: no data rows; the file has only a header")
         seconds = time.perf_counter() - t0
         meta = {
-            "featurizer_version": FEATURIZER_VERSION,
+            "featurizer_version": FEATURIZER_VERSION, "store_format": STORE_FORMAT,
             "source": {"path": str(table.path.resolve()), "sha256": sha256_file(table.path),
                        "kind": table.kind},
             "smiles_column": table.smiles_column, "targets": list(table.target_names),
             **counts, "min_rounds": min_rounds, "max_rounds": max_rounds,
             "atom_dim": ATOM_DIM, "bond_dim": BOND_DIM, "seconds": round(seconds, 3),
+            "resumed_from_row": start_row,
         }
         (tmp / META).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+        for name in (JOURNAL, LOCK):
+            (tmp / name).unlink(missing_ok=True)
         _install(tmp, out_dir)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        kept = read_journal(tmp)
+        if kept is None or not kept.get("rows_read"):
+            shutil.rmtree(tmp, ignore_errors=True)
         raise
+    finally:
+        lock.close()
     return {"store": str(out_dir), "rejects": str(out_dir / REJECTS), **counts,
             "targets": list(table.target_names), "seconds": seconds,
-            "mols_per_s": counts["rows_read"] / max(seconds, 1e-9)}
+            "mols_per_s": (counts["rows_read"] - start_row) / max(seconds, 1e-9),
+            "resumed_from_row": start_row}
 
 
-def _write_arrays(table, tmp: Path, rounds: tuple[int, int], n_jobs: int, chunk_size: int,
-                  progress: Progress | None, total: int) -> dict:
-    """Stream featurized chunks into ``tmp``; return the row and target cell counts."""
-    n_t = len(table.target_names)
-    graph = {k: NpyAppender(tmp / f"{k}.npy", dt, tail) for k, (dt, tail) in _GRAPH_ARRAYS.items()}
-    per_mol = {"targets": NpyAppender(tmp / "targets.npy", np.float32, (n_t,)),
-               "source_row": NpyAppender(tmp / "source_row.npy", np.int64),
-               "n_rounds": NpyAppender(tmp / "n_rounds.npy", np.int32),
-               "has_rings": NpyAppender(tmp / "has_rings.npy", np.bool_)}
-    # molecule i owns offsets[i]:offsets[i + 1]; streamed too, so memory stays O(chunk)
-    offsets = {k: NpyAppender(tmp / f"{name}.npy", np.int64)
-               for name, k in (("atom_offsets", "n_atoms"), ("edge_offsets", "n_edges"),
-                               ("ring_offsets", "n_rings"))}
-    ends = dict.fromkeys(offsets, 0)
-    for w in offsets.values():
-        w.append(np.zeros(1, np.int64))
-    read = kept = 0
-    missing = np.zeros(n_t, np.int64)                 # NaN targets among the kept rows
-    with open(tmp / "smiles.txt", "w", encoding="utf-8") as smiles_f, \
-            open(tmp / REJECTS, "w", encoding="utf-8", newline="") as rejects_f, \
-            open(tmp / REJECTED_CELLS, "w", encoding="utf-8", newline="") as cells_f:
-        rejects = csv.writer(rejects_f)
-        rejects.writerow(["row", "smiles", "reason"])
-        cells = csv.writer(cells_f)
-        cells.writerow(["row", "target", "value"])
-        # filled by the reader, in this process
-        not_numbers = NotNumbers(table.target_names,
-                                 sink=lambda row, name, value: cells.writerow([row, name, value]))
-        for out in _map_chunks(_chunks(table.rows(not_numbers), chunk_size), n_jobs, rounds):
-            for k, w in graph.items():
-                w.append(out[k])
-            per_mol["targets"].append(out["targets"])
-            per_mol["source_row"].append(out["rows"])
-            per_mol["n_rounds"].append(out["n_rounds"])
-            per_mol["has_rings"].append(out["has_rings"])
-            for k, w in offsets.items():
-                cum = ends[k] + np.cumsum(out[k], dtype=np.int64)
-                w.append(cum)
-                ends[k] = int(cum[-1]) if len(cum) else ends[k]
-            smiles_f.writelines(s + "\n" for s in out["smiles"])
-            rejects.writerows(out["rejects"])
-            kept += len(out["smiles"])
-            missing += np.isnan(out["targets"]).sum(axis=0)
-            read += len(out["smiles"]) + len(out["rejects"])
-            if progress:
-                progress(read, max(total, read))
-    for w in (*graph.values(), *per_mol.values(), *offsets.values()):
-        w.close()
-    return {"rows_read": read, "rows_kept": kept, "rows_rejected": read - kept,
-            "targets_missing": dict(zip(table.target_names, missing.tolist())),
-            "targets_not_numbers": not_numbers.as_dict()}
+def _write(table: Table, tmp: Path, spec: Spec, blocks: Iterator[Block], n_jobs: int,
+           state: dict | None, key: dict, progress: Progress | None, start_row: int) -> dict:
+    """Featurize the blocks into ``tmp``; return the row and target cell counts."""
+    total = table.estimate_rows() if progress else 0
+    writer = StoreWriter(tmp, table.target_names, state, key)
+    try:
+        for block, result, final in featurize_blocks(spec, blocks, n_jobs):
+            writer.add(result, final, block.end, block.digest)
+            if progress and final:
+                progress(writer.rows_read, max(total, writer.rows_read))
+    except DataError as err:
+        writer.commit()
+        writer.abandon()
+        if writer.rows_read:
+            raise DataError(f"{err}; rows 1-{writer.rows_read} are kept in {tmp}: rerun the "
+                            "same command to resume after them") from None
+        raise
+    except BaseException:
+        writer.commit()
+        writer.abandon()
+        raise
+    writer.close()
+    return {"rows_read": writer.rows_read, "rows_kept": writer.rows_kept,
+            "rows_rejected": writer.rows_read - writer.rows_kept,
+            "targets_missing": dict(zip(table.target_names, writer.missing.tolist())),
+            "targets_not_numbers": writer.not_numbers.as_dict()}

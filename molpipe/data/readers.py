@@ -44,6 +44,10 @@ from molpipe.data.text import (GZIP_ERRORS, PEEK_ROWS, NotNumbers, Row, gzip_err
 
 CSV_SUFFIXES = (".csv",)
 SDF_SUFFIXES = (".sdf", ".sd")
+#: SMILES files: one molecule a line, ``SMILES [name ...]`` separated by white space, no
+#: header (a first line whose first word is ``smiles`` is skipped; ``#`` starts a comment)
+SMI_SUFFIXES = (".smi", ".smiles")
+PARQUET_SUFFIXES = (".parquet", ".pq")
 _OTHER_DELIMITERS = (";", "\t", "|")
 #: longest CSV field read (the csv module's default limit is 128 kB)
 FIELD_LIMIT = 16 << 20
@@ -52,16 +56,17 @@ FIELD_LIMIT = 16 << 20
 
 @dataclass(frozen=True)
 class Table:
-    """An opened (validated, not yet read) CSV or SDF file; iterate it for its rows.
+    """An opened (validated, not yet read) CSV, SMILES, SDF or Parquet file; iterate it for
+    its rows.
 
     Fields
     ------
     path : the file.
-    kind : "csv" or "sdf".
-    smiles_column : the CSV column holding SMILES (None for SDF).
-    target_names : target columns (CSV) or properties (SDF), in order.
+    kind : "csv", "smi", "sdf" or "parquet".
+    smiles_column : the CSV or Parquet column holding SMILES (None for SMILES and SDF files).
+    target_names : target columns (CSV, Parquet) or properties (SDF), in order.
     delimiter : the CSV delimiter (found from the header line).
-    columns : the CSV header's column names (empty for SDF).
+    columns : the CSV header's (Parquet schema's) column names (empty for SMILES and SDF).
     """
 
     path: Path
@@ -84,11 +89,19 @@ class Table:
         """
         if self.kind == "csv":
             return _iter_csv(self, not_numbers)
-        return iter_sdf(self.path, self.target_names, not_numbers)
+        if self.kind == "sdf":
+            return iter_sdf(self.path, self.target_names, not_numbers)
+        from molpipe.data.build import rows_via_blocks
+
+        return rows_via_blocks(self, not_numbers)
 
     def estimate_rows(self) -> int:
         """Cheap row count (newlines or ``$$$$`` markers) for progress bars."""
-        marker = b"\n" if self.kind == "csv" else b"$$$$"
+        if self.kind == "parquet":
+            from molpipe.data.parquet import parquet_rows
+
+            return parquet_rows(self.path)
+        marker = b"$$$$" if self.kind == "sdf" else b"\n"
         count, last = 0, b""
         with open_binary(self.path) as f:
             while block := f.read(1 << 20):
@@ -99,13 +112,16 @@ class Table:
 
 def open_table(path: str | Path, *, smiles_column: str | None = None,
                targets: list[str] | tuple[str, ...] | None = None) -> Table:
-    """Open and validate a CSV or SDF file (raises DataError with what to do).
+    """Open and validate a CSV, SMILES, SDF or Parquet file (raises DataError with what to do).
 
     Parameters
     ----------
-    path : a ``.csv`` (SMILES column + target columns) or ``.sdf`` file (targets from
-        named properties), optionally gzip-compressed (``.csv.gz``, ``.sdf.gz``).
-    smiles_column : CSV column with SMILES; default the column named ``smiles`` (any case).
+    path : a ``.csv`` (SMILES column + target columns), ``.smi`` (SMILES, then an optional
+        name; no targets), ``.sdf`` (targets from named properties), optionally
+        gzip-compressed (``.csv.gz``, ``.smi.gz``, ``.sdf.gz``), or ``.parquet`` file (read
+        with pyarrow: ``pip install 'molpipe[parquet]'``).
+    smiles_column : CSV or Parquet column with SMILES; default the column named ``smiles``
+        (any case).
     targets : target columns/properties; default the bundled set's targets if ``path`` is
         a bundled file, else every numeric column but the SMILES.
     """
@@ -116,11 +132,23 @@ def open_table(path: str | Path, *, smiles_column: str | None = None,
         raise DataError(f"{path}: is a directory, not a CSV or SDF file")
     suffix = Path(path.stem).suffix if path.suffix.lower() == ".gz" else path.suffix
     suffix = suffix.lower()
-    if suffix not in CSV_SUFFIXES + SDF_SUFFIXES:
-        raise DataError(f"{path}: not a CSV or SDF file (suffix {suffix or 'none'!r}); "
-                        "use a .csv or .sdf file (or .csv.gz, .sdf.gz)")
+    if suffix not in CSV_SUFFIXES + SDF_SUFFIXES + SMI_SUFFIXES + PARQUET_SUFFIXES:
+        raise DataError(f"{path}: not a CSV, SMILES, SDF or Parquet file (suffix "
+                        f"{suffix or 'none'!r}); use a .csv, .smi, .sdf or .parquet file (or "
+                        ".csv.gz, .smi.gz, .sdf.gz)")
     if path.stat().st_size == 0:
         raise DataError(f"{path}: empty file; it needs a header row and data rows")
+    if suffix in PARQUET_SUFFIXES:
+        from molpipe.data.parquet import open_parquet
+
+        return open_parquet(path, smiles_column, targets)
+    if suffix in SMI_SUFFIXES:
+        if smiles_column is not None:
+            raise DataError(f"{path}: a SMILES file has no columns; leave out --smiles-column")
+        if targets:
+            raise DataError(f"{path}: a SMILES file has no target columns; use a CSV, SDF or "
+                            "Parquet file to train on")
+        return Table(path, "smi", None, ())
     if targets is None:
         from molpipe.data.registry import find_by_path
         entry = find_by_path(path)

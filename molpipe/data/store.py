@@ -1,18 +1,23 @@
-"""Graph store: featurized molecules as memory-mapped ``.npy`` arrays, opened lazily.
+"""Graph store: featurized molecules as compact memory-mapped ``.npy`` arrays, opened lazily.
 
-A store directory (written by ``build_store``) holds, for n kept molecules:
+A store directory (written by ``build_store``; ``STORE_FORMAT`` 2) holds, for n kept molecules,
+the compact codes of ``molpipe.chem.compact``:
 
-- ``V.npy`` (n_atoms_total, atom_dim) f4, ``fragment.npy`` (n_atoms_total,) i4
-- ``E.npy`` (n_edges_total, bond_dim) f4, ``edges.npy`` (n_edges_total, 2) i4 (src, dst),
-  ``edge_type.npy`` (n_edges_total,) i4
-- ``ring_atoms.npy`` i4, ``ring_sizes.npy`` (n_rings_total,) i4, ``ring_system.npy`` i4
-- ``atom_offsets.npy``, ``edge_offsets.npy``, ``ring_offsets.npy`` (n + 1,) i8: molecule i
-  owns atoms/edges/rings ``offsets[i]:offsets[i + 1]`` (atom indices are per molecule)
+- ``atoms.npy`` (n_atoms_total, 8) u1 atom codes, ``fragment.npy`` (n_atoms_total,) u2
+- ``bonds.npy`` (n_bonds_total, 2) u2 (begin, end; once per bond), ``bond_codes.npy`` u1
+- ``ring_atoms.npy`` u2, ``ring_sizes.npy`` (n_rings_total,) u2, ``ring_system.npy`` u2
+- ``atom_offsets.npy``, ``bond_offsets.npy``, ``ring_offsets.npy``, ``ring_atom_offsets.npy``
+  (n + 1,) i8: molecule i owns atoms/bonds/rings/ring atoms ``offsets[i]:offsets[i + 1]``
+  (atom indices are per molecule)
 - ``targets.npy`` (n, n_targets) f4 NaN-masked, ``n_rounds.npy`` i4, ``has_rings.npy`` bool,
-  ``source_row.npy`` i8 (1-based data row in the source), ``smiles.txt`` (one per line)
-- ``meta.json`` (featurizer version, source path + sha256, columns, counts, rounds, dims;
-  ``targets_not_numbers``: target cells that were not numbers, absent in older stores)
-  and ``rejects.csv`` (row, smiles, reason)
+  ``source_row.npy`` i8 (1-based data row in the source), ``smiles.txt`` (one a line) and
+  ``smiles_offsets.npy`` (n + 1,) i8 (byte offsets of the lines)
+- ``meta.json`` (featurizer version, store format, source path + sha256, columns, counts,
+  rounds, dims; ``targets_not_numbers``: target cells that were not numbers) and
+  ``rejects.csv`` (row, smiles, reason)
+
+Graphs (``store[i]``, ``graphs``) and packed instances (``pack``) are expanded from the codes
+bit for bit as ``featurize`` makes them.
 """
 
 from __future__ import annotations
@@ -20,6 +25,8 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import mmap
+import operator
 import os
 from collections.abc import Sequence
 from functools import cached_property
@@ -27,19 +34,66 @@ from pathlib import Path
 
 import numpy as np
 
+from molpipe.chem.expand import graph, pack_arrays
 from molpipe.chem.featurize import FEATURIZER_VERSION
 from molpipe.chem.molgraph import MolGraph
 from molpipe.data.build import META, Progress, build_store, sha256_file
 from molpipe.data.errors import DataError
-from molpipe.data.instance import Instance, pack
+from molpipe.data.instance import Instance
 from molpipe.data.readers import open_table
 from molpipe.data.registry import resolve_source
+from molpipe.data.writer import GRAPH_ARRAYS, OFFSETS, SMILES, STORE_FORMAT
 
 __all__ = ["GraphStore", "build_store", "open_data", "default_cache_root"]
 
 
+class SmilesColumn(Sequence):
+    """The store's SMILES, read on demand from the memory-mapped ``smiles.txt``: a read-only
+    sequence of str (index, slice, iterate, ``==`` a list)."""
+
+    def __init__(self, path: Path, offsets: np.ndarray):
+        self._offsets = offsets
+        self._path = path
+        size = int(offsets[-1])
+        if size:
+            with open(path, "rb") as f:
+                self._text = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        else:
+            self._text = b""
+
+    def __len__(self) -> int:
+        return self._offsets.shape[0] - 1
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[k] for k in range(*i.indices(len(self)))]
+        if isinstance(i, (list, tuple, np.ndarray)):
+            return [self[k] for k in np.asarray(i, np.int64).tolist()]
+        n = len(self)
+        i = operator.index(i)
+        if not -n <= i < n:
+            raise IndexError(f"SMILES {i} out of range for a store of {n}")
+        i %= n
+        a, b = self._offsets[i], self._offsets[i + 1]
+        return self._text[int(a):int(b) - 1].decode("utf-8")
+
+    def __iter__(self):
+        ends = self._offsets
+        text = self._text
+        for k in range(len(self)):
+            yield text[int(ends[k]):int(ends[k + 1]) - 1].decode("utf-8")
+
+    def __eq__(self, other) -> bool:
+        if isinstance(other, (Sequence, SmilesColumn)) and not isinstance(other, (str, bytes)):
+            return len(self) == len(other) and all(a == b for a, b in zip(self, other))
+        return NotImplemented
+
+    def __repr__(self) -> str:
+        return f"SmilesColumn({str(self._path)!r}, n={len(self)})"
+
+
 class GraphStore:
-    """A built store directory; graphs are read from memory-mapped arrays on demand.
+    """A built store directory; graphs are expanded from memory-mapped codes on demand.
 
     Fields
     ------
@@ -47,25 +101,25 @@ class GraphStore:
     n_rounds : (n,) int32 every molecule's propagation rounds (its plan, without its graph)
     has_rings : (n,) bool whether every molecule visits the ring stage
     source_row : (n,) int64 1-based data row (or SDF record) in the source file
-    smiles : list[str] of length n
+    smiles : a sequence of n str (``SmilesColumn``, read lazily)
     """
 
     def __init__(self, path: Path, meta: dict):
         self.path = path
         self.meta = meta
-        load = lambda name, mmap=None: np.load(path / f"{name}.npy", mmap_mode=mmap,
-                                               allow_pickle=False)
-        for name in ("V", "fragment", "E", "edges", "edge_type", "ring_atoms", "ring_system"):
-            setattr(self, f"_{name}", load(name, "r"))
-        self._atom_offsets = load("atom_offsets")
-        self._edge_offsets = load("edge_offsets")
-        self._ring_offsets = load("ring_offsets")            # per molecule, into its rings
-        sizes = load("ring_sizes")
-        self._ring_atom_offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
-        self.targets = load("targets")
-        self.n_rounds = load("n_rounds")
-        self.has_rings = load("has_rings")
-        self.source_row = load("source_row")
+        load = lambda name, mmap_mode="r": np.load(path / f"{name}.npy", mmap_mode=mmap_mode,
+                                                    allow_pickle=False)
+        # plain ndarray views of the mapped files (numba takes those)
+        self._arrays = {k: np.asarray(load(k)) for k in GRAPH_ARRAYS}
+        self._offsets = {k: np.asarray(load(k)) for k in OFFSETS}
+        self._off = {"atoms": self._offsets["atom_offsets"],
+                     "bonds": self._offsets["bond_offsets"],
+                     "rings": self._offsets["ring_offsets"],
+                     "ring_atoms": self._offsets["ring_atom_offsets"]}
+        self.targets = load("targets", None)
+        self.n_rounds = load("n_rounds", None)
+        self.has_rings = load("has_rings", None)
+        self.source_row = load("source_row", None)
 
     @classmethod
     def open(cls, path: str | Path) -> "GraphStore":
@@ -79,6 +133,10 @@ class GraphStore:
             raise DataError(f"{path}: built by featurizer version "
                             f"{meta.get('featurizer_version')}, this is {FEATURIZER_VERSION}; "
                             "rebuild it with `molpipe preprocess`")
+        if meta.get("store_format", 1) != STORE_FORMAT:
+            raise DataError(f"{path}: a graph store of format {meta.get('store_format', 1)}, "
+                            f"this molpipe reads format {STORE_FORMAT}; rebuild it with "
+                            "`molpipe preprocess`")
         return cls(path, meta)
 
     def __len__(self) -> int:
@@ -89,23 +147,7 @@ class GraphStore:
         i = int(i)
         if not -n <= i < n:
             raise IndexError(f"molecule {i} out of range for a store of {n}")
-        i %= n
-        a0, a1 = self._atom_offsets[i:i + 2]
-        e0, e1 = self._edge_offsets[i:i + 2]
-        r0, r1 = self._ring_offsets[i:i + 2]
-        ring_offsets = self._ring_atom_offsets[r0:r1 + 1]
-        return MolGraph(
-            V=np.array(self._V[a0:a1]),
-            E=np.array(self._E[e0:e1]),
-            edge_index=np.ascontiguousarray(self._edges[e0:e1].T),
-            edge_type=np.array(self._edge_type[e0:e1]),
-            ring_atoms=np.array(self._ring_atoms[ring_offsets[0]:ring_offsets[-1]]),
-            ring_offsets=(ring_offsets - ring_offsets[0]).astype(np.int32),
-            ring_system=np.array(self._ring_system[r0:r1]),
-            fragment=np.array(self._fragment[a0:a1]),
-            n_rounds=int(self.n_rounds[i]),
-            has_rings=bool(self.has_rings[i]),
-        )
+        return graph(i % n, self._off, self._arrays, self.n_rounds, self.has_rings)
 
     def graphs(self, indices: Sequence[int] | np.ndarray) -> list[MolGraph]:
         """The MolGraphs of ``indices``, in that order."""
@@ -113,9 +155,22 @@ class GraphStore:
 
     def pack(self, rows: Sequence[int] | np.ndarray) -> Instance:
         """The molecules of ``rows`` (in that order) packed into one Instance with their
-        targets: ``pack(self.graphs(rows), self.targets[rows], rows=rows)``."""
-        rows = np.asarray(rows, np.int64)
-        return pack(self.graphs(rows), self.targets[rows], rows=rows)
+        targets, in one numba call: bit for bit ``pack(self.graphs(rows), self.targets[rows],
+        rows=rows)``."""
+        given = np.asarray(rows, np.int64)
+        n = len(self)
+        if given.size == 0:
+            raise ValueError("pack needs at least one molecule")
+        if given.min() < -n or given.max() >= n:
+            raise IndexError(f"rows out of range for a store of {n}")
+        rows = given % n
+        V, E, src, dst, etype, atom_mol, atom_rounds, ring_atoms, ring_offsets = pack_arrays(
+            rows, self._off, self._arrays, self.n_rounds)
+        return Instance(V=V, E=E, src=src, dst=dst, etype=etype, atom_mol=atom_mol,
+                        atom_rounds=atom_rounds, ring_atoms=ring_atoms, ring_offsets=ring_offsets,
+                        Y=np.ascontiguousarray(self.targets[rows], dtype=np.float32),
+                        rows=given, n_rounds=int(self.n_rounds[rows].max()),
+                        has_rings=bool(self.has_rings[rows].any()))
 
     def with_targets(self, names: Sequence[str]) -> "GraphStore":
         """The same store, its targets restricted to (and ordered as) ``names``."""
@@ -131,7 +186,7 @@ class GraphStore:
     @property
     def n_atoms(self) -> np.ndarray:
         """Heavy atoms of every molecule, (n,) int64."""
-        return np.diff(self._atom_offsets).astype(np.int64)
+        return np.diff(self._off["atoms"]).astype(np.int64)
 
     @property
     def target_names(self) -> list[str]:
@@ -152,8 +207,8 @@ class GraphStore:
         return int(self.meta["bond_dim"])
 
     @cached_property
-    def smiles(self) -> list[str]:
-        return (self.path / "smiles.txt").read_text(encoding="utf-8").splitlines()
+    def smiles(self) -> SmilesColumn:
+        return SmilesColumn(self.path / SMILES, self._offsets["smiles_offsets"])
 
     def __repr__(self) -> str:
         return f"GraphStore({str(self.path)!r}, n={len(self)}, targets={self.target_names})"
@@ -169,7 +224,7 @@ def open_data(data: str | Path, *, targets: Sequence[str] | None = None,
               smiles_column: str | None = None, cache_root: str | Path | None = None,
               progress: Progress | None = None, min_rounds: int = 2, max_rounds: int = 6,
               n_jobs: int = 2) -> GraphStore:
-    """Open DATA: a bundled data set name, a CSV/SDF path, or a store directory.
+    """Open DATA: a bundled data set name, a CSV/SMILES/SDF/Parquet path, or a store directory.
 
     Names and files are featurized once into ``cache_root`` (keyed by the source's sha256,
     the featurizer version, the columns and the rounds settings) and reused afterwards.
@@ -184,6 +239,7 @@ def open_data(data: str | Path, *, targets: Sequence[str] | None = None,
         smiles_column = smiles_column or entry.smiles_column
     table = open_table(path, smiles_column=smiles_column, targets=targets)
     key = json.dumps({"sha256": sha256_file(path), "featurizer": FEATURIZER_VERSION,
+                      "store_format": STORE_FORMAT,
                       "smiles_column": table.smiles_column, "targets": table.target_names,
                       "rounds": [min_rounds, max_rounds]}, sort_keys=True)
     digest = hashlib.sha256(key.encode()).hexdigest()[:16]

@@ -51,11 +51,41 @@ def test_round_trip(mixed_csv, tmp_path, n_jobs, chunk):
     assert [g.n_atoms for g in store.graphs([2, 0])] == [2, 10]
 
 
-def test_arrays_are_plain_npy(mixed_csv, tmp_path):
+def test_arrays_are_plain_compact_npy(mixed_csv, tmp_path):
     build_store(mixed_csv, tmp_path / "s", n_jobs=1)
-    for f in (tmp_path / "s").glob("*.npy"):
-        np.load(f, mmap_mode="r", allow_pickle=False)
-    assert isinstance(GraphStore.open(tmp_path / "s")._V, np.memmap)
+    found = {f.stem: np.load(f, mmap_mode="r", allow_pickle=False)
+             for f in (tmp_path / "s").glob("*.npy")}
+    assert set(found) == {"atoms", "fragment", "bonds", "bond_codes", "ring_atoms", "ring_sizes",
+                          "ring_system", "atom_offsets", "bond_offsets", "ring_offsets",
+                          "ring_atom_offsets", "smiles_offsets", "targets", "n_rounds",
+                          "has_rings", "source_row"}
+    n_atoms = sum(featurize(s).n_atoms for s in MIXED)
+    assert found["atoms"].shape == (n_atoms, 8) and found["atoms"].dtype == np.uint8
+    assert found["bonds"].dtype == np.uint16 and found["bond_codes"].shape == (len(found["bonds"]),)
+    assert found["atom_offsets"].tolist()[-1] == n_atoms and found["smiles_offsets"].shape == (11,)
+    store = GraphStore.open(tmp_path / "s")
+    assert isinstance(store._arrays["atoms"].base, np.memmap)      # read from the file on demand
+    assert store.meta["store_format"] == 2
+
+
+def test_old_store_format_asks_for_a_rebuild(mixed_csv, tmp_path):
+    build_store(mixed_csv, tmp_path / "s", n_jobs=1)
+    meta = json.loads((tmp_path / "s" / "meta.json").read_text())
+    del meta["store_format"]                                # what format 1 wrote
+    (tmp_path / "s" / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(DataError, match="format 1.*rebuild it with `molpipe preprocess`"):
+        GraphStore.open(tmp_path / "s")
+
+
+def test_smiles_are_a_lazy_sequence(mixed_csv, tmp_path):
+    build_store(mixed_csv, tmp_path / "s", n_jobs=1)
+    smiles = GraphStore.open(tmp_path / "s").smiles
+    assert len(smiles) == len(MIXED) and smiles == MIXED and list(smiles) == MIXED
+    assert smiles[0] == MIXED[0] and smiles[-1] == MIXED[-1] and smiles[np.int64(3)] == MIXED[3]
+    assert smiles[2:5] == MIXED[2:5] and smiles[::-3] == MIXED[::-3]
+    assert smiles[np.array([4, 1])] == [MIXED[4], MIXED[1]] and smiles != MIXED[:-1]
+    with pytest.raises(IndexError):
+        smiles[len(MIXED)]
 
 
 def test_rejects_and_counts(bad_csv, tmp_path):
