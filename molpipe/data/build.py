@@ -12,6 +12,8 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
+import numpy as np
+
 from molpipe.chem.featurize import FEATURIZER_VERSION
 from molpipe.chem.featurize import ATOM_DIM, BOND_DIM
 from molpipe.data.blocks import Block, ByteLines, csv_blocks, csv_header_end, sdf_blocks, smi_blocks
@@ -73,12 +75,13 @@ def open_blocks(table: Table, chunk: int, state: dict | None) -> tuple[Iterator[
     return blocks(), resumed
 
 
-def rows_via_blocks(table: Table, not_numbers=None) -> Iterator:
-    """``Table.rows`` read the way ``build_store`` reads them (in this process)."""
+def rows_via_blocks(table: Table, not_numbers=None, chunk: int = CHUNK) -> Iterator:
+    """``Table.rows`` read the way ``build_store`` reads them (in this process, in blocks of
+    ``chunk`` lines or records)."""
     from molpipe.data.records import read_row, records
 
     spec = spec_of(table, (2, 6))
-    blocks, _ = open_blocks(table, CHUNK, None)
+    blocks, _ = open_blocks(table, chunk, None)
     base = 0
     for b in blocks:
         recs = records(spec, b.kind, b.payload)
@@ -89,7 +92,7 @@ def rows_via_blocks(table: Table, not_numbers=None) -> Iterator:
             if not_numbers is not None:
                 for j, cell in bad:
                     not_numbers.check(j, base + k, cell)
-            yield base + k, item, y
+            yield base + k, item, np.array(y, np.float32)
         base += len(recs)
 
 

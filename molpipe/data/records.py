@@ -9,6 +9,7 @@ are NaN and reported (``cells``) so that the main process can count them (``NotN
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 from dataclasses import dataclass
@@ -108,19 +109,20 @@ def records(spec: Spec, kind: str, payload) -> list:
 
 
 def read_row(spec: Spec, record):
-    """(SMILES or Mol or FeaturizationError, targets (n_t,) float32, [(j, cell)] not numbers)."""
+    """(SMILES or Mol or FeaturizationError, targets: n_t floats (NaN where missing),
+    [(j, cell)] the target cells that are not numbers)."""
     n_t = len(spec.targets)
     if spec.kind == "csv":
         if isinstance(record, FeaturizationError):
-            return record, np.full(n_t, np.nan, np.float32), []
+            return record, [math.nan] * n_t, []
         fields = _fit(record, spec.width)
         if fields is None:
             return (FeaturizationError(f"row has {len(record)} fields, the header {spec.width}"),
-                    np.full(n_t, np.nan, np.float32), [])
+                    [math.nan] * n_t, [])
         cells = [fields[c] for c in spec.targets]
         item = fields[spec.smiles].strip()
     elif spec.kind == "smi":
-        return record, np.zeros(0, np.float32), []
+        return record, [], []
     elif spec.kind == "sdf":
         from molpipe.data.sdf import _split_record, mol_from_block
 
@@ -130,8 +132,10 @@ def read_row(spec: Spec, record):
     else:                                                # parquet: (smiles, cells)
         smiles, cells = record
         item = "" if smiles is None else smiles
-    y = np.array([to_float(c) for c in cells], dtype=np.float32)
-    bad = [(j, cells[j]) for j in np.flatnonzero(np.isnan(y)).tolist() if not_a_number(cells[j])]
+    if not cells:
+        return item, [], []
+    y = [to_float(c) for c in cells]
+    bad = [(j, c) for j, (v, c) in enumerate(zip(y, cells)) if v != v and not_a_number(c)]
     return item, y, bad
 
 
@@ -189,7 +193,8 @@ def featurize_block(spec: Spec, kind: str, payload) -> dict:
     rejects.sort(key=lambda r: r[0])
     n_t = len(spec.targets)
     out = {"n_rows": len(recs), "rows": np.array([rows[k] for k in kept], np.int64),
-           "targets": np.array([ys[k] for k in kept], np.float32).reshape(len(kept), n_t),
+           "targets": (np.array([ys[k] for k in kept], np.float32).reshape(len(kept), n_t) if n_t
+                       else np.zeros((len(kept), 0), np.float32)),
            "smiles": "".join(texts[k] + "\n" for k in kept), "rejects": rejects,
            "cells": cells, "n_atoms": codes.n_atoms, "n_bonds": codes.n_bonds,
            "n_rings": codes.n_rings, "n_ring_atoms": codes.n_ring_atoms,

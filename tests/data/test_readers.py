@@ -58,7 +58,7 @@ def test_no_smiles_column(tmp_path):
 
 @pytest.mark.parametrize("name, content, match", [
     ("empty.csv", b"", "empty file"),
-    ("data.txt", b"smiles\nC\n", "not a CSV or SDF"),
+    ("data.txt", b"smiles\nC\n", "not a CSV, SMILES, SDF or Parquet file"),
     ("latin1.csv", "smiles,y\nCCO,1\nCC\xe9,2\n".encode("latin-1"), "not UTF-8"),
 ])
 def test_bad_files(tmp_path, name, content, match):

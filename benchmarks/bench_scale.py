@@ -1,0 +1,198 @@
+"""The figures of issue #20 ("a million molecules on one machine"), one subcommand each; each
+prints JSON (and writes it with --json).
+
+preprocess: featurizing against RDKit's parse alone in one process on the same MOSES SMILES
+(best of interleaved rounds), then ``build_store`` of ``moses_train.csv.gz`` (the first --n
+rows; all 1,584,663 by default) with --jobs 1 and --jobs 2, each in a fresh child process while
+this process samples the memory (RSS and PSS from /proc) of the child's whole process tree:
+molecules/s, the 2-job / 1-job ratio, peak memory, store size on disk, rows kept + rejected.
+
+Run: nice -n 5 python benchmarks/bench_scale.py preprocess [--n 1584663] [--parse-n 20000]
+     [--rounds 5] [--json out.json] [--tmp /work/scratch/prep]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import itertools
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+MOSES_ROWS = 1_584_663
+MIB = 2**20
+
+
+def moses_path() -> Path:
+    return Path(os.environ.get("MOLPIPE_MOSES", "/work/shared/data/moses_train.csv.gz"))
+
+
+# -- preprocess ------------------------------------------------------------------------------
+
+def featurize_vs_parse(n: int, rounds: int) -> dict:
+    """µs per molecule of MolFromSmiles, of the featurizing workers' path (``featurize_batch``
+    in blocks of 1,024), of ``featurize()`` one molecule at a time and of the reference
+    featurizer, best of ``rounds`` interleaved rounds on the first ``n`` MOSES SMILES."""
+    from rdkit import Chem
+
+    from molpipe.chem.batch import featurize_batch
+    from molpipe.chem.featurize import featurize, featurize_reference
+
+    with gzip.open(moses_path(), "rt") as f:
+        next(f)
+        smiles = [line.strip() for line in itertools.islice(f, n)]
+    few = smiles[: max(1, n // 10)]
+    featurize_batch(smiles[:100])                           # compiled / loaded once
+    runs = {"parse": lambda: [Chem.MolFromSmiles(s) for s in smiles],
+            "featurize_batch": lambda: [featurize_batch(smiles[k:k + 1024])
+                                        for k in range(0, len(smiles), 1024)],
+            "featurize": lambda: [featurize(s) for s in smiles],
+            "parse_few": lambda: [Chem.MolFromSmiles(s) for s in few],
+            "featurize_reference_few": lambda: [featurize_reference(s) for s in few]}
+    best = dict.fromkeys(runs, float("inf"))
+    loads = []
+    for _ in range(rounds):
+        for name, run in runs.items():
+            t = time.perf_counter()
+            run()
+            best[name] = min(best[name], time.perf_counter() - t)
+        loads.append(os.getloadavg()[0])
+    us = {k: v / (len(few) if k.endswith("_few") else len(smiles)) * 1e6 for k, v in best.items()}
+    return {"molecules": len(smiles), "rounds": rounds,
+            "us_per_mol": {k: round(v, 1) for k, v in us.items()},
+            "featurize_batch_over_parse": round(us["featurize_batch"] / us["parse"], 3),
+            "featurize_over_parse": round(us["featurize"] / us["parse"], 3),
+            "reference_over_parse": round(us["featurize_reference_few"] / us["parse_few"], 3),
+            "load_avg_1min": [round(x, 2) for x in loads]}
+
+
+def _tree(root: int) -> list[int]:
+    """``root`` and all its descendants (from /proc/*/stat parent ids)."""
+    parent: dict[int, int] = {}
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open(f"/proc/{d}/stat") as f:
+                    parent[int(d)] = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+    tree, frontier = [root], [root]
+    while frontier:
+        frontier = [p for p, pp in parent.items() if pp in frontier]
+        tree += frontier
+    return tree
+
+
+def _memory_kib(pid: int) -> tuple[int, int]:
+    """(RSS, PSS) of ``pid`` in KiB; (0, 0) once it is gone."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            fields = dict(line.split(":", 1) for line in f if ":" in line and "-" not in line[:12])
+        return int(fields["Rss"].split()[0]), int(fields["Pss"].split()[0])
+    except (OSError, KeyError, ValueError):
+        return 0, 0
+
+
+def run_sampled(cmd: list[str], every: float = 0.5) -> tuple[str, dict]:
+    """Run ``cmd``; its stdout and the peaks of its process tree's memory."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+    peak_rss = peak_pss = processes = 0
+    loads = []
+    while proc.poll() is None:
+        mem = [_memory_kib(p) for p in _tree(proc.pid)]
+        peak_rss = max(peak_rss, sum(m[0] for m in mem))
+        peak_pss = max(peak_pss, sum(m[1] for m in mem))
+        processes = max(processes, len(mem))
+        loads.append(os.getloadavg()[0])
+        time.sleep(every)
+    out = proc.stdout.read()
+    if proc.returncode:
+        raise SystemExit(f"{' '.join(cmd)} failed ({proc.returncode})")
+    return out, {"peak_tree_rss_mib": round(peak_rss / 1024, 1),
+                 "peak_tree_pss_mib": round(peak_pss / 1024, 1), "processes": processes,
+                 "load_avg_1min_mean": round(sum(loads) / max(len(loads), 1), 2),
+                 "load_avg_1min_max": round(max(loads, default=0), 2)}
+
+
+def build_child(src: str, out: str, jobs: int) -> None:
+    """Build the store in this fresh process; print its summary as JSON."""
+    from molpipe.data.build import build_store
+
+    summary = build_store(src, out, n_jobs=jobs)
+    kib = 1024
+    print(json.dumps({
+        "rows_read": summary["rows_read"], "rows_kept": summary["rows_kept"],
+        "rows_rejected": summary["rows_rejected"], "seconds": round(summary["seconds"], 1),
+        "mols_per_s": round(summary["mols_per_s"]),
+        "maxrss_main_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / kib, 1),
+        "maxrss_largest_worker_mib":
+            round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / kib, 1)}))
+
+
+def preprocess(args) -> dict:
+    """The preprocessing figure (see the module docstring)."""
+    result = {"featurize_vs_parse": featurize_vs_parse(args.parse_n, args.rounds)}
+    work = Path(tempfile.mkdtemp(prefix="molpipe-scale-", dir=args.tmp))
+    try:
+        src = moses_path()
+        if args.n < MOSES_ROWS:
+            src = work / f"moses-{args.n}.csv.gz"
+            with gzip.open(moses_path(), "rb") as f, gzip.open(src, "wb", compresslevel=1) as g:
+                g.writelines(itertools.islice(f, args.n + 1))
+        builds = {}
+        for jobs in args.jobs:
+            out = work / f"store-{jobs}"
+            cmd = [sys.executable, __file__, "build-child", str(src), str(out), str(jobs)]
+            text, memory = run_sampled(cmd)
+            run = json.loads(text.strip().splitlines()[-1])
+            run.update(memory)
+            run["store_mib"] = round(sum(p.stat().st_size for p in out.iterdir()) / MIB, 1)
+            run["rows_add_up"] = run["rows_read"] == run["rows_kept"] + run["rows_rejected"]
+            builds[str(jobs)] = run
+            shutil.rmtree(out, ignore_errors=True)
+            print(json.dumps({f"jobs_{jobs}": run}), flush=True)
+        result["build_store"] = builds
+        if "1" in builds and "2" in builds:
+            result["two_jobs_over_one"] = round(builds["2"]["mols_per_s"]
+                                                / builds["1"]["mols_per_s"], 3)
+        result["rows"] = args.n
+        result["source"] = str(moses_path())
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("preprocess", help="featurize vs parse; build_store of MOSES")
+    p.add_argument("--n", type=int, default=MOSES_ROWS, help="MOSES rows to build from")
+    p.add_argument("--parse-n", type=int, default=20_000, help="SMILES for the parse ratio")
+    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--jobs", type=int, nargs="+", default=[1, 2])
+    p.add_argument("--tmp", type=Path, default=Path(tempfile.gettempdir()))
+    p.add_argument("--json", type=Path, default=None)
+    c = sub.add_parser("build-child", help=argparse.SUPPRESS)
+    c.add_argument("src")
+    c.add_argument("out")
+    c.add_argument("jobs", type=int)
+    args = parser.parse_args()
+    if args.command == "build-child":
+        return build_child(args.src, args.out, args.jobs)
+    result = preprocess(args)
+    print(json.dumps(result, indent=2))
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
