@@ -15,7 +15,8 @@ from molpipe.training.settings import DEFAULTS
 
 
 def preprocess(
-    input: Annotated[str, typer.Argument(help="CSV/SDF file, or a bundled data set name.")],
+    input: Annotated[str, typer.Argument(
+        help="CSV, SMILES (.smi), SDF or Parquet file (gzip too), or a bundled data set name.")],
     output: Annotated[Path, typer.Option("-o", "--output", help="Store directory to write.")],
     smiles_column: Annotated[Optional[str], typer.Option(
         help="CSV column holding SMILES (default: the column named 'smiles').")] = None,
@@ -26,7 +27,10 @@ def preprocess(
     max_rounds: Annotated[int, typer.Option(help="Most propagation rounds per molecule.")] = DEFAULTS.max_rounds,
     jobs: Annotated[int, typer.Option(help="Featurizing processes.")] = 2,
 ) -> None:
-    """Featurize a CSV/SDF file once into a graph store; failing rows go to rejects.csv.
+    """Featurize a data file once into a graph store; failing rows go to rejects.csv.
+
+    An interrupted run (a cut .gz file, Ctrl-C, a kill) keeps what it wrote; the same command
+    again resumes after it.
 
     Example: molpipe preprocess datasets/esol.csv -o stores/esol --target measured_log_solubility
     """
@@ -39,11 +43,15 @@ def preprocess(
             task = bar.add_task("featurizing", total=None, rate="")
             summary = build_store(path, output, smiles_column=smiles_column, targets=target,
                                   min_rounds=min_rounds, max_rounds=max_rounds, n_jobs=jobs,
-                                  progress=bar_callback(bar, task))
+                                  progress=bar_callback(bar, task),
+                                  notice=lambda text: console.print(text, soft_wrap=True))
     except DataError as err:
         fail(str(err))
     except ValueError as err:                          # bad option values (rounds, ...)
         fail(str(err))
+    if summary.get("resumed_from_row"):
+        console.print(f"resumed after row {summary['resumed_from_row']} of an interrupted run",
+                      soft_wrap=True)
     console.print(f"[bold]{summary['store']}[/bold]: {summary['rows_read']} rows read, "
                   f"{summary['rows_kept']} kept, {summary['rows_rejected']} rejected "
                   f"({summary['mols_per_s']:.0f} molecules/s, {summary['seconds']:.1f} s)",

@@ -12,16 +12,18 @@ from molpipe.data.text import match_name
 
 
 def _pyarrow(path: Path):
+    """(pyarrow, pyarrow.parquet), or DataError saying how to install them."""
     try:
+        import pyarrow as pa
         import pyarrow.parquet as pq
     except ImportError:
         raise DataError(f"{path}: reading Parquet needs pyarrow; install it with "
                         "pip install 'molpipe[parquet]'") from None
-    return pq
+    return pa, pq
 
 
 def _file(path: Path):
-    pq = _pyarrow(path)
+    _, pq = _pyarrow(path)
     try:
         return pq.ParquetFile(path)
     except Exception as err:                       # pyarrow's ArrowInvalid, OSError, ...
@@ -35,10 +37,9 @@ def parquet_rows(path: Path) -> int:
 def open_parquet(path: Path, smiles_column: str | None, targets):
     """The Table of a Parquet file: its SMILES column (default the one named ``smiles``, any
     case) and targets (default every numeric column but the SMILES)."""
-    import pyarrow as pa
-
     from molpipe.data.readers import Table
 
+    pa, _ = _pyarrow(path)
     schema = _file(path).schema_arrow
     names = list(schema.names)
     if smiles_column is None:

@@ -69,11 +69,11 @@ def featurize_blocks(spec: Spec, blocks: Iterator[Block], n_jobs: int
                     pending.append(_Task(b, b.kind, b.payload, True))
             if not pending:
                 break
-            for t in ([pending[0]] if pending[0].alone else pending):
-                if t.future is None:
-                    t.future = pool.submit(featurize_block, spec, t.kind, t.payload)
             head = pending[0]
             try:
+                for t in ([head] if head.alone else pending):
+                    if t.future is None:
+                        t.future = pool.submit(featurize_block, spec, t.kind, t.payload)
                 result = head.future.result()
             except BrokenProcessPool:
                 pool.shutdown(wait=True, cancel_futures=True)
@@ -83,6 +83,7 @@ def featurize_blocks(spec: Spec, blocks: Iterator[Block], n_jobs: int
                     if t.future is not None:
                         t.failures += 1
                         t.future = None
+                head.failures = max(head.failures, 1)
                 if not culprit:
                     head.alone = head.failures >= 2
                     continue
