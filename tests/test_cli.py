@@ -75,7 +75,7 @@ def test_preprocess_errors(tmp_path, content, extra, fragments):
 def test_preprocess_not_csv(tmp_path):
     src = tmp_path / "in.xlsx"
     src.write_bytes(b"PK\x03\x04")
-    assert_one_line_error(run("preprocess", src, "-o", tmp_path / "s"), "not a CSV or SDF")
+    assert_one_line_error(run("preprocess", src, "-o", tmp_path / "s"), "not a CSV, SMILES, SDF")
 
 
 def test_preprocess_unknown_dataset(tmp_path):

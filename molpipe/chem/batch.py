@@ -5,7 +5,7 @@ read are featurized with RDKit calls (``compact.compact_reference``)."""
 from __future__ import annotations
 
 import numpy as np
-from rdkit import Chem
+from rdkit import Chem, rdBase
 
 from molpipe.chem import compact as C
 from molpipe.chem.expand import compact_graphs, compact_offsets
@@ -37,17 +37,18 @@ def featurize_batch(items, *, min_rounds: int = 2, max_rounds: int = 6,
     """
     check_rounds(min_rounds, max_rounds)
     mols, pickles, kept, errors = [], [], [], []
-    for k, item in enumerate(items):
-        if on_item is not None:
-            on_item(k, item)
-        try:
-            mol = molecule(item, max_atoms)
-            pickles.append(mol.ToBinary())
-        except Exception as err:                  # every item is kept or has its reason
-            errors.append((k, str(err) or type(err).__name__))
-            continue
-        mols.append(mol)
-        kept.append(k)
+    with rdBase.BlockLogs():                      # once for the batch, not per molecule
+        for k, item in enumerate(items):
+            if on_item is not None:
+                on_item(k, item)
+            try:
+                mol = molecule(item, max_atoms, quiet=True)
+                pickles.append(mol.ToBinary())
+            except Exception as err:              # every item is kept or has its reason
+                errors.append((k, str(err) or type(err).__name__))
+                continue
+            mols.append(mol)
+            kept.append(k)
     status, codes = decode(pickles, min_rounds, max_rounds)
     if (status == OK).all():
         return codes, kept, errors

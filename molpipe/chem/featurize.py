@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import math
 import re
@@ -92,13 +93,14 @@ class FeaturizationError(ValueError):
     """A molecule that cannot become a MolGraph; ``str(err)`` is a short human reason."""
 
 
-def parse_smiles(smiles: str, *, max_atoms: int = MAX_ATOMS) -> Chem.Mol:
+def parse_smiles(smiles: str, *, max_atoms: int = MAX_ATOMS, quiet: bool = False) -> Chem.Mol:
     """Parse and sanitize ``smiles``, raising FeaturizationError with the reason it fails.
 
     SMILES is ASCII without inner whitespace: anything else is rejected, never half-read
     (RDKit reads ``"CCO C"`` as ethanol and drops the rest). Molecules with more than
     ``max_atoms`` heavy atoms are rejected before sanitization, which can take minutes on
-    huge aromatic systems.
+    huge aromatic systems. RDKit's log is blocked while it parses, unless ``quiet`` says the
+    caller already blocks it (``rdBase.BlockLogs``, a few µs, once for a batch).
     """
     if not isinstance(smiles, str):
         raise FeaturizationError(f"not a SMILES string ({type(smiles).__name__})")
@@ -114,7 +116,7 @@ def parse_smiles(smiles: str, *, max_atoms: int = MAX_ATOMS) -> Chem.Mol:
     if len(smiles) > SMILES_CHARS_PER_ATOM * max_atoms:     # parsing ring closures is O(n^2)
         raise FeaturizationError(f"SMILES too long ({len(smiles)} characters > "
                                  f"{SMILES_CHARS_PER_ATOM * max_atoms})")
-    with rdBase.BlockLogs():
+    with (contextlib.nullcontext() if quiet else rdBase.BlockLogs()):
         if len(smiles) > max_atoms:          # might hold too many atoms: count them unsanitized
             raw = Chem.MolFromSmiles(smiles, sanitize=False)
             n = raw.GetNumHeavyAtoms() if raw is not None else 0
@@ -161,13 +163,14 @@ def check_rounds(min_rounds: int, max_rounds: int) -> None:
         raise ValueError(f"need 1 <= min_rounds <= max_rounds, got {min_rounds}, {max_rounds}")
 
 
-def molecule(smiles_or_mol: str | Chem.Mol, max_atoms: int = MAX_ATOMS) -> Chem.Mol:
+def molecule(smiles_or_mol: str | Chem.Mol, max_atoms: int = MAX_ATOMS,
+             quiet: bool = False) -> Chem.Mol:
     """The sanitized molecule of a SMILES or Mol with 1 to ``max_atoms`` atoms, else
-    FeaturizationError with the reason."""
+    FeaturizationError with the reason (``quiet``: RDKit's log is blocked by the caller)."""
     if isinstance(smiles_or_mol, Chem.Mol):
         mol = smiles_or_mol
     else:
-        mol = parse_smiles(smiles_or_mol, max_atoms=max_atoms)
+        mol = parse_smiles(smiles_or_mol, max_atoms=max_atoms, quiet=quiet)
     n = mol.GetNumAtoms()
     if n == 0:
         raise FeaturizationError("no atoms")

@@ -129,7 +129,7 @@ def open_table(path: str | Path, *, smiles_column: str | None = None,
     if not path.exists():
         raise DataError(f"{path}: no such file; check the path")
     if path.is_dir():
-        raise DataError(f"{path}: is a directory, not a CSV or SDF file")
+        raise DataError(f"{path}: is a directory, not a CSV, SMILES, SDF or Parquet file")
     suffix = Path(path.stem).suffix if path.suffix.lower() == ".gz" else path.suffix
     suffix = suffix.lower()
     if suffix not in CSV_SUFFIXES + SDF_SUFFIXES + SMI_SUFFIXES + PARQUET_SUFFIXES:
