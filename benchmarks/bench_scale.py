@@ -2,7 +2,8 @@
 prints JSON (and writes it with --json).
 
 preprocess: featurizing against RDKit's parse alone in one process on the same MOSES SMILES
-(best of interleaved rounds), then ``build_store`` of ``moses_train.csv.gz`` (the first --n
+(best of interleaved rounds), ``GraphStore.pack`` against the graphs-then-pack of the float32
+store it replaced, then ``build_store`` of ``moses_train.csv.gz`` (the first --n
 rows; all 1,584,663 by default) with --jobs 1 and --jobs 2, each in a fresh child process while
 this process samples the memory (RSS and PSS from /proc) of the child's whole process tree:
 molecules/s, the 2-job / 1-job ratio, peak memory, store size on disk, rows kept + rejected.
@@ -75,6 +76,68 @@ def featurize_vs_parse(n: int, rounds: int) -> dict:
             "load_avg_1min": [round(x, 2) for x in loads]}
 
 
+def pack_speed(n: int, size: int, rounds: int, work: Path) -> dict:
+    """µs per molecule of ``GraphStore.pack(rows)`` (one numba call over the compact codes)
+    against the float32 store it replaced (V, E ... sliced per molecule, then
+    ``instance.pack``), for random groups of ``size`` of the first ``n`` MOSES molecules."""
+    import numpy as np
+
+    from molpipe.chem.molgraph import MolGraph
+    from molpipe.data.build import build_store
+    from molpipe.data.instance import pack
+    from molpipe.data.store import GraphStore
+
+    src = work / f"moses-{n}.csv.gz"
+    with gzip.open(moses_path(), "rb") as f, gzip.open(src, "wb", compresslevel=1) as g:
+        g.writelines(itertools.islice(f, n + 1))
+    build_store(src, work / "pack-store", n_jobs=1)
+    store = GraphStore.open(work / "pack-store")
+    graphs = store.graphs(range(len(store)))
+    # the format 1 store, in memory: float32 features per atom and per directed edge
+    old = {k: np.concatenate([getattr(g, k) for g in graphs]) for k in ("V", "E", "fragment",
+                                                                          "edge_type")}
+    old["edges"] = np.concatenate([g.edge_index.T for g in graphs])
+    old["ring_atoms"] = np.concatenate([g.ring_atoms for g in graphs])
+    old["ring_system"] = np.concatenate([g.ring_system for g in graphs])
+    sizes = np.concatenate([np.diff(g.ring_offsets) for g in graphs])
+    ring_atom_off = np.concatenate([[0], np.cumsum(sizes)])
+    off = {k: np.concatenate([[0], np.cumsum([f(g) for g in graphs])]) for k, f in (
+        ("atoms", lambda g: g.n_atoms), ("edges", lambda g: g.n_edges),
+        ("rings", lambda g: g.n_rings))}
+
+    def old_graph(i):
+        a0, a1 = off["atoms"][i:i + 2]
+        e0, e1 = off["edges"][i:i + 2]
+        r0, r1 = off["rings"][i:i + 2]
+        ro = ring_atom_off[r0:r1 + 1]
+        return MolGraph(V=np.array(old["V"][a0:a1]), E=np.array(old["E"][e0:e1]),
+                        edge_index=np.ascontiguousarray(old["edges"][e0:e1].T),
+                        edge_type=np.array(old["edge_type"][e0:e1]),
+                        ring_atoms=np.array(old["ring_atoms"][ro[0]:ro[-1]]),
+                        ring_offsets=(ro - ro[0]).astype(np.int32),
+                        ring_system=np.array(old["ring_system"][r0:r1]),
+                        fragment=np.array(old["fragment"][a0:a1]),
+                        n_rounds=int(store.n_rounds[i]), has_rings=bool(store.has_rings[i]))
+
+    rng = np.random.default_rng(0)
+    groups = [rng.choice(len(store), size, replace=False) for _ in range(max(1, n // size))]
+    runs = {"store_pack": lambda: [store.pack(r) for r in groups],
+            "graphs_then_pack": lambda: [pack(store.graphs(r), store.targets[r], rows=r)
+                                         for r in groups],
+            "format1_graphs_then_pack": lambda: [
+                pack([old_graph(i) for i in r], store.targets[r], rows=r) for r in groups]}
+    best = dict.fromkeys(runs, float("inf"))
+    for _ in range(rounds):
+        for name, run in runs.items():
+            t = time.perf_counter()
+            run()
+            best[name] = min(best[name], time.perf_counter() - t)
+    m = len(groups) * size
+    return {"molecules": m, "per_instance": size,
+            "us_per_mol": {k: round(v / m * 1e6, 2) for k, v in best.items()},
+            "load_avg_1min": round(os.getloadavg()[0], 2)}
+
+
 def _tree(root: int) -> list[int]:
     """``root`` and all its descendants (from /proc/*/stat parent ids)."""
     parent: dict[int, int] = {}
@@ -141,8 +204,11 @@ def build_child(src: str, out: str, jobs: int) -> None:
 def preprocess(args) -> dict:
     """The preprocessing figure (see the module docstring)."""
     result = {"featurize_vs_parse": featurize_vs_parse(args.parse_n, args.rounds)}
+    print(json.dumps(result), flush=True)
     work = Path(tempfile.mkdtemp(prefix="molpipe-scale-", dir=args.tmp))
     try:
+        result["pack"] = pack_speed(args.parse_n, 32, args.rounds, work)
+        print(json.dumps({"pack": result["pack"]}), flush=True)
         src = moses_path()
         if args.n < MOSES_ROWS:
             src = work / f"moses-{args.n}.csv.gz"

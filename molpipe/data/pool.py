@@ -50,6 +50,8 @@ def featurize_blocks(spec: Spec, blocks: Iterator[Block], n_jobs: int
             yield b, featurize_block(spec, b.kind, b.payload), True
         return
     method = "fork" if sys.platform == "linux" and threading.active_count() == 1 else "spawn"
+    if method == "fork":            # compiled (or loaded from numba's cache) once, not per worker
+        featurize_block(spec, "records", [])
     context = mp.get_context(method)
     pool = ProcessPoolExecutor(n_jobs, mp_context=context, initializer=init_worker)
     pending: deque[_Task] = deque()

@@ -29,6 +29,7 @@ How hostile files are read (a rejected row goes to ``rejects.csv`` with its reas
 from __future__ import annotations
 
 import csv
+import gzip
 import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -39,8 +40,8 @@ import numpy as np
 from molpipe.chem.featurize import FeaturizationError
 from molpipe.data.errors import DataError
 from molpipe.data.sdf import iter_sdf, sdf_targets
-from molpipe.data.text import (GZIP_ERRORS, PEEK_ROWS, NotNumbers, Row, gzip_error, match_name,
-                               numeric_columns, open_binary, open_text, to_float, utf8_error)
+from molpipe.data.text import (GZIP_ERRORS, PEEK_ROWS, NotNumbers, Row, gzip_error, is_gzip,
+                               match_name, numeric_columns, open_text, to_float, utf8_error)
 
 CSV_SUFFIXES = (".csv",)
 SDF_SUFFIXES = (".sdf", ".sd")
@@ -95,18 +96,27 @@ class Table:
 
         return rows_via_blocks(self, not_numbers)
 
-    def estimate_rows(self) -> int:
-        """Cheap row count (newlines or ``$$$$`` markers) for progress bars."""
+    def estimate_rows(self, sample: int = 8 << 20) -> int:
+        """Cheap row count for progress bars: newlines or ``$$$$`` markers, counted in the
+        first ``sample`` bytes and extrapolated by the share of the file they came from."""
         if self.kind == "parquet":
             from molpipe.data.parquet import parquet_rows
 
             return parquet_rows(self.path)
         marker = b"$$$$" if self.kind == "sdf" else b"\n"
-        count, last = 0, b""
-        with open_binary(self.path) as f:
-            while block := f.read(1 << 20):
-                count += (last + block).count(marker) - last.count(marker)
-                last = block[-3:]
+        count, last, seen = 0, b"", 0
+        size = self.path.stat().st_size
+        with open(self.path, "rb") as raw, (gzip.open(raw) if is_gzip(self.path) else raw) as f:
+            try:
+                while block := f.read(1 << 20):
+                    count += (last + block).count(marker) - last.count(marker)
+                    last = block[-3:]
+                    seen += len(block)
+                    if seen >= sample and raw.tell() < size:
+                        count = int(count * size / max(raw.tell(), 1))
+                        break
+            except GZIP_ERRORS:                    # a cut file: the rows before the cut
+                pass
         return max(count - (self.kind == "csv"), 0)
 
 

@@ -23,6 +23,7 @@ bit for bit as ``featurize`` makes them.
 from __future__ import annotations
 
 import copy
+import fcntl
 import hashlib
 import json
 import mmap
@@ -246,7 +247,13 @@ def open_data(data: str | Path, *, targets: Sequence[str] | None = None,
     root = Path(cache_root) if cache_root is not None else default_cache_root()
     out = root / f"{path.stem}-{digest}"
     if not (out / META).is_file():
-        build_store(path, out, smiles_column=table.smiles_column,
-                    targets=list(table.target_names), min_rounds=min_rounds,
-                    max_rounds=max_rounds, n_jobs=n_jobs, progress=progress)
+        root.mkdir(parents=True, exist_ok=True)
+        with open(root / f".{out.name}.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)          # one build; the others wait and reuse it
+            if not (out / META).is_file():
+                build_store(path, out, smiles_column=table.smiles_column,
+                            targets=list(table.target_names), min_rounds=min_rounds,
+                            max_rounds=max_rounds, n_jobs=n_jobs, progress=progress)
+                # whoever comes later finds the store (and those waiting look again)
+                Path(lock.name).unlink(missing_ok=True)
     return GraphStore.open(out)

@@ -234,3 +234,22 @@ def test_mols_read_from_sdf_match_featurize(tmp_path):
     store = GraphStore.open(tmp_path / "s")
     for i, m in enumerate(Chem.SDMolSupplier(str(path))):
         assert_same_graph(store[i], featurize(m))
+
+
+def test_cli_preprocess_says_it_resumed(big_gz, tmp_path):
+    from typer.testing import CliRunner
+
+    from cli import app
+
+    full = big_gz.read_bytes()
+    big_gz.write_bytes(full[: len(full) // 2])
+    runner = CliRunner()
+    args = ["preprocess", str(big_gz), "-o", str(tmp_path / "s"), "--jobs", "1"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2 and "truncated gzip" in result.stderr
+    assert "rerun the same command to resume" in result.stderr
+    big_gz.write_bytes(full)
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "resuming" in result.output and "resumed after row" in result.output
+    assert "3000 rows read" in result.output

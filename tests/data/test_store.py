@@ -239,3 +239,14 @@ def test_pack_equals_packing_the_graphs(mixed_csv, tmp_path):
         assert x.dtype == y.dtype and np.array_equal(x, y), f
     assert (got.n_rounds, got.has_rings) == (want.n_rounds, want.has_rings)
     assert got.rows.tolist() == rows.tolist()
+
+
+def test_open_data_from_threads_builds_once(mixed_csv, tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(4) as pool:
+        stores = list(pool.map(lambda _: open_data(mixed_csv, cache_root=tmp_path / "c",
+                                                   n_jobs=1), range(4)))
+    assert len({s.path for s in stores}) == 1 and all(len(s) == len(MIXED) for s in stores)
+    assert [p.name for p in (tmp_path / "c").iterdir() if not p.name.endswith(".lock")] == [
+        stores[0].path.name]
