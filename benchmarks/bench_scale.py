@@ -61,10 +61,11 @@ def featurize_vs_parse(n: int, rounds: int) -> dict:
             "featurize_reference_few": lambda: [featurize_reference(s) for s in few]}
     best = dict.fromkeys(runs, float("inf"))
     loads = []
-    for _ in range(rounds):
-        for name, run in runs.items():
+    names = list(runs)
+    for r in range(rounds):
+        for name in names[r % len(names):] + names[:r % len(names)]:   # a new order each round
             t = time.perf_counter()
-            run()
+            runs[name]()
             best[name] = min(best[name], time.perf_counter() - t)
         loads.append(os.getloadavg()[0])
     us = {k: v / (len(few) if k.endswith("_few") else len(smiles)) * 1e6 for k, v in best.items()}
