@@ -2,7 +2,7 @@
 prints JSON (and writes it with --json).
 
 preprocess: featurizing against RDKit's parse alone in one process on the same MOSES SMILES
-(best of interleaved rounds), ``GraphStore.pack`` against the graphs-then-pack of the float32
+(best of interleaved rounds) and ``GraphStore.pack`` against the graphs-then-pack of the float32
 store it replaced, then ``build_store`` of ``moses_train.csv.gz`` (the first --n
 rows; all 1,584,663 by default) with --jobs 1 and --jobs 2, each in a fresh child process while
 this process samples the memory (RSS and PSS from /proc) of the child's whole process tree:
@@ -166,13 +166,28 @@ def _memory_kib(pid: int) -> tuple[int, int]:
         return 0, 0
 
 
+def _hwm_kib(pid: int) -> int:
+    """The peak RSS (VmHWM) of ``pid`` since it started (or exec'd), KiB; 0 once gone."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            return next((int(line.split()[1]) for line in f if line.startswith("VmHWM")), 0)
+    except (OSError, ValueError):
+        return 0
+
+
 def run_sampled(cmd: list[str], every: float = 0.5) -> tuple[str, dict]:
-    """Run ``cmd``; its stdout and the peaks of its process tree's memory."""
+    """Run ``cmd``; its stdout and the peaks of its process tree's memory: the largest sums
+    of RSS and PSS seen (every ``every`` s) and the sum over its processes of their own peak
+    RSS (VmHWM: an upper bound of the tree's peak, short spikes included)."""
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
     peak_rss = peak_pss = processes = 0
+    hwm: dict[int, int] = {}
     loads = []
     while proc.poll() is None:
-        mem = [_memory_kib(p) for p in _tree(proc.pid)]
+        tree = _tree(proc.pid)
+        mem = [_memory_kib(p) for p in tree]
+        for p in tree:
+            hwm[p] = max(hwm.get(p, 0), _hwm_kib(p))
         peak_rss = max(peak_rss, sum(m[0] for m in mem))
         peak_pss = max(peak_pss, sum(m[1] for m in mem))
         processes = max(processes, len(mem))
@@ -182,6 +197,7 @@ def run_sampled(cmd: list[str], every: float = 0.5) -> tuple[str, dict]:
     if proc.returncode:
         raise SystemExit(f"{' '.join(cmd)} failed ({proc.returncode})")
     return out, {"peak_tree_rss_mib": round(peak_rss / 1024, 1),
+                 "sum_of_process_peak_rss_mib": round(sum(hwm.values()) / 1024, 1),
                  "peak_tree_pss_mib": round(peak_pss / 1024, 1), "processes": processes,
                  "load_avg_1min_mean": round(sum(loads) / max(len(loads), 1), 2),
                  "load_avg_1min_max": round(max(loads, default=0), 2)}
@@ -193,23 +209,21 @@ def build_child(src: str, out: str, jobs: int) -> None:
 
     summary = build_store(src, out, n_jobs=jobs)
     kib = 1024
+    own, kids = (resource.getrusage(w) for w in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
     print(json.dumps({
+        "cpu_seconds_main": round(own.ru_utime + own.ru_stime, 1),
+        "cpu_seconds_workers": round(kids.ru_utime + kids.ru_stime, 1),
         "rows_read": summary["rows_read"], "rows_kept": summary["rows_kept"],
         "rows_rejected": summary["rows_rejected"], "seconds": round(summary["seconds"], 1),
         "mols_per_s": round(summary["mols_per_s"]),
-        "maxrss_main_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / kib, 1),
-        "maxrss_largest_worker_mib":
-            round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / kib, 1)}))
+        "maxrss_largest_worker_mib": round(kids.ru_maxrss / kib, 1)}))
 
 
 def preprocess(args) -> dict:
     """The preprocessing figure (see the module docstring)."""
-    result = {"featurize_vs_parse": featurize_vs_parse(args.parse_n, args.rounds)}
-    print(json.dumps(result), flush=True)
+    result = {}
     work = Path(tempfile.mkdtemp(prefix="molpipe-scale-", dir=args.tmp))
     try:
-        result["pack"] = pack_speed(args.parse_n, 32, args.rounds, work)
-        print(json.dumps({"pack": result["pack"]}), flush=True)
         src = moses_path()
         if args.n < MOSES_ROWS:
             src = work / f"moses-{args.n}.csv.gz"
@@ -231,8 +245,11 @@ def preprocess(args) -> dict:
         if "1" in builds and "2" in builds:
             result["two_jobs_over_one"] = round(builds["2"]["mols_per_s"]
                                                 / builds["1"]["mols_per_s"], 3)
-        result["rows"] = args.n
+        result["rows"] = min(args.n, MOSES_ROWS)
         result["source"] = str(moses_path())
+        result["featurize_vs_parse"] = featurize_vs_parse(args.parse_n, args.rounds)
+        print(json.dumps({"featurize_vs_parse": result["featurize_vs_parse"]}), flush=True)
+        result["pack"] = pack_speed(args.parse_n, 32, args.rounds, work)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return result

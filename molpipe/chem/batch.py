@@ -8,10 +8,33 @@ import numpy as np
 from rdkit import Chem, rdBase
 
 from molpipe.chem import compact as C
-from molpipe.chem.expand import compact_graphs, compact_offsets
+from numba import njit
+
+from molpipe.chem.expand import compact_graphs, compact_offsets, pack_codes
 from molpipe.chem.featurize import MAX_ATOMS, check_rounds, molecule
 from molpipe.chem.molgraph import MolGraph
-from molpipe.chem.unpickle import OK, decode
+from molpipe.chem.unpickle import OK, decode, decode_pickles
+
+
+@njit(nogil=True, cache=True)
+def graph_of_pickle(buf, min_rounds, max_rounds, bond_type_code, stereo_bits, atom_columns,
+                    chiral_column, mass):
+    """One pickle decoded and expanded in one call: (status, V, E, edge_index, edge_type,
+    ring_atoms, ring_offsets, ring_system, fragment, n_rounds) as a MolGraph holds them."""
+    starts = np.array([0, buf.shape[0]], np.int64)
+    (status, atoms, fragment, bonds, bond_codes, ring_atoms, ring_sizes, ring_system, na, nb,
+     nr, nq, n_rounds) = decode_pickles(buf, starts, min_rounds, max_rounds, bond_type_code,
+                                        stereo_bits)
+    rows = np.zeros(1, np.int64)
+    V, E, src, dst, etype, _, _, ring_out, ring_off = pack_codes(
+        rows, np.array([0, na[0]]), np.array([0, nb[0]]), np.array([0, nr[0]]),
+        np.array([0, nq[0]]), atoms, bonds, bond_codes, ring_atoms, ring_sizes, n_rounds,
+        atom_columns, chiral_column, mass)
+    edge_index = np.empty((2, src.shape[0]), np.int32)
+    edge_index[0] = src
+    edge_index[1] = dst
+    return (status[0], V, E, edge_index, etype, ring_out, ring_off,
+            ring_system.astype(np.int32), fragment.astype(np.int32), n_rounds[0])
 
 
 def featurize_one(smiles_or_mol: str | Chem.Mol, *, min_rounds: int = 2, max_rounds: int = 6,
@@ -19,10 +42,16 @@ def featurize_one(smiles_or_mol: str | Chem.Mol, *, min_rounds: int = 2, max_rou
     """``featurize.featurize``: one molecule's MolGraph (FeaturizationError if it has none)."""
     check_rounds(min_rounds, max_rounds)
     mol = molecule(smiles_or_mol, max_atoms)
-    status, codes = decode([mol.ToBinary()], min_rounds, max_rounds)
-    if status[0] != OK:
-        codes = C.compact_reference(mol, min_rounds, max_rounds)
-    return compact_graphs(codes)[0]
+    out = graph_of_pickle(np.frombuffer(mol.ToBinary(), np.uint8), min_rounds, max_rounds,
+                          C.BOND_TYPE_CODE, C.STEREO_BITS, C.ATOM_COLUMNS, C.CHIRAL_COLUMN,
+                          C.MASS)
+    if out[0] != OK:
+        return compact_graphs(C.compact_reference(mol, min_rounds, max_rounds))[0]
+    status, V, E, edge_index, edge_type, ring_atoms, ring_offsets, ring_system, fragment, \
+        n_rounds = out
+    return MolGraph(V=V, E=E, edge_index=edge_index, edge_type=edge_type, ring_atoms=ring_atoms,
+                    ring_offsets=ring_offsets, ring_system=ring_system, fragment=fragment,
+                    n_rounds=int(n_rounds), has_rings=ring_offsets.shape[0] > 1)
 
 
 def featurize_batch(items, *, min_rounds: int = 2, max_rounds: int = 6,

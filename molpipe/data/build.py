@@ -195,7 +195,8 @@ def build_store(source: str | Path, out_dir: str | Path, *, smiles_column: str |
         counts = _write(table, tmp, spec_of(table, rounds), blocks, n_jobs, state, key,
                         progress, start_row)
         if counts["rows_read"] == 0:
-            raise DataError(f"{table.path}: no data rows; the file has only a header")
+            raise DataError(f"{table.path}: no data rows; the file has only a header" if
+                            table.kind == "csv" else f"{table.path}: no molecules in the file")
         seconds = time.perf_counter() - t0
         meta = {
             "featurizer_version": FEATURIZER_VERSION, "store_format": STORE_FORMAT,
