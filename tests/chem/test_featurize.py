@@ -196,7 +196,8 @@ def naive_bonds(mol):
     return out
 
 
-def test_matches_naive_reference():
+@pytest.mark.parametrize("featurize", [F.featurize, F.featurize_reference])
+def test_matches_naive_reference(featurize):
     from molpipe.data.registry import get_dataset
     import csv
     with open(get_dataset("lipo").path, newline="") as f:
@@ -219,7 +220,8 @@ def test_matches_naive_reference():
         assert g.fragment.max() + 1 == len(Chem.GetMolFrags(mol))
 
 
-def test_explicit_hydrogen_mol():
+@pytest.mark.parametrize("featurize", [F.featurize, F.featurize_reference])
+def test_explicit_hydrogen_mol(featurize):
     mol = Chem.AddHs(Chem.MolFromSmiles("CCO"))
     g = featurize(mol)
     check_arrays(g)
