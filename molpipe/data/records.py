@@ -19,6 +19,7 @@ from rdkit import Chem
 
 from molpipe.chem.batch import as_arrays, featurize_batch
 from molpipe.chem.featurize import FeaturizationError
+from molpipe.data.readers import _fit
 from molpipe.data.text import NA, is_number, to_float
 
 #: test hook: a featurizing *worker process* kills itself (SIGKILL) on this SMILES; with
@@ -55,13 +56,6 @@ def not_a_number(text) -> bool:
         return False
     text = text.strip()
     return bool(text) and text.lower() not in NA and not is_number(text)
-
-
-def _fit(fields: list[str], width: int) -> list[str] | None:
-    """``fields`` without trailing empty fields beyond ``width``; None if the count is wrong."""
-    if len(fields) > width and not any(f.strip() for f in fields[width:]):
-        fields = fields[:width]                          # "CCO,1," under "smiles,y"
-    return fields if len(fields) == width else None
 
 
 def records(spec: Spec, kind: str, payload) -> list:
