@@ -59,8 +59,10 @@ def not_a_number(text) -> bool:
 
 
 def records(spec: Spec, kind: str, payload) -> list:
-    """The block's records, one per row: CSV fields lists (or a FeaturizationError), SMI lines,
-    SDF record texts or Parquet (smiles, cells) pairs. ``kind`` "records" is such a list."""
+    """The block's records, one per row: CSV fields lists (or a FeaturizationError), SMILES
+    (the first word of a SMILES file's line), SDF records (lists of lines) or Parquet
+    (smiles, cells) pairs. A ``kind`` "records" block (a piece of a split block) is already a
+    list of (row, record) pairs and is returned as it is."""
     if kind == "records":
         return payload
     if kind == "lines":                                  # CSV or SMI text, no quotes
