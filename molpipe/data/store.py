@@ -55,12 +55,13 @@ class SmilesColumn(Sequence):
     def __init__(self, path: Path, offsets: np.ndarray):
         self._offsets = offsets
         self._path = path
-        size = int(offsets[-1])
-        if size:
+        self._text = b""
+        if int(offsets[-1]):
             with open(path, "rb") as f:
                 self._text = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-        else:
-            self._text = b""
+
+    def __reduce__(self):                     # pickled as its file, mapped again on arrival
+        return SmilesColumn, (self._path, np.asarray(self._offsets))
 
     def __len__(self) -> int:
         return self._offsets.shape[0] - 1

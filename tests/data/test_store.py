@@ -250,3 +250,14 @@ def test_open_data_from_threads_builds_once(mixed_csv, tmp_path):
     assert len({s.path for s in stores}) == 1 and all(len(s) == len(MIXED) for s in stores)
     assert [p.name for p in (tmp_path / "c").iterdir() if not p.name.endswith(".lock")] == [
         stores[0].path.name]
+
+
+def test_a_store_and_its_smiles_pickle(mixed_csv, tmp_path):
+    import pickle
+
+    build_store(mixed_csv, tmp_path / "s", n_jobs=1)
+    store = GraphStore.open(tmp_path / "s")
+    assert store.smiles == MIXED
+    copy = pickle.loads(pickle.dumps(store))
+    assert copy.smiles == MIXED and len(copy) == len(MIXED)
+    assert_same_graph(copy[3], store[3])
