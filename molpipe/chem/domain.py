@@ -80,6 +80,15 @@ def nearest_similarity(queries: np.ndarray, reference: np.ndarray) -> np.ndarray
     return out
 
 
+def reference_sample(n: int, seed: int = 0) -> np.ndarray | None:
+    """Sorted positions of the seeded sample of MAX_REFERENCE that ``Domain.from_smiles``
+    keeps of ``n`` training molecules (None: it keeps them all), so that a caller reads
+    only those SMILES."""
+    if n <= MAX_REFERENCE:
+        return None
+    return np.sort(np.random.default_rng(seed).choice(n, MAX_REFERENCE, replace=False))
+
+
 class Domain:
     """Training fingerprints, elements and heavy-atom range (``FILE``'s arrays)."""
 
@@ -94,9 +103,9 @@ class Domain:
         from rdkit import Chem, RDLogger
 
         smiles = list(smiles)
-        if len(smiles) > MAX_REFERENCE:
-            keep = np.random.default_rng(seed).choice(len(smiles), MAX_REFERENCE, replace=False)
-            smiles = [smiles[i] for i in np.sort(keep)]
+        keep = reference_sample(len(smiles), seed)
+        if keep is not None:
+            smiles = [smiles[i] for i in keep]
         RDLogger.DisableLog("rdApp.*")
         try:
             mols = [Chem.MolFromSmiles(s) for s in smiles]

@@ -1,0 +1,156 @@
+"""Streamed passes over the store: which rows make which instance, held as indices only,
+and the instances packed from the memory-mapped store just ahead of the control node.
+
+An epoch's ``Plan`` cuts the training rows (sorted: contiguous in the store) into chunks of
+``CHUNK`` rows, shuffles the chunks' order with the run's generator, and within each window
+of ``WINDOW`` chunks shuffles the molecules and groups them by plan (``group_by_plan``).
+When the rows fit in one window there is no chunk shuffle: the instances are exactly those
+of ``group_by_plan`` over all the rows (what every epoch was before streaming). ``instances``
+packs each instance with ``store.pack`` only when the control node draws it, so at most
+about ``max_active_keys`` packed instances exist at once, whatever the number of molecules.
+"""
+
+from __future__ import annotations
+
+import mmap
+import weakref
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+
+from molpipe.data.instance import group_by_plan
+
+CHUNK = 8192          # rows of a chunk: contiguous in the store
+WINDOW = 8            # chunks whose molecules are shuffled and grouped together
+RELEASE_EVERY = 16384  # molecules packed between two releases of the store's mapped pages
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The instances of one pass, as indices: instance ``i`` (key ``first_key + i``) holds
+    the store rows ``rows[bounds[i]:bounds[i + 1]]``.
+
+    Fields
+    ------
+    rows : (n_rows,) int64      store rows in the order the instances hold them
+    bounds : (n_instances + 1,) int64
+    first_key : int             key of the first instance (keys are consecutive)
+    """
+
+    rows: np.ndarray
+    bounds: np.ndarray
+    first_key: int = 0
+
+    def __len__(self) -> int:
+        return len(self.bounds) - 1
+
+    @property
+    def next_key(self) -> int:
+        """The key after the plan's last."""
+        return self.first_key + len(self)
+
+    def members(self, i: int) -> np.ndarray:
+        """Store rows of the plan's ``i``-th instance."""
+        return self.rows[self.bounds[i]:self.bounds[i + 1]]
+
+    def rows_of(self, key) -> np.ndarray | None:
+        """Store rows of the instance ``key`` (None: not one of the plan's)."""
+        i = key - self.first_key if isinstance(key, (int, np.integer)) else -1
+        return self.members(int(i)) if 0 <= i < len(self) else None
+
+    def instances(self, store, start: int = 0, stop: int | None = None
+                  ) -> Iterator[tuple[int, object]]:
+        """(key, Instance) of instances ``start:stop``, each packed when drawn; nothing is
+        read for the instances before ``start`` (a resumed epoch's)."""
+        stop = len(self) if stop is None else min(stop, len(self))
+        since = 0
+        for i in range(start, stop):
+            r = self.members(i)
+            inst = store.pack(r)
+            LIVE.track(inst)
+            yield self.first_key + i, inst
+            since += len(r)
+            if since >= RELEASE_EVERY:
+                release_pages(store)
+                since = 0
+        release_pages(store)
+
+
+def epoch_plan(store, rows: np.ndarray, size: int, rng: np.random.Generator | None,
+               first_key: int, chunk: int | None = None, window: int | None = None) -> Plan:
+    """The plan of one pass over ``rows`` (sorted store rows) in instances of at most
+    ``size`` molecules of one plan; ``rng`` shuffles (None: in order, for evaluation).
+
+    Rows that fit in one window of ``window`` chunks of ``chunk`` rows are grouped as one
+    (``group_by_plan(n_rounds[rows], has_rings[rows], size, rng)``, the generator used as
+    it always was); more are taken window by window, the chunks in an order ``rng`` draws.
+    """
+    chunk, window = chunk or CHUNK, window or WINDOW
+    rows = np.asarray(rows, np.int64)
+    n_chunks = -(-len(rows) // chunk)
+    if n_chunks <= window:
+        windows = [rows]
+    else:
+        order = rng.permutation(n_chunks) if rng is not None else np.arange(n_chunks)
+        windows = [np.concatenate([rows[c * chunk:(c + 1) * chunk] for c in order[w:w + window]])
+                   for w in range(0, n_chunks, window)]
+    out, sizes = [], []
+    for w in windows:
+        for g in group_by_plan(store.n_rounds[w], store.has_rings[w], size, rng):
+            out.append(w[g])
+            sizes.append(len(g))
+    bounds = np.zeros(len(sizes) + 1, np.int64)
+    np.cumsum(sizes, out=bounds[1:])
+    flat = np.concatenate(out) if out else np.zeros(0, np.int64)
+    return Plan(flat, bounds, first_key)
+
+
+class LiveInstances:
+    """How many packed instances (and their molecules) exist now, and the most at once
+    since ``reset``: the memory a streamed pass holds, counted without the noise of RSS."""
+
+    def __init__(self):
+        self.instances = self.molecules = 0
+        self.peak_instances = self.peak_molecules = 0
+
+    def track(self, inst) -> None:
+        n = inst.n_mols
+        self.instances += 1
+        self.molecules += n
+        self.peak_instances = max(self.peak_instances, self.instances)
+        self.peak_molecules = max(self.peak_molecules, self.molecules)
+        weakref.finalize(inst, self._gone, n)
+
+    def _gone(self, n: int) -> None:
+        self.instances -= 1
+        self.molecules -= n
+
+    def reset(self) -> None:
+        self.peak_instances, self.peak_molecules = self.instances, self.molecules
+
+
+LIVE = LiveInstances()
+
+
+def release_pages(store) -> None:
+    """Drop the store's memory-mapped pages from this process (they stay in the page cache):
+    pages read once per epoch would otherwise count in its RSS until the kernel needs them.
+
+    A store with ``release()`` does it itself; otherwise every read-only ``np.memmap`` it
+    holds is advised MADV_DONTNEED (safe for a read-only file mapping: a later read faults
+    the page back in from the cache).
+    """
+    own = getattr(store, "release", None)
+    if callable(own):
+        own()
+        return
+    if not hasattr(mmap, "MADV_DONTNEED"):
+        return
+    for value in vars(store).values():
+        m = getattr(value, "_mmap", None) if isinstance(value, np.memmap) else None
+        if m is not None and getattr(value, "mode", None) in ("r", "readonly"):
+            try:
+                m.madvise(mmap.MADV_DONTNEED)
+            except (OSError, ValueError):     # closed or not madvisable: leave it
+                pass
