@@ -110,6 +110,7 @@ class Worker:
                 except Exception:
                     send(Message(Kind.ERROR, m.key, m.stage, m.step, worker=self.wid,
                                  error=traceback.format_exc()))
+            msg = m = out = None      # hold no instance while waiting for the next message
 
     def _handle(self, m: Message) -> Iterator[Message]:
         if m.kind is Kind.FORWARD or m.kind is Kind.EVAL:
