@@ -104,15 +104,154 @@ def moses_store(n: int, scratch: Path = SCRATCH) -> Path:
     return store
 
 
+def _status_kib(*names: str) -> dict[str, int]:
+    """Fields of /proc/self/status in KiB (VmHWM: the peak resident set, what ru_maxrss says)."""
+    with open("/proc/self/status") as f:
+        found = dict(line.split(":", 1) for line in f if ":" in line)
+    return {n: int(found[n].split()[0]) for n in names if n in found}
+
+
+def train_child(data: str, targets: list[str], limit: int | None, epochs: int,
+                val_max: int | None, out: Path) -> dict:
+    """One ``molpipe train`` run in this (fresh) process: its speed and peak memory."""
+    import threading
+
+    import numpy as np
+
+    from molpipe.data.store import open_data
+    from molpipe.training.settings import TrainConfig
+    from molpipe.training.stream import LIVE
+    from molpipe.training.train import train
+
+    peaks = {"RssAnon": 0, "RssFile": 0}
+    done = threading.Event()
+
+    def sample():                        # the anonymous and file-backed parts of the peak
+        while not done.wait(0.25):
+            for k, v in _status_kib("RssAnon", "RssFile").items():
+                peaks[k] = max(peaks[k], v)
+
+    marks = {}
+    t0 = time.perf_counter()
+
+    def progress(event, **kw):
+        if event == "start":              # opened, split, scaling fitted, network built
+            marks["setup_seconds"] = time.perf_counter() - t0
+            marks["setup_vmhwm_kib"] = _status_kib("VmHWM")["VmHWM"]
+
+    threading.Thread(target=sample, daemon=True).start()
+    config = TrainConfig(data=data, targets=targets, limit=limit, epochs=epochs, val_max=val_max)
+    report = train(config, out, progress=progress)
+    wall = time.perf_counter() - t0
+    done.set()
+    hwm = _status_kib("VmHWM")["VmHWM"]
+    split = json.loads((out / "split.json").read_text())
+    store = open_data(data)
+    atoms = int(store.n_atoms[np.asarray(split["train"], np.int64)].sum())
+    n_train = report["split_sizes"]["train"]
+    secs = report["train_seconds"]
+    return {
+        "data": data, "targets": targets, "limit": limit, "epochs": report["epochs"],
+        "n_molecules": sum(report["split_sizes"].values()), "n_train": n_train,
+        "validation": report["validation"],
+        "molecules_per_instance": report["molecules_per_instance"],
+        "train_atoms": atoms, "atoms_per_molecule": round(atoms / n_train, 2),
+        "epoch_seconds": round(secs / max(report["epochs"], 1), 1),
+        "train_molecules_per_s": round(n_train * report["epochs"] / secs, 1),
+        "train_atoms_per_s": round(atoms * report["epochs"] / secs, 1),
+        "setup_seconds": round(marks.get("setup_seconds", float("nan")), 1),
+        "wall_seconds": round(wall, 1),
+        "peak_rss_mib": round(hwm / 1024, 1),
+        "peak_rss_setup_mib": round(marks.get("setup_vmhwm_kib", 0) / 1024, 1),
+        "peak_rss_anon_mib": round(peaks["RssAnon"] / 1024, 1),
+        "peak_rss_file_mib": round(peaks["RssFile"] / 1024, 1),
+        "peak_live_instances": LIVE.peak_instances, "peak_live_molecules": LIVE.peak_molecules,
+        "test": report["test_summary"],
+        "load_avg_1min_at_end": round(os.getloadavg()[0], 2),
+    }
+
+
+def _run_child(data: str, targets: list[str], limit: int | None, epochs: int,
+               val_max: int | None, out: Path) -> dict:
+    """``train_child`` in a fresh process (its VmHWM is its own)."""
+    cmd = [sys.executable, __file__, "train-child", "--data", data, "--targets", *targets,
+           "--epochs", str(epochs), "--out", str(out)]
+    cmd += ["--limit", str(limit)] if limit else []
+    cmd += ["--val-max", str(val_max)] if val_max else []
+    load = os.getloadavg()[0]
+    proc = subprocess.run(cmd, check=True, env=_env(), cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    out["load_avg_1min_at_start"] = round(load, 2)
+    print(json.dumps(out), file=sys.stderr, flush=True)
+    return out
+
+
+def bench_train(ns: list[int], epochs: int = 1, val_max: int | None = 5000,
+                store_n: int | None = None, scratch: Path = SCRATCH,
+                qm9_targets: tuple[str, ...] = ("homo", "lumo"), qm9: bool = True) -> dict:
+    """One epoch streamed from the labelled MOSES store at each of ``ns`` molecules, and
+    the same model (default settings, ``epochs``) on the QM9 subset."""
+    import shutil
+
+    store = moses_store(store_n or max(ns), scratch)
+    runs = scratch / "runs"
+    shutil.rmtree(runs, ignore_errors=True)
+    moses = [_run_child(str(store), ["logp", "tpsa"], n, epochs, val_max, runs / f"moses-{n}")
+             for n in ns]
+    out = {"figure": "one training epoch streamed from the store", "store": str(store),
+           "labels": "RDKit Crippen logP and TPSA (fast descriptors, for scale)",
+           "settings": "molpipe train defaults, --epochs %d, --val-max %s" % (epochs, val_max),
+           "moses": moses}
+    if qm9:
+        q = _run_child("qm9", list(qm9_targets), None, epochs, val_max, runs / "qm9")
+        out["qm9"] = q
+        out["ratios_to_qm9"] = [{
+            "n": m["limit"],
+            "molecules_per_s": round(m["train_molecules_per_s"] / q["train_molecules_per_s"], 3),
+            "atoms_per_s": round(m["train_atoms_per_s"] / q["train_atoms_per_s"], 3),
+            "atoms_per_molecule": round(m["atoms_per_molecule"] / q["atoms_per_molecule"], 3)}
+            for m in moses]
+    if len(moses) > 1:
+        out["peak_rss_mib_by_n"] = {m["limit"]: m["peak_rss_mib"] for m in moses}
+    shutil.rmtree(runs, ignore_errors=True)
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("label", help="write the labelled MOSES rows and their store")
     p.add_argument("--n", type=int, default=300_000)
     p.add_argument("--scratch", type=Path, default=SCRATCH)
+    p = sub.add_parser("train", help="one epoch streamed from the MOSES store, beside QM9")
+    p.add_argument("--n", type=int, nargs="+", default=[100_000, 300_000],
+                   help="molecules of the store used (its first N), one run each")
+    p.add_argument("--epochs", type=int, default=1)
+    p.add_argument("--val-max", type=int, default=5000)
+    p.add_argument("--store-n", type=int, default=None,
+                   help="rows of the labelled store (default: the largest --n)")
+    p.add_argument("--no-qm9", action="store_true")
+    p.add_argument("--scratch", type=Path, default=SCRATCH)
+    p.add_argument("--json", type=Path, default=None)
+    p = sub.add_parser("train-child", help=argparse.SUPPRESS)
+    p.add_argument("--data", required=True)
+    p.add_argument("--targets", nargs="+", required=True)
+    p.add_argument("--limit", type=int, default=None)
+    p.add_argument("--epochs", type=int, default=1)
+    p.add_argument("--val-max", type=int, default=None)
+    p.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     if args.command == "label":
         print(json.dumps({"store": str(moses_store(args.n, args.scratch))}))
+    elif args.command == "train-child":
+        print(json.dumps(train_child(args.data, args.targets, args.limit, args.epochs,
+                                     args.val_max, args.out)))
+    elif args.command == "train":
+        result = bench_train(args.n, args.epochs, args.val_max, args.store_n, args.scratch,
+                             qm9=not args.no_qm9)
+        print(json.dumps(result, indent=2))
+        if args.json:
+            args.json.write_text(json.dumps(result, indent=2) + "\n")
 
 
 if __name__ == "__main__":
