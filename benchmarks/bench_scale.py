@@ -147,7 +147,10 @@ def train_child(data: str, targets: list[str], limit: int | None, epochs: int,
     hwm = _status_kib("VmHWM")["VmHWM"]
     split = json.loads((out / "split.json").read_text())
     store = open_data(data)
-    atoms = int(store.n_atoms[np.asarray(split["train"], np.int64)].sum())
+    train_rows = np.asarray(split["train"], np.int64)
+    atoms = int(store.n_atoms[train_rows].sum())
+    # the work of an atom grows with its molecule's propagation rounds (2-6 by diameter)
+    atom_rounds = int((store.n_atoms[train_rows] * store.n_rounds[train_rows]).sum())
     n_train = report["split_sizes"]["train"]
     secs = report["train_seconds"]
     return {
@@ -159,6 +162,8 @@ def train_child(data: str, targets: list[str], limit: int | None, epochs: int,
         "epoch_seconds": round(secs / max(report["epochs"], 1), 1),
         "train_molecules_per_s": round(n_train * report["epochs"] / secs, 1),
         "train_atoms_per_s": round(atoms * report["epochs"] / secs, 1),
+        "mean_rounds_per_atom": round(atom_rounds / atoms, 2),
+        "train_atom_rounds_per_s": round(atom_rounds * report["epochs"] / secs, 1),
         "setup_seconds": round(marks.get("setup_seconds", float("nan")), 1),
         "wall_seconds": round(wall, 1),
         "peak_rss_mib": round(hwm / 1024, 1),
@@ -209,6 +214,8 @@ def bench_train(ns: list[int], epochs: int = 1, val_max: int | None = 5000,
             "n": m["limit"],
             "molecules_per_s": round(m["train_molecules_per_s"] / q["train_molecules_per_s"], 3),
             "atoms_per_s": round(m["train_atoms_per_s"] / q["train_atoms_per_s"], 3),
+            "atom_rounds_per_s": round(m["train_atom_rounds_per_s"]
+                                       / q["train_atom_rounds_per_s"], 3),
             "atoms_per_molecule": round(m["atoms_per_molecule"] / q["atoms_per_molecule"], 3)}
             for m in moses]
     if len(moses) > 1:

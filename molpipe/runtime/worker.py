@@ -27,7 +27,7 @@ def _last_visit(name: str, path) -> bool:
 
 #: busy intervals a worker records per run at most (a timeline of the run's start; an
 #: epoch over a million molecules would otherwise keep millions)
-TRACE_MAX = 200_000
+TRACE_MAX = 50_000
 
 
 class Worker:
