@@ -31,7 +31,7 @@ def small_chunks(monkeypatch):
     monkeypatch.setattr(stream, "WINDOW", 2)
     monkeypatch.setattr(stream, "RELEASE_EVERY", 64)
     monkeypatch.setattr(session_mod, "SCALING_CHUNK", 64)
-    monkeypatch.setattr(session_mod, "EVAL_BLOCK", 8)
+    monkeypatch.setattr(stream, "EVAL_BLOCK", 8)
 
 
 def _rows(store, n, seed=0):
@@ -114,21 +114,23 @@ def _trained_peaks(tmp_path, name, limit):
 
 def test_live_instances_stay_bounded_whatever_the_number_of_molecules(tmp_path, small_chunks):
     """One epoch over N and 4N molecules (chunks of 32, windows of 2, so both stream in
-    many windows): the most packed instances alive at once is the pipeline's max_active_keys
-    plus the one the control node looks ahead, whatever N; the scaling fit holds one chunk."""
+    many windows): the most packed instances alive at once is the pipeline's max_active_keys,
+    plus the one the control node looks ahead, plus (for a moment) one a worker still holds
+    after its completion was sent — whatever N; the scaling fit holds one chunk."""
     peaks = {}
     for n in (250, 1000):
         report, fit, run = _trained_peaks(tmp_path, f"n{n}", n)
         assert report["split_sizes"]["train"] == int(0.8 * n)
         assert json.loads((tmp_path / f"n{n}" / "report.json").read_text())["epochs"] == 1
-        peaks[n] = run
+        peaks[n] = run, len(report["utilization"])
         assert fit == (1, 64)
-    for n, (instances, molecules) in peaks.items():
-        assert 1 <= instances <= 4 + 1, (n, instances)
-        assert molecules <= (4 + 1) * 8, (n, molecules)
-    # the epoch of 4N had four times the instances: had they been packed up front, the
-    # peak would have grown with them
-    assert int(0.8 * 1000) // 8 > 4 * (4 + 1)
+    for n, ((instances, molecules), workers) in peaks.items():
+        bound = 4 + 1 + workers
+        assert 1 <= instances <= bound, (n, instances, workers)
+        assert molecules <= bound * 8, (n, molecules)
+    # the epoch of 4N had 100 instances: had they been packed up front, the peak would
+    # have been as many
+    assert int(0.8 * 1000) // 8 > 4 * (4 + 1 + 2)
 
 
 def test_resume_inside_a_streamed_epoch_equals_the_uninterrupted_run(tmp_path, small_chunks):
@@ -198,3 +200,22 @@ def test_release_pages_gives_back_the_mapped_pages_a_pass_read(tmp_path):
     after = _rss_file_kib()
     assert read - before > 24 << 10 and read - after > 24 << 10, (before, read, after)
     assert float(arrays.V.sum()) == arrays.V.size                   # still readable
+
+
+def test_predictions_in_blocks_are_those_of_one_pass(esol):
+    from molpipe.training.engines import gather_predictions
+    from molpipe.training.session import Session
+    from molpipe.training.stream import predict_plan
+
+    session = Session(TrainConfig(data="esol", hidden=8, schedule="reference"))
+    session.fit_scaling()
+    network = session.network()
+    rows = session.split["test"]
+    plan = epoch_plan(esol, rows, 8, None, 5, chunk=20, window=2)
+    with session.engine(network, session.optimizers(network)) as engine:
+        P = predict_plan(engine, esol, plan, rows, 1, block=3)
+        whole = engine.predict(list(plan.instances(esol)))
+    expected = gather_predictions(whole.preds, {k: np.searchsorted(rows, plan.rows_of(k))
+                                                for k in whole.preds}, len(rows), 1)
+    assert np.isfinite(P).all()
+    np.testing.assert_array_equal(P, expected)

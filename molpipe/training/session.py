@@ -30,13 +30,12 @@ from molpipe.runtime.placement import parse_placement
 from molpipe.training.engines import gather_predictions, make_engine, make_optimizers
 from molpipe.training.metrics import metrics_table
 from molpipe.training.settings import TrainConfig
-from molpipe.training.stream import LIVE, Plan, epoch_plan, release_pages
+from molpipe.training.stream import LIVE, Plan, epoch_plan, predict_plan, release_pages
 
 #: auto baseline: a target is extensive when the additive fit carries this share of its
 #: training variance (QM9 u0 1.000, cv 0.97; ESOL 0.78, FreeSolv 0.84, gap 0.73)
 EXTENSIVE_R2 = 0.9
 SCALING_CHUNK = 2048     # molecules packed at a time to fit the additive baseline
-EVAL_BLOCK = 512         # instances per prediction run of a streamed evaluation
 
 
 @dataclass
@@ -307,19 +306,6 @@ def evaluate_items(engine, items, members, prep: Prepared, rows: np.ndarray) -> 
     P = gather_predictions(res.preds, {k: np.searchsorted(rows, r) for k, r in members.items()},
                            len(rows), len(prep.targets))
     return metrics_table(prep.task, prep.targets, store.targets[rows], P), P
-
-
-def predict_plan(engine, store, plan: Plan, rows: np.ndarray, n_targets: int,
-                 block: int | None = None) -> np.ndarray:
-    """(len(rows), n_targets) predictions of the sorted ``rows`` whose instances ``plan``
-    lists, packed as they are admitted and run ``block`` instances at a time."""
-    block = block or EVAL_BLOCK
-    P = np.full((len(rows), n_targets), np.nan, dtype=np.float64)
-    for lo in range(0, len(plan), block):
-        res = engine.predict(plan.instances(store, lo, lo + block))
-        for key, pred in res.preds.items():
-            P[np.searchsorted(rows, plan.rows_of(key))] = pred
-    return P
 
 
 def evaluate_plan(engine, prep: Prepared, plan: Plan, rows: np.ndarray) -> tuple[dict, np.ndarray]:

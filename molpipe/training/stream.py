@@ -24,6 +24,7 @@ from molpipe.data.instance import group_by_plan
 CHUNK = 8192          # rows of a chunk: contiguous in the store
 WINDOW = 8            # chunks whose molecules are shuffled and grouped together
 RELEASE_EVERY = 16384  # molecules packed between two releases of the store's mapped pages
+EVAL_BLOCK = 512      # instances per prediction run of a streamed evaluation
 
 
 @dataclass(frozen=True)
@@ -97,13 +98,28 @@ def epoch_plan(store, rows: np.ndarray, size: int, rng: np.random.Generator | No
                    for w in range(0, n_chunks, window)]
     out, sizes = [], []
     for w in windows:
-        for g in group_by_plan(store.n_rounds[w], store.has_rings[w], size, rng):
-            out.append(w[g])
-            sizes.append(len(g))
-    bounds = np.zeros(len(sizes) + 1, np.int64)
-    np.cumsum(sizes, out=bounds[1:])
+        groups = group_by_plan(store.n_rounds[w], store.has_rings[w], size, rng)
+        if groups:
+            out.append(w[np.concatenate(groups)])
+            sizes.append(np.array([len(g) for g in groups], np.int64))
+    bounds = np.zeros(sum(len(s) for s in sizes) + 1, np.int64)
+    if sizes:
+        np.cumsum(np.concatenate(sizes), out=bounds[1:])
     flat = np.concatenate(out) if out else np.zeros(0, np.int64)
     return Plan(flat, bounds, first_key)
+
+
+def predict_plan(engine, store, plan: Plan, rows: np.ndarray, n_targets: int,
+                 block: int | None = None) -> np.ndarray:
+    """(len(rows), n_targets) predictions of the sorted ``rows`` whose instances ``plan``
+    lists, packed as they are admitted and run ``block`` instances at a time."""
+    block = block or EVAL_BLOCK
+    P = np.full((len(rows), n_targets), np.nan, dtype=np.float64)
+    for lo in range(0, len(plan), block):
+        res = engine.predict(plan.instances(store, lo, lo + block))
+        for key, pred in res.preds.items():
+            P[np.searchsorted(rows, plan.rows_of(key))] = pred
+    return P
 
 
 class LiveInstances:
