@@ -29,7 +29,7 @@ def small_chunks(monkeypatch):
     """Chunks and windows far smaller than the bundled sets: streaming in many windows."""
     monkeypatch.setattr(stream, "CHUNK", 32)
     monkeypatch.setattr(stream, "WINDOW", 2)
-    monkeypatch.setattr(stream, "RELEASE_EVERY", 64)
+    monkeypatch.setattr(stream, "PAGE_BUDGET", 1 << 20)
     monkeypatch.setattr(session_mod, "SCALING_CHUNK", 64)
     monkeypatch.setattr(stream, "EVAL_BLOCK", 8)
 
@@ -219,3 +219,35 @@ def test_predictions_in_blocks_are_those_of_one_pass(esol):
                                                 for k in whole.preds}, len(rows), 1)
     assert np.isfinite(P).all()
     np.testing.assert_array_equal(P, expected)
+
+
+class _MappedStore:
+    """A store whose molecules are 4 KiB records of a memory-mapped file."""
+
+    def __init__(self, path, n):
+        np.save(path, np.ones((n, 512)))
+        self.V = np.load(path, mmap_mode="r")
+        self.n_rounds, self.has_rings = np.full(n, 2), np.zeros(n, bool)
+
+    def pack(self, rows):
+        return type("Inst", (), {"n_mols": len(rows), "x": float(self.V[rows].sum())})()
+
+
+@pytest.mark.skipif(not hasattr(mmap, "MADV_DONTNEED"), reason="no madvise here")
+def test_a_pass_keeps_the_mapped_pages_within_the_budget(tmp_path, monkeypatch):
+    """Sparse reads (one record in 16: the kernel maps the pages, or the whole large folio,
+    around each one) over a 128 MiB file: within a 16 MiB budget the pass maps at most that
+    and one pack's worth more (up to 2 MiB per fault); without one, most of the file."""
+    store = _MappedStore(tmp_path / "v.npy", 32768)
+    rows = np.arange(0, 32768, 16)
+
+    def peak_growth(budget):
+        monkeypatch.setattr(stream, "PAGE_BUDGET", budget)
+        release_pages(store)
+        base, peak = _rss_file_kib(), 0
+        for _ in epoch_plan(store, rows, 4, None, 0).instances(store):
+            peak = max(peak, _rss_file_kib() - base)
+        return peak
+
+    assert peak_growth(16 << 20) <= (16 + 4 * 2) << 10          # KiB
+    assert peak_growth(1 << 40) > 64 << 10

@@ -30,7 +30,7 @@ from molpipe.runtime.placement import parse_placement
 from molpipe.training.engines import gather_predictions, make_engine, make_optimizers
 from molpipe.training.metrics import metrics_table
 from molpipe.training.settings import TrainConfig
-from molpipe.training.stream import LIVE, Plan, epoch_plan, predict_plan, release_pages
+from molpipe.training.stream import LIVE, PageBudget, Plan, epoch_plan, predict_plan
 
 #: auto baseline: a target is extensive when the additive fit carries this share of its
 #: training variance (QM9 u0 1.000, cv 0.97; ESOL 0.78, FreeSolv 0.84, gap 0.73)
@@ -209,13 +209,15 @@ def fit_scaling(config: TrainConfig, prep: Prepared, rows: np.ndarray) -> Scalin
 def _summed(store, rows: np.ndarray, chunk: int | None = None):
     """(rows, summed atom features (n, d_v)) of ``rows``, ``chunk`` molecules at a time."""
     chunk = chunk or SCALING_CHUNK
+    pages = PageBudget(store)
     for lo in range(0, len(rows), chunk):
         r = rows[lo:lo + chunk]
         inst = store.pack(r)
         LIVE.track(inst)
         yield r, instance_sums(inst)
         del inst
-        release_pages(store)
+        pages.read(len(r))
+    pages.release()
 
 
 class Session:

@@ -23,7 +23,8 @@ from molpipe.data.instance import group_by_plan
 
 CHUNK = 8192          # rows of a chunk: contiguous in the store
 WINDOW = 8            # chunks whose molecules are shuffled and grouped together
-RELEASE_EVERY = 16384  # molecules packed between two releases of the store's mapped pages
+PAGE_BUDGET = 256 << 20  # bytes of file pages mapped since the last release (/proc)
+RELEASE_EVERY = 4096  # without /proc: molecules packed between two releases
 EVAL_BLOCK = 512      # instances per prediction run of a streamed evaluation
 
 
@@ -65,17 +66,14 @@ class Plan:
         """(key, Instance) of instances ``start:stop``, each packed when drawn; nothing is
         read for the instances before ``start`` (a resumed epoch's)."""
         stop = len(self) if stop is None else min(stop, len(self))
-        since = 0
+        pages = PageBudget(store)
         for i in range(start, stop):
             r = self.members(i)
             inst = store.pack(r)
             LIVE.track(inst)
             yield self.first_key + i, inst
-            since += len(r)
-            if since >= RELEASE_EVERY:
-                release_pages(store)
-                since = 0
-        release_pages(store)
+            pages.read(len(r))
+        pages.release()
 
 
 def epoch_plan(store, rows: np.ndarray, size: int, rng: np.random.Generator | None,
@@ -147,6 +145,40 @@ class LiveInstances:
 
 
 LIVE = LiveInstances()
+
+
+class PageBudget:
+    """Releases ``store``'s mapped pages (``release_pages``) whenever the file pages this
+    process maps have grown by ``PAGE_BUDGET`` since the last release (read from
+    /proc/self/statm after each pack: sparse or random reads map far more than the bytes
+    they use, as the kernel maps pages around each fault), or, without /proc, every
+    ``RELEASE_EVERY`` molecules."""
+
+    def __init__(self, store):
+        self.store, self.molecules = store, 0
+        self.base = _file_pages()
+
+    def read(self, n_molecules: int) -> None:
+        """``n_molecules`` more were packed: release if over the budget."""
+        self.molecules += n_molecules
+        if self.base is None:
+            if self.molecules >= RELEASE_EVERY:
+                self.release()
+        elif (_file_pages() - self.base) * mmap.PAGESIZE > PAGE_BUDGET:
+            self.release()
+
+    def release(self) -> None:
+        release_pages(self.store)
+        self.molecules, self.base = 0, _file_pages()
+
+
+def _file_pages() -> int | None:
+    """Resident shared (file-backed) pages of this process; None without /proc."""
+    try:
+        with open("/proc/self/statm", "rb") as f:
+            return int(f.read().split()[2])
+    except (OSError, IndexError, ValueError):
+        return None
 
 
 def release_pages(store) -> None:
