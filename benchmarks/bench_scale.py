@@ -29,8 +29,9 @@ MOSES = ROOT.parent / "shared" / "data" / "moses_train.csv.gz"
 SCRATCH = Path(os.environ.get("MOLPIPE_SCALE_SCRATCH", "/work/scratch/stream"))
 
 
-def _env() -> dict:
-    return {**os.environ, "PYTHONPATH": str(ROOT)}
+def _env(tree: Path | None = None) -> dict:
+    """The environment of a child: molpipe imported from ``tree`` (default: this one)."""
+    return {**os.environ, "PYTHONPATH": str(tree or ROOT)}
 
 
 # -- train: a labelled MOSES store, one epoch streamed from it ----------------------------------
@@ -120,8 +121,12 @@ def train_child(data: str, targets: list[str], limit: int | None, epochs: int,
 
     from molpipe.data.store import open_data
     from molpipe.training.settings import TrainConfig
-    from molpipe.training.stream import LIVE
     from molpipe.training.train import train
+
+    try:
+        from molpipe.training.stream import LIVE
+    except ImportError:                  # a tree from before streaming (--tree)
+        LIVE = None
 
     peaks = {"RssAnon": 0, "RssFile": 0}
     done = threading.Event()
@@ -140,7 +145,8 @@ def train_child(data: str, targets: list[str], limit: int | None, epochs: int,
             marks["setup_vmhwm_kib"] = _status_kib("VmHWM")["VmHWM"]
 
     threading.Thread(target=sample, daemon=True).start()
-    config = TrainConfig(data=data, targets=targets, limit=limit, epochs=epochs, val_max=val_max)
+    config = TrainConfig(data=data, targets=targets, limit=limit, epochs=epochs,
+                         **({"val_max": val_max} if val_max else {}))
     report = train(config, out, progress=progress)
     wall = time.perf_counter() - t0
     done.set()
@@ -156,7 +162,7 @@ def train_child(data: str, targets: list[str], limit: int | None, epochs: int,
     return {
         "data": data, "targets": targets, "limit": limit, "epochs": report["epochs"],
         "n_molecules": sum(report["split_sizes"].values()), "n_train": n_train,
-        "validation": report["validation"],
+        "validation": report.get("validation"),
         "molecules_per_instance": report["molecules_per_instance"],
         "train_atoms": atoms, "atoms_per_molecule": round(atoms / n_train, 2),
         "epoch_seconds": round(secs / max(report["epochs"], 1), 1),
@@ -170,45 +176,51 @@ def train_child(data: str, targets: list[str], limit: int | None, epochs: int,
         "peak_rss_setup_mib": round(marks.get("setup_vmhwm_kib", 0) / 1024, 1),
         "peak_rss_anon_mib": round(peaks["RssAnon"] / 1024, 1),
         "peak_rss_file_mib": round(peaks["RssFile"] / 1024, 1),
-        "peak_live_instances": LIVE.peak_instances, "peak_live_molecules": LIVE.peak_molecules,
+        "peak_live_instances": LIVE and LIVE.peak_instances,
+        "peak_live_molecules": LIVE and LIVE.peak_molecules,
         "test": report["test_summary"],
         "load_avg_1min_at_end": round(os.getloadavg()[0], 2),
     }
 
 
 def _run_child(data: str, targets: list[str], limit: int | None, epochs: int,
-               val_max: int | None, out: Path) -> dict:
-    """``train_child`` in a fresh process (its VmHWM is its own)."""
+               val_max: int | None, out: Path, tree: Path | None = None) -> dict:
+    """``train_child`` in a fresh process (its VmHWM is its own), molpipe from ``tree``."""
     cmd = [sys.executable, __file__, "train-child", "--data", data, "--targets", *targets,
            "--epochs", str(epochs), "--out", str(out)]
     cmd += ["--limit", str(limit)] if limit else []
     cmd += ["--val-max", str(val_max)] if val_max else []
     load = os.getloadavg()[0]
-    proc = subprocess.run(cmd, check=True, env=_env(), cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    proc = subprocess.run(cmd, check=True, env=_env(tree), cwd=ROOT, stdout=subprocess.PIPE,
+                          text=True)
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     out["load_avg_1min_at_start"] = round(load, 2)
+    out["tree"] = str(tree or ROOT)
     print(json.dumps(out), file=sys.stderr, flush=True)
     return out
 
 
 def bench_train(ns: list[int], epochs: int = 1, val_max: int | None = 5000,
                 store_n: int | None = None, scratch: Path = SCRATCH,
-                qm9_targets: tuple[str, ...] = ("homo", "lumo"), qm9: bool = True) -> dict:
+                qm9_targets: tuple[str, ...] = ("homo", "lumo"), qm9: bool = True,
+                tree: Path | None = None) -> dict:
     """One epoch streamed from the labelled MOSES store at each of ``ns`` molecules, and
-    the same model (default settings, ``epochs``) on the QM9 subset."""
+    the same model (default settings, ``epochs``) on the QM9 subset; molpipe imported from
+    ``tree`` (default: this checkout; another, e.g. one from before streaming, for the
+    figure before)."""
     import shutil
 
     store = moses_store(store_n or max(ns), scratch)
     runs = scratch / "runs"
     shutil.rmtree(runs, ignore_errors=True)
-    moses = [_run_child(str(store), ["logp", "tpsa"], n, epochs, val_max, runs / f"moses-{n}")
-             for n in ns]
+    moses = [_run_child(str(store), ["logp", "tpsa"], n, epochs, val_max, runs / f"moses-{n}",
+                        tree) for n in ns]
     out = {"figure": "one training epoch streamed from the store", "store": str(store),
            "labels": "RDKit Crippen logP and TPSA (fast descriptors, for scale)",
            "settings": "molpipe train defaults, --epochs %d, --val-max %s" % (epochs, val_max),
            "moses": moses}
     if qm9:
-        q = _run_child("qm9", list(qm9_targets), None, epochs, val_max, runs / "qm9")
+        q = _run_child("qm9", list(qm9_targets), None, epochs, val_max, runs / "qm9", tree)
         out["qm9"] = q
         out["ratios_to_qm9"] = [{
             "n": m["limit"],
@@ -238,6 +250,8 @@ def main() -> None:
     p.add_argument("--store-n", type=int, default=None,
                    help="rows of the labelled store (default: the largest --n)")
     p.add_argument("--no-qm9", action="store_true")
+    p.add_argument("--tree", type=Path, default=None,
+                   help="import molpipe from this checkout (e.g. /work/main: the figure before)")
     p.add_argument("--scratch", type=Path, default=SCRATCH)
     p.add_argument("--json", type=Path, default=None)
     p = sub.add_parser("train-child", help=argparse.SUPPRESS)
@@ -255,7 +269,7 @@ def main() -> None:
                                      args.val_max, args.out)))
     elif args.command == "train":
         result = bench_train(args.n, args.epochs, args.val_max, args.store_n, args.scratch,
-                             qm9=not args.no_qm9)
+                             qm9=not args.no_qm9, tree=args.tree)
         print(json.dumps(result, indent=2))
         if args.json:
             args.json.write_text(json.dumps(result, indent=2) + "\n")
