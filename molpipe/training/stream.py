@@ -8,11 +8,18 @@ When the rows fit in one window there is no chunk shuffle: the instances are exa
 of ``group_by_plan`` over all the rows (what every epoch was before streaming). ``instances``
 packs each instance with ``store.pack`` only when the control node draws it, so at most
 about ``max_active_keys`` packed instances exist at once, whatever the number of molecules.
+
+``train_plan`` trains on a plan (in chunks between mid-epoch checkpoints; a resumed epoch
+skips, unpacked, what it had trained on), ``account_rows`` checks it covered every row
+once, ``predict_plan`` predicts a plan in blocks, and ``PageBudget`` gives back the mapped
+store pages a pass has read.
 """
 
 from __future__ import annotations
 
+import hashlib
 import mmap
+import time
 import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -20,6 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from molpipe.data.instance import group_by_plan
+from molpipe.training.result import EpochResult
 
 CHUNK = 8192          # rows of a chunk: contiguous in the store
 WINDOW = 8            # chunks whose molecules are shuffled and grouped together
@@ -118,6 +126,65 @@ def predict_plan(engine, store, plan: Plan, rows: np.ndarray, n_targets: int,
         for key, pred in res.preds.items():
             P[np.searchsorted(rows, plan.rows_of(key))] = pred
     return P
+
+
+def train_plan(engine, plan: Plan, store, partial: dict | None, save_partial,
+               every: float | None = None, max_active_keys: int = 1,
+               on_result=None) -> EpochResult:
+    """Train on ``plan``'s instances, packed from ``store`` as they are admitted; with
+    ``every`` (checkpoint_minutes), in chunks with ``save_partial(position, done)`` between.
+
+    Chunks are whole groups of ``max_active_keys`` instances, so the sync schedule's updates
+    fall where they would without chunks; a resumed ``partial`` epoch skips (without
+    packing them) the instances it had already trained on and keeps their losses.
+    """
+    done = EpochResult()
+    start = 0
+    if partial is not None:
+        start = partial["position"]
+        done.losses = {int(k): v for k, v in partial["losses"].items()}
+        done.skipped = {int(k): v for k, v in partial["skipped"].items()}
+        done.seconds = partial["seconds"]
+    n = len(plan)
+    chunk = max(n, 1) if not every else max(max_active_keys, 1) * 8
+    last_save = time.perf_counter()
+    for lo in range(start, n, chunk):
+        res = engine.train(plan.instances(store, lo, lo + chunk), on_result=on_result)
+        done.losses.update(res.losses)         # (training predictions are not kept)
+        done.skipped.update(res.skipped)
+        done.seconds += res.seconds
+        done.utilization, done.cpu = res.utilization, res.cpu
+        done.in_flight_max = max(done.in_flight_max, res.in_flight_max)
+        if every and lo + chunk < n and time.perf_counter() - last_save >= 60 * every:
+            save_partial(lo + chunk, done)
+            last_save = time.perf_counter()
+    return done
+
+
+def account_rows(epoch: int, plan: Plan, res, train_rows: np.ndarray) -> dict:
+    """Check every training row was trained on (or skipped) exactly once this epoch.
+
+    Returns the metrics columns: ``rows_seen`` (rows trained on), ``rows_digest`` (of their
+    sorted indices), ``data_order`` (digest of the rows in the order instances were
+    admitted: the epoch's data order) and ``skipped_instances``.
+    """
+    keys = range(plan.first_key, plan.next_key)
+    if len(res.losses) != len(plan) or not all(k in res.losses for k in keys):
+        raise RuntimeError(f"epoch {epoch}: {len(res.losses)} instances returned, "
+                           f"{len(plan)} admitted")
+    if not np.array_equal(np.sort(plan.rows), np.sort(train_rows)):
+        raise RuntimeError(f"epoch {epoch}: the instances do not cover the training rows once each")
+    kept = np.ones(len(plan.rows), bool)
+    for k in res.skipped:
+        i = k - plan.first_key
+        kept[plan.bounds[i]:plan.bounds[i + 1]] = False
+    seen = np.sort(plan.rows[kept])
+    return {"rows_seen": int(seen.size), "rows_digest": _digest(seen),
+            "data_order": _digest(plan.rows), "skipped_instances": len(res.skipped)}
+
+
+def _digest(rows: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(rows, dtype=np.int64).tobytes()).hexdigest()[:16]
 
 
 class LiveInstances:

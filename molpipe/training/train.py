@@ -8,7 +8,6 @@ checkpoint, stop early), so a resumed run continues from exactly that state.
 
 from __future__ import annotations
 
-import hashlib
 import time
 from pathlib import Path
 
@@ -26,7 +25,7 @@ from molpipe.training.result import EpochResult
 from molpipe.training.run_dir import (keep_rejects, kernels_cached, model_meta, target_units,
                                       versions, write_run)
 from molpipe.training.session import Session, describe_keys, evaluate_plan
-from molpipe.training.stream import Plan
+from molpipe.training.stream import Plan, account_rows, train_plan
 from molpipe.training.settings import LEGACY, SPLITS, TrainConfig
 
 
@@ -168,11 +167,12 @@ class Trainer:
                 "losses": {str(k): v for k, v in done.losses.items()},
                 "skipped": {str(k): v for k, v in done.skipped.items()}})
 
-        res = _train_epoch(engine, plan, self.store, self.partial, config, save_partial,
-                           on_result=lambda k, loss, n: self.emit("instance", n=n, loss=loss))
+        res = train_plan(engine, plan, self.store, self.partial, save_partial,
+                         config.checkpoint_minutes, config.max_active_keys,
+                         on_result=lambda k, loss, n: self.emit("instance", n=n, loss=loss))
         self.partial = None
         self.last_train = res
-        seen = _account_rows(epoch + 1, plan, res, split["train"])
+        seen = account_rows(epoch + 1, plan, res, split["train"])
         _require_finite(self.network.state_dict(), f"epoch {epoch + 1}: after training, parameter")
         if res.skipped:
             describe = describe_keys(self.store, plan)
@@ -334,10 +334,6 @@ def _best_epoch(history: list) -> int:
     return int(np.nanargmin(scores)) + 1 if np.isfinite(scores).any() else len(history)
 
 
-def _digest(rows: np.ndarray) -> str:
-    return hashlib.sha256(np.ascontiguousarray(rows, dtype=np.int64).tobytes()).hexdigest()[:16]
-
-
 def validation_rows(val: np.ndarray, config: TrainConfig) -> np.ndarray:
     """The validation rows epochs are selected on: all of ``val``, or with ``val_max`` a
     sample of that many drawn with the split's seed (sorted)."""
@@ -345,61 +341,6 @@ def validation_rows(val: np.ndarray, config: TrainConfig) -> np.ndarray:
         return val
     seed = config.seed if config.split_seed is None else config.split_seed
     return np.sort(np.random.default_rng(seed).choice(val, config.val_max, replace=False))
-
-
-def _train_epoch(engine, plan: Plan, store, partial: dict | None, config: TrainConfig,
-                 save_partial, on_result=None) -> EpochResult:
-    """Train on ``plan``'s instances, packed from ``store`` as they are admitted; with
-    ``checkpoint_minutes``, in chunks with checkpoints between.
-
-    Chunks are whole groups of ``max_active_keys`` instances, so the sync schedule's updates
-    fall where they would without chunks; a resumed ``partial`` epoch skips (without
-    packing them) the instances it had already trained on and keeps their losses.
-    """
-    done = EpochResult()
-    start = 0
-    if partial is not None:
-        start = partial["position"]
-        done.losses = {int(k): v for k, v in partial["losses"].items()}
-        done.skipped = {int(k): v for k, v in partial["skipped"].items()}
-        done.seconds = partial["seconds"]
-    every = config.checkpoint_minutes
-    n = len(plan)
-    chunk = max(n, 1) if not every else max(config.max_active_keys, 1) * 8
-    last_save = time.perf_counter()
-    for lo in range(start, n, chunk):
-        res = engine.train(plan.instances(store, lo, lo + chunk), on_result=on_result)
-        done.losses.update(res.losses)         # (training predictions are not kept)
-        done.skipped.update(res.skipped)
-        done.seconds += res.seconds
-        done.utilization, done.cpu = res.utilization, res.cpu
-        done.in_flight_max = max(done.in_flight_max, res.in_flight_max)
-        if every and lo + chunk < n and time.perf_counter() - last_save >= 60 * every:
-            save_partial(lo + chunk, done)
-            last_save = time.perf_counter()
-    return done
-
-
-def _account_rows(epoch: int, plan: Plan, res, train_rows: np.ndarray) -> dict:
-    """Check every training row was trained on (or skipped) exactly once this epoch.
-
-    Returns the metrics columns: ``rows_seen`` (rows trained on), ``rows_digest`` (of their
-    sorted indices), ``data_order`` (digest of the rows in the order instances were
-    admitted: the epoch's data order) and ``skipped_instances``.
-    """
-    keys = range(plan.first_key, plan.next_key)
-    if len(res.losses) != len(plan) or not all(k in res.losses for k in keys):
-        raise RuntimeError(f"epoch {epoch}: {len(res.losses)} instances returned, "
-                           f"{len(plan)} admitted")
-    if not np.array_equal(np.sort(plan.rows), np.sort(train_rows)):
-        raise RuntimeError(f"epoch {epoch}: the instances do not cover the training rows once each")
-    kept = np.ones(len(plan.rows), bool)
-    for k in res.skipped:
-        i = k - plan.first_key
-        kept[plan.bounds[i]:plan.bounds[i + 1]] = False
-    seen = np.sort(plan.rows[kept])
-    return {"rows_seen": int(seen.size), "rows_digest": _digest(seen),
-            "data_order": _digest(plan.rows), "skipped_instances": len(res.skipped)}
 
 
 def _mean_finite(values) -> float:
