@@ -252,11 +252,11 @@ def release_pages(store) -> None:
     """Drop the store's memory-mapped pages from this process (they stay in the page cache):
     pages read once per epoch would otherwise count in its RSS until the kernel needs them.
 
-    A store with ``release()`` does it itself; otherwise every read-only ``np.memmap`` it
-    holds is advised MADV_DONTNEED (safe for a read-only file mapping: a later read faults
-    the page back in from the cache).
+    A store with a ``release_pages()`` method does it itself; otherwise every read-only
+    ``np.memmap`` it holds is advised MADV_DONTNEED (safe for a read-only file mapping: a
+    later read faults the page back in from the cache).
     """
-    own = getattr(store, "release", None)
+    own = getattr(store, "release_pages", None)
     if callable(own):
         own()
         return
