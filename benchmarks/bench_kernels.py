@@ -188,7 +188,6 @@ def train_instance(data: str, hidden: int):
 
     session = Session(TrainConfig(data=data, hidden=hidden, trace=False))
     rows = session.split["train"]
-    session.load_graphs(rows)
     session.fit_scaling()
     items, _, _ = session.items(rows, None, 0)
     insts = sorted((inst for _, inst in items if inst.has_rings), key=lambda i: i.n_atoms)

@@ -193,7 +193,6 @@ def overhead(data: str, one_core: bool, passes: int = 6) -> dict:
         os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
     prep = prepare(TrainConfig(data=data))
     rows = prep.split["train"]
-    prep.graphs = dict(zip(rows.tolist(), prep.store.graphs(rows)))
     size = auto_instance_size(prep.store.n_atoms[rows])
     items, _, _ = make_items(prep, rows, size, np.random.default_rng(0), 0)
     n_t = len(prep.targets)

@@ -37,7 +37,6 @@ def instance_paths(data: str, size: int | None, seed: int = 0) -> tuple[list, in
     the mean molecules per instance."""
     session = Session(BenchConfig(data=data, seed=seed).settings())
     rows = np.sort(session.prep.split["train"])
-    session.load_graphs(rows)
     session.fit_scaling()
     size = size or session.instance_size()
     items, _, _ = make_items(session.prep, rows, size, np.random.default_rng(seed), 0)

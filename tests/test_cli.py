@@ -232,6 +232,22 @@ def test_version_names_molpipe_and_its_chemistry_stack():
     assert "RDKit" in result.output and "numba" in result.output
 
 
+def test_train_val_max_reaches_settings_report_and_display(tmp_path):
+    import json
+
+    out = tmp_path / "run"
+    result = run("train", "freesolv", "--epochs", 1, "--hidden", 8, "--schedule", "reference",
+                 "--val-max", 25, "--out", out)
+    assert result.exit_code == 0, result.output
+    assert "val 64 (selecting on 25)" in result.output
+    report = json.loads((out / "report.json").read_text())
+    assert report["config"]["val_max"] == 25 and report["validation"]["rows_used"] == 25
+    assert "val_max = 25" in (out / "config.toml").read_text()
+    assert json.loads((out / "settings.json").read_text())["val_max"] == 25
+    assert_one_line_error(run("train", "esol", "--val-max", 0, "--out", tmp_path / "r"),
+                          "--val-max")
+
+
 def test_train_help_fits_80_columns_without_cutting_an_option(monkeypatch):
     monkeypatch.setenv("COLUMNS", "80")
     monkeypatch.setenv("TERMINAL_WIDTH", "80")

@@ -171,3 +171,17 @@ def test_cli_warns_outside_the_domain(run_dir, tmp_path):
     assert "1 of 2 predicted molecules lie outside" in text and "row 2:" in text
     result = run("predict", "--model", run_dir, inside)
     assert result.exit_code == 0 and "outside" not in result.stderr
+
+
+def test_the_domain_read_in_blocks_is_the_domain_read_at_once(monkeypatch):
+    """from_smiles parses a block of SMILES at a time; the arrays do not depend on it (and a
+    SMILES RDKit cannot read is left out in either)."""
+    from molpipe.chem import domain
+
+    smiles = TRAIN + ["not a molecule"] + [s for s, _ in OUTSIDE]
+    whole = Domain.from_smiles(smiles).arrays()
+    monkeypatch.setattr(domain, "BLOCK", 3)
+    blocks = Domain.from_smiles(smiles).arrays()
+    for k in whole:
+        np.testing.assert_array_equal(blocks[k], whole[k], err_msg=k)
+    assert whole["fps"].shape[0] == len(smiles) - 1

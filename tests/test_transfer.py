@@ -27,7 +27,6 @@ def source(tmp_path_factory):
 
 def _initial(config: TrainConfig):
     session = Session(config)
-    session.load_graphs()
     session.fit_scaling()
     return session, session.network()
 

@@ -23,6 +23,7 @@ MAX_REFERENCE = 20_000       # training molecules kept (a seeded sample beyond t
 SIMILAR = 0.3                # nearest-neighbour Tanimoto below this: unlike the training set
 MAX_BYTES = 64 << 20         # a domain.npz larger than this is refused
 _WORDS = FP_BITS // 64
+BLOCK = 1000                 # SMILES parsed at a time (20,000 Mols at once took 400 MB)
 
 
 def fingerprints(mols) -> np.ndarray:
@@ -80,6 +81,15 @@ def nearest_similarity(queries: np.ndarray, reference: np.ndarray) -> np.ndarray
     return out
 
 
+def reference_sample(n: int, seed: int = 0) -> np.ndarray | None:
+    """Sorted positions of the seeded sample of MAX_REFERENCE that ``Domain.from_smiles``
+    keeps of ``n`` training molecules (None: it keeps them all), so that a caller reads
+    only those SMILES."""
+    if n <= MAX_REFERENCE:
+        return None
+    return np.sort(np.random.default_rng(seed).choice(n, MAX_REFERENCE, replace=False))
+
+
 class Domain:
     """Training fingerprints, elements and heavy-atom range (``FILE``'s arrays)."""
 
@@ -94,18 +104,23 @@ class Domain:
         from rdkit import Chem, RDLogger
 
         smiles = list(smiles)
-        if len(smiles) > MAX_REFERENCE:
-            keep = np.random.default_rng(seed).choice(len(smiles), MAX_REFERENCE, replace=False)
-            smiles = [smiles[i] for i in np.sort(keep)]
+        keep = reference_sample(len(smiles), seed)
+        if keep is not None:
+            smiles = [smiles[i] for i in keep]
+        fps, elements, sizes = [], set(), []
         RDLogger.DisableLog("rdApp.*")
         try:
-            mols = [Chem.MolFromSmiles(s) for s in smiles]
+            for lo in range(0, len(smiles), BLOCK):     # a block of Mols at a time
+                mols = [Chem.MolFromSmiles(s) for s in smiles[lo:lo + BLOCK]]
+                mols = [m for m in mols if m is not None]
+                elements |= {a.GetAtomicNum() for m in mols for a in m.GetAtoms()}
+                sizes += [m.GetNumHeavyAtoms() for m in mols]
+                fps.append(fingerprints(mols))
         finally:
             RDLogger.EnableLog("rdApp.*")
-        mols = [m for m in mols if m is not None]
-        elements = {a.GetAtomicNum() for m in mols for a in m.GetAtoms()}
-        sizes = [m.GetNumHeavyAtoms() for m in mols] or [0]
-        return cls(fingerprints(mols), np.array(sorted(elements), np.int64),
+        sizes = sizes or [0]
+        return cls(np.concatenate(fps) if fps else fingerprints([]),
+                   np.array(sorted(elements), np.int64),
                    np.array([min(sizes), max(sizes)], np.int64))
 
     def arrays(self) -> dict[str, np.ndarray]:

@@ -134,7 +134,7 @@ class TrainDisplay:
             self.console.print(f"[dim]{kw.get('message', '')}[/]")
         elif event == "start":
             self.console.print(
-                f"train {kw['n_train']} · val {kw['n_val']} · test {kw['n_test']} molecules · "
+                f"train {kw['n_train']} · val {_val_note(kw)} · test {kw['n_test']} molecules · "
                 f"{kw['parameters']:,} parameters · {kw.get('task', '')} · readout "
                 f"{kw.get('aggregation', '')}{_baseline_note(kw.get('baseline'))}", soft_wrap=True)
             self.task, self.units = kw.get("task", "regression"), kw.get("units") or {}
@@ -208,6 +208,12 @@ class TrainDisplay:
         if self.live:
             self.live.stop()
             self.live = None
+
+
+def _val_note(kw: dict) -> str:
+    """The validation rows, and the sample epochs are selected on (--val-max) if smaller."""
+    used = kw.get("n_val_used", kw["n_val"])
+    return f"{kw['n_val']}" if used == kw["n_val"] else f"{kw['n_val']} (selecting on {used})"
 
 
 def _baseline_note(baseline: dict | None) -> str:

@@ -91,6 +91,9 @@ def train(
     epochs: Annotated[int, _opt("Most epochs.", _TRAIN)] = DEFAULTS.epochs,
     patience: Annotated[int, _opt("Stop after this many epochs without a better validation.",
                                   _TRAIN)] = DEFAULTS.patience,
+    val_max: Annotated[Optional[int], _opt(
+        "Select epochs on a seeded sample of this many validation molecules (default: all; "
+        "report.json says which).", _TRAIN)] = None,
     lr: Annotated[float, _opt("Peak learning rate (Adam).", _TRAIN)] = DEFAULTS.lr,
     weight_decay: Annotated[float, _opt("L2 weight decay (Adam).", _TRAIN)] = DEFAULTS.weight_decay,
     average: Annotated[float, _opt(
@@ -260,6 +263,7 @@ def train(
         "split": ("split", split), "split_column": ("split_column", split_column),
         "seed": ("seed", seed), "epochs": ("epochs", epochs),
         "patience": ("patience", patience), "hidden": ("hidden", hidden),
+        "val_max": ("val_max", val_max),
         "aggregation": ("aggregation", aggregation), "dropout": ("dropout", dropout),
         "weight_decay": ("weight_decay", weight_decay),
         "readout_features": ("no_readout_features", not no_readout_features),

@@ -51,6 +51,76 @@ def summed_features(graphs) -> np.ndarray:
     return np.stack([np.asarray(g.V, np.float64).sum(axis=0) for g in graphs])
 
 
+def instance_sums(inst) -> np.ndarray:
+    """(n_mols, d_v) float64: ``summed_features`` of the molecules packed in ``inst`` (their
+    atoms are contiguous, in molecule order)."""
+    n = inst.n_mols
+    counts = np.bincount(inst.atom_mol, minlength=n)
+    S = np.zeros((n, inst.V.shape[1]))
+    has = counts > 0
+    if has.any():
+        starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+        S[has] = np.add.reduceat(np.asarray(inst.V, np.float64), starts[has], axis=0)
+    return S
+
+
+class AdditiveFit:
+    """``additive_baseline`` over chunks of molecules: running sums of the summed features
+    and targets (shifted by the first chunk's means, so that the centred sums keep their
+    digits), per target over the rows where it is known.
+
+    Fields
+    ------
+    n : (n_targets,) rows known           sum_s : (n_targets, d_v)   sum_y : (n_targets,)
+    ss : (n_targets, d_v, d_v) sum s sᵀ    sy : (n_targets, d_v) sum s y
+    """
+
+    def __init__(self, d_v: int, n_targets: int):
+        self.n = np.zeros(n_targets)
+        self.sum_s, self.sum_y = np.zeros((n_targets, d_v)), np.zeros(n_targets)
+        self.ss, self.sy = np.zeros((n_targets, d_v, d_v)), np.zeros((n_targets, d_v))
+        self.shift_s = self.shift_y = None
+
+    def add(self, S: np.ndarray, Y: np.ndarray) -> "AdditiveFit":
+        """Add molecules: summed features ``S`` (n, d_v) and targets ``Y`` (n, n_targets)."""
+        S, Y = np.asarray(S, np.float64), np.asarray(Y, np.float64)
+        if self.shift_s is None:
+            self.shift_s = S.mean(axis=0) if len(S) else np.zeros(S.shape[1])
+            known = np.isfinite(Y)
+            self.shift_y = np.where(known.any(axis=0),
+                                    np.where(known, Y, 0).sum(axis=0) / np.maximum(known.sum(axis=0), 1),
+                                    0.0)
+        s_all, y_all = S - self.shift_s, Y - self.shift_y
+        full = None
+        for j in range(Y.shape[1]):
+            ok = np.isfinite(y_all[:, j])
+            if ok.all():
+                full = s_all.T @ s_all if full is None else full
+                s, y, ss = s_all, y_all[:, j], full
+            else:
+                s, y = s_all[ok], y_all[ok, j]
+                ss = s.T @ s
+            self.n[j] += len(y)
+            self.sum_s[j] += s.sum(axis=0)
+            self.sum_y[j] += y.sum()
+            self.ss[j] += ss
+            self.sy[j] += s.T @ y
+        return self
+
+    def solve(self, ridge: float = 1.0) -> np.ndarray:
+        """(d_v, n_targets) float64: the ridge fit of each target with >= 2 known rows."""
+        d = self.sum_s.shape[1]
+        ref = np.zeros((d, len(self.n)))
+        for j, n in enumerate(self.n):
+            if n < 2:
+                continue
+            m, my = self.sum_s[j] / n, self.sum_y[j] / n
+            A = self.ss[j] - n * np.outer(m, m)
+            b = self.sy[j] - n * m * my
+            ref[:, j] = np.linalg.solve(A + ridge * np.eye(d), b)
+        return ref
+
+
 def additive_baseline(S: np.ndarray, Y: np.ndarray, task: str, ridge: float = 1.0) -> np.ndarray:
     """(d_v, n_targets) float64: the ridge least-squares fit of each regression target to the
     molecules' summed atom features ``S`` (summed_features), zero for classification.
@@ -60,18 +130,11 @@ def additive_baseline(S: np.ndarray, Y: np.ndarray, task: str, ridge: float = 1.
     are nearly all of it), and the network learns only what is left. Rows with a missing
     target are left out of that target's fit; ``ridge`` (in squared count units) settles the
     columns that always sum to the atom count. The constant is not part of ``atom_ref``: the
-    target scaling's centre, fitted after it, carries it.
+    target scaling's centre, fitted after it, carries it. (``AdditiveFit`` adds the
+    molecules chunk by chunk.)
     """
     S = np.asarray(S, np.float64)
     Y = np.asarray(Y, np.float64)
-    ref = np.zeros((S.shape[1], Y.shape[1]))
     if task != "regression":
-        return ref
-    for j in range(Y.shape[1]):
-        ok = np.isfinite(Y[:, j])
-        if ok.sum() < 2:
-            continue
-        s, y = S[ok], Y[ok, j]
-        s_c, y_c = s - s.mean(axis=0), y - y.mean()
-        ref[:, j] = np.linalg.solve(s_c.T @ s_c + ridge * np.eye(S.shape[1]), s_c.T @ y_c)
-    return ref
+        return np.zeros((S.shape[1], Y.shape[1]))
+    return AdditiveFit(S.shape[1], Y.shape[1]).add(S, Y).solve(ridge)

@@ -182,7 +182,6 @@ def bench(config: BenchConfig, progress=None) -> dict:
     if config.molecules:
         rows = rows[: config.molecules]
     rows = np.sort(np.tile(rows, config.replicate))
-    session.load_graphs(prep.split["train"])
     session.fit_scaling()
     if not config.molecules_per_instance:
         config = replace(config, molecules_per_instance=session.instance_size())

@@ -213,7 +213,6 @@ def measure_costs(data: str = "qm9", n_molecules: int = 800, hidden: int = DEFAU
                                   schedule="async", trace=True))
     # a seeded sample of the whole set, not its first rows (QM9's are its smallest molecules)
     rows = np.sort(np.random.default_rng(0).permutation(len(session.store))[:n_molecules])
-    session.load_graphs(rows)
     session.fit_scaling(rows)
     network = session.network()
     items, _, _ = session.items(rows, np.random.default_rng(0), 0)

@@ -110,7 +110,6 @@ def to_accuracy(config: BenchConfig, goal: Goal, progress=None) -> dict:
                          "molecules")
     rows = split["train"][: config.molecules] if config.molecules else split["train"]
     rows = np.sort(np.tile(rows, config.replicate))
-    session.load_graphs(np.concatenate([split["train"], split["val"]]))
     session.fit_scaling()
     if not config.molecules_per_instance:
         config = replace(config, molecules_per_instance=session.instance_size())

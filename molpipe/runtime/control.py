@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections import deque
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, Callable, Iterable
@@ -119,11 +118,13 @@ class ControlNode:
         return r
 
     def run(self, items: Iterable[Item], on_result=None) -> RunResult:
-        """Train on / evaluate ``items`` ((key, inst, train) triples, keys unique)."""
-        pending = deque(items)
-        keys = [k for k, _, _ in pending]
-        if len(set(keys)) != len(keys):
-            raise ValueError("keys of one run must be unique")
+        """Train on / evaluate ``items`` ((key, inst, train) triples, keys unique).
+
+        ``items`` is consumed lazily: the next item is taken only when it can be admitted
+        (one looked ahead), so an iterator that packs its instances on demand holds about
+        ``max_active_keys`` of them at once.
+        """
+        pending = _Ahead(items)
         res, flight = RunResult(), {}          # flight: key -> train
         self._atoms: dict = {}                  # key -> atoms, while in flight
         owed: dict = {}                         # key -> messages still owed (result, done)
@@ -134,6 +135,8 @@ class ControlNode:
             while (pending and not self._awaiting and len(flight) < self.mak
                    and self.schedule.can_admit(pending[0][2], n_atoms(pending[0][1]))):
                 key, inst, train = pending.popleft()
+                if key in flight or key in res.loss:
+                    raise ValueError(f"keys of one run must be unique: {key!r} came twice")
                 self._atoms[key] = n_atoms(inst)
                 self.schedule.admitted(train, self._atoms[key])
                 flight[key], owed[key] = bool(train), 2 if train else 1
@@ -258,3 +261,36 @@ class ControlNode:
             return str(self.describe(key))
         except Exception as exc:  # a failing description must not hide the real error
             return f"describe failed: {exc!r}"
+
+
+class _Ahead:
+    """An iterable read at most one item ahead: ``pending[0]`` peeks, ``popleft()`` takes,
+    false when nothing is left (the ``deque`` calls the control node uses, without a copy).
+    The next item is drawn only when asked for, after the one taken was sent."""
+
+    _NONE, _END = object(), object()
+
+    def __init__(self, items: Iterable):
+        self._it = iter(items)
+        self._head = self._NONE
+
+    def _peek(self):
+        if self._head is self._NONE:
+            self._head = next(self._it, self._END)
+        return self._head
+
+    def __bool__(self) -> bool:
+        return self._peek() is not self._END
+
+    def __getitem__(self, i: int):
+        head = self._peek()
+        if i != 0 or head is self._END:
+            raise IndexError(i)
+        return head
+
+    def popleft(self):
+        head = self._peek()
+        if head is self._END:
+            raise IndexError("no item left")
+        self._head = self._NONE
+        return head

@@ -25,6 +25,10 @@ def _last_visit(name: str, path) -> bool:
     here (the path holds no further step of that stage)."""
     return all(s != name for s, _ in path)
 
+#: busy intervals a worker records per run at most (a timeline of the run's start; an
+#: epoch over a million molecules would otherwise keep millions)
+TRACE_MAX = 50_000
+
 
 class Worker:
     """Hosts one or more stages, each with its optimizer and gradient accumulator.
@@ -55,7 +59,8 @@ class Worker:
         self._local: deque = deque()       # messages between hosted stages, not yet handled
         self.route = route
         self.auto_update = auto_update    # False under the sync schedule
-        self.record = record              # keep a trace of every busy interval
+        self.record = record              # keep a trace of the busy intervals (the first
+                                          # TRACE_MAX of a run: memory flat in its length)
         self.trace: list[tuple] = []      # (t_start, t_end, key, stage, step, direction)
         self.busy = 0.0                   # seconds spent in stage calls and updates
         self._cpu_mark: float | None = None  # thread CPU seconds at the last report
@@ -110,6 +115,7 @@ class Worker:
                 except Exception:
                     send(Message(Kind.ERROR, m.key, m.stage, m.step, worker=self.wid,
                                  error=traceback.format_exc()))
+            msg = m = out = None      # hold no instance while waiting for the next message
 
     def _handle(self, m: Message) -> Iterator[Message]:
         if m.kind is Kind.FORWARD or m.kind is Kind.EVAL:
@@ -325,7 +331,7 @@ class Worker:
             t1 = time.perf_counter()
             self.busy += t1 - t0
             self.current = None
-            if self.record:
+            if self.record and len(self.trace) < TRACE_MAX:
                 self.trace.append((t0, t1, key, stage, step, direction))
 
     def _report(self) -> dict:

@@ -66,12 +66,11 @@ def from_data(config: TrainConfig, out: str | Path, **kw) -> OnlineModel:
     from molpipe.training.session import Session
 
     session = Session(config)
-    session.load_graphs()
     session.fit_scaling()
     network = session.network()
     prep, split = session.prep, session.split
     train, val = split["train"].tolist(), split["val"]
-    pool = ([prep.graphs[i] for i in train], prep.store.targets[split["train"]])
+    pool = (prep.store.graphs(train), prep.store.targets[split["train"]])
     model = _model(network, config, model_meta(prep), out, pool=pool,
                    domain_arrays=Domain.from_smiles([prep.store.smiles[i] for i in train],
                                                     config.seed).arrays(),
@@ -79,7 +78,7 @@ def from_data(config: TrainConfig, out: str | Path, **kw) -> OnlineModel:
                    lr_schedule=(config.lr, config.epochs), **kw)
     if len(val):
         Y = prep.store.targets[val].astype(np.float64)
-        model.val = (model._instances([prep.graphs[i] for i in val.tolist()], Y), Y)
+        model.val = (model._instances(prep.store.graphs(val.tolist()), Y), Y)
     return model
 
 

@@ -61,13 +61,22 @@ class PipelineEngine:
                                 for w, f in self.pipeline.cpu_utilization().items()})
 
     def train(self, items, on_result=None) -> EpochResult:
-        sizes = {key: inst.n_mols for key, inst in items}
-        cb = None if on_result is None else (lambda k, loss, pred: on_result(k, loss, sizes[k]))
-        res = self._trained = self.pipeline.run([(k, inst, True) for k, inst in items], cb)
+        """Train on ``items`` ((key, Instance) pairs: a list, or an iterator the control node
+        draws from as it admits)."""
+        sizes = {}                  # key -> molecules, while in flight
+
+        def admitted():
+            for k, inst in items:
+                if on_result is not None:
+                    sizes[k] = inst.n_mols
+                yield k, inst, True
+
+        cb = None if on_result is None else (lambda k, loss, pred: on_result(k, loss, sizes.pop(k)))
+        res = self._trained = self.pipeline.run(admitted(), cb)
         return self._result(res)
 
     def predict(self, items) -> EpochResult:
-        return self._result(self.pipeline.run([(k, inst, False) for k, inst in items]))
+        return self._result(self.pipeline.run((k, inst, False) for k, inst in items))
 
     def utilization(self) -> dict[str, float]:
         return {self.worker_names[w]: f for w, f in self.pipeline.utilization().items()}

@@ -87,7 +87,7 @@ def write_run(out_dir: Path, config, network, prep: Prepared, report: dict, hist
     save_model(out_dir / "model", network.config, network.state_dict(), meta, domain)
     (out_dir / SETTINGS).write_text(json.dumps(config.to_dict(), indent=2) + "\n")
     (out_dir / CONFIG_TOML).write_text(config.to_toml(), encoding="utf-8")
-    (out_dir / "split.json").write_text(json.dumps({k: v.tolist() for k, v in split.items()}))
+    write_split(out_dir / "split.json", split)
     with open(out_dir / "metrics.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(history[0]))
         w.writeheader()
@@ -107,6 +107,19 @@ def write_run(out_dir: Path, config, network, prep: Prepared, report: dict, hist
         (out_dir / "trace.json").write_text(json.dumps(doc))
     # report.json last, by rename: its presence means the run directory is complete
     replace_json(out_dir / "report.json", report)
+
+
+def write_split(path: Path, split: dict, block: int = 65536) -> None:
+    """``split`` ({name: int array}) as JSON lists, written a block of rows at a time (the
+    same text as ``json.dumps`` of the lists, without a Python int per row at once)."""
+    with open(path, "w", encoding="utf-8") as f:
+        f.write("{")
+        for n, (name, rows) in enumerate(split.items()):
+            f.write(f"{', ' if n else ''}{json.dumps(name)}: [")
+            for lo in range(0, len(rows), block):
+                f.write((", " if lo else "") + ", ".join(map(str, rows[lo:lo + block].tolist())))
+            f.write("]")
+        f.write("}")
 
 
 def replace_json(path: Path, doc) -> None:

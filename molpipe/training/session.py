@@ -4,43 +4,48 @@ One ``Session`` per run's settings (``TrainConfig``) wires what ``molpipe train`
 bench``, ``molpipe simulate`` and ``molpipe evaluate`` share, so they cannot drift apart:
 
     session = Session(config)                 # the data set opened and split
-    session.load_graphs()                     # the molecules of the split (or of given rows)
     session.fit_scaling()                     # baseline, mean and scale on the training rows
     network = session.network()
     optimizers = session.optimizers(network)
+    plan = session.plan(rows, rng, key)       # an epoch as indices (molpipe.training.stream)
     with session.engine(network, optimizers) as engine:
-        engine.train(session.items(rows, rng, key)[0])
+        engine.train(plan.instances(session.store))     # packed as the control node admits
+
+Nothing here holds the molecules of a split: instances are packed from the memory-mapped
+store when they are needed, and scaling and evaluation stream through it in chunks.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Sequence
 
 import numpy as np
 
 from molpipe.data.checks import check_labels, check_targets
-from molpipe.data.instance import auto_instance_size, group_by_plan, pack
-from molpipe.data.scaling import additive_baseline, summed_features, target_scale
+from molpipe.data.instance import auto_instance_size
+from molpipe.data.scaling import AdditiveFit, instance_sums, target_scale
 from molpipe.nn.network import NetworkConfig, build_network
 from molpipe.runtime.placement import parse_placement
 from molpipe.training.engines import gather_predictions, make_engine, make_optimizers
 from molpipe.training.metrics import metrics_table
 from molpipe.training.settings import TrainConfig
+from molpipe.training.stream import LIVE, PageBudget, Plan, epoch_plan, predict_plan
 
 #: auto baseline: a target is extensive when the additive fit carries this share of its
 #: training variance (QM9 u0 1.000, cv 0.97; ESOL 0.78, FreeSolv 0.84, gap 0.73)
 EXTENSIVE_R2 = 0.9
+SCALING_CHUNK = 2048     # molecules packed at a time to fit the additive baseline
 
 
 @dataclass
 class Prepared:
-    """A data set made ready for training: store, split, graphs and fixed eval instances."""
+    """A data set made ready for training: its store, split, targets and task."""
 
     store: object
     split: dict
     targets: list[str]
     task: str
-    graphs: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -65,10 +70,11 @@ def open_store(config: TrainConfig, targets=None, on_featurize=None):
                      max_rounds=config.max_rounds)
 
 
-def split_indices(smiles: list[str], how: str, fractions, seed: int, Y=None,
+def split_indices(smiles: Sequence[str], how: str, fractions, seed: int, Y=None,
                   task: str | None = None) -> dict:
     """{'train','val','test'} -> sorted indices into ``smiles``: one of ``splits.SPLITS``
-    (``stratified`` reads ``Y``'s first target and ``task``) or a JSON file."""
+    (``stratified`` reads ``Y``'s first target and ``task``) or a JSON file. The random
+    and stratified splits read only ``len(smiles)``."""
     from molpipe.data import splits
 
     if how == "random":
@@ -115,7 +121,7 @@ def prepare(config: TrainConfig, progress=None) -> Prepared:
     if config.loss == "mve" and task != "regression":
         raise ValueError(f"--loss mve (a mean and a variance per target) is for regression; "
                          f"{config.data}'s targets are all 0/1 ({task}): use --loss mse")
-    smiles = store.smiles if config.limit is None else store.smiles[: config.limit]
+    smiles = _Prefix(store, len(store) if config.limit is None else min(config.limit, len(store)))
     if config.split_column is not None:
         split = column_split(store, config.split_column, len(smiles))
     else:
@@ -133,18 +139,30 @@ def network_config(c: TrainConfig, task: str) -> NetworkConfig:
                          loss=c.loss)
 
 
+class _Prefix(Sequence):
+    """The first ``n`` SMILES of ``store``, each read when indexed (a split that needs only
+    their number never reads one)."""
+
+    def __init__(self, store, n: int):
+        self.store, self.n = store, n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(self.n))]
+        if not -self.n <= i < self.n:
+            raise IndexError(i)
+        return self.store.smiles[i % self.n]
+
+
 def make_items(prep: Prepared, rows: np.ndarray, size: int, rng, next_key: int):
-    """Pack ``rows`` into instances grouped by plan; returns (items, {key: rows}, next_key)."""
-    store = prep.store
-    groups = group_by_plan(store.n_rounds[rows], store.has_rings[rows], size, rng)
-    items, members = [], {}
-    for g in groups:
-        r = rows[g]
-        inst = pack([prep.graphs[i] for i in r], store.targets[r], rows=r)
-        items.append((next_key, inst))
-        members[next_key] = r
-        next_key += 1
-    return items, members, next_key
+    """``rows`` packed at once into a list of instances grouped by plan (benchmarks that
+    time the pipeline without the packing); returns (items, {key: rows}, next_key)."""
+    plan = epoch_plan(prep.store, rows, size, rng, next_key, chunk=max(len(rows), 1))
+    items = list(plan.instances(prep.store))
+    return items, {k: plan.rows_of(k) for k, _ in items}, plan.next_key
 
 
 def _r2_left(y: np.ndarray, left: np.ndarray) -> float | None:
@@ -156,22 +174,29 @@ def _r2_left(y: np.ndarray, left: np.ndarray) -> float | None:
 
 def fit_scaling(config: TrainConfig, prep: Prepared, rows: np.ndarray) -> Scaling:
     """Target scaling (``config.target_scaling``) and, for regression, the additive baseline
-    (``config.baseline``), fitted on ``rows`` (the training split)."""
-    Y = prep.store.targets[rows]
+    (``config.baseline``), fitted on ``rows`` (the training split); the baseline's summed
+    atom features are read from the store ``SCALING_CHUNK`` molecules at a time, twice (the
+    fit, then what it leaves)."""
+    store = prep.store
+    Y = store.targets[rows]
     atom_ref, baseline = None, {"kind": "none"}
     if config.baseline != "none" and prep.task == "regression":
-        S = summed_features(prep.graphs[i] for i in rows.tolist())
-        atom_ref = additive_baseline(S, Y, prep.task)
+        fit = AdditiveFit(store.atom_dim, len(prep.targets))
+        for r, S in _summed(store, rows):
+            fit.add(S, store.targets[r])
+        atom_ref = fit.solve()
+        F = np.concatenate([S @ atom_ref for _, S in _summed(store, rows)]) if len(rows) else \
+            np.zeros((0, len(prep.targets)))
         # how much of each target the fit carries on the training split: near 1 for an
         # extensive property (a sum over atoms); auto keeps the fit only for those
-        r2 = [_r2_left(Y[:, j], Y[:, j] - S @ atom_ref[:, j]) for j in range(len(prep.targets))]
-        used = [config.baseline == "additive" or (v is not None and v >= EXTENSIVE_R2)
-                for v in r2]
-        atom_ref[:, ~np.array(used, bool)] = 0.0
+        r2 = [_r2_left(Y[:, j], Y[:, j] - F[:, j]) for j in range(len(prep.targets))]
+        used = np.array([config.baseline == "additive" or (v is not None and v >= EXTENSIVE_R2)
+                         for v in r2], bool)
+        atom_ref[:, ~used] = 0.0
         baseline = {"kind": config.baseline, "train_r2": dict(zip(prep.targets, r2)),
                     "used": [t for t, u in zip(prep.targets, used) if u]}
-        left = Y - S @ atom_ref
-        if not any(used):
+        left = Y - np.where(used, F, 0.0)
+        if not used.any():
             atom_ref = None
     mean, std = target_scale(Y, prep.task, config.target_scaling)
     if atom_ref is not None:
@@ -179,6 +204,20 @@ def fit_scaling(config: TrainConfig, prep: Prepared, rows: np.ndarray) -> Scalin
         mean, left_std = target_scale(left, prep.task, config.target_scaling)
         std = np.maximum(left_std, 1e-3 * std)
     return Scaling(mean, std, atom_ref, baseline)
+
+
+def _summed(store, rows: np.ndarray, chunk: int | None = None):
+    """(rows, summed atom features (n, d_v)) of ``rows``, ``chunk`` molecules at a time."""
+    chunk = chunk or SCALING_CHUNK
+    pages = PageBudget(store)
+    for lo in range(0, len(rows), chunk):
+        r = rows[lo:lo + chunk]
+        inst = store.pack(r)
+        LIVE.track(inst)
+        yield r, instance_sums(inst)
+        del inst
+        pages.read(len(r))
+    pages.release()
 
 
 class Session:
@@ -197,14 +236,6 @@ class Session:
     @property
     def split(self) -> dict:
         return self.prep.split
-
-    def load_graphs(self, rows: np.ndarray | None = None) -> None:
-        """Read the molecules of ``rows`` (default: every row of the split) from the store."""
-        if rows is None:
-            split = self.split
-            rows = np.concatenate([split["train"], split["val"], split["test"]])
-        rows = np.unique(rows)
-        self.prep.graphs.update(zip(rows.tolist(), self.store.graphs(rows)))
 
     def fit_scaling(self, rows: np.ndarray | None = None) -> Scaling:
         """``fit_scaling`` on ``rows`` (default: the training split), kept for ``network``."""
@@ -265,6 +296,10 @@ class Session:
         """``make_items`` of ``rows`` at the session's instance size."""
         return make_items(self.prep, rows, size or self.instance_size(), rng, next_key)
 
+    def plan(self, rows: np.ndarray, rng, next_key: int, size: int | None = None) -> Plan:
+        """``epoch_plan`` of ``rows`` at the session's instance size (indices only)."""
+        return epoch_plan(self.store, rows, size or self.instance_size(), rng, next_key)
+
 
 def evaluate_items(engine, items, members, prep: Prepared, rows: np.ndarray) -> tuple[dict, np.ndarray]:
     """Metrics per target and the predictions (in data units) of ``rows``."""
@@ -275,13 +310,20 @@ def evaluate_items(engine, items, members, prep: Prepared, rows: np.ndarray) -> 
     return metrics_table(prep.task, prep.targets, store.targets[rows], P), P
 
 
+def evaluate_plan(engine, prep: Prepared, plan: Plan, rows: np.ndarray) -> tuple[dict, np.ndarray]:
+    """``evaluate_items`` streamed: metrics per target and predictions of ``rows``."""
+    P = predict_plan(engine, prep.store, plan, rows, len(prep.targets))
+    return metrics_table(prep.task, prep.targets, prep.store.targets[rows], P), P
+
+
 def describe_keys(store, *member_maps):
-    """``describe(key)``: the SMILES of an instance's first molecules, for error messages."""
+    """``describe(key)``: the SMILES of an instance's first molecules, for error messages
+    (``member_maps``: {key: rows} dicts or ``Plan``s, looked up when an error names a key)."""
     def describe(key) -> str:
         for members in member_maps:
-            rows = members.get(key)
+            rows = members.rows_of(key) if isinstance(members, Plan) else members.get(key)
             if rows is not None:
                 more = " …" if len(rows) > 4 else ""
-                return ", ".join(store.smiles[i] for i in rows[:4]) + more
+                return ", ".join(store.smiles[int(i)] for i in rows[:4]) + more
         return ""
     return describe

@@ -101,6 +101,7 @@ OPTIONAL = {"molecules_per_instance": ("--molecules-per-instance", *_at_least(1)
             "checkpoint_minutes": ("--checkpoint-minutes", *_positive_number()),
             "limit": ("limit", *_at_least(1)),
             "replicas": ("--replicas", *_at_least(1)),
+            "val_max": ("--val-max", *_at_least(1)),
             "split_seed": ("split_seed", *_at_least(0)),
             "from_model": ("--from-model", lambda v: isinstance(v, str) and bool(v.strip()),
                            "a run or model directory"),
@@ -214,6 +215,8 @@ class TrainConfig:
     replicas: int | None = None       # copies of the layout's workers (replicas: default 2)
     dtype: str = "float32"
     track_test: bool = False          # also score the test split every epoch (benchmarks)
+    val_max: int | None = None        # select epochs on a seeded sample of this many
+                                      # validation rows (None: all of them)
     checkpoint_minutes: float | None = None  # also checkpoint within an epoch this often
     trace: bool = True                # record the last training epoch's pipeline timeline
     stall_timeout: float = STALL_TIMEOUT  # seconds without any pipeline message: stalled

@@ -8,13 +8,12 @@ checkpoint, stop early), so a resumed run continues from exactly that state.
 
 from __future__ import annotations
 
-import hashlib
 import time
 from pathlib import Path
 
 import numpy as np
 
-from molpipe.chem.domain import Domain
+from molpipe.chem.domain import Domain, reference_sample
 from molpipe.data.build import REJECTED_CELLS
 from molpipe.data.checks import check_split, target_warnings
 from molpipe.io.checkpoint import restore_state, state_arrays
@@ -25,7 +24,8 @@ from molpipe.training.metrics import summary
 from molpipe.training.result import EpochResult
 from molpipe.training.run_dir import (keep_rejects, kernels_cached, model_meta, target_units,
                                       versions, write_run)
-from molpipe.training.session import Session, describe_keys, evaluate_items
+from molpipe.training.session import Session, describe_keys, evaluate_plan
+from molpipe.training.stream import Plan, account_rows, train_plan
 from molpipe.training.settings import LEGACY, SPLITS, TrainConfig
 
 
@@ -55,7 +55,8 @@ def train(config: TrainConfig, out_dir: str | Path, progress=None, resume: bool 
 
 
 class Trainer:
-    """One run: its session, network, optimizers, instances and the state a checkpoint keeps."""
+    """One run: its session, network, optimizers, epoch plans and the state a checkpoint
+    keeps. Molecules are packed from the store only as the pipeline admits them."""
 
     def __init__(self, config: TrainConfig, out_dir: Path, progress=None, ckpt=None,
                  t_start: float | None = None):
@@ -66,23 +67,26 @@ class Trainer:
         self.prep, self.store, self.split = session.prep, session.store, session.split
         self.warnings = self._data_warnings()
         self.has_val = len(self.split["val"]) > 0
-        session.load_graphs()
         self.scaling = session.fit_scaling()
         self.network = session.network()
         self.optimizers = session.optimizers(self.network)
         self.rng = np.random.default_rng(config.seed)
         self.size = session.instance_size()
-        self.val_items, self.val_members, key = session.items(self.split["val"], None, 0)
-        self.test_items, self.test_members, key = session.items(self.split["test"], None, key)
+        self.val_rows = validation_rows(self.split["val"], config)
+        self.val_plan = session.plan(self.val_rows, None, 0)
+        self.test_plan = session.plan(self.split["test"], None, self.val_plan.next_key)
+        self.plan: Plan | None = None                 # the epoch's (indices only)
         # the state a checkpoint keeps
-        self.key, self.members, self.partial = key, {}, None
+        self.key, self.partial = self.test_plan.next_key, None
         self.history, self.best, self.bad_epochs = [], float("inf"), 0
         self.best_state = self.network.state_dict()
         self.n_train_mols, self.train_seconds, self.first_epoch = 0, 0.0, 0
         self.last_train: EpochResult | None = None
         self.meta = model_meta(self.prep)
-        smiles = self.store.smiles
-        self.domain = Domain.from_smiles([smiles[i] for i in self.split["train"].tolist()],
+        train = self.split["train"]
+        keep = reference_sample(len(train), config.seed)      # only those SMILES are read
+        rows = train if keep is None else train[keep]
+        self.domain = Domain.from_smiles([self.store.smiles[int(i)] for i in rows],
                                          config.seed).arrays()
 
     # -- the run ---------------------------------------------------------------------------
@@ -91,9 +95,7 @@ class Trainer:
             self._restore_checkpoint(*self.ckpt)
         self._announce()
         stop = self.bad_epochs >= self.config.patience
-        with self.session.engine(self.network, self.optimizers,
-                                 describe=describe_keys(self.store, self.members,
-                                                    self.val_members)) as engine:
+        with self.session.engine(self.network, self.optimizers, describe=self._describe) as engine:
             for epoch in range(self.first_epoch, self.config.epochs if not stop else self.first_epoch):
                 if self._epoch(engine, epoch):
                     break
@@ -103,6 +105,11 @@ class Trainer:
                   self.split, final[2], final[3], self.meta, self.domain)
         self.emit("done", report=report)
         return report
+
+    def _describe(self, key) -> str:
+        """The SMILES of the instance ``key`` (this epoch's, validation's or test's)."""
+        plans = [p for p in (self.plan, self.val_plan, self.test_plan) if p is not None]
+        return describe_keys(self.store, *plans)(key)
 
     def _data_warnings(self) -> list[str]:
         """Rejected rows and cells (copied into the run directory), thin splits, one-class
@@ -136,6 +143,7 @@ class Trainer:
         split = self.split
         self.emit("start", epochs=self.config.epochs, n_train=len(split["train"]),
                   n_val=len(split["val"]), n_test=len(split["test"]),
+                  n_val_used=len(self.val_rows),
                   parameters=self.network.n_parameters, first_epoch=self.first_epoch,
                   task=self.prep.task, aggregation=self.network.config.aggregation,
                   baseline=self.scaling.baseline,
@@ -150,9 +158,8 @@ class Trainer:
         if self.partial is not None:         # resuming inside this epoch: the same instances
             self.rng.bit_generator.state, self.key = self.partial["rng"], self.partial["key"]
         epoch_start = {"rng": self.rng.bit_generator.state, "key": self.key}
-        items, epoch_members, self.key = self.session.items(split["train"], self.rng, self.key)
-        self.members.clear()
-        self.members.update(epoch_members)
+        self.plan = plan = self.session.plan(split["train"], self.rng, self.key)
+        self.key = plan.next_key
 
         def save_partial(position: int, done: EpochResult) -> None:
             self._checkpoint(epoch, part=position, partial={
@@ -160,14 +167,15 @@ class Trainer:
                 "losses": {str(k): v for k, v in done.losses.items()},
                 "skipped": {str(k): v for k, v in done.skipped.items()}})
 
-        res = _train_epoch(engine, items, self.partial, config, save_partial,
-                           on_result=lambda k, loss, n: self.emit("instance", n=n, loss=loss))
+        res = train_plan(engine, plan, self.store, self.partial, save_partial,
+                         config.checkpoint_minutes, config.max_active_keys,
+                         on_result=lambda k, loss, n: self.emit("instance", n=n, loss=loss))
         self.partial = None
         self.last_train = res
-        seen = _account_rows(epoch + 1, items, epoch_members, res, split["train"])
+        seen = account_rows(epoch + 1, plan, res, split["train"])
         _require_finite(self.network.state_dict(), f"epoch {epoch + 1}: after training, parameter")
         if res.skipped:
-            describe = describe_keys(self.store, epoch_members)
+            describe = describe_keys(self.store, plan)
             self.emit("skipped", epoch=epoch + 1, n=len(res.skipped),
                       message="; ".join(f"key {k} [{describe(k)}]: {why}"
                                         for k, why in list(res.skipped.items())[:5]))
@@ -196,11 +204,10 @@ class Trainer:
         """(validation metrics, the epoch's metrics.csv row, the parameters evaluated)."""
         split, prep = self.split, self.prep
         with averaged_weights(self.network.stages, self.optimizers):   # evaluated, kept: averages
-            val_metrics, _ = evaluate_items(engine, self.val_items, self.val_members, prep,
-                                            split["val"])
+            val_metrics, _ = evaluate_plan(engine, prep, self.val_plan, self.val_rows)
             t_test = time.perf_counter()
-            test_metrics = (evaluate_items(engine, self.test_items, self.test_members, prep,
-                                           split["test"])[0] if self.config.track_test else {})
+            test_metrics = (evaluate_plan(engine, prep, self.test_plan, split["test"])[0]
+                            if self.config.track_test else {})
             t_test = time.perf_counter() - t_test
             current = self.network.state_dict()
         val_score = score(val_metrics, prep.task, self.scaling.std) if self.has_val else float("nan")
@@ -242,11 +249,8 @@ class Trainer:
         """The best parameters' validation and test metrics, test predictions and trace."""
         self.network.load_state_dict(self.best_state)
         split, prep = self.split, self.prep
-        val_metrics, self.P_val = evaluate_items(engine, self.val_items, self.val_members, prep,
-                                                 split["val"])
-        test_metrics, P_test = evaluate_items(engine, self.test_items, self.test_members, prep,
-                                              split["test"])
-        self.P_test = P_test
+        val_metrics, _ = evaluate_plan(engine, prep, self.val_plan, self.val_rows)
+        test_metrics, P_test = evaluate_plan(engine, prep, self.test_plan, split["test"])
         last = self.last_train
         entries = getattr(engine, "trace", lambda: [])() if last else []
         trace = None
@@ -266,6 +270,10 @@ class Trainer:
                      else f"column {config.split_column}",
             "from_model": self.session.transfer,
             "split_sizes": {k: int(len(v)) for k, v in self.split.items()},
+            # --val-max: epochs were selected (and val scored) on a seeded sample of val
+            "validation": {"rows_used": int(len(self.val_rows)),
+                           "rows": int(len(self.split["val"])), "val_max": config.val_max,
+                           "sampled": bool(len(self.val_rows) < len(self.split["val"]))},
             "seed": config.seed,
             "schedule": config.schedule,
             "epochs": len(self.history),
@@ -326,61 +334,13 @@ def _best_epoch(history: list) -> int:
     return int(np.nanargmin(scores)) + 1 if np.isfinite(scores).any() else len(history)
 
 
-def _digest(rows: np.ndarray) -> str:
-    return hashlib.sha256(np.ascontiguousarray(rows, dtype=np.int64).tobytes()).hexdigest()[:16]
-
-
-def _train_epoch(engine, items: list, partial: dict | None, config: TrainConfig, save_partial,
-                 on_result=None) -> EpochResult:
-    """Train on ``items``; with ``checkpoint_minutes``, in chunks with checkpoints between.
-
-    Chunks are whole groups of ``max_active_keys`` instances, so the sync schedule's updates
-    fall where they would without chunks; a resumed ``partial`` epoch skips the instances
-    it had already trained on and keeps their losses.
-    """
-    done = EpochResult()
-    start = 0
-    if partial is not None:
-        start = partial["position"]
-        done.losses = {int(k): v for k, v in partial["losses"].items()}
-        done.skipped = {int(k): v for k, v in partial["skipped"].items()}
-        done.seconds = partial["seconds"]
-    every = config.checkpoint_minutes
-    chunk = len(items) if not every else max(config.max_active_keys, 1) * 8
-    last_save = time.perf_counter()
-    for lo in range(start, len(items), chunk):
-        res = engine.train(items[lo:lo + chunk], on_result=on_result)
-        done.losses.update(res.losses)
-        done.preds.update(res.preds)
-        done.skipped.update(res.skipped)
-        done.seconds += res.seconds
-        done.utilization, done.cpu = res.utilization, res.cpu
-        done.in_flight_max = max(done.in_flight_max, res.in_flight_max)
-        if every and lo + chunk < len(items) and time.perf_counter() - last_save >= 60 * every:
-            save_partial(lo + chunk, done)
-            last_save = time.perf_counter()
-    return done
-
-
-def _account_rows(epoch: int, items, members: dict, res, train_rows: np.ndarray) -> dict:
-    """Check every training row was trained on (or skipped) exactly once this epoch.
-
-    Returns the metrics columns: ``rows_seen`` (rows trained on), ``rows_digest`` (of their
-    sorted indices), ``data_order`` (digest of the rows in the order instances were
-    admitted: the epoch's data order) and ``skipped_instances``.
-    """
-    done = [k for k, _ in items if k in res.losses]
-    if len(done) != len(items) or len(res.losses) != len(items):
-        raise RuntimeError(f"epoch {epoch}: {len(res.losses)} instances returned, "
-                           f"{len(items)} admitted")
-    every = np.sort(np.concatenate([members[k] for k, _ in items]))
-    if not np.array_equal(every, np.sort(train_rows)):
-        raise RuntimeError(f"epoch {epoch}: the instances do not cover the training rows once each")
-    kept = [members[k] for k, _ in items if k not in res.skipped]
-    seen = np.sort(np.concatenate(kept)) if kept else np.zeros(0, np.int64)
-    return {"rows_seen": int(seen.size), "rows_digest": _digest(seen),
-            "data_order": _digest(np.concatenate([members[k] for k, _ in items])),
-            "skipped_instances": len(res.skipped)}
+def validation_rows(val: np.ndarray, config: TrainConfig) -> np.ndarray:
+    """The validation rows epochs are selected on: all of ``val``, or with ``val_max`` a
+    sample of that many drawn with the split's seed (sorted)."""
+    if config.val_max is None or len(val) <= config.val_max:
+        return val
+    seed = config.seed if config.split_seed is None else config.split_seed
+    return np.sort(np.random.default_rng(seed).choice(val, config.val_max, replace=False))
 
 
 def _mean_finite(values) -> float:

@@ -5,7 +5,8 @@ import warnings
 import numpy as np
 import pytest
 
-from molpipe.data.scaling import additive_baseline, summed_features, target_scale
+from molpipe.data.scaling import (AdditiveFit, additive_baseline, instance_sums,
+                                  summed_features, target_scale)
 
 
 def test_standard_is_mean_and_sd_of_the_known_values():
@@ -66,3 +67,35 @@ def test_summed_features_sums_atoms_of_each_molecule():
 
     S = summed_features([G([[1, 0], [1, 2]]), G([[0, 5]])])
     np.testing.assert_array_equal(S, [[2, 2], [0, 5]])
+
+
+def _centred_fit(S, y, ridge):
+    """The fit written out: centred normal equations over the known rows."""
+    ok = np.isfinite(y)
+    s, y = S[ok], y[ok]
+    s_c, y_c = s - s.mean(axis=0), y - y.mean()
+    return np.linalg.solve(s_c.T @ s_c + ridge * np.eye(S.shape[1]), s_c.T @ y_c)
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 300])
+def test_additive_fit_over_chunks_is_the_fit_over_all_rows(chunk):
+    rng = np.random.default_rng(1)
+    S = rng.integers(0, 30, size=(300, 5)).astype(float) + 1000.0   # far from zero: shifts
+    Y = np.stack([S @ rng.normal(size=5) + rng.normal(size=300), rng.normal(size=300)], axis=1)
+    Y[::4, 1] = np.nan
+    fit = AdditiveFit(5, 2)
+    for lo in range(0, 300, chunk):
+        fit.add(S[lo:lo + chunk], Y[lo:lo + chunk])
+    ref = fit.solve(ridge=1.0)
+    for j in range(2):
+        np.testing.assert_allclose(ref[:, j], _centred_fit(S, Y[:, j], 1.0), rtol=1e-9, atol=1e-12)
+    assert fit.n.tolist() == [300, 225]
+
+
+def test_instance_sums_are_the_summed_features_of_the_packed_molecules():
+    from molpipe.chem.featurize import featurize
+    from molpipe.data.instance import pack
+
+    graphs = [featurize(s) for s in ("CCO", "c1ccccc1O", "[Na+].[Cl-]", "C")]
+    inst = pack(graphs, np.zeros((4, 1)))
+    np.testing.assert_allclose(instance_sums(inst), summed_features(graphs), rtol=1e-12)

@@ -2,6 +2,7 @@
 
 import time
 
+import numpy as np
 import pytest
 
 from molpipe.runtime import Pipeline, PipelineError
@@ -73,6 +74,34 @@ def test_duplicate_keys_are_refused():
     with Pipeline(stages, opts, route, FIRST) as p:
         with pytest.raises(ValueError, match="unique"):
             p.run(items + items[:1])
+
+
+@pytest.mark.parametrize("schedule", ["async", "sync"])
+def test_items_are_drawn_from_an_iterator_only_as_they_are_admitted(schedule):
+    """An iterator of items is read lazily: never more than max_active_keys + 1 drawn and
+    not yet completed (the control node looks one ahead), and the run equals the list's."""
+    items = make_items(80, seed=5, eval_every=7)
+    drawn, completed, ahead = [0], [0], []
+
+    def lazily():
+        for item in items:
+            drawn[0] += 1
+            ahead.append(drawn[0] - completed[0])
+            yield item
+
+    def on_result(key, loss, pred):
+        completed[0] += 1
+
+    runs = []
+    for source in (lazily(), list(items)):
+        stages, opts = make_net(seed=3)
+        with Pipeline(stages, opts, route, FIRST, max_active_keys=3, schedule=schedule) as p:
+            runs.append((p.run(source, on_result), stages))
+    assert drawn[0] == len(items) and max(ahead) <= 3 + 1
+    (lazy, a), (whole, b) = runs
+    assert sorted(lazy.loss) == sorted(whole.loss) == [k for k, _, _ in items]
+    if schedule == "sync":           # sync is deterministic: the very same parameters
+        assert all(np.array_equal(a[s].params[k], b[s].params[k]) for s in a for k in a[s].params)
 
 
 def test_bad_configuration_is_refused():

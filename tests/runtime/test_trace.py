@@ -81,3 +81,18 @@ def test_cpu_is_the_worker_threads_own_cpu_time_not_its_busy_wall_time():
     assert res.cpu[spin] >= 0.5 * res.busy[spin] > 0        # spinning: its busy time is CPU
     assert res.cpu[sleep] <= 0.5 * res.busy[sleep]          # sleeping: busy, but little CPU
     assert cpu[spin] == res.cpu[spin] / res.wall
+
+
+def test_a_worker_records_at_most_trace_max_intervals_per_run(monkeypatch):
+    """The timeline of a long run is its start: memory does not grow with the epoch."""
+    from molpipe.runtime import worker
+
+    monkeypatch.setattr(worker, "TRACE_MAX", 25)
+    stages, opts = make_net(seed=32)
+    with Pipeline(stages, opts, route, FIRST, max_active_keys=4, trace=True) as p:
+        for _ in range(2):                           # the cap is per run
+            p.run(make_items(60, seed=33))
+            per_worker = {}
+            for w, *_ in p.trace():
+                per_worker[w] = per_worker.get(w, 0) + 1
+            assert max(per_worker.values()) == 25 and len(per_worker) == 5
