@@ -112,8 +112,11 @@ class GraphStore:
         load = lambda name, mmap_mode="r": np.load(path / f"{name}.npy", mmap_mode=mmap_mode,
                                                     allow_pickle=False)
         # plain ndarray views of the mapped files (numba takes those)
-        self._arrays = {k: np.asarray(load(k)) for k in GRAPH_ARRAYS}
-        self._offsets = {k: np.asarray(load(k)) for k in OFFSETS}
+        mapped = {k: load(k) for k in (*GRAPH_ARRAYS, *OFFSETS)}
+        #: the file mappings under them (``release_pages``)
+        self._maps = [m.base for m in mapped.values() if isinstance(m.base, mmap.mmap)]
+        self._arrays = {k: np.asarray(mapped[k]) for k in GRAPH_ARRAYS}
+        self._offsets = {k: np.asarray(mapped[k]) for k in OFFSETS}
         self._off = {"atoms": self._offsets["atom_offsets"],
                      "bonds": self._offsets["bond_offsets"],
                      "rings": self._offsets["ring_offsets"],
@@ -173,6 +176,21 @@ class GraphStore:
                         Y=np.ascontiguousarray(self.targets[rows], dtype=np.float32),
                         rows=given, n_rounds=int(self.n_rounds[rows].max()),
                         has_rings=bool(self.has_rings[rows].any()))
+
+    def release_pages(self) -> None:
+        """Drop the pages this process mapped from the store's files (they stay in the page
+        cache, and a later read maps them again): pages read once per epoch would otherwise
+        count in the process's RSS until the kernel needs them."""
+        if not hasattr(mmap, "MADV_DONTNEED"):
+            return
+        maps = list(self._maps)
+        if "smiles" in self.__dict__ and isinstance(self.smiles._text, mmap.mmap):
+            maps.append(self.smiles._text)
+        for m in maps:
+            try:
+                m.madvise(mmap.MADV_DONTNEED)
+            except (OSError, ValueError):            # closed or not madvisable: leave it
+                pass
 
     def with_targets(self, names: Sequence[str]) -> "GraphStore":
         """The same store, its targets restricted to (and ordered as) ``names``."""

@@ -261,3 +261,30 @@ def test_a_store_and_its_smiles_pickle(mixed_csv, tmp_path):
     copy = pickle.loads(pickle.dumps(store))
     assert copy.smiles == MIXED and len(copy) == len(MIXED)
     assert_same_graph(copy[3], store[3])
+
+
+def _rss_file_kib() -> int:
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("RssFile"))
+
+
+@pytest.mark.skipif(not hasattr(__import__("mmap"), "MADV_DONTNEED")
+                    or not __import__("os").path.exists("/proc/self/status"),
+                    reason="no madvise or /proc here")
+def test_release_pages_gives_back_what_a_pass_mapped(tmp_path):
+    rows = [f"{s},{i}\n" for i, s in enumerate(MIXED * 400)]         # 4,000 molecules
+    (tmp_path / "big.csv").write_text("smiles,y\n" + "".join(rows))
+    build_store(tmp_path / "big.csv", tmp_path / "store", n_jobs=1)
+    store = GraphStore.open(tmp_path / "store")
+    mapped_kib = sum(p.stat().st_size for p in (tmp_path / "store").glob("*.npy")) >> 10
+    store.release_pages()
+    before = _rss_file_kib()
+    whole = store.pack(np.arange(len(store)))
+    list(store.smiles)
+    read = _rss_file_kib()
+    store.release_pages()
+    after = _rss_file_kib()
+    assert read - before > mapped_kib // 2, (before, read, after, mapped_kib)
+    assert read - after > mapped_kib // 2, (before, read, after, mapped_kib)
+    again = store.pack(np.arange(len(store)))                         # still readable
+    assert np.array_equal(again.V, whole.V) and np.array_equal(again.src, whole.src)
