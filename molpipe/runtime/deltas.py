@@ -4,8 +4,10 @@ Each replica (an MPI rank) trains its own copy of the network on its own share o
 A stage's optimizer steps when the stage's own accumulator says so (as in one pipeline);
 ``DeltaOptimizer`` then hands the change to ``DeltaExchange``, which every ``every`` steps of
 that stage sends ``P - base`` (the stage's parameters minus what it last sent or received)
-to every other replica with a non-blocking send, and applies the deltas peers sent whenever
-one of its stages steps (an ``Improbe`` finds them; nothing waits for a peer). An applied
+to every other replica with a non-blocking send; the deltas peers sent are received whenever
+one of its stages steps (an ``Improbe`` finds them; nothing waits for a peer) and added to a
+stage's parameters at that stage's own next step, where the worker's weight stash already
+kept the weights that forwards awaiting their backward read (``apply``). An applied
 delta moves ``base`` too, so a replica never sends back what it received: in exact arithmetic
 every replica ends at the first parameters plus the sum of all replicas' sent deltas.
 Optimizer state (Adam's moments) stays on its replica; only parameters travel.
@@ -54,6 +56,7 @@ class DeltaExchange:
         self.stats = {"frames_sent": 0, "bytes_sent": 0, "frames_applied": 0, "send_seconds": 0.0,
                       "apply_seconds": 0.0}
         self._steps: dict[str, int] = {}
+        self._pending: dict[str, list] = {}
         self._done: dict[int, int] = {}
         self._got: dict[int, int] = {}
         self._n_sent = 0
@@ -64,6 +67,7 @@ class DeltaExchange:
         self.gen, self.run_id = gen, run_id
         self.base = {s: {k: p.copy() for k, p in ps.items()} for s, ps in self.params.items()}
         self._steps = {s: 0 for s in self.params}
+        self._pending = {s: [] for s in self.params}
         self._done, self._got, self._n_sent = {}, {p: 0 for p in self.peers}, 0
 
     def stepped(self, stage: str) -> None:
@@ -115,13 +119,26 @@ class DeltaExchange:
         if header["k"] == "done":
             self._done[src] = header["n"]
             return
-        t0 = time.perf_counter()
-        P, base = self.params[header["s"]], self.base[header["s"]]
-        for k, d in arrays.items():
-            P[k] += d
-            base[k] += d
+        self._pending[header["s"]].append(arrays)
         self._got[src] += 1
-        self.stats["frames_applied"] += 1
+
+    def apply(self, stage: str) -> None:
+        """Add the peers' deltas of ``stage`` received so far to its parameters (and base).
+
+        Called by the stage's own step, after the worker stashed the weights that forwards
+        still waiting for their backward read: a peer's delta then changes the weights
+        exactly where a local update does, and weight stashing covers both."""
+        pending = self._pending.get(stage)
+        if not pending:
+            return
+        t0 = time.perf_counter()
+        P, base = self.params[stage], self.base[stage]
+        for arrays in pending:
+            for k, d in arrays.items():
+                P[k] += d
+                base[k] += d
+        self.stats["frames_applied"] += len(pending)
+        pending.clear()
         self.stats["apply_seconds"] += time.perf_counter() - t0
 
     def finish(self, timeout: float, max_sleep: float = 2e-4) -> None:
@@ -147,6 +164,8 @@ class DeltaExchange:
             self.link._reap()
             sleep = min(max(2 * sleep, 1e-5), max_sleep)
             time.sleep(sleep)
+        for stage in self.params:
+            self.apply(stage)
 
     def discard(self, quiet: float = 0.05) -> int:
         """After an aborted run: drop the deltas still arriving until none came for ``quiet``
@@ -167,14 +186,31 @@ class DeltaExchange:
 class DeltaOptimizer:
     """A stage's optimizer whose steps reach the other replicas: before a step the peers'
     waiting deltas are applied, after it ``DeltaExchange.stepped``; anything else (``lr``,
-    ``state_dict``, ...) is the wrapped optimizer's."""
+    ``state_dict``, ...) is the wrapped optimizer's.
 
-    def __init__(self, optimizer, stage: str, exchange: DeltaExchange):
+    ``momentum_power``: a momentum optimizer (Adam's ``beta1``) steps with ``beta1 **
+    momentum_power``: R replicas each see every R-th update, so raising beta1 to the R
+    keeps the momentum's memory in updates of the whole group where one replica's is
+    (asynchrony adds momentum of its own: Mitliagkas et al. 2016); the stored ``beta1``
+    (checkpoints, state) stays the setting's."""
+
+    def __init__(self, optimizer, stage: str, exchange: DeltaExchange, momentum_power: int = 1):
         self.optimizer, self.stage, self.exchange = optimizer, stage, exchange
+        self.momentum_power = momentum_power
 
     def step(self, grads, scale: float) -> None:
         self.exchange.poll()
-        self.optimizer.step(grads, scale)
+        self.exchange.apply(self.stage)
+        opt = self.optimizer
+        if self.momentum_power != 1 and hasattr(opt, "beta1"):
+            beta1 = opt.beta1
+            opt.beta1 = beta1 ** self.momentum_power
+            try:
+                opt.step(grads, scale)
+            finally:
+                opt.beta1 = beta1
+        else:
+            opt.step(grads, scale)
         self.exchange.stepped(self.stage)
 
     def __getattr__(self, name):

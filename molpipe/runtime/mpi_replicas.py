@@ -49,8 +49,8 @@ def shard(weights: list[float], n: int) -> list[list[int]]:
     return out
 
 
-def _wrap(stages: dict, optimizers: dict, exchange: DeltaExchange) -> dict:
-    return {s: DeltaOptimizer(o, s, exchange) if stages[s].params else o
+def _wrap(stages: dict, optimizers: dict, exchange: DeltaExchange, power: int = 1) -> dict:
+    return {s: DeltaOptimizer(o, s, exchange, power) if stages[s].params else o
             for s, o in optimizers.items()}
 
 
@@ -72,12 +72,14 @@ class DataParallel:
     ``options``: ``Pipeline`` keywords of every replica (max_active_keys, criterion, ...:
     JSON values, they travel to the other ranks); ``every``: a stage sends its change every
     ``every`` of its steps; ``spec_of(inst)``: the int array another rank rebuilds ``inst``
-    from; ``weight(inst)``: its cost when the shares are cut.
+    from; ``weight(inst)``: its cost when the shares are cut; ``momentum_scaling``: every
+    replica's momentum (Adam's beta1) steps as beta1 ** R (``deltas.DeltaOptimizer``).
     """
 
     def __init__(self, stages: dict, optimizers: dict, route, first: str, *, build: dict,
                  options: dict | None = None, every: int = 1, spec_of=None, weight=None,
-                 comm=None, setup_timeout: float = 300.0, record: bool = False, describe=None):
+                 comm=None, setup_timeout: float = 300.0, record: bool = False, describe=None,
+                 momentum_scaling: bool = False):
         self.comm = comm or world()
         if self.comm.rank != 0:
             raise RuntimeError("DataParallel runs on rank 0; the other ranks call serve_replicas()")
@@ -92,7 +94,9 @@ class DataParallel:
         self._inbox: list = []              # control frames from the peers: (src, header, arrays)
         self.failure: str | None = None
         self.exchange = DeltaExchange(self.link, self.peers, stages, every, self._on_ctrl, record)
-        self.pipeline = _pipeline(stages, _wrap(stages, optimizers, self.exchange), route, first,
+        self.power = self.R if momentum_scaling else 1
+        self.pipeline = _pipeline(stages, _wrap(stages, optimizers, self.exchange, self.power),
+                                  route, first,
                                   {**self.options, "describe": describe})
         self.workers = self.pipeline.workers
         self.started = False
@@ -137,7 +141,8 @@ class DataParallel:
             return self
         self.pipeline.start()
         for r in self.peers:
-            self._send(r, "setup", build=self.build, options=self.options, every=self.every)
+            self._send(r, "setup", build=self.build, options=self.options, every=self.every,
+                       power=self.power)
         self.started = True
         self._await("ready", self.setup_timeout)
         return self
@@ -251,7 +256,8 @@ class _Replica:
         peers = [r for r in range(self.comm.size) if r != self.comm.rank]
         self.exchange = DeltaExchange(self.link, peers, self.net["stages"], self.every,
                                       self.on_ctrl, record=True)
-        self.opts = _wrap(self.net["stages"], self.net["optimizers"], self.exchange)
+        self.opts = _wrap(self.net["stages"], self.net["optimizers"], self.exchange,
+                          header.get("power", 1))
 
     def run(self, header: dict, arrays: dict) -> None:
         net = self.net
