@@ -173,7 +173,14 @@ def simulate(
     molecules_per_instance: Annotated[int, typer.Option(help="Molecules packed into one instance.")] = 16,
     layout: Annotated[str, typer.Option(
         help="stages: K workers, a balanced cut of the stages, a core each; replicas: K fused "
-             "replicas of the network, a core each (costs measured on one fused worker).")] = "stages",
+             "replicas of the network, a core each (costs measured on one fused worker); "
+             "mpi-replicas: K data-parallel replicas over MPI exchanging parameter deltas "
+             "(message costs measured by an MPI ping-pong here).")] = "stages",
+    exchange_every: Annotated[int, typer.Option(
+        help="mpi-replicas: a stage sends its delta every N of its updates.")] = 1,
+    cores: Annotated[Optional[int], typer.Option(
+        help="mpi-replicas: also predict for this many cores shared by the replicas.")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the rows as JSON.")] = False,
 ) -> None:
     """Predict pipeline throughput for K workers from measured stage costs (discrete events).
 
@@ -182,9 +189,12 @@ def simulate(
     """
     from molpipe.measure.simulate import measure_costs, predict_curve, random_paths
 
-    if layout not in ("stages", "replicas"):
-        fail(f"unknown layout {layout!r} (choices: stages, replicas)")
+    if layout not in ("stages", "replicas", "mpi-replicas"):
+        fail(f"unknown layout {layout!r} (choices: stages, replicas, mpi-replicas)")
     ks = tuple(workers or (1, 2, 4, 6, 8, 16, 32, 64))
+    if layout == "mpi-replicas":
+        return _simulate_mpi(data, ks, max_active_keys, molecules_per_instance, exchange_every,
+                             cores, json_out)
     if layout == "replicas":
         from molpipe.measure.sharing import replica_curve
 
@@ -201,6 +211,52 @@ def simulate(
         table.add_row(str(r["workers"]), str(r["used"]),
                       f"{r['instances_per_second'] * molecules_per_instance:,.0f}",
                       f"{r['max_utilization']:.0%}")
+    console.print(table)
+
+
+def _simulate_mpi(data: str, ks, mak: int, size: int, every: int, cores, json_out: bool) -> None:
+    """``molpipe simulate --layout mpi-replicas``: ``measure.data_parallel``'s curve."""
+    import json
+
+    from molpipe.measure import data_parallel as dp
+    from molpipe.measure.simulate import measure_costs, random_paths
+
+    costs = measure_costs(data, size=size, layout="fused", max_active_keys=1)
+    rate1 = dp.replica_rate(costs, random_paths(), mak=mak)
+    message = dp.measure_pingpong()
+    source = "MPI ping-pong, 2 ranks here"
+    wire = dp.wire_costs()
+    if message is None:
+        source = "wire frame encode/decode (no mpi4py/mpiexec: no ping-pong)"
+        message = {"latency": wire["pack"][0] + wire["apply"][0],
+                   "per_byte": wire["pack"][1] + wire["apply"][1]}
+    curves = {"own_core": dp.data_parallel_curve(rate1, costs.param_bytes, message, wire, ks,
+                                                 every=every)}
+    if cores:
+        curves[f"{cores}_cores"] = dp.data_parallel_curve(rate1, costs.param_bytes, message, wire,
+                                                          ks, every=every, cores=cores)
+    out = {"data": data, "molecules_per_instance": size, "max_active_keys": mak,
+           "exchange_every": every, "param_bytes": costs.param_bytes, "message": message,
+           "message_source": source, "wire": wire, "replica_instances_per_second": rate1,
+           "curves": {k: [{**r, "molecules_per_second": r["instances_per_second"] * size}
+                          for r in rows] for k, rows in curves.items()}}
+    if json_out:
+        console.print_json(json.dumps(out))
+        return
+    table = Table(title=f"predicted data-parallel replicas over MPI, {data}: deltas of "
+                        f"{sum(costs.param_bytes.values()) / 1e6:.2f} MB every {every} update(s) "
+                        f"a stage; messages {message['latency'] * 1e6:.1f} µs + "
+                        f"{message['per_byte'] * 1e9:.2f} ns/B ({source})")
+    table.add_column("replicas", justify="right")
+    for name in curves:
+        table.add_column(f"molecules/s ({name.replace('_', ' ')})", justify="right")
+    table.add_column("speed-up", justify="right")
+    table.add_column("exchange share", justify="right")
+    own = out["curves"]["own_core"]
+    for i, r in enumerate(own):
+        table.add_row(str(r["replicas"]), *[f"{out['curves'][n][i]['molecules_per_second']:,.0f}"
+                                            for n in curves],
+                      f"{r['speedup']:.2f}", f"{r['exchange_share']:.0%}")
     console.print(table)
 
 

@@ -122,7 +122,8 @@ def train(
         "async: instances (mak only) or atoms:N (also at most N atoms in flight).",
         _PIPE)] = DEFAULTS.admission,
     backend: Annotated[str, _opt(
-        "thread, or mpi (under mpiexec: rank 0 trains, the others host workers).", _PIPE,
+        "thread, or mpi (under mpiexec: rank 0 trains, the others host workers; with "
+        "--layout replicas every rank trains a replica on its share of the data).", _PIPE,
         values=("thread", "mpi"))] = DEFAULTS.backend,
     placement: Annotated[Optional[str], _opt(
         "Stages per worker, '/' between workers (README: --placement).",
@@ -132,7 +133,11 @@ def train(
         "sharing parameters) or auto (replicas for async threads).", _PIPE,
         values=("auto", "stages", "fused", "replicas"))] = DEFAULTS.layout,
     replicas: Annotated[Optional[int], _opt(
-        "Copies of the layout's workers (--layout replicas: default 2).", _PIPE)] = None,
+        "Copies of the layout's workers (--layout replicas: default 2; mpi: the ranks).",
+        _PIPE)] = None,
+    exchange_every: Annotated[int, _opt(
+        "mpi replicas: a stage sends its parameter change every N of its updates.",
+        _PIPE)] = DEFAULTS.exchange_every,
     on_nonfinite: Annotated[str, _opt(
         "NaN/inf: stop (an error naming the molecule) or skip the instance.", _PIPE,
         values=("stop", "skip"))] = DEFAULTS.on_nonfinite,
@@ -283,7 +288,8 @@ def train(
         "admission": ("admission", admission),
         "checkpoint_minutes": ("checkpoint_minutes", checkpoint_minutes),
         "placement": ("placement", placement), "layout": ("layout", layout),
-        "replicas": ("replicas", replicas), "from_model": ("from_model", from_model),
+        "replicas": ("replicas", replicas), "exchange_every": ("exchange_every", exchange_every),
+        "from_model": ("from_model", from_model),
         "freeze": ("freeze", tuple(v.strip() for v in freeze.split(",") if v.strip())
                    if freeze else ()),
         "ensemble": ("ensemble", ensemble), "ensemble_jobs": ("ensemble_jobs", ensemble_jobs),
@@ -310,7 +316,7 @@ def train(
         from molpipe.runtime.mpi_rank import serve_unless_control
 
         try:
-            if serve_unless_control():
+            if serve_unless_control(replicas=settings.layout == "replicas"):
                 return
         except MPIUnavailable as err:
             fail(str(err))

@@ -38,6 +38,8 @@ class Costs:
     fwd: dict[str, float]
     bwd: dict[str, float]
     upd: dict[str, float] = field(default_factory=dict)
+    #: bytes of every stage's parameters (``measure_costs``: what a delta of it sends)
+    param_bytes: dict[str, int] = field(default_factory=dict)
 
 
 def costs_from_trace(trace: list[tuple]) -> Costs:
@@ -219,7 +221,10 @@ def measure_costs(data: str = "qm9", n_molecules: int = 800, hidden: int = DEFAU
     with session.engine(network, session.optimizers(network), **engine) as run:
         run.train(items[:4])                   # compile, warm
         run.train(items)
-        return costs_from_trace(run.trace())
+        costs = costs_from_trace(run.trace())
+    costs.param_bytes = {s: int(sum(p.nbytes for p in st.params.values()))
+                         for s, st in network.stages.items() if st.params}
+    return costs
 
 
 def random_paths(n: int = 2000, max_rounds: int = 6, ring_fraction: float = 0.6,

@@ -19,10 +19,19 @@ from molpipe.runtime.mpi import (TAG_ABORT, TAG_MSG, Link, MPIUnavailable, at_ex
                                  state_frame, where, world)
 
 
-def serve_unless_control() -> bool:
+def serve_unless_control(replicas: bool = False) -> bool:
     """Under ``--backend mpi``: True on a worker rank once rank 0 is done (it served
-    workers until then), False on rank 0 (which goes on to train)."""
+    workers until then, or with ``replicas`` trained its replica: ``mpi_replicas``), False
+    on rank 0 (which goes on to train)."""
     comm = world()
+    if replicas:
+        if comm.rank == 0:
+            at_exit(comm)
+            return False
+        from molpipe.runtime.mpi_replicas import serve_replicas
+
+        serve_replicas(comm)
+        return True
     if comm.size < 2:
         raise MPIUnavailable("--backend mpi runs under mpiexec with 2 or more ranks, e.g. "
                              "mpiexec -n 3 molpipe train esol --backend mpi")

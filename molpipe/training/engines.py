@@ -107,7 +107,7 @@ def make_engine(schedule: str, network, optimizers: dict, *,
                 sync_group: int | None = None, placement: dict | None = None,
                 update_criterion: str = "count", admission: str = "instances",
                 weight_prediction: bool = False, layout: str = "stages",
-                replicas: int | None = None):
+                replicas: int | None = None, store=None, exchange_every: int = 1):
     """Build the engine for ``schedule`` (reference, sync or async).
 
     ``update_criterion``: when a worker updates (``count``: every ``min_update_frequency``
@@ -119,13 +119,26 @@ def make_engine(schedule: str, network, optimizers: dict, *,
     ``sync_group``: instances per update of the sync schedule (default ``max_active_keys``).
     ``placement``: {stage: worker} of the pipeline schedules (default one worker per stage).
     ``layout``, ``replicas``: the pipeline's workers (``molpipe.runtime.replicas.LAYOUTS``:
-    one per stage, one for all stages, or ``replicas`` fused copies on shared parameters).
+    one per stage, one for all stages, or ``replicas`` fused copies on shared parameters;
+    with ``backend="mpi"``: one replica per MPI rank, each on its own parameters, trained on
+    its share of ``store``'s rows and exchanging parameter deltas every ``exchange_every``
+    updates of a stage: ``replica_engine.py``).
 
     ``on_nonfinite``: NaN/inf in a training instance's loss, activations or gradients stops
     the run ("stop"), skips the instance ("skip") or is not checked (None).
     """
     keep_freed_memory()        # kernel outputs reuse freed memory (once per process)
     layout = resolve_layout(layout, schedule, backend, placement)
+    if backend == "mpi" and layout == "replicas" and schedule == "async":
+        from molpipe.training.replica_engine import ReplicaEngine
+
+        return ReplicaEngine(network, optimizers, store=store, max_active_keys=max_active_keys,
+                             min_update_frequency=min_update_frequency, trace=trace,
+                             describe=describe, stall_timeout=stall_timeout,
+                             weight_stashing=weight_stashing, on_nonfinite=on_nonfinite,
+                             update_criterion=update_criterion, admission=admission,
+                             weight_prediction=weight_prediction, exchange_every=exchange_every,
+                             replicas=replicas)
     placement, replicas = layout_placement(layout, network.stages, placement, replicas)
     if schedule == "reference":
         return ReferenceEngine(network, optimizers, describe=describe, on_nonfinite=on_nonfinite)

@@ -288,8 +288,10 @@ class Session:
                   stall_timeout=c.stall_timeout, placement=placement,
                   on_nonfinite=c.on_nonfinite, update_criterion=c.update_criterion,
                   admission=c.admission, weight_prediction=c.weight_prediction,
-                  layout=c.layout, replicas=c.replicas)
+                  layout=c.layout, replicas=c.replicas, exchange_every=c.exchange_every)
         kw.update(overrides)
+        if kw["backend"] == "mpi":              # replicas over MPI pack from the store
+            kw.setdefault("store", self.store)
         return make_engine(kw.pop("schedule"), network, optimizers, **kw)
 
     def items(self, rows: np.ndarray, rng, next_key: int, size: int | None = None):

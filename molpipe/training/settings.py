@@ -93,6 +93,7 @@ RULES = {
     "dtype": ("dtype", *_choice("float32", "float64")),
     "stall_timeout": ("--stall-timeout", *_positive_number()),
     "on_nonfinite": ("--on-nonfinite", *_choice("stop", "skip")),
+    "exchange_every": ("--exchange-every", *_at_least(1)),
     "ensemble": ("--ensemble", *_at_least(1)),
     "ensemble_jobs": ("--ensemble-jobs", *_at_least(1)),
     "recalibrate": ("--recalibrate", *_choice(True, False)),
@@ -128,9 +129,11 @@ def check_settings(config) -> None:
         raise SettingsError(f"--rounds (max_rounds) must be at least min_rounds "
                             f"({config.min_rounds}), not {config.max_rounds!r}")
     if ((config.layout == "replicas" or (config.replicas or 1) > 1)
-            and (config.schedule == "sync" or config.backend != "thread")):
-        raise SettingsError(f"--layout replicas needs the async schedule on the thread "
-                            f"backend, not --schedule {config.schedule} --backend {config.backend}")
+            and (config.schedule == "sync" or (config.backend != "thread"
+                                               and config.layout != "replicas"))):
+        raise SettingsError(f"--layout replicas needs the async schedule (threads, or one "
+                            f"replica per MPI rank), not --schedule {config.schedule} "
+                            f"--backend {config.backend} --layout {config.layout}")
     if config.split_column is not None and config.split != "random":
         raise SettingsError(f"--split-column {config.split_column!r} gives the split; "
                             f"leave out --split {config.split!r} (or the column)")
@@ -212,7 +215,10 @@ class TrainConfig:
                                       # (one worker), "replicas" (fused copies, shared params),
                                       # "auto": replicas for async on threads without a
                                       # placement, else stages (measured: benchmarks/README.md)
-    replicas: int | None = None       # copies of the layout's workers (replicas: default 2)
+    replicas: int | None = None       # copies of the layout's workers (replicas: default 2;
+                                      # --backend mpi: one per rank, the job's size)
+    exchange_every: int = 1           # --backend mpi --layout replicas: a stage sends its
+                                      # parameter change to the other replicas every N updates
     dtype: str = "float32"
     track_test: bool = False          # also score the test split every epoch (benchmarks)
     val_max: int | None = None        # select epochs on a seeded sample of this many

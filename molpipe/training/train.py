@@ -49,7 +49,7 @@ def train(config: TrainConfig, out_dir: str | Path, progress=None, resume: bool 
     if config.backend == "mpi":   # MPI: ranks > 0 serve rank 0's workers until it is done
         from molpipe.runtime.mpi_rank import serve_unless_control
 
-        if serve_unless_control():
+        if serve_unless_control(replicas=config.layout == "replicas"):
             return {}
     return Trainer(config, out_dir, progress, ckpt, t_start).run()
 

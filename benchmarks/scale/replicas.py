@@ -1,0 +1,170 @@
+"""``replicas``: data-parallel replicas over MPI (``--backend mpi --layout replicas``), one
+replica a rank. Throughput: ``molpipe train qm9`` under ``mpiexec -n R`` for each R (each
+rank bound to a core with hydra's ``-bind-to core``; R above the cores oversubscribes them,
+said in the output), training molecules/s of every epoch after the first; the ratio to one
+replica; the simulator's curve (``molpipe simulate --layout mpi-replicas``) for 1-64 beside
+the measured points. Time to accuracy: ``molpipe train esol`` for each R, same seed, seconds
+until the validation RMSE first reaches ``--target``. The load average is taken before and
+after every run.
+
+Run:  nice -n 5 python benchmarks/bench_scale.py replicas [--ranks 1 2 4] [--epochs 3]
+      [--accuracy-epochs 30] [--target 1.0] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from scale.common import ROOT
+
+
+def _env() -> dict:
+    return {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1",
+            "OPENBLAS_NUM_THREADS": "1", "COLUMNS": "200"}
+
+
+def _load() -> list[float]:
+    return [float(x) for x in Path("/proc/loadavg").read_text().split()[:3]]
+
+
+# -- replicas: data-parallel replicas over MPI ---------------------------------------------------
+
+
+def mpi_train(ranks: int, data: str, out: Path, epochs: int, extra=(), bind: bool = True,
+              timeout: float = 3600) -> dict:
+    """``mpiexec -n ranks molpipe train data --backend mpi --layout replicas``: its metrics
+    rows, seconds, the load before and after, how the ranks were bound."""
+    exe = shutil.which("mpiexec")
+    if exe is None:
+        raise SystemExit("mpiexec not found: pip install 'molpipe[mpi]'")
+    bound = bind and ranks <= (os.cpu_count() or 1)
+    cmd = [exe, *(["-bind-to", "core"] if bound else []), "-n", str(ranks), sys.executable,
+           "-m", "cli", "train", data, "--backend", "mpi", "--layout", "replicas",
+           "--epochs", str(epochs), "--seed", "0", "--out", str(out), "--overwrite", *extra]
+    before, t0 = _load(), time.perf_counter()
+    proc = subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True,
+                          timeout=timeout)
+    seconds = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    with open(out / "metrics.csv", newline="") as f:
+        rows = [{k: _num(v) for k, v in r.items()} for r in csv.DictReader(f)]
+    return {"ranks": ranks, "command": " ".join(cmd[:1] + cmd[1:]), "seconds": seconds,
+            "bind": "core" if bound else f"none ({ranks} ranks on {os.cpu_count()} cores: "
+                                            "oversubscribed)",
+            "load_before": before, "load_after": _load(), "rows": rows}
+
+
+def _num(v: str):
+    try:
+        return float(v)
+    except ValueError:
+        return v
+
+
+def throughput(ranks, data: str, epochs: int, scratch: Path, every: int) -> list[dict]:
+    """Training molecules/s of each R (the median over epochs 2..)."""
+    out = []
+    for r in ranks:
+        run = mpi_train(r, data, scratch / f"tp-{data}-{r}", epochs,
+                        ("--exchange-every", str(every)))
+        speeds = sorted(row["train_molecules_per_second"] for row in run["rows"][1:]) or \
+            [run["rows"][0]["train_molecules_per_second"]]
+        run["molecules_per_second"] = speeds[len(speeds) // 2]
+        run["per_epoch"] = [row["train_molecules_per_second"] for row in run["rows"]]
+        del run["rows"]
+        out.append(run)
+        print(f"  {r} replica(s): {run['molecules_per_second']:,.0f} mol/s "
+              f"(load {run['load_before'][0]:.2f} -> {run['load_after'][0]:.2f}, bind {run['bind']})",
+              file=sys.stderr, flush=True)
+    one = out[0]["molecules_per_second"]
+    for run in out:
+        run["ratio_to_one"] = run["molecules_per_second"] / one
+    return out
+
+
+def to_accuracy(ranks, data: str, epochs: int, target: float, scratch: Path,
+                every: int) -> list[dict]:
+    """Seconds until the validation RMSE first reaches ``target``, for each R."""
+    out = []
+    for r in ranks:
+        run = mpi_train(r, data, scratch / f"acc-{data}-{r}", epochs,
+                        ("--exchange-every", str(every), "--patience", str(epochs)))
+        col = next(k for k in run["rows"][0] if k.startswith("val_") and k.endswith("_rmse"))
+        hit = next((row for row in run["rows"] if row[col] <= target), None)
+        out.append({"ranks": r, "bind": run["bind"], "target": target, "column": col,
+                    "epoch": None if hit is None else int(hit["epoch"]),
+                    "train_seconds": None if hit is None else hit["train_seconds"],
+                    "wall_seconds": None if hit is None else hit["wall_seconds"],
+                    "best_rmse": min(row[col] for row in run["rows"]),
+                    "curve": [(int(row["epoch"]), row["train_seconds"], row[col])
+                              for row in run["rows"]],
+                    "load_before": run["load_before"], "load_after": run["load_after"]})
+        print(f"  {r} replica(s): {out[-1]['train_seconds']} s to {col} <= {target} "
+              f"(epoch {out[-1]['epoch']}, best {out[-1]['best_rmse']:.3f})",
+              file=sys.stderr, flush=True)
+    return out
+
+
+def simulated(data: str, every: int, cores: int) -> dict:
+    """``molpipe simulate DATA --layout mpi-replicas --json`` (1-64 replicas)."""
+    proc = subprocess.run([sys.executable, "-m", "cli", "simulate", data, "--layout",
+                           "mpi-replicas", "--exchange-every", str(every), "--cores", str(cores),
+                           "--workers", "1", "--workers", "2", "--workers", "4", "--workers", "8",
+                           "--workers", "16", "--workers", "32", "--workers", "64", "--json"],
+                          cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=1800)
+    if proc.returncode != 0:
+        raise SystemExit(f"molpipe simulate failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout)
+
+
+def replicas(args) -> dict:
+    scratch = Path(args.scratch)
+    scratch.mkdir(parents=True, exist_ok=True)
+    cores = os.cpu_count() or 1
+    report = {"figure": "replicas", "cores": cores, "exchange_every": args.every,
+              "started_load": _load()}
+    if not args.skip_throughput:
+        print(f"throughput, {args.data}:", file=sys.stderr, flush=True)
+        report["throughput"] = throughput(args.ranks, args.data, args.epochs, scratch, args.every)
+    if not args.skip_simulate:
+        report["simulated"] = simulated(args.data, args.every, cores)
+        measured = {m["ranks"]: m["molecules_per_second"] for m in report.get("throughput", [])}
+        report["beside"] = [
+            {"replicas": r["replicas"], "simulated_own_core": r["molecules_per_second"],
+             f"simulated_{cores}_cores": c["molecules_per_second"],
+             "measured": measured.get(r["replicas"])}
+            for r, c in zip(report["simulated"]["curves"]["own_core"],
+                            report["simulated"]["curves"][f"{cores}_cores"])]
+    if not args.skip_accuracy:
+        print(f"time to accuracy, {args.accuracy_data}:", file=sys.stderr, flush=True)
+        report["to_accuracy"] = to_accuracy(args.ranks, args.accuracy_data, args.accuracy_epochs,
+                                            args.target, scratch, args.every)
+    report["finished_load"] = _load()
+    return report
+
+
+def add(sub) -> None:
+    """The ``replicas`` subcommand."""
+    p = sub.add_parser("replicas", help="data-parallel replicas over MPI: measured and simulated")
+    p.add_argument("--ranks", type=int, nargs="+", default=[1, 2, 4])
+    p.add_argument("--data", default="qm9", help="throughput data set (default: the QM9 subset)")
+    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--every", type=int, default=1, help="--exchange-every")
+    p.add_argument("--accuracy-data", default="esol")
+    p.add_argument("--accuracy-epochs", type=int, default=30)
+    p.add_argument("--target", type=float, default=1.0, help="validation RMSE to reach")
+    p.add_argument("--scratch", default=str(Path(tempfile.gettempdir()) / "molpipe-scale-mpi"))
+    p.add_argument("--skip-throughput", action="store_true")
+    p.add_argument("--skip-simulate", action="store_true")
+    p.add_argument("--skip-accuracy", action="store_true")
+    p.add_argument("--json", type=Path, default=None, help="also write the JSON here")
+    p.set_defaults(run=replicas)
