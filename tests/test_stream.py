@@ -251,3 +251,22 @@ def test_a_pass_keeps_the_mapped_pages_within_the_budget(tmp_path, monkeypatch):
 
     assert peak_growth(16 << 20) <= (16 + 4 * 2) << 10          # KiB
     assert peak_growth(1 << 40) > 64 << 10
+
+
+def test_plan_items_say_what_they_hold_before_packing(esol, monkeypatch):
+    plan = epoch_plan(esol, np.arange(200), 8, np.random.default_rng(3), 40, chunk=30, window=2)
+    items = plan.instances(esol, 2, 9)
+    packed = []
+    monkeypatch.setattr(type(esol), "pack", lambda self, r, _pack=type(esol).pack:
+                        packed.append(len(r)) or _pack(self, r))
+    keys, specs, weights = items.instance_keys, items.specs, items.weights
+    assert packed == []                                   # nothing packed to know them
+    assert keys == list(range(42, 49)) and len(items) == 7
+    whole = dict(items)
+    assert list(whole) == keys and len(packed) == 7
+    for k, spec, w in zip(keys, specs, weights):
+        inst = whole[k]
+        assert inst.rows.tolist() == spec.tolist()
+        assert w == inst.V.shape[0] * (inst.n_rounds + 2)
+    packed.clear()
+    assert [k for k, _ in items.items([4, 1])] == [keys[4], keys[1]] and len(packed) == 2

@@ -175,17 +175,28 @@ class DataParallel:
             if any(train for _, _, train in items):
                 raise ValueError("a data-parallel run either trains or evaluates, not both")
             return self.pipeline.run(items, on_result)
+        return self.train_shards([k for k, _, _ in items],
+                                 [self.spec_of(inst) for _, inst, _ in items],
+                                 [self.weight(inst) for _, inst, _ in items],
+                                 lambda mine: ((k, inst, True) for k, inst, _ in
+                                               (items[i] for i in mine)), on_result)
+
+    def train_shards(self, keys: list, specs: list, weights, local, on_result=None) -> RunResult:
+        """Train on instances known by their ``keys``, ``specs`` (what a rank rebuilds each
+        from) and ``weights`` (their cost) before any is built: each rank gets the specs of
+        its share; ``local(indices)`` gives rank 0's own as ``(key, inst, True)``, built as
+        its control node draws them."""
+        self.start()
         t0 = time.perf_counter()
-        shares = shard([self.weight(inst) for _, inst, _ in items], self.R)
+        shares = shard(list(weights), self.R)
         self.run_id += 1
         header, arrays = state_frame(self.stages, self.optimizers)
         for r in self.peers:
-            mine = [items[i] for i in shares[r]]
-            h, a = _specs([k for k, _, _ in mine], [self.spec_of(inst) for _, inst, _ in mine])
+            h, a = _specs([keys[i] for i in shares[r]], [specs[i] for i in shares[r]])
             self._send(r, "run", {**arrays, **a}, e=self.run_id, **header, **h)
         self.exchange.begin(self.gen, self.run_id)
         try:
-            res = self.pipeline.run([items[i] for i in shares[0]], on_result)
+            res = self.pipeline.run(local(shares[0]), on_result)
             self.pipeline.flush()
             self.exchange.finish(self.stall)
             results = self._await("result", self.stall)

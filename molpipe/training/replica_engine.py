@@ -60,6 +60,23 @@ class ReplicaEngine(PipelineEngine):
         self.replicas = comm.size
         self._trained = None
 
+    def train(self, items, on_result=None) -> EpochResult:
+        """Train on ``items``; a pass that knows its instances' store rows before packing
+        them (``stream.PlanItems``: ``instance_keys``, ``specs``, ``weights``) is shared out
+        as rows, and rank 0 packs only its own share, as its control node draws them."""
+        if not hasattr(items, "specs"):
+            return super().train(items, on_result)
+        keys, specs = items.instance_keys, items.specs
+        sizes = {k: len(s) for k, s in zip(keys, specs)}
+
+        def local(mine):
+            for k, inst in items.items(mine):
+                yield k, inst, True
+
+        cb = None if on_result is None else (lambda k, loss, pred: on_result(k, loss, sizes[k]))
+        res = self._trained = self.pipeline.train_shards(keys, specs, items.weights, local, cb)
+        return self._result(res)
+
     def _result(self, res) -> EpochResult:
         local = self.pipeline.pipeline
         out = EpochResult(losses=res.loss, preds=res.pred, seconds=res.wall,

@@ -69,17 +69,62 @@ class Plan:
         i = key - self.first_key if isinstance(key, (int, np.integer)) else -1
         return self.members(int(i)) if 0 <= i < len(self) else None
 
-    def instances(self, store, start: int = 0, stop: int | None = None
-                  ) -> Iterator[tuple[int, object]]:
+    def instances(self, store, start: int = 0, stop: int | None = None) -> "PlanItems":
         """(key, Instance) of instances ``start:stop``, each packed when drawn; nothing is
         read for the instances before ``start`` (a resumed epoch's)."""
         stop = len(self) if stop is None else min(stop, len(self))
-        pages = PageBudget(store)
-        for i in range(start, stop):
-            r = self.members(i)
-            inst = store.pack(r)
+        return PlanItems(self, store, range(start, stop))
+
+
+class PlanItems:
+    """Some instances of a plan: an iterator of (key, Instance) pairs, packed from ``store``
+    as they are drawn. What each holds (``instance_keys``; ``specs``: its store rows;
+    ``weights``: atoms × (rounds + 2), its cost) is known before any is packed, so a
+    data-parallel run can share them out and pack only its own (``items``)."""
+
+    def __init__(self, plan: Plan, store, positions: range):
+        self.plan, self.store, self.positions = plan, store, positions
+        self._drawn: Iterator | None = None
+
+    def __len__(self) -> int:
+        return len(self.positions)
+
+    def __iter__(self) -> "PlanItems":
+        return self
+
+    def __next__(self) -> tuple[int, object]:
+        if self._drawn is None:
+            self._drawn = self.items(range(len(self)))
+        return next(self._drawn)
+
+    @property
+    def instance_keys(self) -> list[int]:
+        return [self.plan.first_key + i for i in self.positions]
+
+    @property
+    def specs(self) -> list[np.ndarray]:
+        return [self.plan.members(i) for i in self.positions]
+
+    @property
+    def weights(self) -> np.ndarray:
+        lo, hi = self.plan.bounds[self.positions.start], self.plan.bounds[self.positions.stop]
+        rows = self.plan.rows[lo:hi]
+        if not len(rows):
+            return np.zeros(0)
+        starts = self.plan.bounds[self.positions.start:self.positions.stop] - lo
+        atoms = np.add.reduceat(np.asarray(self.store.n_atoms[rows], np.float64), starts)
+        rounds = np.maximum.reduceat(np.asarray(self.store.n_rounds[rows], np.int64), starts)
+        return atoms * (rounds + 2)
+
+    def items(self, indices) -> Iterator[tuple[int, object]]:
+        """(key, Instance) of the ``indices`` (into this pass's instances), packed when drawn."""
+        pages = PageBudget(self.store)
+        for j in indices:
+            i = self.positions[j]
+            r = self.plan.members(i)
+            inst = self.store.pack(r)
             LIVE.track(inst)
-            yield self.first_key + i, inst
+            yield self.plan.first_key + i, inst
             pages.read(len(r))
         pages.release()
 
