@@ -22,7 +22,6 @@ bit for bit as ``featurize`` makes them.
 
 from __future__ import annotations
 
-import copy
 import fcntl
 import hashlib
 import json
@@ -144,6 +143,9 @@ class GraphStore:
                             "`molpipe preprocess`")
         return cls(path, meta)
 
+    def __reduce__(self):                    # pickled as its directory and targets, mapped
+        return _reopen, (str(self.path), self.target_names)    # again on arrival
+
     def __len__(self) -> int:
         return self.n_rounds.shape[0]
 
@@ -198,7 +200,8 @@ class GraphStore:
         if missing:
             raise DataError(f"{self.path}: no target {missing[0]!r}; the store has "
                             f"{', '.join(self.target_names) or 'no targets'}")
-        view = copy.copy(self)
+        view = object.__new__(GraphStore)             # a view: the same mappings
+        view.__dict__.update(self.__dict__)
         view.targets = self.targets[:, [self.target_names.index(t) for t in names]]
         view.meta = {**self.meta, "targets": list(names)}
         return view
@@ -232,6 +235,10 @@ class GraphStore:
 
     def __repr__(self) -> str:
         return f"GraphStore({str(self.path)!r}, n={len(self)}, targets={self.target_names})"
+
+
+def _reopen(path: str, targets: list[str]) -> GraphStore:
+    return GraphStore.open(path).with_targets(targets)
 
 
 def default_cache_root() -> Path:

@@ -261,6 +261,9 @@ def test_a_store_and_its_smiles_pickle(mixed_csv, tmp_path):
     copy = pickle.loads(pickle.dumps(store))
     assert copy.smiles == MIXED and len(copy) == len(MIXED)
     assert_same_graph(copy[3], store[3])
+    assert len(pickle.dumps(store)) < 1000            # the directory, not the arrays
+    view = pickle.loads(pickle.dumps(store.with_targets([])))
+    assert view.target_names == [] and view.targets.shape == (len(MIXED), 0)
 
 
 def _rss_file_kib() -> int:
