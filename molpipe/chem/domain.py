@@ -176,7 +176,7 @@ class Domain:
 
         n, k = len(mols), len(ELEMENTS) + 1           # element one-hot: V[:, :k]
         table = GetPeriodicTable()
-        z_of = np.array([table.GetAtomicNumber(e) for e in ELEMENTS] + [0])
+        z_of = np.array([table.GetAtomicNumber(e) for e in ELEMENTS] + [-1])  # -1: "other"
         atoms = [g.V.shape[0] if g is not None else 0 for g in graphs]
         V = [g.V[:, :k] for g in graphs if g is not None]
         col = np.argmax(np.concatenate(V), axis=1) if V else np.zeros(0, np.int64)
@@ -187,9 +187,10 @@ class Domain:
         new = present & ~np.isin(z_of, sorted(self.elements))
         unseen: list[list[int]] = [[] for _ in range(n)]
         for i in np.flatnonzero(new.any(axis=1)).tolist():
-            if new[i, k - 1]:                            # "other": which element, RDKit says
+            if new[i, k - 1]:                 # "other" (a dummy atom too): RDKit says
                 unseen[i] = sorted({a.GetAtomicNum() for a in mols[i].GetAtoms()}
                                    - self.elements)
+                heavy[i] = mols[i].GetNumHeavyAtoms()
             else:
                 unseen[i] = sorted(z_of[new[i]].tolist())
         return unseen, heavy

@@ -157,6 +157,7 @@ def evaluate(
     json_out: Annotated[bool, typer.Option(
         "--json", help="Print the results as JSON (per-target metrics and their mean; NaN as "
                        "null).")] = False,
+    jobs: Annotated[int, typer.Option(help="Threads predicting the molecules.")] = 2,
 ) -> None:
     """Metrics of a trained model on labelled data or its test split: RMSE, MAE, R² per target
     (regression) or ROC-AUC, PR-AUC, accuracy per task (classification), and their mean.
@@ -171,11 +172,13 @@ def evaluate(
 
     if model is None:
         fail("give the trained model: --model RUN_DIR (a directory written by `molpipe train`)")
+    if jobs < 1:
+        fail(f"--jobs must be at least 1, got {jobs}")
     try:
         with featurize_bar() as bar:
             task = bar.add_task("featurizing", total=None, rate="")
             result = run_evaluate(model, data, smiles_column=smiles_column,
-                                  progress=bar_callback(bar, task))
+                                  progress=bar_callback(bar, task), n_jobs=jobs)
     except (DataError, ModelError, OSError) as err:
         fail(str(err))
     if json_out:
