@@ -8,13 +8,18 @@ molecules/s, peak RSS (and PSS) of the tree, rows predicted + rows failed == row
 in the same sitting, the featurize-only rate of the same rows through the same processes.
 ``predict-costs``: where one core's time goes, per molecule, in each step of ``molpipe
 predict`` (reading, parsing, featurizing, pickling, packing, the forward, the domain check,
-writing), on the first ``--n`` rows. ``predict-model``: the small model the figure uses
-(Crippen logP of 20,000 MOSES rows, 2 epochs).
+writing), on the first ``--n`` rows. ``fingerprint``: ``molpipe fingerprint -o fp.npy`` the
+same way as ``predict`` (molecules/s from the wall time, peak RSS, rows in the .npy == rows
+read). ``evaluate``: ``molpipe evaluate`` on the store of the first ``--n`` MOSES rows
+labelled with logP, ``--jobs 1`` and ``2`` (threads), peak RSS and molecules/s of each.
+``predict-model``: the small model these use (Crippen logP of 20,000 MOSES rows, 2 epochs).
 
 Run:  nice -n 5 python benchmarks/bench_scale.py predict-model
       nice -n 5 python benchmarks/bench_scale.py predict-costs --n 10000
       nice -n 5 python benchmarks/bench_scale.py predict --n 100000 [--jobs 2] [--json out.json]
       nice -n 5 python benchmarks/bench_scale.py predict          (the full file)
+      nice -n 5 python benchmarks/bench_scale.py fingerprint --n 100000
+      nice -n 5 python benchmarks/bench_scale.py evaluate --n 100000 [--jobs 1 2]
 """
 
 from __future__ import annotations
@@ -67,19 +72,18 @@ def _moses_head(n: int | None, scratch: Path) -> Path:
     return out
 
 
-def predict_model(scratch: Path = PREDICT_SCRATCH) -> Path:
-    """The figure's model (built once): Crippen logP of ``PREDICT_MODEL_ROWS``, 2 epochs."""
+def _label_logp(lo: int, hi: int, out: Path) -> Path:
+    """MOSES data rows ``lo + 1 .. hi`` with their Crippen logP (empty where RDKit reads no
+    molecule) as the CSV ``out`` (written once)."""
     from rdkit import Chem, RDLogger
     from rdkit.Chem import Crippen
 
-    run = scratch / "moses-logp-model"
-    if (run / "model" / "config.json").is_file():
-        return run
-    scratch.mkdir(parents=True, exist_ok=True)
-    data = scratch / "moses-logp-20k.csv"
-    lo, hi = PREDICT_MODEL_ROWS
+    if out.is_file():
+        return out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
     RDLogger.DisableLog("rdApp.*")
-    with gzip.open(MOSES, "rt", encoding="utf-8") as f, open(data, "w", newline="") as g:
+    with gzip.open(MOSES, "rt", encoding="utf-8") as f, open(tmp, "w", newline="") as g:
         w = csv.writer(g, lineterminator="\n")
         w.writerow(["SMILES", "logp"])
         for i, line in enumerate(f):
@@ -89,6 +93,16 @@ def predict_model(scratch: Path = PREDICT_SCRATCH) -> Path:
                 s = line.strip()
                 mol = Chem.MolFromSmiles(s)
                 w.writerow([s, f"{Crippen.MolLogP(mol):.4f}" if mol is not None else ""])
+    os.replace(tmp, out)
+    return out
+
+
+def predict_model(scratch: Path = PREDICT_SCRATCH) -> Path:
+    """The figure's model (built once): Crippen logP of ``PREDICT_MODEL_ROWS``, 2 epochs."""
+    run = scratch / "moses-logp-model"
+    if (run / "model" / "config.json").is_file():
+        return run
+    data = _label_logp(*PREDICT_MODEL_ROWS, scratch / "moses-logp-20k.csv")
     subprocess.run([sys.executable, str(ROOT / "cli.py"), "train", str(data), "--epochs", "2",
                     "--out", str(run)], check=True, env=_env(), cwd=ROOT,
                    stdout=subprocess.DEVNULL)
@@ -209,6 +223,60 @@ def bench_predict(model: Path, n: int | None, jobs: int, scratch: Path,
     }
 
 
+def bench_fingerprint(model: Path, n: int | None, jobs: int, scratch: Path) -> dict:
+    """``molpipe fingerprint -o fp.npy`` over the first ``n`` MOSES rows (all for None) in a
+    fresh process, memory sampled; rows in the .npy and in its errors file."""
+    import numpy as np
+
+    scratch.mkdir(parents=True, exist_ok=True)
+    src = _moses_head(n, scratch)
+    out = scratch / f"fingerprints-{n or 'all'}.npy"
+    errors = out.with_name(out.stem + ".errors.csv")
+    load = open("/proc/loadavg").read().split()[:3]
+    run = _sample_tree([sys.executable, str(ROOT / "cli.py"), "fingerprint", "--model",
+                        str(model), "-i", str(src), "-o", str(out), "--overwrite", "--jobs",
+                        str(jobs)])
+    run.pop("stdout")
+    F = np.load(out, mmap_mode="r")
+    with open(errors, newline="", encoding="utf-8") as f:
+        failed = sum(1 for _ in csv.reader(f)) - 1
+    rows_read = _count_rows(src)
+    result = {"figure": "fingerprint", "input": str(src), "model": str(model), "jobs": jobs,
+              "rows_read": rows_read, "rows_in_npy": int(F.shape[0]), "width": int(F.shape[1]),
+              "rows_with_errors": failed, "every_row_accounted": F.shape[0] == rows_read,
+              "npy_mib": round(out.stat().st_size / MIB, 1),
+              "molecules_per_second": round(rows_read / run["wall_seconds"], 1), **run,
+              "loadavg_before": load, "loadavg_after": open("/proc/loadavg").read().split()[:3]}
+    del F
+    out.unlink()
+    errors.unlink()
+    return result
+
+
+# -- evaluate: molpipe evaluate on a labelled MOSES store -------------------------------------
+
+def bench_evaluate(model: Path, n: int, scratch: Path, jobs: tuple[int, ...] = (1, 2)) -> dict:
+    """``molpipe evaluate --model MODEL STORE`` on the store of the first ``n`` MOSES rows
+    labelled with logP (built once), each ``--jobs`` in a fresh process, memory sampled."""
+    store = scratch / f"moses-logp-{n}-store"
+    if not (store / "meta.json").is_file():
+        data = _label_logp(0, n, scratch / f"moses-logp-{n}.csv")
+        subprocess.run([sys.executable, str(ROOT / "cli.py"), "preprocess", str(data), "-o",
+                        str(store), "--target", "logp", "--jobs", "2"], check=True,
+                       env=_env(), cwd=ROOT, stdout=subprocess.DEVNULL)
+    runs = []
+    for j in jobs:
+        load = open("/proc/loadavg").read().split()[:3]
+        run = _sample_tree([sys.executable, str(ROOT / "cli.py"), "evaluate", "--model",
+                            str(model), str(store), "--json", "--jobs", str(j)])
+        result = json.loads(run.pop("stdout"))
+        runs.append({"jobs": j, "rows": result["rows"], "summary": result["summary"],
+                     "molecules_per_second": round(result["rows"] / run["wall_seconds"], 1),
+                     **run, "loadavg_before": load})
+    return {"figure": "evaluate", "store": str(store), "model": str(model), "runs": runs,
+            "loadavg_after": open("/proc/loadavg").read().split()[:3]}
+
+
 # -- predict-costs: one core's time per molecule, step by step ----------------------------------
 
 def predict_costs(model: Path, n: int, scratch: Path) -> dict:
@@ -285,6 +353,18 @@ def main() -> None:
     p.add_argument("--n", type=int, default=10_000)
     p.add_argument("--scratch", type=Path, default=PREDICT_SCRATCH)
     p.add_argument("--json", type=Path, default=None)
+    p = sub.add_parser("fingerprint", help="molpipe fingerprint over MOSES: molecules/s, RSS")
+    p.add_argument("--model", type=Path, default=None)
+    p.add_argument("--n", type=int, default=None, help="first rows only (default: all)")
+    p.add_argument("--jobs", type=int, default=2)
+    p.add_argument("--scratch", type=Path, default=PREDICT_SCRATCH)
+    p.add_argument("--json", type=Path, default=None)
+    p = sub.add_parser("evaluate", help="molpipe evaluate on a labelled MOSES store")
+    p.add_argument("--model", type=Path, default=None)
+    p.add_argument("--n", type=int, default=100_000)
+    p.add_argument("--jobs", type=int, nargs="+", default=[1, 2])
+    p.add_argument("--scratch", type=Path, default=PREDICT_SCRATCH)
+    p.add_argument("--json", type=Path, default=None)
     p = sub.add_parser("predict-model", help="train the predict figure's model")
     p.add_argument("--scratch", type=Path, default=PREDICT_SCRATCH)
     p = sub.add_parser("featurize-only", help=argparse.SUPPRESS)
@@ -300,6 +380,10 @@ def main() -> None:
     model = args.model or predict_model(args.scratch)
     if args.command == "predict":
         result = bench_predict(model, args.n, args.jobs, args.scratch, args.chunk_size)
+    elif args.command == "fingerprint":
+        result = bench_fingerprint(model, args.n, args.jobs, args.scratch)
+    elif args.command == "evaluate":
+        result = bench_evaluate(model, args.n, args.scratch, tuple(args.jobs))
     else:
         result = predict_costs(model, args.n, args.scratch)
     text = json.dumps(result, indent=2)
