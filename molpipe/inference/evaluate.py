@@ -72,12 +72,29 @@ def _missing_targets(data: str, targets: list[str], smiles_column: str | None) -
 BLOCK = 16_384
 
 
+def release_pages(store) -> None:
+    """Drop this process's pages of the store's memory-mapped arrays (``store.release()``
+    where the store has one): the page cache keeps them, but the process's RSS no longer
+    grows with every molecule a pass through the store has read."""
+    import mmap
+
+    release = getattr(store, "release", None)
+    if callable(release):
+        release()
+        return
+    for a in vars(store).values():
+        m = getattr(a, "_mmap", None)               # a numpy memmap's mapping
+        if m is not None and hasattr(m, "madvise") and hasattr(mmap, "MADV_DONTNEED"):
+            m.madvise(mmap.MADV_DONTNEED)
+
+
 def predict_rows(predictor: Predictor, store, rows: np.ndarray, size: int,
                  with_std: bool = False, n_jobs: int = 1, block: int = BLOCK):
     """Predictions (len(rows), n_targets) of store rows, packed ``size`` per instance by plan
     (``store.pack``) within blocks of ``block`` rows, so that no more than a block's plan
-    groups and ``2 n_jobs`` instances are held at once; on ``n_jobs`` threads (the
-    forward's kernels release the GIL). ``with_std``: (predictions, σ or None)."""
+    groups and ``2 n_jobs`` instances are held at once, and the store's pages read are
+    released after each block; on ``n_jobs`` threads (the forward's kernels release the
+    GIL). ``with_std``: (predictions, σ or None)."""
     from molpipe.data.instance import group_by_plan
 
     rows = np.asarray(rows, np.int64)
@@ -86,6 +103,8 @@ def predict_rows(predictor: Predictor, store, rows: np.ndarray, size: int,
 
     def groups():
         for b0 in range(0, len(rows), block):
+            if b0:
+                release_pages(store)
             r = rows[b0:b0 + block]
             for g in group_by_plan(store.n_rounds[r], store.has_rings[r], size, None):
                 yield g + b0
