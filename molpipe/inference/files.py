@@ -104,9 +104,11 @@ _WORKER: tuple | None = None
 def _init_worker(fn, args: tuple) -> None:
     global _WORKER
     from molpipe.kernels import one_blas_thread
+    from molpipe.runtime.memory import keep_freed_memory
 
     _WORKER = (fn, args)
     one_blas_thread()                  # for the worker process's lifetime
+    keep_freed_memory()                # (a spawned worker: a forked one inherits it)
 
 
 def _run_chunk(items: list):
