@@ -47,9 +47,8 @@ def predict(
     Example: molpipe predict --model runs/esol --input mols.csv --output preds.csv
     """
     from molpipe.io.model import ModelError
-    from molpipe.inference.predict import Predictor
     from molpipe.inference.files import predict_file
-    from molpipe.inference.predict import CHUNK
+    from molpipe.inference.predict import CHUNK, Predictor
 
     if model is None:
         fail("give the trained model: --model RUN_DIR (a directory written by `molpipe train`)")
