@@ -5,7 +5,9 @@ each printing JSON.
 ``../shared/data/moses_train.csv.gz`` (all 1,584,663 without ``--n``) in a fresh child process
 (``--jobs 2``), while this process samples the memory of its whole process tree from /proc:
 molecules/s, peak RSS (and PSS) of the tree, rows predicted + rows failed == rows read; and,
-in the same sitting, the featurize-only rate of the same rows through the same processes.
+in the same sitting, the featurize-only rate of the same rows through the same processes;
+beside each, the CPU time of its process tree per molecule (steadier than the rate on a
+shared machine).
 ``predict-costs``: where one core's time goes, per molecule, in each step of ``molpipe
 predict`` (reading, parsing, featurizing, pickling, packing, the forward, the domain check,
 writing), on the first ``--n`` rows. ``fingerprint``: ``molpipe fingerprint -o fp.npy`` the
@@ -118,8 +120,11 @@ def _count_rows(path: Path) -> int:
 
 def _sample_tree(cmd: list[str], every: float = 0.5) -> dict:
     """Run ``cmd`` with its stderr captured, sampling the RSS and PSS of its process tree."""
+    import resource
+
     from benchmarks.bench_big_file import _memory_kib, _tree
 
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, env=_env(), cwd=ROOT, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
@@ -136,9 +141,11 @@ def _sample_tree(cmd: list[str], every: float = 0.5) -> dict:
     if proc.returncode:
         raise SystemExit(f"{' '.join(cmd)} failed ({proc.returncode}): {err[-2000:]}")
     seconds = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)         # the tree's, once waited for
+    cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
     first = [r for t, r in half if t < seconds / 2]
     second = [r for t, r in half if t >= seconds / 2]
-    return {"wall_seconds": round(seconds, 1), "stdout": out,
+    return {"wall_seconds": round(seconds, 1), "cpu_seconds": round(cpu, 1), "stdout": out,
             "peak_rss_mib": round(peak_rss / 1024, 1), "peak_pss_mib": round(peak_pss / 1024, 1),
             "peak_parent_rss_mib": round(peak_parent / 1024, 1),
             "peak_rss_first_half_mib": round(max(first, default=0) / 1024, 1),
@@ -217,7 +224,10 @@ def bench_predict(model: Path, n: int | None, jobs: int, scratch: Path,
         "max_rows_in_flight": summary.get("max_rows_in_flight"),
         "molecules_per_second": round(summary["molecules_per_second"], 1),
         "command_seconds": round(summary["seconds"], 1), **run,
+        "cpu_microseconds_per_molecule": round(run["cpu_seconds"] / rows_read * 1e6),
         "featurize_only_molecules_per_second": round(feat_summary["molecules_per_second"], 1),
+        "featurize_only_cpu_microseconds_per_molecule": round(
+            feat["cpu_seconds"] / rows_read * 1e6),
         "featurize_only_peak_rss_mib": feat["peak_rss_mib"],
         "loadavg_before": load, "loadavg_after": open("/proc/loadavg").read().split()[:3],
     }
