@@ -4,6 +4,8 @@ faster"): one subcommand each, each printing JSON (and writing it with --json).
   preprocess   featurize vs parse; build_store of the MOSES file with 1 and 2 jobs
   label        the MOSES rows labelled with RDKit descriptors, and their store
   train        one training epoch streamed from the MOSES store, beside the QM9 subset
+  predict      molpipe predict over the MOSES file (also predict-costs, fingerprint,
+               evaluate, predict-model)
   replicas     data-parallel replicas over MPI ranks: measured, simulated, time to accuracy
 
 Each section lives in ``benchmarks/scale/<section>.py`` with its own docstring and command.
@@ -19,9 +21,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from scale import preprocess, replicas, train  # noqa: E402
+from scale import predict, preprocess, replicas, train  # noqa: E402
 
-SECTIONS = (preprocess, train, replicas)
+SECTIONS = (preprocess, train, predict, replicas)
 
 
 def main() -> None:

@@ -37,6 +37,23 @@ def test_predict_file(run_dir, tmp_path):
     assert len(got) == len(rows) and sum(bool(r["error"]) for r in got) == len(BAD)
 
 
+def test_predict_file_json_chunks_without_domain(run_dir, tmp_path):
+    src = tmp_path / "in.csv"
+    rows = write_seeded_csv(src)
+    out = tmp_path / "out.csv"
+    result = run("predict", "-m", run_dir, "-i", src, "-o", out, "--jobs", "1",
+                 "--chunk-size", "2", "--no-domain", "--json")
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert (summary["rows"], summary["failed"]) == (len(rows), len(BAD))
+    assert summary["out_of_domain"] is None and summary["max_rows_in_flight"] <= 3 * 2
+    got = list(csv.DictReader(out.open()))
+    assert [r["name"] for r in got] == [r[0] for r in rows]
+    assert "in_domain" not in got[0] and "similarity" not in got[0]
+    for bad in (["--chunk-size", "0"], ["--json", "-o", "-"]):
+        assert run("predict", "-m", run_dir, "-i", src, *bad).exit_code == 2
+
+
 def test_predict_default_output_name(run_dir, tmp_path):
     src = tmp_path / "mols.csv"
     src.write_text("smiles\nCCO\n")

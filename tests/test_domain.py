@@ -185,3 +185,41 @@ def test_the_domain_read_in_blocks_is_the_domain_read_at_once(monkeypatch):
     for k in whole:
         np.testing.assert_array_equal(blocks[k], whole[k], err_msg=k)
     assert whole["fps"].shape[0] == len(smiles) - 1
+
+
+#: molecules whose composition is unusual: salts, explicit and isotopic hydrogens, an
+#: element outside the featurizer's vocabulary, a dummy atom, a charged metal
+VARIED = ["CCO", "[Na+].[Cl-]", "[2H]C([2H])([2H])O", "[H][H]", "[H]C([H])([H])Cl",
+          "Cl[Pt](Cl)(N)N", "C[Se]c1ccccc1", "[U]", "*CC", "O=[Xe]=O", "CCCCCCCCCCCCCCCCCCCCCCCCCO",
+          "c1ccc2ccccc2c1", "[Fe+2].[O-]C(=O)C"]
+
+
+def test_fingerprints_are_rdkit_morgan_bits():
+    mols = _mols(VARIED) + [None]
+    gen = rdFingerprintGenerator.GetMorganGenerator(radius=2, fpSize=2048)
+    want = np.zeros((len(mols), 32), np.uint64)
+    for i, m in enumerate(mols[:-1]):
+        bits = gen.GetFingerprintAsNumPy(m).astype(np.uint8)
+        want[i] = np.packbits(bits, bitorder="little").view(np.uint64)
+    got = fingerprints(mols)
+    np.testing.assert_array_equal(got, want)
+    assert got.dtype == np.uint64 and got[:-1].any(axis=1).all() and not got[-1].any()
+
+
+@pytest.mark.parametrize("train", [TRAIN, TRAIN + ["[Na+].[Cl-]", "C[Se]C", "[2H]C", "*C"]])
+def test_check_from_graphs_equals_check_from_atoms(train):
+    """Elements and heavy atoms read from the graphs' element columns (a whole chunk at a
+    time) give the reasons that walking every Mol's atoms gives."""
+    from molpipe.chem.featurize import featurize
+
+    domain = Domain.from_smiles(train)
+    mols = _mols(VARIED)
+    graphs = [featurize(m) for m in mols]
+    mols += [None]
+    graphs += [None]
+    sim_a, reasons_a = domain.check(mols)
+    sim_g, reasons_g = domain.check(mols, graphs)
+    np.testing.assert_array_equal(sim_a, sim_g)
+    assert reasons_a == reasons_g
+    assert any("Pt" in r for r in reasons_g) and any("U " in r for r in reasons_g)
+    assert any("heavy atoms" in r for r in reasons_g)

@@ -91,3 +91,88 @@ def test_evaluate_equals_metrics_of_the_saved_predictions(run_dir):
     got = evaluate(run_dir)["metrics"]["ring"]
     for m, v in want.items():
         assert got[m] == pytest.approx(v, abs=1e-5), m
+
+
+def test_store_rows_predicted_in_blocks_on_threads(run_dir, monkeypatch):
+    """Blocks of a few rows on two threads predict what one pass does; every pack holds at
+    most ``size`` molecules of one block, and every row is packed exactly once."""
+    from molpipe.inference.evaluate import predict_rows, run_store
+
+    predictor = Predictor.load(run_dir)
+    store, size = run_store(run_dir, predictor)
+    rows = np.arange(len(store), dtype=np.int64)[::-1].copy()        # any order
+    whole = predict_rows(predictor, store, rows, size, n_jobs=1, block=len(rows))
+    packed = []
+    pack = type(store).pack
+
+    def recording(self, r):
+        packed.append(np.array(r))
+        return pack(self, r)
+
+    monkeypatch.setattr(type(store), "pack", recording)
+    blocks = predict_rows(predictor, store, rows, 4, n_jobs=2, block=7)
+    np.testing.assert_allclose(blocks, whole, rtol=1e-5, atol=1e-6)
+    assert np.isfinite(blocks).all()
+    assert sorted(np.concatenate(packed).tolist()) == sorted(rows.tolist())
+    position = {r: i for i, r in enumerate(rows.tolist())}
+    for r in packed:
+        p = [position[x] for x in r.tolist()]
+        assert len(r) <= 4 and max(p) // 7 == min(p) // 7          # within one block
+
+
+def test_evaluate_a_store_equals_its_file(run_dir, tmp_path):
+    """``molpipe evaluate --model RUN STORE``: the metrics of the data file it was built from."""
+    from molpipe.data.store import build_store
+
+    data = tmp_path / "rings.csv"
+    data.write_text("smiles,ring,never\n" + "".join(
+        f"{s},{int(any(c.isdigit() for c in s))},0\n"
+        for s in ["CCO", "c1ccccc1O", "C1CCCCC1", "CCCCCC", "C1CC", "CC(=O)O", "c1ccncc1"]))
+    build_store(data, tmp_path / "store", smiles_column="smiles", targets=["ring", "never"],
+                n_jobs=1)
+    by_file = evaluate(run_dir, str(data), cache_root=tmp_path / "cache", n_jobs=1)
+    by_store = evaluate(run_dir, str(tmp_path / "store"), n_jobs=2)
+    assert by_store["rows"] == by_file["rows"] == 6 and by_store["rejected"] == 1
+    for m, v in by_file["metrics"]["ring"].items():
+        assert by_store["metrics"]["ring"][m] == pytest.approx(v, abs=1e-6), m
+
+
+def _mapped_kib(path):
+    """KiB of ``path``'s memory mappings resident in this process (/proc/self/smaps)."""
+    total, inside = 0, False
+    with open("/proc/self/smaps") as f:
+        for line in f:
+            if "-" in line.split(" ", 1)[0]:                 # a mapping's first line
+                inside = line.rstrip().endswith(str(path))
+            elif inside and line.startswith("Rss:"):
+                total += int(line.split()[1])
+    return total
+
+
+@pytest.mark.skipif(not Path("/proc/self/smaps").exists(), reason="Linux /proc only")
+def test_release_pages_drops_what_a_pass_read(tmp_path):
+    from molpipe.data.store import release_pages
+
+    np.save(tmp_path / "V.npy", np.arange(1 << 20, dtype=np.float32))     # 4 MiB
+
+    class Store:
+        pass
+
+    store = Store()
+    store._V = np.load(tmp_path / "V.npy", mmap_mode="r")
+    assert float(np.asarray(store._V).sum()) > 0
+    assert _mapped_kib(tmp_path / "V.npy") >= 4000
+    release_pages(store)
+    assert _mapped_kib(tmp_path / "V.npy") == 0
+    assert store._V[12345] == 12345                        # still readable: faulted back
+
+
+def test_store_pages_released_between_blocks(run_dir, monkeypatch):
+    from molpipe.inference import evaluate as ev
+
+    predictor = Predictor.load(run_dir)
+    store, size = ev.run_store(run_dir, predictor)
+    calls = []
+    monkeypatch.setattr(ev, "release_pages", lambda s: calls.append(s))
+    ev.predict_rows(predictor, store, np.arange(len(store)), size, block=10)
+    assert len(calls) == (len(store) - 1) // 10 and all(s is store for s in calls)

@@ -174,3 +174,25 @@ def test_npy_header_has_room_for_a_huge_count():
     import io
     w = NpyWriter(io.BytesIO(), 4096)
     assert len(w._header(10**15)) == len(w._header(0)) == NpyWriter.HEADER
+
+
+@pytest.mark.parametrize("n_jobs,chunk_size", [(1, 3), (2, 2)])
+def test_rows_in_flight_are_bounded(predictor, tmp_path, n_jobs, chunk_size):
+    """Rows read and not yet written stay within ``2 n_jobs + 1`` chunks while the .npy
+    grows chunk by chunk (its size at each progress call: every row written so far)."""
+    rows = (SMILES + [b for b, _ in BAD]) * 6
+    src = tmp_path / "in.csv"
+    write_csv(src, rows)
+    out = tmp_path / "fp.npy"
+    sizes = []
+
+    def progress(done, total):
+        tmp = [p for p in tmp_path.iterdir() if p.name.startswith(".fp.npy.tmp")]
+        sizes.append((done, tmp[0].stat().st_size))
+
+    summary = fingerprint_file(predictor, src, out, n_jobs=n_jobs, chunk_size=chunk_size,
+                               progress=progress)
+    assert chunk_size <= summary["max_rows_in_flight"] <= (2 * n_jobs + 1) * chunk_size
+    d = summary["width"]
+    assert [s for _, s in sizes] == [128 + 4 * d * done for done, _ in sizes]   # flushed
+    assert sizes[-1][0] == len(rows) == np.load(out).shape[0]

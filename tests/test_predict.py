@@ -272,3 +272,84 @@ def test_old_models_load_version_1_features_and_mean(tmp_path):
     assert err == [""] * len(GOOD)
     np.testing.assert_allclose(p_old, p_today, rtol=1e-5)
     assert Predictor.load(old).network.config.aggregation == "mean"
+
+
+# -- streaming: chunks change nothing, memory holds a bounded number of rows ------------------
+
+def write_many(path, n):
+    """``n`` rows cycling through GOOD and BAD (bad rows in place), with a name column."""
+    pool = GOOD + [b for b, _ in BAD]
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["name", "smiles"])
+        w.writerows([f"m{i}", pool[(7 * i) % len(pool)]] for i in range(n))
+    return [pool[(7 * i) % len(pool)] for i in range(n)]
+
+
+@pytest.mark.parametrize("n_jobs, chunk_size", [(1, 1), (1, 4), (2, 1), (2, 3)])
+def test_chunked_output_identical_to_unchunked(predictor, tmp_path, n_jobs, chunk_size):
+    src = tmp_path / "in.csv"
+    smiles = write_many(src, 41)
+    predict_file(predictor, src, tmp_path / "whole.csv", n_jobs=1, chunk_size=1024)
+    summary = predict_file(predictor, src, tmp_path / "chunked.csv", n_jobs=n_jobs,
+                           chunk_size=chunk_size)
+    whole, chunked = read_csv(tmp_path / "whole.csv"), read_csv(tmp_path / "chunked.csv")
+    assert [r["smiles"] for r in chunked] == smiles                    # input order kept
+    assert [r["name"] for r in chunked] == [f"m{i}" for i in range(41)]
+    for a, b in zip(whole, chunked):
+        assert (a["error"], a["in_domain"], a["domain_note"]) == \
+               (b["error"], b["in_domain"], b["domain_note"])
+        assert (a["pred_freesolv"] == "") == (b["pred_freesolv"] == "") == bool(a["error"])
+        if not a["error"]:                     # instances packed otherwise: float32 rounding
+            assert float(b["pred_freesolv"]) == pytest.approx(float(a["pred_freesolv"]),
+                                                              rel=1e-5, abs=1e-6)
+            assert b["similarity"] == a["similarity"]
+    failed = [i for i, s in enumerate(smiles) if s in {b for b, _ in BAD}]
+    assert [i for i, r in enumerate(chunked) if r["error"]] == failed   # bad rows in place
+    assert summary["failed"] == len(failed) and summary["rows"] == 41
+
+
+@pytest.mark.parametrize("n_jobs, chunk_size", [(1, 5), (2, 4)])
+def test_rows_in_flight_are_bounded(predictor, tmp_path, monkeypatch, n_jobs, chunk_size):
+    """Rows read from the input and not yet written never exceed ``2 n_jobs + 1`` chunks,
+    counted by a hook on the reader and the writer's progress, not by memory."""
+    import molpipe.inference.files as files
+
+    src = tmp_path / "in.csv"
+    write_many(src, 120)
+    seen = {"read": 0, "written": 0, "most": 0}
+    opened = files.open_input
+
+    def counting_input(*a, **kw):
+        source = opened(*a, **kw)
+        inner = source.rows
+
+        def rows():
+            for row in inner:
+                seen["read"] += 1
+                seen["most"] = max(seen["most"], seen["read"] - seen["written"])
+                yield row
+        source.rows = rows()
+        return source
+
+    def progress(done, total):
+        seen["written"] = done
+
+    monkeypatch.setattr(files, "open_input", counting_input)
+    summary = predict_file(predictor, src, tmp_path / "out.csv", n_jobs=n_jobs,
+                           chunk_size=chunk_size, progress=progress)
+    bound = (2 * n_jobs + 1) * chunk_size
+    assert seen["read"] == seen["written"] == 120
+    assert chunk_size <= seen["most"] <= bound
+    assert summary["max_rows_in_flight"] == seen["most"]
+
+
+def test_no_domain_leaves_out_its_columns_and_cost(predictor, tmp_path, monkeypatch):
+    src = tmp_path / "in.csv"
+    write_many(src, 9)
+    monkeypatch.setattr("molpipe.chem.domain.Domain.check",
+                        lambda *a, **k: pytest.fail("the domain was checked"))
+    summary = predict_file(predictor, src, tmp_path / "out.csv", n_jobs=1, domain=False)
+    got = read_csv(tmp_path / "out.csv")
+    assert list(got[0]) == ["name", "smiles", "pred_freesolv", "error"]
+    assert summary["out_of_domain"] is None and len(got) == 9

@@ -28,20 +28,24 @@ BLOCK = 1000                 # SMILES parsed at a time (20,000 Mols at once took
 
 def fingerprints(mols) -> np.ndarray:
     """(n, FP_BITS / 64) uint64 packed Morgan fingerprints of RDKit Mols (zeros for None or
-    a molecule that cannot be fingerprinted: similarity 0, so it is flagged)."""
+    a molecule that cannot be fingerprinted: similarity 0, so it is flagged); bit ``b`` is
+    bit ``b % 64`` of word ``b // 64``."""
+    from rdkit import DataStructs
     from rdkit.Chem import rdFingerprintGenerator
 
     gen = rdFingerprintGenerator.GetMorganGenerator(radius=RADIUS, fpSize=FP_BITS)
-    out = np.zeros((len(mols), _WORDS), np.uint64)
-    for i, mol in enumerate(mols):
-        if mol is None:
-            continue
-        try:
-            bits = gen.GetFingerprintAsNumPy(mol).astype(np.uint8)
-        except Exception:                       # a molecule RDKit cannot fingerprint: empty
-            continue
-        out[i] = np.packbits(bits, bitorder="little").view(np.uint64)
-    return out
+    empty = bytes(FP_BITS // 8)
+    blobs = []
+    for mol in mols:
+        blob = empty
+        if mol is not None:
+            try:                                # the bit vector's raw bytes, little-endian
+                blob = DataStructs.BitVectToBinaryText(gen.GetFingerprint(mol))
+            except Exception:                   # a molecule RDKit cannot fingerprint: empty
+                pass
+        blobs.append(blob)
+    out = np.frombuffer(b"".join(blobs), "<u8").reshape(len(blobs), _WORDS)
+    return out.copy()
 
 
 @njit(cache=True, nogil=True)
@@ -140,28 +144,68 @@ class Domain:
             raise ValueError(f"{path}: not a molpipe domain (fps, elements, heavy_atoms)")
         return cls(fps, elements, heavy)
 
-    def check(self, mols) -> tuple[np.ndarray, list[str]]:
+    def check(self, mols, graphs=None) -> tuple[np.ndarray, list[str]]:
         """(similarity (n,) float64, NaN for a None; reasons: "" inside the domain, else why
-        not) of RDKit Mols."""
+        not) of RDKit Mols; ``graphs``: their MolGraphs (None where the Mol is None), whose
+        element columns give each molecule's elements and heavy atoms without a walk over
+        its atoms in Python."""
         from rdkit.Chem import GetPeriodicTable
 
         table = GetPeriodicTable()
-        sim = np.full(len(mols), np.nan)
-        ok = [i for i, m in enumerate(mols) if m is not None]
-        if ok:
-            sim[ok] = nearest_similarity(fingerprints([mols[i] for i in ok]), self.fps)
+        n = len(mols)
+        sim = np.full(n, np.nan)
+        ok = np.array([m is not None for m in mols], bool)
+        if ok.any():
+            sim[ok] = nearest_similarity(fingerprints([m for m in mols if m is not None]),
+                                         self.fps)
+        if graphs is None:
+            unseen = [sorted({a.GetAtomicNum() for a in m.GetAtoms()} - self.elements)
+                      if m is not None else [] for m in mols]
+            heavy = np.array([m.GetNumHeavyAtoms() if m is not None else 0 for m in mols])
+        else:
+            unseen, heavy = self._composition(mols, graphs)
         lo, hi = self.heavy_atoms
-        reasons = [""] * len(mols)
-        for i in ok:
+        outside = ok & ((sim < SIMILAR) | (heavy < lo) | (heavy > hi))
+        reasons = [""] * n
+        for i in np.flatnonzero(ok).tolist():
+            if not (outside[i] or unseen[i]):
+                continue
             why = []
             if sim[i] < SIMILAR:
                 why.append(f"unlike the training set (similarity {sim[i]:.2f} < {SIMILAR})")
-            unseen = sorted({a.GetAtomicNum() for a in mols[i].GetAtoms()} - self.elements)
-            if unseen:
-                names = ", ".join(table.GetElementSymbol(z) for z in unseen)
-                why.append(f"element{'s' * (len(unseen) > 1)} {names} not in training")
-            n = mols[i].GetNumHeavyAtoms()
-            if not lo <= n <= hi:
-                why.append(f"{n} heavy atoms, training {lo}–{hi}")
+            if unseen[i]:
+                names = ", ".join(table.GetElementSymbol(z) for z in unseen[i])
+                why.append(f"element{'s' * (len(unseen[i]) > 1)} {names} not in training")
+            if not lo <= heavy[i] <= hi:
+                why.append(f"{heavy[i]} heavy atoms, training {lo}–{hi}")
             reasons[i] = "; ".join(why)
         return sim, reasons
+
+    def _composition(self, mols, graphs) -> tuple[list[list[int]], np.ndarray]:
+        """(each molecule's elements not in training, sorted; heavy atoms (n,)) from the
+        element columns of the graphs' V, in whole-chunk numpy calls; a molecule with an
+        element outside the featurizer's vocabulary (its "other" column) asks RDKit."""
+        from rdkit.Chem import GetPeriodicTable
+
+        from molpipe.chem.featurize import ELEMENTS
+
+        n, k = len(mols), len(ELEMENTS) + 1           # element one-hot: V[:, :k]
+        table = GetPeriodicTable()
+        z_of = np.array([table.GetAtomicNumber(e) for e in ELEMENTS] + [-1])  # -1: "other"
+        atoms = [g.V.shape[0] if g is not None else 0 for g in graphs]
+        V = [g.V[:, :k] for g in graphs if g is not None]
+        col = np.argmax(np.concatenate(V), axis=1) if V else np.zeros(0, np.int64)
+        mol = np.repeat(np.arange(n), atoms)
+        present = np.zeros((n, k), bool)
+        present[mol, col] = True
+        heavy = np.asarray(atoms) - np.bincount(mol[col == ELEMENTS.index("H")], minlength=n)
+        new = present & ~np.isin(z_of, sorted(self.elements))
+        unseen: list[list[int]] = [[] for _ in range(n)]
+        for i in np.flatnonzero(new.any(axis=1)).tolist():
+            if new[i, k - 1]:                 # "other" (a dummy atom too): RDKit says
+                unseen[i] = sorted({a.GetAtomicNum() for a in mols[i].GetAtoms()}
+                                   - self.elements)
+                heavy[i] = mols[i].GetNumHeavyAtoms()
+            else:
+                unseen[i] = sorted(z_of[new[i]].tolist())
+        return unseen, heavy

@@ -29,6 +29,15 @@ def predict(
         help="CSV column holding SMILES (default: the column named 'smiles').")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing --output file.")] = False,
     jobs: Annotated[int, typer.Option(help="Processes featurizing and predicting a file.")] = 2,
+    chunk_size: Annotated[Optional[int], typer.Option(
+        help="Rows of a file featurized, predicted and written at a time (memory holds at "
+             "most 2 x jobs + 1 chunks; default 1024).", show_default=False)] = None,
+    domain: Annotated[bool, typer.Option(
+        help="Check each molecule against the model's training domain (--no-domain: leave "
+             "out the similarity, in_domain and domain_note columns, and their cost).")] = True,
+    json_out: Annotated[bool, typer.Option(
+        "--json", help="For a file: print the summary (rows, predicted, failed, molecules/s, "
+                       "...) as JSON on standard output.")] = False,
 ) -> None:
     """Predict molecules with a trained model: SMILES as arguments (a table) or a whole file.
 
@@ -38,8 +47,8 @@ def predict(
     Example: molpipe predict --model runs/esol --input mols.csv --output preds.csv
     """
     from molpipe.io.model import ModelError
-    from molpipe.inference.predict import Predictor
     from molpipe.inference.files import predict_file
+    from molpipe.inference.predict import CHUNK, Predictor
 
     if model is None:
         fail("give the trained model: --model RUN_DIR (a directory written by `molpipe train`)")
@@ -49,13 +58,17 @@ def predict(
         fail("give SMILES as arguments, or --input FILE (CSV or SDF)")
     if input is None and output is not None:
         fail("--output needs --input FILE; SMILES given as arguments are printed as a table")
+    if json_out and (input is None or output == "-"):
+        fail("--json prints a file's summary: give --input FILE and an --output file")
+    if jobs < 1 or (chunk_size is not None and chunk_size < 1):
+        fail(f"--jobs and --chunk-size must be at least 1, got {jobs} and {chunk_size}")
     try:
         predictor = Predictor.load(model)
         if input is None:
             from molpipe.kernels import one_blas_thread
 
             with one_blas_thread():
-                P, S, errors, domain = predictor.predict_all(list(smiles))
+                P, S, errors, domain = predictor.predict_all(list(smiles), domain=domain)
         else:
             if not input.exists():
                 fail(f"{input}: no such file; check the path")
@@ -66,6 +79,7 @@ def predict(
                 task = bar.add_task("predicting", total=None, rate="")
                 summary = predict_file(predictor, input, output, smiles_column=smiles_column,
                                        overwrite=overwrite, n_jobs=jobs,
+                                       chunk_size=chunk_size or CHUNK, domain=domain,
                                        progress=bar_callback(bar, task))
     except BrokenPipeError:                     # `--output - | head`: the reader left
         import os
@@ -101,6 +115,10 @@ def predict(
             if outside:
                 err_console.print(_domain_warning(outside, len(smiles) - failed))
         return
+    if json_out:
+        import json
+
+        print(json.dumps(summary))
     where = "standard output" if summary["output"] == "-" else summary["output"]
     err_console.print(
         f"[bold]{summary['rows']}[/bold] rows: {summary['predicted']} predicted, "
@@ -138,6 +156,7 @@ def evaluate(
     json_out: Annotated[bool, typer.Option(
         "--json", help="Print the results as JSON (per-target metrics and their mean; NaN as "
                        "null).")] = False,
+    jobs: Annotated[int, typer.Option(help="Threads predicting the molecules.")] = 2,
 ) -> None:
     """Metrics of a trained model on labelled data or its test split: RMSE, MAE, R² per target
     (regression) or ROC-AUC, PR-AUC, accuracy per task (classification), and their mean.
@@ -152,11 +171,13 @@ def evaluate(
 
     if model is None:
         fail("give the trained model: --model RUN_DIR (a directory written by `molpipe train`)")
+    if jobs < 1:
+        fail(f"--jobs must be at least 1, got {jobs}")
     try:
         with featurize_bar() as bar:
             task = bar.add_task("featurizing", total=None, rate="")
             result = run_evaluate(model, data, smiles_column=smiles_column,
-                                  progress=bar_callback(bar, task))
+                                  progress=bar_callback(bar, task), n_jobs=jobs)
     except (DataError, ModelError, OSError) as err:
         fail(str(err))
     if json_out:

@@ -237,6 +237,29 @@ class GraphStore:
         return f"GraphStore({str(self.path)!r}, n={len(self)}, targets={self.target_names})"
 
 
+def release_pages(store) -> None:
+    """Drop the store's memory-mapped pages from this process (they stay in the page cache):
+    pages read once per epoch would otherwise count in its RSS until the kernel needs them.
+
+    A store with a ``release_pages()`` method does it itself; otherwise every read-only
+    ``np.memmap`` it holds is advised MADV_DONTNEED (safe for a read-only file mapping: a
+    later read faults the page back in from the cache).
+    """
+    own = getattr(store, "release_pages", None)
+    if callable(own):
+        own()
+        return
+    if not hasattr(mmap, "MADV_DONTNEED"):
+        return
+    for value in vars(store).values():
+        m = getattr(value, "_mmap", None) if isinstance(value, np.memmap) else None
+        if m is not None and getattr(value, "mode", None) in ("r", "readonly"):
+            try:
+                m.madvise(mmap.MADV_DONTNEED)
+            except (OSError, ValueError):     # closed or not madvisable: leave it
+                pass
+
+
 def _reopen(path: str, targets: list[str]) -> GraphStore:
     return GraphStore.open(path).with_targets(targets)
 

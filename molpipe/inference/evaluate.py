@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from molpipe.data.errors import DataError
+from molpipe.data.store import release_pages
 from molpipe.io.model import ModelError
 from molpipe.training.settings import TrainConfig
 from molpipe.inference.predict import Predictor
@@ -68,19 +69,58 @@ def _missing_targets(data: str, targets: list[str], smiles_column: str | None) -
     return missing
 
 
-def predict_rows(predictor: Predictor, store, rows: np.ndarray, size: int,
-                 with_std: bool = False):
-    """Predictions (len(rows), n_targets) of store rows, packed ``size`` per instance by plan;
-    ``with_std``: (predictions, σ or None)."""
-    from molpipe.data.instance import group_by_plan, pack
+#: store rows grouped by plan (and packed, ``size`` a time) at once
+BLOCK = 16_384
 
+
+def predict_rows(predictor: Predictor, store, rows: np.ndarray, size: int,
+                 with_std: bool = False, n_jobs: int = 1, block: int = BLOCK):
+    """Predictions (len(rows), n_targets) of store rows, packed ``size`` per instance by plan
+    (``store.pack``) within blocks of ``block`` rows, so that no more than a block's plan
+    groups and ``2 n_jobs`` instances are held at once, and the store's pages read are
+    released after each block; on ``n_jobs`` threads (the forward's kernels release the
+    GIL). ``with_std``: (predictions, σ or None)."""
+    from molpipe.data.instance import group_by_plan
+
+    rows = np.asarray(rows, np.int64)
     P = np.full((len(rows), len(predictor.targets)), np.nan)
     S = np.full_like(P, np.nan) if predictor.has_std else None
-    for g in group_by_plan(store.n_rounds[rows], store.has_rings[rows], size, None):
-        r = rows[g]
-        P[g], s = predictor.predict_instance(pack(store.graphs(r), store.targets[r], rows=r))
+
+    def groups():
+        for b0 in range(0, len(rows), block):
+            if b0:
+                release_pages(store)
+            r = rows[b0:b0 + block]
+            for g in group_by_plan(store.n_rounds[r], store.has_rings[r], size, None):
+                yield g + b0
+
+    def predicted(g):
+        return g, predictor.predict_instance(store.pack(rows[g]))
+
+    def put(g, out):
+        P[g] = out[0]
         if S is not None:
-            S[g] = s
+            S[g] = out[1]
+
+    if n_jobs <= 1:
+        for g in groups():
+            put(*predicted(g))
+    else:
+        from collections import deque
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(n_jobs) as pool:
+            pending: deque = deque()
+            try:
+                for g in groups():
+                    pending.append(pool.submit(predicted, g))
+                    if len(pending) >= 2 * n_jobs:
+                        put(*pending.popleft().result())
+                while pending:
+                    put(*pending.popleft().result())
+            finally:
+                for f in pending:
+                    f.cancel()
     return (P, S) if with_std else P
 
 
@@ -99,9 +139,11 @@ def run_store(run_dir: Path, predictor: Predictor, cache_root=None, smiles_colum
 
 def evaluate(model: "str | Path | Predictor", data: str | None = None, *,
              smiles_column: str | None = None, cache_root: str | Path | None = None,
-             progress=None) -> dict:
+             progress=None, n_jobs: int = 2) -> dict:
     """Metrics of a model on ``data`` (a labelled CSV/SDF, a bundled name or a graph store),
     or without ``data`` on its run's own test split (as ``report.json`` and ``split.json`` say).
+    The molecules are packed from the store in blocks and predicted on ``n_jobs`` threads;
+    memory holds the predictions ((rows, n_targets) floats), not the graphs.
 
     Returns
     -------
@@ -140,7 +182,7 @@ def evaluate(model: "str | Path | Predictor", data: str | None = None, *,
         rows = np.arange(len(store), dtype=np.int64)
         split = None
     with one_blas_thread():
-        P, S = predict_rows(predictor, store, rows, size, with_std=True)
+        P, S = predict_rows(predictor, store, rows, size, with_std=True, n_jobs=n_jobs)
     Y = store.targets[rows]
     metrics = metrics_table(predictor.task, targets, Y, P)
     out = {"data": str(data), "split": split, "task": predictor.task, "targets": targets,

@@ -104,9 +104,11 @@ _WORKER: tuple | None = None
 def _init_worker(fn, args: tuple) -> None:
     global _WORKER
     from molpipe.kernels import one_blas_thread
+    from molpipe.runtime.memory import keep_freed_memory
 
     _WORKER = (fn, args)
     one_blas_thread()                  # for the worker process's lifetime
+    keep_freed_memory()                # (a spawned worker: a forked one inherits it)
 
 
 def _run_chunk(items: list):
@@ -114,8 +116,8 @@ def _run_chunk(items: list):
     return fn(*args, items)
 
 
-def _predict_all(predictor: Predictor, items: list):
-    return predictor.predict_all(items)
+def _predict_all(predictor: Predictor, domain: bool, items: list):
+    return predictor.predict_all(items, domain=domain)
 
 
 def map_chunks(fn, args: tuple, chunks: Iterator[list], n_jobs: int,
@@ -156,6 +158,25 @@ def _chunked(rows: Iterator, size: int) -> Iterator[list]:
         yield chunk
 
 
+class Flight:
+    """Rows read from an input and not yet written out; ``peak``: the most at once (what
+    bounds memory: at most ``2 n_jobs + 1`` chunks, whatever the file's length)."""
+
+    def __init__(self):
+        self.read = self.written = self.peak = 0
+
+    def reading(self, rows: Iterator) -> Iterator:
+        """``rows``, counted as they are read."""
+        for row in rows:
+            self.read += 1
+            if self.read - self.written > self.peak:
+                self.peak = self.read - self.written
+            yield row
+
+    def wrote(self, n: int) -> None:
+        self.written += n
+
+
 DOMAIN_COLUMNS = ["similarity", "in_domain", "domain_note"]
 
 
@@ -185,29 +206,38 @@ def check_output(output: str | Path, overwrite: bool) -> None:
 
 def predict_file(model: "str | Path | Predictor", input: str | Path, output: str | Path, *,
                  smiles_column: str | None = None, overwrite: bool = False, n_jobs: int = 2,
-                 chunk_size: int = CHUNK, progress: Progress | None = None) -> dict:
+                 chunk_size: int = CHUNK, domain: bool = True,
+                 progress: Progress | None = None) -> dict:
     """Predict every row of a CSV/SDF file into the CSV ``output`` ("-": standard output).
 
     The output holds the input columns, one ``pred_<target>`` column per target (and
     ``<target>_std`` for a model with uncertainty: an ensemble, ``--loss mve``) and
     ``error``, and for a model that keeps its training set's domain ``similarity`` (nearest
     training neighbour's Tanimoto similarity), ``in_domain`` (true / false) and
-    ``domain_note`` (why not); it is written beside its final name and renamed into place when complete,
-    so a failure leaves any existing file untouched.
+    ``domain_note`` (why not), unless ``domain=False``; it is written beside its final name
+    (flushed chunk by chunk, in input order) and renamed into place when complete, so a
+    failure leaves any existing file untouched. ``chunk_size`` rows are featurized and
+    predicted at a time, on ``n_jobs`` processes: at most ``(2 n_jobs + 1) chunk_size`` rows
+    are in memory at once.
 
     Returns
     -------
     dict : rows, predicted, failed, seconds, molecules_per_second, output, targets,
         first_errors (up to 5 (row, reason) pairs), out_of_domain (None without a domain)
-        and first_out_of_domain (up to 5 (row, note) pairs).
+        and first_out_of_domain (up to 5 (row, note) pairs), max_rows_in_flight (rows read
+        and not yet written, at most).
     """
     from molpipe.kernels import one_blas_thread
 
+    if chunk_size < 1:
+        raise DataError(f"the chunk size must be at least 1, got {chunk_size}")
     t0 = time.perf_counter()
     predictor = model if isinstance(model, Predictor) else Predictor.load(model)
     check_output(output, overwrite)
     source = open_input(input, smiles_column)
-    has_domain = predictor.domain is not None
+    flight = Flight()
+    rows = flight.reading(source.rows)
+    has_domain = domain and predictor.domain is not None
     has_std = predictor.has_std
     header, keep = output_columns(source.columns, predictor.targets, has_domain, has_std)
     to_stdout = str(output) == "-"
@@ -223,39 +253,33 @@ def predict_file(model: "str | Path | Predictor", input: str | Path, output: str
         fields_queue: deque = deque()
 
         def items():
-            for chunk in _chunked(source.rows, chunk_size):
+            for chunk in _chunked(rows, chunk_size):
                 fields_queue.append([f for f, _ in chunk])
                 yield [item for _, item in chunk]
 
         with one_blas_thread():
-            for P, S, errors, domain in map_chunks(_predict_all, (predictor,), items(), n_jobs):
+            for P, S, errors, dom in map_chunks(_predict_all, (predictor, has_domain), items(),
+                                                n_jobs):
                 fields = fields_queue.popleft()
-                for j, (f, p, e) in enumerate(zip(fields, P, errors)):
-                    counts["rows"] += 1
+                first = counts["rows"] + 1
+                for j, e in enumerate(errors):
                     if e:
                         counts["failed"] += 1
                         if len(first_errors) < 5:
-                            first_errors.append((counts["rows"], e))
-                    preds = [""] * len(p) if e else [repr(float(v)) for v in p]
-                    if has_std:
-                        preds += [""] * len(p) if e else [repr(float(v)) for v in S[j]]
-                    row = [f[i] for i in keep] + preds + [e]
-                    if has_domain:
-                        note = "" if e else domain[1][j]
-                        if note:
-                            counts["out"] += 1
-                            if len(first_out) < 5:
-                                first_out.append((counts["rows"], note))
-                        row += (["", "", ""] if e else
-                                [f"{domain[0][j]:.3f}", "false" if note else "true", note])
-                    writer.writerow(row)
+                            first_errors.append((first + j, e))
+                    elif has_domain and dom[1][j]:
+                        counts["out"] += 1
+                        if len(first_out) < 5:
+                            first_out.append((first + j, dom[1][j]))
+                writer.writerows(_output_rows(fields, keep, P, S, errors, dom))
+                fh.flush()
+                counts["rows"] += len(errors)
+                flight.wrote(len(errors))
                 if progress:
                     progress(counts["rows"], max(source.n_rows_estimate, counts["rows"]))
         if not to_stdout:
             fh.close()
             os.replace(tmp, out)
-        else:
-            fh.flush()
     except BaseException:
         if not to_stdout:
             fh.close()
@@ -268,4 +292,29 @@ def predict_file(model: "str | Path | Predictor", input: str | Path, output: str
             "output": "-" if to_stdout else str(out), "targets": predictor.targets,
             "first_errors": first_errors,
             "out_of_domain": counts["out"] if has_domain else None,
-            "first_out_of_domain": first_out}
+            "first_out_of_domain": first_out, "max_rows_in_flight": flight.peak}
+
+
+def _output_rows(fields: list, keep: list[int], P, S, errors: list[str], domain) -> Iterator:
+    """The output rows of one predicted chunk (as ``predict_file`` describes them)."""
+    n_t = P.shape[1]
+    blank = [""] * n_t
+    P = P.tolist()
+    S = S.tolist() if S is not None else None
+    if domain is not None:
+        sim, notes = domain[0].tolist(), domain[1]
+    for j, (f, e) in enumerate(zip(fields, errors)):
+        row = [f[i] for i in keep]
+        if e:
+            row += blank + (blank if S is not None else []) + [e]
+            if domain is not None:
+                row += ["", "", ""]
+        else:
+            row += [repr(v) for v in P[j]]
+            if S is not None:
+                row += [repr(v) for v in S[j]]
+            row.append("")
+            if domain is not None:
+                note = notes[j]
+                row += [f"{sim[j]:.3f}", "false" if note else "true", note]
+        yield row

@@ -8,8 +8,9 @@ MLP reads, K d_h wide (K = 2 for ``mean+norm``). ``layer="hidden"`` gives the ML
 layer ``relu(h W_1 + b_1)`` instead (d_ffn wide).
 
 Memory stays flat whatever the file's length: ``CHUNK`` rows are read, featurized, packed and
-their vectors written at a time (in worker processes with ``n_jobs > 1``); a ``.npy`` is
-written with a header for an unknown row count that is rewritten in place at the end.
+their vectors written (and flushed) at a time, in input order (in worker processes with
+``n_jobs > 1``, at most ``2 n_jobs`` chunks in flight); a ``.npy`` is written with a header
+for an unknown row count that is rewritten in place at the end.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from molpipe.data.errors import DataError
-from molpipe.inference.files import Progress, check_output, map_chunks
+from molpipe.inference.files import Flight, Progress, check_output, map_chunks
 from molpipe.inference.fpfiles import (CsvSink, NpySink, OutputFiles, errors_path,
                                         open_molecules)
 from molpipe.inference.predict import BATCH, CHUNK, Predictor
@@ -119,7 +120,8 @@ def fingerprint_file(model: "str | Path | Predictor", input: str | Path, output:
     Returns
     -------
     dict : rows, done, failed, width, layer, seconds, molecules_per_second, output,
-        errors_output (None for CSV), first_errors (up to 5 (row, reason) pairs).
+        errors_output (None for CSV), first_errors (up to 5 (row, reason) pairs),
+        max_rows_in_flight (rows read and not yet written, at most: ``2 n_jobs + 1`` chunks).
     """
     from molpipe.kernels import one_blas_thread
 
@@ -139,6 +141,8 @@ def fingerprint_file(model: "str | Path | Predictor", input: str | Path, output:
     if errors_out is not None:
         check_output(errors_out, overwrite)
     source = open_molecules(input, smiles_column)
+    flight = Flight()
+    rows = flight.reading(source.rows)
     d = width(predictor, layer)
     counts = {"rows": 0, "failed": 0}
     first_errors: list = []
@@ -149,7 +153,7 @@ def fingerprint_file(model: "str | Path | Predictor", input: str | Path, output:
         fields_queue: deque = deque()
 
         def items():
-            while chunk := list(itertools.islice(source.rows, chunk_size)):
+            while chunk := list(itertools.islice(rows, chunk_size)):
                 fields_queue.append([f for f, _ in chunk])
                 yield [item for _, item in chunk]
 
@@ -157,6 +161,8 @@ def fingerprint_file(model: "str | Path | Predictor", input: str | Path, output:
             for F, errors in map_chunks(_vectors, (predictor, layer), items(), n_jobs,
                                         "fingerprint"):
                 sink.write(counts["rows"] + 1, fields_queue.popleft(), F, errors)
+                files.flush()
+                flight.wrote(len(errors))
                 for k, e in enumerate(errors):
                     if e:
                         counts["failed"] += 1
@@ -175,4 +181,4 @@ def fingerprint_file(model: "str | Path | Predictor", input: str | Path, output:
             "failed": counts["failed"], "width": d, "layer": layer, "seconds": seconds,
             "molecules_per_second": counts["rows"] / max(seconds, 1e-9), "output": str(out),
             "errors_output": None if errors_out is None else str(errors_out),
-            "first_errors": first_errors}
+            "first_errors": first_errors, "max_rows_in_flight": flight.peak}

@@ -115,6 +115,11 @@ class OutputFiles:
         self.pairs.append((fh, tmp, final))
         return fh
 
+    def flush(self) -> None:
+        """Hand what was written so far to the operating system."""
+        for fh, _, _ in self.pairs:
+            fh.flush()
+
     def commit(self) -> None:
         for fh, _, _ in self.pairs:
             fh.close()

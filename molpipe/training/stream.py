@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from molpipe.data.instance import group_by_plan
+from molpipe.data.store import release_pages
 from molpipe.training.result import EpochResult
 
 CHUNK = 8192          # rows of a chunk: contiguous in the store
@@ -291,26 +292,3 @@ def _file_pages() -> int | None:
             return int(f.read().split()[2])
     except (OSError, IndexError, ValueError):
         return None
-
-
-def release_pages(store) -> None:
-    """Drop the store's memory-mapped pages from this process (they stay in the page cache):
-    pages read once per epoch would otherwise count in its RSS until the kernel needs them.
-
-    A store with a ``release_pages()`` method does it itself; otherwise every read-only
-    ``np.memmap`` it holds is advised MADV_DONTNEED (safe for a read-only file mapping: a
-    later read faults the page back in from the cache).
-    """
-    own = getattr(store, "release_pages", None)
-    if callable(own):
-        own()
-        return
-    if not hasattr(mmap, "MADV_DONTNEED"):
-        return
-    for value in vars(store).values():
-        m = getattr(value, "_mmap", None) if isinstance(value, np.memmap) else None
-        if m is not None and getattr(value, "mode", None) in ("r", "readonly"):
-            try:
-                m.madvise(mmap.MADV_DONTNEED)
-            except (OSError, ValueError):     # closed or not madvisable: leave it
-                pass
