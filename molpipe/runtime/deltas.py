@@ -84,13 +84,13 @@ class DeltaExchange:
             return
         t0 = time.perf_counter()
         P, base = self.params[stage], self.base[stage]
-        D = {}
-        for k, p in P.items():
-            D[k] = p - base[k]
-            base[k][...] = p
+        buf, D = wire.frame({"k": "delta", "g": self.gen, "e": self.run_id, "s": stage},
+                            {k: (p.dtype, p.shape) for k, p in P.items()})
+        for k, p in P.items():                 # the change, written straight into the frame
+            np.subtract(p, base[k], out=D[k])
+            np.copyto(base[k], p)
             if self.record:
                 self.sent_sum[stage][k] += D[k]
-        buf = wire.pack({"k": "delta", "g": self.gen, "e": self.run_id, "s": stage}, D)
         for peer in self.peers:
             self.link.send(peer, buf, TAG_DELTA)
         self._n_sent += 1

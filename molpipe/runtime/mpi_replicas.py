@@ -159,6 +159,13 @@ class DataParallel:
             pass
         self.pipeline.close()
 
+    def utilization(self) -> dict[int, float]:
+        """Rank 0's replica: busy share of its worker's wall time in the last run."""
+        return self.pipeline.utilization()
+
+    def cpu_utilization(self) -> dict[int, float]:
+        return self.pipeline.cpu_utilization()
+
     def __enter__(self) -> "DataParallel":
         return self.start()
 

@@ -77,28 +77,6 @@ class ReplicaEngine(PipelineEngine):
         res = self._trained = self.pipeline.train_shards(keys, specs, items.weights, local, cb)
         return self._result(res)
 
-    def _result(self, res) -> EpochResult:
-        local = self.pipeline.pipeline
-        out = EpochResult(losses=res.loss, preds=res.pred, seconds=res.wall,
-                          in_flight_max=res.n_in_flight_max,
-                          utilization={"all": f for f in local.utilization().values()},
-                          skipped=res.skipped,
-                          cpu={"all": f for f in local.cpu_utilization().values()})
-        return out
-
-    def utilization(self) -> dict[str, float]:
-        return {"all": f for f in self.pipeline.pipeline.utilization().values()}
-
-    def trace(self) -> list[tuple]:
-        return list(self._trained.trace) if self._trained else []
-
-    def close(self) -> None:
-        self.pipeline.close()
-
-    def __enter__(self):
-        self.pipeline.start()
-        return self
-
 
 def rebuild_replica(store: str, targets: list[str], **network_args) -> dict:
     """On ranks 1..R-1: the network as rank 0 built it (its state arrives with every run) and
