@@ -83,6 +83,19 @@ class Link:
         m.Recv([buf, MPI.BYTE])
         return (status.Get_source(), *wire.unpack(buf))
 
+    def post(self, tag: int = TAG_MSG):
+        """Start receiving the next frame of ``tag`` if one has been announced: ``(request,
+        source, buffer)``, the buffer whole once ``request.Test()`` says so; else None. A
+        large frame's bytes move only while its sender is inside MPI too: ``poll`` waits
+        for that, ``post`` returns at once."""
+        MPI = self.MPI
+        status = MPI.Status()
+        m = self.comm.improbe(MPI.ANY_SOURCE, tag, status)
+        if m is None:
+            return None
+        buf = np.empty(status.Get_count(MPI.BYTE), dtype=np.uint8)
+        return m.Irecv([buf, MPI.BYTE]), status.Get_source(), buf
+
     def wait(self, timeout: float | None, tags=(TAG_MSG,)):
         """The next frame on any of ``tags`` (earlier tags first), or None after ``timeout``."""
         deadline = None if timeout is None else time.monotonic() + timeout
