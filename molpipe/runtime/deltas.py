@@ -69,6 +69,7 @@ class DeltaExchange:
         self._got: dict[int, int] = {}
         self._n_sent = 0
         self._incoming: list = []           # (request, source, buffer): frames being received
+        self._frames: dict = {}
 
     # -- a run -------------------------------------------------------------------------------
     def begin(self, gen: int, run_id: int) -> None:
@@ -78,6 +79,7 @@ class DeltaExchange:
         self._steps = {s: 0 for s in self.params}
         self._pending = {s: [] for s in self.params}
         self._done, self._got, self._n_sent = {}, {p: 0 for p in self.peers}, 0
+        self._frames: dict = {}             # (stage, exact) -> [(buffer, views, requests)]
 
     def stepped(self, stage: str) -> None:
         """After ``stage``'s optimizer stepped: send its change every ``every`` steps."""
@@ -96,9 +98,7 @@ class DeltaExchange:
         t0 = time.perf_counter()
         P, base = self.params[stage], self.base[stage]
         half = {k: not exact and k in self._half[stage] for k in P}
-        buf, D = wire.frame({"k": "delta", "g": self.gen, "e": self.run_id, "s": stage},
-                            {k: (np.uint16, (p.size,)) if half[k] else (p.dtype, p.shape)
-                             for k, p in P.items()})
+        buf, D = self._frame(stage, half, exact)
         for k, p in P.items():                 # the change, written straight into the frame
             if half[k]:
                 delta.encode(p.reshape(-1), base[k].reshape(-1), D[k])
@@ -108,12 +108,25 @@ class DeltaExchange:
             if self.record:
                 self.sent_sum[stage][k] += (delta.decode(D[k]).reshape(p.shape) if half[k]
                                             else D[k])
-        for peer in self.peers:
-            self.link.send(peer, buf, TAG_DELTA)
+        self._frames[stage, exact].append((buf, D, [self.link.send(peer, buf, TAG_DELTA)
+                                                    for peer in self.peers]))
         self._n_sent += 1
         self.stats["frames_sent"] += len(self.peers)
         self.stats["bytes_sent"] += buf.nbytes * len(self.peers)
         self.stats["send_seconds"] += time.perf_counter() - t0
+
+    def _frame(self, stage: str, half: dict, exact: bool) -> tuple:
+        """A frame for ``stage``'s delta: one of its earlier ones whose sends have all left
+        (header and layout are the same within a run), else a new one."""
+        frames = self._frames.setdefault((stage, exact), [])
+        for i, (buf, D, reqs) in enumerate(frames):
+            if all(r.Test() for r in reqs):
+                del frames[i]
+                return buf, D
+        P = self.params[stage]
+        return wire.frame({"k": "delta", "g": self.gen, "e": self.run_id, "s": stage},
+                          {k: (np.uint16, (p.size,)) if half[k] else (p.dtype, p.shape)
+                           for k, p in P.items()})
 
     def poll(self) -> None:
         """Apply every delta waiting; hand control frames to ``on_ctrl`` (never blocks)."""

@@ -64,10 +64,13 @@ class Link:
         self.MPI, self.comm, self.max_sleep = MPI, comm, max_sleep
         self._sends: list = []            # (request, buffer): the buffer lives until sent
 
-    def send(self, dest: int, buf: np.ndarray, tag: int = TAG_MSG) -> None:
-        self._sends.append((self.comm.Isend([buf, self.MPI.BYTE], dest, tag), buf))
+    def send(self, dest: int, buf: np.ndarray, tag: int = TAG_MSG):
+        """Send ``buf`` without waiting; its request (``Test()``: True once ``buf`` may change)."""
+        req = self.comm.Isend([buf, self.MPI.BYTE], dest, tag)
+        self._sends.append((req, buf))
         if len(self._sends) > 32:
             self._reap()
+        return req
 
     def _reap(self) -> None:
         self._sends = [(r, b) for r, b in self._sends if not r.Test()]

@@ -4,6 +4,7 @@ an in-memory link ending exactly where the sum of their sent deltas says."""
 import threading
 
 import numpy as np
+import pytest
 
 from molpipe.kernels import delta
 from molpipe.runtime import wire
@@ -56,21 +57,39 @@ def test_add_moves_a_parameter_and_its_base_by_the_same_float32_delta():
 
 
 class _Req:
+    """A send request done after ``lag`` of its tests: only then are its bytes delivered
+    (what a frame reused too early would corrupt)."""
+
+    def __init__(self, deliver=None, lag: int = 0):
+        self.deliver, self.lag = deliver, lag
+
     def Test(self):
+        if self.lag > 0:
+            self.lag -= 1
+            return False
+        if self.deliver is not None:
+            self.deliver()
+            self.deliver = None
         return True
 
     def Wait(self):
-        return None
+        self.lag = 0
+        return self.Test()
 
 
 class _Link:
-    """Two ranks' ends of an in-memory wire (frames arrive at once, in order)."""
+    """Two ranks' ends of an in-memory wire; with ``lag``, a frame's bytes are taken only
+    when its send completes, ``lag`` tests after it was sent."""
 
-    def __init__(self, boxes: dict, rank: int):
-        self.boxes, self.rank = boxes, rank
+    def __init__(self, boxes: dict, rank: int, lag: int = 0):
+        self.boxes, self.rank, self.lag, self.reqs = boxes, rank, lag, []
 
     def send(self, dest, buf, tag):
-        self.boxes[dest].append((tag, self.rank, buf.copy()))
+        req = _Req(lambda: self.boxes[dest].append((tag, self.rank, buf.copy())), self.lag)
+        self.reqs.append(req)
+        if not self.lag:
+            req.Test()
+        return req
 
     def _take(self, tag):
         box = self.boxes[self.rank]
@@ -89,7 +108,9 @@ class _Link:
         return None if got is None else (_Req(), got[0], got[1])
 
     def _reap(self):
-        pass
+        for req in self.reqs:
+            req.Wait()
+        self.reqs = []
 
 
 class _Stage:
@@ -97,13 +118,17 @@ class _Stage:
         self.params = params
 
 
-def test_two_exchanges_send_half_the_bytes_and_end_at_the_start_plus_every_sent_delta():
+@pytest.mark.parametrize("lag", [0, 3])
+def test_two_exchanges_send_half_the_bytes_and_end_at_the_start_plus_every_sent_delta(
+        lag, monkeypatch):
+    made = []
+    monkeypatch.setattr(wire, "frame", lambda *a, _f=wire.frame: made.append(1) or _f(*a))
     rng = np.random.default_rng(3)
     start = {"W": rng.normal(size=(40, 30)).astype(np.float32),
              "b": rng.normal(size=30).astype(np.float32)}
     boxes = {0: [], 1: []}
     stages = [{"s": _Stage({k: v.copy() for k, v in start.items()})} for _ in range(2)]
-    ex = [DeltaExchange(_Link(boxes, r), [1 - r], stages[r], every=1, record=True)
+    ex = [DeltaExchange(_Link(boxes, r, lag), [1 - r], stages[r], every=1, record=True)
           for r in range(2)]
     for e in ex:
         e.begin(1, 1)
@@ -115,11 +140,25 @@ def test_two_exchanges_send_half_the_bytes_and_end_at_the_start_plus_every_sent_
             for k in P:                                        # a local optimizer step
                 P[k] -= (0.01 * rng.normal(size=P[k].shape)).astype(np.float32)
             ex[r].stepped("s")
+    # a frame is reused once its send has left: one a replica when sends leave at once;
+    # while they lag, more, but fewer than the 80 sends
+    assert len(made) == 2 if lag == 0 else 2 < len(made) < 40, len(made)
     n_param_bytes = sum(v.nbytes for v in start.values())
     assert ex[0].stats["bytes_sent"] < 40 * (n_param_bytes // 2 + 256)   # bf16, not float32
-    ends = [threading.Thread(target=e.finish, args=(5.0,)) for e in ex]  # each its own rank
+    finished, stop = threading.Semaphore(0), threading.Event()
+
+    def end(e):                               # each its own rank, which goes on progressing
+        e.finish(5.0)                         # its sends after its own end (as a rank's
+        finished.release()                    # serve loop does)
+        while not stop.wait(1e-3):
+            e.link._reap()
+
+    ends = [threading.Thread(target=end, args=(e,)) for e in ex]
     for t in ends:
         t.start()
+    for _ in ends:
+        assert finished.acquire(timeout=10)
+    stop.set()
     for t in ends:
         t.join()
     P0, P1 = stages[0]["s"].params, stages[1]["s"].params
