@@ -188,7 +188,7 @@ def add(sub) -> None:
     p.add_argument("--ranks", type=int, nargs="+", default=[1, 2, 4])
     p.add_argument("--data", default="qm9", help="throughput data set (default: the QM9 subset)")
     p.add_argument("--epochs", type=int, default=3)
-    p.add_argument("--every", type=int, default=1, help="--exchange-every")
+    p.add_argument("--every", type=int, default=2, help="--exchange-every (molpipe's default: 2)")
     p.add_argument("--rounds", type=int, default=3,
                    help="throughput runs of each R, taking turns (each R: its median)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2],

@@ -9,7 +9,8 @@ deltas cross MPI, never an instance's arrays.
 from __future__ import annotations
 
 from molpipe.nn.optim import Adam, Frozen
-from molpipe.runtime.defaults import MAX_ACTIVE_KEYS, MIN_UPDATE_FREQUENCY, STALL_TIMEOUT
+from molpipe.runtime.defaults import (EXCHANGE_EVERY, MAX_ACTIVE_KEYS, MIN_UPDATE_FREQUENCY,
+                                      STALL_TIMEOUT)
 from molpipe.training.pipeline_engine import PipelineEngine, rebuild, rebuild_spec
 from molpipe.training.result import EpochResult
 
@@ -35,7 +36,7 @@ class ReplicaEngine(PipelineEngine):
                  describe=None, stall_timeout: float = STALL_TIMEOUT, weight_stashing: bool = False,
                  on_nonfinite: str | None = "stop", update_criterion: str = "count",
                  admission: str = "instances", weight_prediction: bool = False,
-                 exchange_every: int = 1, replicas: int | None = None, comm=None):
+                 exchange_every: int = EXCHANGE_EVERY, replicas: int | None = None, comm=None):
         from molpipe.runtime.mpi import world
         from molpipe.runtime.mpi_replicas import DataParallel
 
