@@ -21,8 +21,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from molpipe.data.registry import get_dataset
-from molpipe.data.store import build_store
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from scale.common import _memory_kib, _tree  # noqa: E402
+
+from molpipe.data.registry import get_dataset  # noqa: E402
+from molpipe.data.store import build_store  # noqa: E402
 
 MIB = 2**20
 
@@ -57,33 +61,6 @@ def child(src: str, out: str, jobs: int, targets: list[str]) -> None:
         "maxrss_largest_worker_mib":
             round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * kib / MIB, 1),
     }))
-
-
-def _tree(root: int) -> list[int]:
-    """``root`` and all its descendants (from /proc/*/stat parent ids)."""
-    parent: dict[int, int] = {}
-    for d in os.listdir("/proc"):
-        if d.isdigit():
-            try:
-                with open(f"/proc/{d}/stat") as f:
-                    parent[int(d)] = int(f.read().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-    tree, frontier = [root], [root]
-    while frontier:
-        frontier = [p for p, pp in parent.items() if pp in frontier]
-        tree += frontier
-    return tree
-
-
-def _memory_kib(pid: int) -> tuple[int, int]:
-    """(RSS, PSS) of ``pid`` in KiB; (0, 0) once it is gone."""
-    try:
-        with open(f"/proc/{pid}/smaps_rollup") as f:
-            fields = dict(line.split(":", 1) for line in f if ":" in line and "-" not in line[:12])
-        return int(fields["Rss"].split()[0]), int(fields["Pss"].split()[0])
-    except (OSError, KeyError, ValueError):
-        return 0, 0
 
 
 def run_and_sample(cmd: list[str], every: float = 0.2) -> tuple[str, list[tuple]]:

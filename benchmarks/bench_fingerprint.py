@@ -28,7 +28,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from benchmarks.bench_big_file import _memory_kib, _tree  # noqa: E402
+from benchmarks.scale.common import _memory_kib, _tree  # noqa: E402
 
 MIB = 2**20
 

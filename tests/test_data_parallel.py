@@ -32,6 +32,11 @@ def test_exchange_cost_per_instance_by_hand():
                   for x in b.values()) / 6
     assert row["exchange_seconds_per_instance"] == pytest.approx(by_hand)
     assert 0 < row["exchange_share"] < 1
+    # bfloat16 on the wire: the message carries half the bytes, pack and apply see them all
+    half = data_parallel_curve(50.0, b, msg, {**wire, "ratio": 0.5}, (4,), muf=2, every=3)[0]
+    by_hand = sum(1e-6 + 2e-10 * x + 3 * (2e-6 + 1e-9 * x / 2 + 3e-6 + 4e-10 * x)
+                  for x in b.values()) / 6
+    assert half["exchange_seconds_per_instance"] == pytest.approx(by_hand)
 
 
 def test_costly_messages_saturate_and_shared_cores_cap():
@@ -50,4 +55,4 @@ def test_fit_line_and_the_wire_costs_grow_with_bytes():
     a, b = fit_line([1, 2, 3], [3.0, 5.0, 7.0])
     assert a == pytest.approx(1.0) and b == pytest.approx(2.0)
     w = wire_costs(sizes=(4_096, 262_144), repeat=5)
-    assert w["pack"][1] > 0 and w["apply"][1] > 0
+    assert w["pack"][1] > 0 and w["apply"][1] > 0 and w["ratio"] == 0.5

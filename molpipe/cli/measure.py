@@ -177,7 +177,7 @@ def simulate(
              "mpi-replicas: K data-parallel replicas over MPI exchanging parameter deltas "
              "(message costs measured by an MPI ping-pong here).")] = "stages",
     exchange_every: Annotated[int, typer.Option(
-        help="mpi-replicas: a stage sends its delta every N of its updates.")] = 1,
+        help="mpi-replicas: a stage sends its delta every N of its updates.")] = DEFAULTS.exchange_every,
     cores: Annotated[Optional[int], typer.Option(
         help="mpi-replicas: also predict for this many cores shared by the replicas.")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the rows as JSON.")] = False,

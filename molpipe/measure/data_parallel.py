@@ -4,8 +4,8 @@ The model (``--backend mpi --layout replicas``, ``runtime/mpi_replicas.py``), st
 
 - one replica trains alone at ``rate1`` instances/s: the processor-sharing simulator's fused
   worker on one core (``sharing.simulate_shared``) over the measured stage costs;
-- every ``muf x every`` instances a stage sends its parameter delta (``bytes[stage]``) to
-  the R - 1 others: the sender pays ``pack`` (delta, frame) plus, per peer, half a one-way
+- every ``muf x every`` instances a stage sends its parameter delta (``bytes[stage]`` of
+  float32 parameters, half that on the wire as bfloat16) to the R - 1 others: the sender pays ``pack`` (delta, frame) plus, per peer, half a one-way
   message; each receiver pays the other half plus ``apply`` (add it twice). A message of
   ``b`` bytes costs ``latency + b x per_byte`` one way (measured: an MPI ping-pong between
   two ranks here, or the wire frame's own encode/decode when no MPI is at hand); with all
@@ -44,8 +44,11 @@ def _best(fn, repeat: int) -> float:
 
 
 def wire_costs(sizes=SIZES, repeat: int = 30) -> dict:
-    """Seconds a delta of ``b`` bytes costs here without MPI: ``pack`` (delta, base, frame)
-    and ``apply`` (decode, add to parameters and base), each ``(intercept, per byte)``."""
+    """Seconds the delta of ``b`` bytes of float32 parameters costs here without MPI:
+    ``pack`` (bfloat16 delta, base, frame) and ``apply`` (decode, add to parameters and
+    base), each ``(intercept, per parameter byte)``; ``ratio``: bytes on the wire per
+    parameter byte (bfloat16: 0.5)."""
+    from molpipe.kernels import delta
     from molpipe.runtime import wire
 
     pack, apply = [], []
@@ -53,20 +56,20 @@ def wire_costs(sizes=SIZES, repeat: int = 30) -> dict:
         P, base = np.random.default_rng(0).random(b // 4, dtype=np.float32), np.zeros(b // 4, np.float32)
 
         def send():
-            d = P - base
-            base[...] = P
-            return wire.pack({"k": "delta", "s": "x"}, {"W": d})
+            buf, views = wire.frame({"k": "delta", "s": "x"}, {"W": (np.uint16, (P.size,))})
+            delta.encode(P, base, views["W"])
+            return buf
 
         buf = send()
 
         def take():
             _, arrays = wire.unpack(buf)
-            P.__iadd__(arrays["W"])
-            base.__iadd__(arrays["W"])
+            delta.add(P, base, arrays["W"])
 
         pack.append(_best(send, repeat))
         apply.append(_best(take, repeat))
-    return {"pack": fit_line(sizes, pack), "apply": fit_line(sizes, apply), "sizes": list(sizes)}
+    return {"pack": fit_line(sizes, pack), "apply": fit_line(sizes, apply), "sizes": list(sizes),
+            "ratio": 0.5}
 
 
 def pingpong(comm, sizes=SIZES, repeat: int = 50) -> dict:
@@ -137,10 +140,11 @@ def data_parallel_curve(rate1: float, stage_bytes: dict[str, int], message: dict
     lat, per_byte = message["latency"], message["per_byte"]
     p0, p1 = wire["pack"]
     a0, a1 = wire["apply"]
+    ratio = wire.get("ratio", 1.0)                        # wire bytes per parameter byte
     total = float(sum(stage_bytes.values()))
     rows = []
     for r in rs:
-        x = sum(p0 + p1 * b + (r - 1) * (lat + per_byte * b + a0 + a1 * b)
+        x = sum(p0 + p1 * b + (r - 1) * (lat + per_byte * ratio * b + a0 + a1 * b)
                 for b in stage_bytes.values()) / (muf * every) if r > 1 else 0.0
         w = t1 + x
         share = 1.0 if cores is None else min(1.0, cores / r)

@@ -64,10 +64,13 @@ class Link:
         self.MPI, self.comm, self.max_sleep = MPI, comm, max_sleep
         self._sends: list = []            # (request, buffer): the buffer lives until sent
 
-    def send(self, dest: int, buf: np.ndarray, tag: int = TAG_MSG) -> None:
-        self._sends.append((self.comm.Isend([buf, self.MPI.BYTE], dest, tag), buf))
+    def send(self, dest: int, buf: np.ndarray, tag: int = TAG_MSG):
+        """Send ``buf`` without waiting; its request (``Test()``: True once ``buf`` may change)."""
+        req = self.comm.Isend([buf, self.MPI.BYTE], dest, tag)
+        self._sends.append((req, buf))
         if len(self._sends) > 32:
             self._reap()
+        return req
 
     def _reap(self) -> None:
         self._sends = [(r, b) for r, b in self._sends if not r.Test()]
@@ -82,6 +85,19 @@ class Link:
         buf = np.empty(status.Get_count(MPI.BYTE), dtype=np.uint8)
         m.Recv([buf, MPI.BYTE])
         return (status.Get_source(), *wire.unpack(buf))
+
+    def post(self, tag: int = TAG_MSG):
+        """Start receiving the next frame of ``tag`` if one has been announced: ``(request,
+        source, buffer)``, the buffer whole once ``request.Test()`` says so; else None. A
+        large frame's bytes move only while its sender is inside MPI too: ``poll`` waits
+        for that, ``post`` returns at once."""
+        MPI = self.MPI
+        status = MPI.Status()
+        m = self.comm.improbe(MPI.ANY_SOURCE, tag, status)
+        if m is None:
+            return None
+        buf = np.empty(status.Get_count(MPI.BYTE), dtype=np.uint8)
+        return m.Irecv([buf, MPI.BYTE]), status.Get_source(), buf
 
     def wait(self, timeout: float | None, tags=(TAG_MSG,)):
         """The next frame on any of ``tags`` (earlier tags first), or None after ``timeout``."""

@@ -142,7 +142,7 @@ class DataParallel:
         self.pipeline.start()
         for r in self.peers:
             self._send(r, "setup", build=self.build, options=self.options, every=self.every,
-                       power=self.power)
+                       power=self.power, record=self.exchange.record)
         self.started = True
         self._await("ready", self.setup_timeout)
         return self
@@ -158,6 +158,13 @@ class DataParallel:
         except PipelineError:
             pass
         self.pipeline.close()
+
+    def utilization(self) -> dict[int, float]:
+        """Rank 0's replica: busy share of its worker's wall time in the last run."""
+        return self.pipeline.utilization()
+
+    def cpu_utilization(self) -> dict[int, float]:
+        return self.pipeline.cpu_utilization()
 
     def __enter__(self) -> "DataParallel":
         return self.start()
@@ -266,7 +273,7 @@ class _Replica:
         self.options, self.every = header["options"], header["every"]
         peers = [r for r in range(self.comm.size) if r != self.comm.rank]
         self.exchange = DeltaExchange(self.link, peers, self.net["stages"], self.every,
-                                      self.on_ctrl, record=True)
+                                      self.on_ctrl, record=header.get("record", False))
         self.opts = _wrap(self.net["stages"], self.net["optimizers"], self.exchange,
                           header.get("power", 1))
 

@@ -30,24 +30,41 @@ def _pad(n: int) -> int:
 
 def pack(header: dict, arrays: dict[str, np.ndarray]) -> np.ndarray:
     """One uint8 buffer holding ``header`` (JSON-able) and ``arrays`` (name -> ndarray)."""
-    specs, offset, blobs = [], 0, []
+    arrays = {name: np.ascontiguousarray(a) for name, a in arrays.items()}
+    buf, views = frame(header, {name: (a.dtype, a.shape) for name, a in arrays.items()})
     for name, a in arrays.items():
-        a = np.ascontiguousarray(a)
-        if a.dtype.hasobject:
+        views[name][...] = a
+    return buf
+
+
+def frame(header: dict, layout: dict[str, tuple]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """An empty frame for arrays of ``layout`` (name -> (dtype, shape)), and views of its
+    arrays to fill in place (``pack`` without the copies: e.g. a difference written by
+    ``np.subtract(..., out=view)``)."""
+    specs, offset = [], 0
+    for name, (dtype, shape) in layout.items():
+        dt = np.dtype(dtype)
+        if dt.hasobject:
             raise TypeError(f"array {name!r} has dtype object: cannot travel over MPI")
-        specs.append([name, a.dtype.str, list(a.shape), offset])
-        blobs.append((offset, a))
-        offset += a.nbytes + _pad(a.nbytes)
+        nbytes = dt.itemsize * math.prod(shape)
+        specs.append([name, dt.str, list(shape), offset])
+        offset += nbytes + _pad(nbytes)
     head = json.dumps({**header, "arrays": specs}, separators=(",", ":")).encode()
     start = _LEN.size + len(head)
     start += _pad(start)
     buf = np.empty(start + offset, dtype=np.uint8)
     buf[:_LEN.size] = np.frombuffer(_LEN.pack(len(head)), dtype=np.uint8)
     buf[_LEN.size:_LEN.size + len(head)] = np.frombuffer(head, dtype=np.uint8)
-    for off, a in blobs:
-        if a.nbytes:
-            buf[start + off:start + off + a.nbytes] = a.reshape(-1).view(np.uint8)
-    return buf
+    buf[_LEN.size + len(head):start] = 0
+    views, end = {}, start
+    for name, dt, shape, off in specs:
+        dt = np.dtype(dt)
+        size = dt.itemsize * math.prod(shape)
+        buf[end:start + off] = 0                 # padding never carries stale memory
+        views[name] = buf[start + off:start + off + size].view(dt).reshape(shape)
+        end = start + off + size
+    buf[end:] = 0
+    return buf, views
 
 
 def unpack(buf: np.ndarray) -> tuple[dict, dict[str, np.ndarray]]:

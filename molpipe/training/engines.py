@@ -14,7 +14,8 @@ import numpy as np
 
 from molpipe.kernels import one_blas_thread
 from molpipe.nn.optim import Adam
-from molpipe.runtime.defaults import MAX_ACTIVE_KEYS, MIN_UPDATE_FREQUENCY, STALL_TIMEOUT
+from molpipe.runtime.defaults import (EXCHANGE_EVERY, MAX_ACTIVE_KEYS, MIN_UPDATE_FREQUENCY,
+                                      STALL_TIMEOUT)
 from molpipe.runtime.memory import keep_freed_memory
 from molpipe.runtime.replicas import layout_placement, resolve_layout
 from molpipe.runtime.nonfinite import NonFiniteError, check_policy, first_nonfinite
@@ -107,7 +108,7 @@ def make_engine(schedule: str, network, optimizers: dict, *,
                 sync_group: int | None = None, placement: dict | None = None,
                 update_criterion: str = "count", admission: str = "instances",
                 weight_prediction: bool = False, layout: str = "stages",
-                replicas: int | None = None, store=None, exchange_every: int = 1):
+                replicas: int | None = None, store=None, exchange_every: int = EXCHANGE_EVERY):
     """Build the engine for ``schedule`` (reference, sync or async).
 
     ``update_criterion``: when a worker updates (``count``: every ``min_update_frequency``

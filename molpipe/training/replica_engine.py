@@ -9,7 +9,8 @@ deltas cross MPI, never an instance's arrays.
 from __future__ import annotations
 
 from molpipe.nn.optim import Adam, Frozen
-from molpipe.runtime.defaults import MAX_ACTIVE_KEYS, MIN_UPDATE_FREQUENCY, STALL_TIMEOUT
+from molpipe.runtime.defaults import (EXCHANGE_EVERY, MAX_ACTIVE_KEYS, MIN_UPDATE_FREQUENCY,
+                                      STALL_TIMEOUT)
 from molpipe.training.pipeline_engine import PipelineEngine, rebuild, rebuild_spec
 from molpipe.training.result import EpochResult
 
@@ -35,7 +36,7 @@ class ReplicaEngine(PipelineEngine):
                  describe=None, stall_timeout: float = STALL_TIMEOUT, weight_stashing: bool = False,
                  on_nonfinite: str | None = "stop", update_criterion: str = "count",
                  admission: str = "instances", weight_prediction: bool = False,
-                 exchange_every: int = 1, replicas: int | None = None, comm=None):
+                 exchange_every: int = EXCHANGE_EVERY, replicas: int | None = None, comm=None):
         from molpipe.runtime.mpi import world
         from molpipe.runtime.mpi_replicas import DataParallel
 
@@ -76,28 +77,6 @@ class ReplicaEngine(PipelineEngine):
         cb = None if on_result is None else (lambda k, loss, pred: on_result(k, loss, sizes[k]))
         res = self._trained = self.pipeline.train_shards(keys, specs, items.weights, local, cb)
         return self._result(res)
-
-    def _result(self, res) -> EpochResult:
-        local = self.pipeline.pipeline
-        out = EpochResult(losses=res.loss, preds=res.pred, seconds=res.wall,
-                          in_flight_max=res.n_in_flight_max,
-                          utilization={"all": f for f in local.utilization().values()},
-                          skipped=res.skipped,
-                          cpu={"all": f for f in local.cpu_utilization().values()})
-        return out
-
-    def utilization(self) -> dict[str, float]:
-        return {"all": f for f in self.pipeline.pipeline.utilization().values()}
-
-    def trace(self) -> list[tuple]:
-        return list(self._trained.trace) if self._trained else []
-
-    def close(self) -> None:
-        self.pipeline.close()
-
-    def __enter__(self):
-        self.pipeline.start()
-        return self
 
 
 def rebuild_replica(store: str, targets: list[str], **network_args) -> dict:

@@ -14,7 +14,8 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from molpipe.runtime.accumulator import CRITERIA, parse_criterion
-from molpipe.runtime.defaults import MAX_ACTIVE_KEYS, MIN_UPDATE_FREQUENCY, STALL_TIMEOUT
+from molpipe.runtime.defaults import (EXCHANGE_EVERY, MAX_ACTIVE_KEYS, MIN_UPDATE_FREQUENCY,
+                                      STALL_TIMEOUT)
 from molpipe.runtime.schedule import ADMISSIONS, parse_admission
 
 #: the splits ``--split`` names (molpipe.data.splits.SPLITS, which settings may not import)
@@ -217,7 +218,7 @@ class TrainConfig:
                                       # placement, else stages (measured: benchmarks/README.md)
     replicas: int | None = None       # copies of the layout's workers (replicas: default 2;
                                       # --backend mpi: one per rank, the job's size)
-    exchange_every: int = 1           # --backend mpi --layout replicas: a stage sends its
+    exchange_every: int = EXCHANGE_EVERY  # --backend mpi --layout replicas: a stage sends its
                                       # parameter change to the other replicas every N updates
     dtype: str = "float32"
     track_test: bool = False          # also score the test split every epoch (benchmarks)

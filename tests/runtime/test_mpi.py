@@ -206,6 +206,22 @@ def test_a_skip_and_its_reason_survive_the_wire():
     assert wire.decode(*wire.unpack(wire.encode(Message(Kind.STATS, worker=1, stats=stats)))).stats == stats
 
 
+def test_a_frame_filled_in_place_unpacks_like_pack_and_carries_no_stale_bytes():
+    a, b = np.arange(6.0).reshape(2, 3), np.array([7, 8, 9], dtype=np.int16)
+    layout = {"a": (a.dtype, a.shape), "b": (b.dtype, b.shape), "e": (np.float32, (0, 4))}
+    buf, views = wire.frame({"k": "delta", "s": 2}, layout)
+    np.subtract(a, 1.0, out=views["a"])
+    views["b"][...] = b
+    assert all(
+        (v.ctypes.data - buf.ctypes.data) % wire.ALIGN == 0 for v in views.values() if v.size)
+    head, arrays = wire.unpack(buf)
+    assert head["k"] == "delta" and head["s"] == 2
+    assert np.array_equal(arrays["a"], a - 1.0) and arrays["b"].dtype == np.int16
+    assert np.array_equal(arrays["b"], b) and arrays["e"].shape == (0, 4)
+    ref = wire.pack({"k": "delta", "s": 2}, {"a": a - 1.0, "b": b, "e": np.zeros((0, 4), np.float32)})
+    assert np.array_equal(buf, ref)                       # the same bytes, padding included
+
+
 def test_wire_refuses_what_it_cannot_send_without_pickle():
     with pytest.raises(TypeError, match="JSON-able"):
         wire.encode(Message(Kind.FORWARD, object(), "a"))
