@@ -32,6 +32,10 @@ def add(p, base, q):
         base[i] += d
 
 
-def decode(q: np.ndarray) -> np.ndarray:
-    """The float32 values of bfloat16 bits ``q`` (tests, records)."""
-    return (q.astype(np.uint32) << np.uint32(16)).view(np.float32)
+@njit(nogil=True, cache=True)
+def decode(q):
+    """The float32 values of bfloat16 bits ``q`` (records, tests)."""
+    out = np.empty(q.shape[0], dtype=np.float32)
+    for i in range(q.shape[0]):
+        out[i] = np.uint32(np.uint32(q[i]) << _16).view(np.float32)
+    return out
