@@ -16,6 +16,7 @@ import numpy as np
 from numba import njit
 
 from molpipe.chem import compact as C
+from molpipe.chem.expand import offsets
 
 PICKLE_MAJOR = 16
 OK, BAD_HEADER, QUERY, MONOMER, MALFORMED, NO_RINGS, END_POINTS, TOO_BIG = range(8)
@@ -338,8 +339,7 @@ def decode_pickles(buf, starts, min_rounds, max_rounds, bond_type_code, stereo_b
             bond_codes, ring_atoms, ring_sizes, ring_system, a0, b0, r0, q0, bond_type_code,
             stereo_bits, adj_start, adj_atom, adj_bond, dist, queue, mark, parent)
         status[k] = st
-        if st != OK:
-            mark[:] = 0
+        if st != OK:                           # (a failure returns before mark[] is touched)
             continue
         counts[0, k], counts[1, k], counts[2, k], counts[3, k] = na, nb, nr, nq
         n_rounds[k] = rounds
@@ -354,8 +354,7 @@ def decode_pickles(buf, starts, min_rounds, max_rounds, bond_type_code, stereo_b
 
 def decode(pickles: list[bytes], min_rounds: int, max_rounds: int) -> tuple[np.ndarray, C.Compact]:
     """(status (n,) int8, the Compact of the molecules whose status is OK, in order)."""
-    starts = np.zeros(len(pickles) + 1, np.int64)
-    np.cumsum([len(b) for b in pickles], out=starts[1:])
+    starts = offsets([len(b) for b in pickles])
     buf = np.frombuffer(b"".join(pickles), np.uint8)
     out = decode_pickles(buf, starts, min_rounds, max_rounds, C.BOND_TYPE_CODE, C.STEREO_BITS)
     status = out[0]
