@@ -34,7 +34,6 @@ def _tables() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(5, 256) int16 V column of every Z, degree, charge, Hs and hybridization code;
     (256,) int16 V column of every chiral tag code (-1: none); (256,) float32 mass / 100."""
     cols = np.zeros((5, 256), np.int16)
-    table = Chem.GetPeriodicTable()
     for v in range(256):
         q = v - 256 if v > 127 else v
         cols[0, v] = F._Z_COL.get(v, F._Z_OTHER)
@@ -66,6 +65,10 @@ for _s in Chem.BondStereo.values.values():
         side = F._STEREO_SIDE.get(_s)
         STEREO_BITS[int(_s)] = STEREO | (Z_LIKE if side == F._Z_LIKE else
                                          E_LIKE if side == F._E_LIKE else 0)
+
+
+#: Compact's per-atom, per-bond and per-ring fields
+ARRAYS = ("atoms", "fragment", "bonds", "bond_codes", "ring_atoms", "ring_sizes", "ring_system")
 
 
 @dataclass(frozen=True, eq=False)
@@ -101,6 +104,10 @@ class Compact:
 
     def __len__(self) -> int:
         return self.n_atoms.shape[0]
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The per-atom, per-bond and per-ring arrays by name (the store's file names)."""
+        return {name: getattr(self, name) for name in ARRAYS}
 
 
 def empty() -> Compact:

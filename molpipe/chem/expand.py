@@ -139,8 +139,5 @@ def compact_offsets(c: C.Compact) -> dict:
 
 def compact_graphs(c: C.Compact) -> list[MolGraph]:
     """Every molecule of ``c`` as a MolGraph."""
-    off = compact_offsets(c)
-    arrays = {"atoms": c.atoms, "bonds": c.bonds, "bond_codes": c.bond_codes,
-              "ring_atoms": c.ring_atoms, "ring_sizes": c.ring_sizes,
-              "ring_system": c.ring_system, "fragment": c.fragment}
+    off, arrays = compact_offsets(c), c.arrays()
     return [graph(k, off, arrays, c.n_rounds, c.has_rings) for k in range(len(c))]

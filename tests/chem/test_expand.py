@@ -12,8 +12,7 @@ from .test_unpickle import HOSTILE
 
 def test_pack_codes_equals_packing_reference_graphs():
     codes, kept, _ = featurize_batch(HOSTILE)
-    arrays = {"atoms": codes.atoms, "bonds": codes.bonds, "bond_codes": codes.bond_codes,
-              "ring_atoms": codes.ring_atoms, "ring_sizes": codes.ring_sizes}
+    arrays = codes.arrays()
     off = compact_offsets(codes)
     rng = np.random.default_rng(0)
     for rows in (np.arange(len(kept)), rng.permutation(len(kept))[:17], np.array([3, 3, 0])):
