@@ -11,6 +11,7 @@ trust them.
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import numpy as np
@@ -85,10 +86,20 @@ def nearest_similarity(queries: np.ndarray, reference: np.ndarray) -> np.ndarray
     return out
 
 
-def reference_sample(n: int, seed: int = 0) -> np.ndarray | None:
+@functools.cache
+def _z_of_columns() -> np.ndarray:
+    """The atomic number of every element column of V (-1: the "other" column)."""
+    from rdkit.Chem import GetPeriodicTable
+
+    from molpipe.chem.featurize import ELEMENTS
+
+    table = GetPeriodicTable()
+    return np.array([table.GetAtomicNumber(e) for e in ELEMENTS] + [-1])
+
+
+def _reference_sample(n: int, seed: int = 0) -> np.ndarray | None:
     """Sorted positions of the seeded sample of MAX_REFERENCE that ``Domain.from_smiles``
-    keeps of ``n`` training molecules (None: it keeps them all), so that a caller reads
-    only those SMILES."""
+    keeps of ``n`` training molecules (None: it keeps them all)."""
     if n <= MAX_REFERENCE:
         return None
     return np.sort(np.random.default_rng(seed).choice(n, MAX_REFERENCE, replace=False))
@@ -103,14 +114,15 @@ class Domain:
         self.heavy_atoms = tuple(int(v) for v in heavy_atoms)
 
     @classmethod
-    def from_smiles(cls, smiles, seed: int = 0) -> "Domain":
-        """The domain of training SMILES (a seeded sample of MAX_REFERENCE if there are more)."""
+    def from_smiles(cls, smiles, seed: int = 0, rows=None) -> "Domain":
+        """The domain of the training SMILES ``smiles[rows]`` (``rows`` None: all of
+        ``smiles``), a seeded sample of MAX_REFERENCE if there are more. ``smiles`` is any
+        sequence (a store's lazy column): only the sampled molecules are read."""
         from rdkit import Chem, RDLogger
 
-        smiles = list(smiles)
-        keep = reference_sample(len(smiles), seed)
-        if keep is not None:
-            smiles = [smiles[i] for i in keep]
+        rows = np.arange(len(smiles)) if rows is None else np.asarray(rows)
+        keep = _reference_sample(len(rows), seed)
+        smiles = [smiles[int(i)] for i in (rows if keep is None else rows[keep])]
         fps, elements, sizes = [], set(), []
         RDLogger.DisableLog("rdApp.*")
         try:
@@ -159,8 +171,7 @@ class Domain:
             sim[ok] = nearest_similarity(fingerprints([m for m in mols if m is not None]),
                                          self.fps)
         if graphs is None:
-            unseen = [sorted({a.GetAtomicNum() for a in m.GetAtoms()} - self.elements)
-                      if m is not None else [] for m in mols]
+            unseen = [self._unseen(m) if m is not None else [] for m in mols]
             heavy = np.array([m.GetNumHeavyAtoms() if m is not None else 0 for m in mols])
         else:
             unseen, heavy = self._composition(mols, graphs)
@@ -181,17 +192,18 @@ class Domain:
             reasons[i] = "; ".join(why)
         return sim, reasons
 
+    def _unseen(self, mol) -> list[int]:
+        """The elements of an RDKit Mol not in training, sorted."""
+        return sorted({a.GetAtomicNum() for a in mol.GetAtoms()} - self.elements)
+
     def _composition(self, mols, graphs) -> tuple[list[list[int]], np.ndarray]:
         """(each molecule's elements not in training, sorted; heavy atoms (n,)) from the
         element columns of the graphs' V, in whole-chunk numpy calls; a molecule with an
         element outside the featurizer's vocabulary (its "other" column) asks RDKit."""
-        from rdkit.Chem import GetPeriodicTable
-
         from molpipe.chem.featurize import ELEMENTS
 
         n, k = len(mols), len(ELEMENTS) + 1           # element one-hot: V[:, :k]
-        table = GetPeriodicTable()
-        z_of = np.array([table.GetAtomicNumber(e) for e in ELEMENTS] + [-1])  # -1: "other"
+        z_of = _z_of_columns()
         atoms = [g.V.shape[0] if g is not None else 0 for g in graphs]
         V = [g.V[:, :k] for g in graphs if g is not None]
         col = np.argmax(np.concatenate(V), axis=1) if V else np.zeros(0, np.int64)
@@ -203,8 +215,7 @@ class Domain:
         unseen: list[list[int]] = [[] for _ in range(n)]
         for i in np.flatnonzero(new.any(axis=1)).tolist():
             if new[i, k - 1]:                 # "other" (a dummy atom too): RDKit says
-                unseen[i] = sorted({a.GetAtomicNum() for a in mols[i].GetAtoms()}
-                                   - self.elements)
+                unseen[i] = self._unseen(mols[i])
                 heavy[i] = mols[i].GetNumHeavyAtoms()
             else:
                 unseen[i] = sorted(z_of[new[i]].tolist())

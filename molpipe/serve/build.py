@@ -72,8 +72,8 @@ def from_data(config: TrainConfig, out: str | Path, **kw) -> OnlineModel:
     train, val = split["train"].tolist(), split["val"]
     pool = (prep.store.graphs(train), prep.store.targets[split["train"]])
     model = _model(network, config, model_meta(prep), out, pool=pool,
-                   domain_arrays=Domain.from_smiles([prep.store.smiles[i] for i in train],
-                                                    config.seed).arrays(),
+                   domain_arrays=Domain.from_smiles(prep.store.smiles, config.seed,
+                                                    rows=train).arrays(),
                    replay_epochs=kw.pop("replay_epochs", config.epochs),
                    lr_schedule=(config.lr, config.epochs), **kw)
     if len(val):

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from molpipe.chem.domain import Domain, reference_sample
+from molpipe.chem.domain import Domain
 from molpipe.data.build import REJECTED_CELLS
 from molpipe.data.checks import check_split, target_warnings
 from molpipe.io.checkpoint import restore_state, state_arrays
@@ -83,11 +83,8 @@ class Trainer:
         self.n_train_mols, self.train_seconds, self.first_epoch = 0, 0.0, 0
         self.last_train: EpochResult | None = None
         self.meta = model_meta(self.prep)
-        train = self.split["train"]
-        keep = reference_sample(len(train), config.seed)      # only those SMILES are read
-        rows = train if keep is None else train[keep]
-        self.domain = Domain.from_smiles([self.store.smiles[int(i)] for i in rows],
-                                         config.seed).arrays()
+        self.domain = Domain.from_smiles(self.store.smiles, config.seed,
+                                         rows=self.split["train"]).arrays()
 
     # -- the run ---------------------------------------------------------------------------
     def run(self) -> dict:
