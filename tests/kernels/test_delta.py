@@ -13,7 +13,7 @@ from molpipe.runtime.deltas import TAG_DELTA, DeltaExchange
 
 def test_encode_rounds_to_nearest_bfloat16_and_moves_base_by_what_was_sent():
     rng = np.random.default_rng(0)
-    p = rng.normal(size=1500).astype(np.float32)               # > one block, not a multiple
+    p = rng.normal(size=1500).astype(np.float32)
     base = (p - rng.normal(scale=1e-3, size=1500)).astype(np.float32)
     d = p - base
     base0, q = base.copy(), np.empty(1500, np.uint16)
@@ -141,7 +141,7 @@ def test_two_exchanges_send_half_the_bytes_and_end_at_the_start_plus_every_sent_
                 P[k] -= (0.01 * rng.normal(size=P[k].shape)).astype(np.float32)
             ex[r].stepped("s")
     # a frame is reused once its send has left: one a replica when sends leave at once;
-    # while they lag, more, but fewer than the 80 sends
+    # while they lag, more, but fewer than half the 80 sends
     assert len(made) == 2 if lag == 0 else 2 < len(made) < 40, len(made)
     n_param_bytes = sum(v.nbytes for v in start.values())
     assert ex[0].stats["bytes_sent"] < 40 * (n_param_bytes // 2 + 256)   # bf16, not float32
