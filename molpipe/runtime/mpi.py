@@ -77,23 +77,21 @@ class Link:
 
     def poll(self, tag: int = TAG_MSG, source: int | None = None):
         """The next frame ``(source, header, arrays)`` if one is waiting, else None."""
-        MPI = self.MPI
-        status = MPI.Status()
-        m = self.comm.improbe(MPI.ANY_SOURCE if source is None else source, tag, status)
-        if m is None:
+        got = self.post(tag, source)
+        if got is None:
             return None
-        buf = np.empty(status.Get_count(MPI.BYTE), dtype=np.uint8)
-        m.Recv([buf, MPI.BYTE])
-        return (status.Get_source(), *wire.unpack(buf))
+        req, src, buf = got
+        req.Wait()
+        return (src, *wire.unpack(buf))
 
-    def post(self, tag: int = TAG_MSG):
+    def post(self, tag: int = TAG_MSG, source: int | None = None):
         """Start receiving the next frame of ``tag`` if one has been announced: ``(request,
         source, buffer)``, the buffer whole once ``request.Test()`` says so; else None. A
         large frame's bytes move only while its sender is inside MPI too: ``poll`` waits
         for that, ``post`` returns at once."""
         MPI = self.MPI
         status = MPI.Status()
-        m = self.comm.improbe(MPI.ANY_SOURCE, tag, status)
+        m = self.comm.improbe(MPI.ANY_SOURCE if source is None else source, tag, status)
         if m is None:
             return None
         buf = np.empty(status.Get_count(MPI.BYTE), dtype=np.uint8)
