@@ -60,7 +60,7 @@ class DeltaExchange:
         self.run_id, self.gen = 0, 0
         self.base: dict = {}
         self.sent_sum = {s: {k: np.zeros(p.shape) for k, p in ps.items()}
-                         for s, ps in self.params.items()}
+                         for s, ps in self.params.items()} if record else {}
         self.stats = {"frames_sent": 0, "bytes_sent": 0, "frames_applied": 0, "send_seconds": 0.0,
                       "recv_seconds": 0.0, "apply_seconds": 0.0}
         self._steps: dict[str, int] = {}
@@ -69,7 +69,7 @@ class DeltaExchange:
         self._got: dict[int, int] = {}
         self._n_sent = 0
         self._incoming: list = []           # (request, source, buffer): frames being received
-        self._frames: dict = {}
+        self._frames: dict = {}             # stage -> [(buffer, views, requests)] of this run
 
     # -- a run -------------------------------------------------------------------------------
     def begin(self, gen: int, run_id: int) -> None:
@@ -79,7 +79,7 @@ class DeltaExchange:
         self._steps = {s: 0 for s in self.params}
         self._pending = {s: [] for s in self.params}
         self._done, self._got, self._n_sent = {}, {p: 0 for p in self.peers}, 0
-        self._frames: dict = {}             # (stage, exact) -> [(buffer, views, requests)]
+        self._frames = {}
 
     def stepped(self, stage: str) -> None:
         """After ``stage``'s optimizer stepped: send its change every ``every`` steps."""
@@ -97,36 +97,37 @@ class DeltaExchange:
             return
         t0 = time.perf_counter()
         P, base = self.params[stage], self.base[stage]
-        half = {k: not exact and k in self._half[stage] for k in P}
-        buf, D = self._frame(stage, half, exact)
+        buf, D = self._frame(stage, exact)
         for k, p in P.items():                 # the change, written straight into the frame
-            if half[k]:
+            half = D[k].dtype == np.uint16     # bfloat16 bits
+            if half:
                 delta.encode(p.reshape(-1), base[k].reshape(-1), D[k])
             else:
                 np.subtract(p, base[k], out=D[k])
                 np.copyto(base[k], p)
             if self.record:
-                self.sent_sum[stage][k] += (delta.decode(D[k]).reshape(p.shape) if half[k]
-                                            else D[k])
-        self._frames[stage, exact].append((buf, D, [self.link.send(peer, buf, TAG_DELTA)
-                                                    for peer in self.peers]))
+                self.sent_sum[stage][k] += delta.decode(D[k]).reshape(p.shape) if half else D[k]
+        reqs = [self.link.send(peer, buf, TAG_DELTA) for peer in self.peers]
+        if not exact:                          # (an exact frame goes once a run)
+            self._frames.setdefault(stage, []).append((buf, D, reqs))
         self._n_sent += 1
         self.stats["frames_sent"] += len(self.peers)
         self.stats["bytes_sent"] += buf.nbytes * len(self.peers)
         self.stats["send_seconds"] += time.perf_counter() - t0
 
-    def _frame(self, stage: str, half: dict, exact: bool) -> tuple:
-        """A frame for ``stage``'s delta: one of its earlier ones whose sends have all left
-        (header and layout are the same within a run), else a new one."""
-        frames = self._frames.setdefault((stage, exact), [])
+    def _frame(self, stage: str, exact: bool) -> tuple:
+        """A frame for ``stage``'s delta: bfloat16 for its float32 parameters unless
+        ``exact``; one of its earlier frames whose sends have all left (header and layout
+        are the same within a run), else a new one."""
+        frames = [] if exact else self._frames.get(stage, [])
         for i, (buf, D, reqs) in enumerate(frames):
             if all(r.Test() for r in reqs):
                 del frames[i]
                 return buf, D
-        P = self.params[stage]
+        half = () if exact else self._half[stage]
         return wire.frame({"k": "delta", "g": self.gen, "e": self.run_id, "s": stage},
-                          {k: (np.uint16, (p.size,)) if half[k] else (p.dtype, p.shape)
-                           for k, p in P.items()})
+                          {k: (np.uint16, (p.size,)) if k in half else (p.dtype, p.shape)
+                           for k, p in self.params[stage].items()})
 
     def poll(self) -> None:
         """Apply every delta waiting; hand control frames to ``on_ctrl`` (never blocks)."""
