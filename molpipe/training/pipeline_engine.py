@@ -63,17 +63,25 @@ class PipelineEngine:
     def train(self, items, on_result=None) -> EpochResult:
         """Train on ``items`` ((key, Instance) pairs: a list, or an iterator the control node
         draws from as it admits)."""
+        admitted, cb = self._admitting(on_result)
+        res = self._trained = self.pipeline.run(admitted(items), cb)
+        return self._result(res)
+
+    @staticmethod
+    def _admitting(on_result):
+        """(``admitted(pairs)``: (key, Instance) pairs as training items, each noting its
+        molecules as the control node draws it; the run's callback handing ``on_result``
+        (key, loss, molecules))."""
         sizes = {}                  # key -> molecules, while in flight
 
-        def admitted():
-            for k, inst in items:
+        def admitted(pairs):
+            for k, inst in pairs:
                 if on_result is not None:
                     sizes[k] = inst.n_mols
                 yield k, inst, True
 
         cb = None if on_result is None else (lambda k, loss, pred: on_result(k, loss, sizes.pop(k)))
-        res = self._trained = self.pipeline.run(admitted(), cb)
-        return self._result(res)
+        return admitted, cb
 
     def predict(self, items) -> EpochResult:
         return self._result(self.pipeline.run((k, inst, False) for k, inst in items))

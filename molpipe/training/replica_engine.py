@@ -67,15 +67,10 @@ class ReplicaEngine(PipelineEngine):
         as rows, and rank 0 packs only its own share, as its control node draws them."""
         if not hasattr(items, "specs"):
             return super().train(items, on_result)
-        keys, specs = items.instance_keys, items.specs
-        sizes = {k: len(s) for k, s in zip(keys, specs)}
-
-        def local(mine):
-            for k, inst in items.items(mine):
-                yield k, inst, True
-
-        cb = None if on_result is None else (lambda k, loss, pred: on_result(k, loss, sizes[k]))
-        res = self._trained = self.pipeline.train_shards(keys, specs, items.weights, local, cb)
+        admitted, cb = self._admitting(on_result)
+        res = self._trained = self.pipeline.train_shards(
+            items.instance_keys, items.specs, items.weights,
+            lambda mine: admitted(items.items(mine)), cb)
         return self._result(res)
 
 
