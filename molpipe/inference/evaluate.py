@@ -106,21 +106,13 @@ def predict_rows(predictor: Predictor, store, rows: np.ndarray, size: int,
         for g in groups():
             put(*predicted(g))
     else:
-        from collections import deque
         from concurrent.futures import ThreadPoolExecutor
 
+        from molpipe.inference.files import in_order
+
         with ThreadPoolExecutor(n_jobs) as pool:
-            pending: deque = deque()
-            try:
-                for g in groups():
-                    pending.append(pool.submit(predicted, g))
-                    if len(pending) >= 2 * n_jobs:
-                        put(*pending.popleft().result())
-                while pending:
-                    put(*pending.popleft().result())
-            finally:
-                for f in pending:
-                    f.cancel()
+            for out in in_order(pool, predicted, groups(), 2 * n_jobs):
+                put(*out)
     return (P, S) if with_std else P
 
 

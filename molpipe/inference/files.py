@@ -137,20 +137,27 @@ def map_chunks(fn, args: tuple, chunks: Iterator[list], n_jobs: int,
     method = "fork" if sys.platform == "linux" and threading.active_count() == 1 else "spawn"
     with ProcessPoolExecutor(n_jobs, mp_context=mp.get_context(method),
                              initializer=_init_worker, initargs=(fn, args)) as pool:
-        pending: deque = deque()
         try:
-            for c in rest:
-                pending.append(pool.submit(_run_chunk, c))
-                if len(pending) >= 2 * n_jobs:
-                    yield pending.popleft().result()
-            while pending:
-                yield pending.popleft().result()
+            yield from in_order(pool, _run_chunk, rest, 2 * n_jobs)
         except BrokenProcessPool as err:
             raise DataError(f"a {what} process died ({err}); retry with --jobs 1 to "
                             "find the row that kills it") from None
-        finally:
-            for f in pending:
-                f.cancel()
+
+
+def in_order(pool, fn, items, depth: int):
+    """``fn(item)`` of every item, run on ``pool`` (an Executor) and yielded in order, at
+    most ``depth`` submitted ahead; what is still pending when this stops is cancelled."""
+    pending: deque = deque()
+    try:
+        for item in items:
+            pending.append(pool.submit(fn, item))
+            if len(pending) >= depth:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+    finally:
+        for f in pending:
+            f.cancel()
 
 
 def _chunked(rows: Iterator, size: int) -> Iterator[list]:
