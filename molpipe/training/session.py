@@ -318,12 +318,12 @@ def evaluate_plan(engine, prep: Prepared, plan: Plan, rows: np.ndarray) -> tuple
     return metrics_table(prep.task, prep.targets, prep.store.targets[rows], P), P
 
 
-def describe_keys(store, *member_maps):
+def describe_keys(store, *plans: Plan):
     """``describe(key)``: the SMILES of an instance's first molecules, for error messages
-    (``member_maps``: {key: rows} dicts or ``Plan``s, looked up when an error names a key)."""
+    (the ``plans`` are looked up when an error names a key)."""
     def describe(key) -> str:
-        for members in member_maps:
-            rows = members.rows_of(key) if isinstance(members, Plan) else members.get(key)
+        for plan in plans:
+            rows = plan.rows_of(key)
             if rows is not None:
                 more = " …" if len(rows) > 4 else ""
                 return ", ".join(store.smiles[int(i)] for i in rows[:4]) + more
