@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from molpipe.data.errors import DataError
+from molpipe.data.npyfile import HEADER, npy_header
 from molpipe.inference.files import InputFile, open_input
 
 #: SMILES files: one molecule a line, ``SMILES [name ...]`` separated by white space
@@ -68,20 +69,14 @@ class NpyWriter:
     """A float32 ``.npy`` of ``d`` columns written row block by row block: its header is
     written for an unknown row count, padded to a fixed size, and rewritten at ``close``."""
 
-    HEADER = 128                       # bytes of magic, version, length and header text
+    HEADER = HEADER                    # bytes, room for any shape (as npyfile writes them)
 
     def __init__(self, fh, d: int):
         self.fh, self.d, self.n = fh, d, 0
         fh.write(self._header(0))
 
     def _header(self, n: int) -> bytes:
-        text = repr({"descr": np.dtype("<f4").str, "fortran_order": False, "shape": (n, self.d)})
-        body = text.encode("latin1")
-        pad = self.HEADER - 10 - len(body) - 1
-        if pad < 0:
-            raise ValueError(f"{n} x {self.d} does not fit a {self.HEADER}-byte npy header")
-        body += b" " * pad + b"\n"
-        return b"\x93NUMPY\x01\x00" + len(body).to_bytes(2, "little") + body
+        return npy_header("<f4", (n, self.d))
 
     def write(self, F: np.ndarray) -> None:
         self.fh.write(np.ascontiguousarray(F, "<f4").tobytes())
