@@ -37,6 +37,14 @@ OFFSETS = {"atom_offsets": "n_atoms", "bond_offsets": "n_bonds", "ring_offsets":
 COMMIT_SECONDS = 5.0
 
 
+def store_arrays(n_targets: int) -> dict[str, tuple]:
+    """Every ``.npy`` of a store, in journal order: file name -> (dtype, tail shape). One
+    table, so the writer and the journal's length check agree on each file's row size."""
+    per_mol = {"targets": (np.float32, (n_targets,)), "source_row": (np.int64, ()),
+               "n_rounds": (np.int32, ()), "has_rings": (np.bool_, ())}
+    return {**GRAPH_ARRAYS, **per_mol, **dict.fromkeys(OFFSETS, (np.int64, ()))}
+
+
 class StoreWriter:
     """Append featurized blocks to the store files in ``directory``.
 
@@ -52,18 +60,13 @@ class StoreWriter:
         state = state or {}
         lengths = state.get("lengths", {})
         self.names = target_names
-        self.arrays = {k: NpyAppender(self.dir / f"{k}.npy", dt, tail, lengths.get(k, 0))
-                       for k, (dt, tail) in GRAPH_ARRAYS.items()}
-        per_mol = {"targets": (np.float32, (n_t,)), "source_row": (np.int64, ()),
-                   "n_rounds": (np.int32, ()), "has_rings": (np.bool_, ())}
-        self.per_mol = {k: NpyAppender(self.dir / f"{k}.npy", dt, tail, lengths.get(k, 0))
-                        for k, (dt, tail) in per_mol.items()}
-        self.offsets = {k: NpyAppender(self.dir / f"{k}.npy", np.int64, (), lengths.get(k, 0))
-                        for k in OFFSETS}
+        #: every ``.npy`` of the store by file name
+        self.npy = {k: NpyAppender(self.dir / f"{k}.npy", dt, tail, lengths.get(k, 0))
+                    for k, (dt, tail) in store_arrays(n_t).items()}
         self.ends = dict(state.get("ends", dict.fromkeys(OFFSETS.values(), 0)))
         if not state:
-            for w in self.offsets.values():
-                w.append(np.zeros(1, np.int64))
+            for k in OFFSETS:
+                self.npy[k].append(np.zeros(1, np.int64))
         text = state.get("text", {})
         self.text = {name: _open_text(self.dir / name, text.get(name)) for name in
                      (SMILES, REJECTS, REJECTED_CELLS)}
@@ -88,19 +91,19 @@ class StoreWriter:
     def add(self, result: dict, final: bool, end: int, digest: str) -> None:
         """Write one block's (or piece's) result; ``end``/``digest``: the input after it."""
         base = self.rows_read
-        for k, w in self.arrays.items():
-            w.append(result[k])
+        for k in GRAPH_ARRAYS:
+            self.npy[k].append(result[k])
         k = len(result["rows"])
-        self.per_mol["targets"].append(result["targets"])
-        self.per_mol["source_row"].append(result["rows"] + base)
-        self.per_mol["n_rounds"].append(result["n_rounds"])
-        self.per_mol["has_rings"].append(result["has_rings"])
+        self.npy["targets"].append(result["targets"])
+        self.npy["source_row"].append(result["rows"] + base)
+        self.npy["n_rounds"].append(result["n_rounds"])
+        self.npy["has_rings"].append(result["has_rings"])
         smiles = result["smiles"].encode("utf-8")
         lengths = {"smiles": _line_lengths(smiles, k)}
         for name, count in OFFSETS.items():
             n = lengths["smiles"] if count == "smiles" else result[count]
             cum = self.ends[count] + np.cumsum(n, dtype=np.int64)
-            self.offsets[name].append(cum)
+            self.npy[name].append(cum)
             self.ends[count] = int(cum[-1]) if len(cum) else self.ends[count]
         self.text[SMILES].write(smiles)
         if result["rejects"]:
@@ -121,10 +124,9 @@ class StoreWriter:
 
     def _state(self) -> dict:
         """The state after the last whole block, as the journal keeps it."""
-        lengths = {k: w.n for k, w in (*self.arrays.items(), *self.per_mol.items(),
-                                       *self.offsets.items())}
         return {"position": self.position, "digest": self.digest, "rows_read": self.rows_read,
-                "rows_kept": self.rows_kept, "lengths": lengths, "ends": dict(self.ends),
+                "rows_kept": self.rows_kept, "lengths": {k: w.n for k, w in self.npy.items()},
+                "ends": dict(self.ends),
                 "text": {name: f.tell() for name, f in self.text.items()},
                 "missing": self.missing.tolist(),
                 "not_numbers": {"count": list(self.not_numbers.count),
@@ -137,7 +139,7 @@ class StoreWriter:
             return
         # flushed, not synced: a killed process loses nothing; after a power cut a file shorter
         # than the journal says makes the next build start over (``read_journal``)
-        for w in (*self.arrays.values(), *self.per_mol.values(), *self.offsets.values()):
+        for w in self.npy.values():
             w.flush()
         for f in self.text.values():
             f.flush()
@@ -152,14 +154,14 @@ class StoreWriter:
 
     def close(self) -> None:
         """Finish every file (the ``.npy`` headers get their final shapes)."""
-        for w in (*self.arrays.values(), *self.per_mol.values(), *self.offsets.values()):
+        for w in self.npy.values():
             w.close()
         for f in self.text.values():
             f.close()
 
     def abandon(self) -> None:
         """Close the files as they are (the journal says how much of them counts)."""
-        for w in (*self.arrays.values(), *self.per_mol.values(), *self.offsets.values()):
+        for w in self.npy.values():
             w.abandon()
         for f in self.text.values():
             f.close()
@@ -188,22 +190,17 @@ def _line_lengths(text: bytes, k: int) -> np.ndarray:
     return np.diff(ends, prepend=0).astype(np.int64)
 
 
-def _row_bytes(name: str, n_targets: int) -> int:
-    if name in GRAPH_ARRAYS:
-        dtype, tail = GRAPH_ARRAYS[name]
-        return np.dtype(dtype).itemsize * int(np.prod(tail, dtype=np.int64))
-    return {"targets": 4 * n_targets, "source_row": 8, "n_rounds": 4, "has_rings": 1}.get(name, 8)
-
-
 def read_journal(directory: Path) -> dict | None:
     """The journal of a partial store directory, or None (also if a file is shorter than
     the journal says: the build must start over)."""
     directory = Path(directory)
     try:
         state = json.loads((directory / JOURNAL).read_text(encoding="utf-8"))
-        n_t = len(state["key"]["targets"])
+        arrays = store_arrays(len(state["key"]["targets"]))
         for name, n in state["lengths"].items():
-            if (directory / f"{name}.npy").stat().st_size < HEADER + n * _row_bytes(name, n_t):
+            dtype, tail = arrays.get(name, (np.int64, ()))
+            row = np.dtype(dtype).itemsize * int(np.prod(tail, dtype=np.int64))
+            if (directory / f"{name}.npy").stat().st_size < HEADER + n * row:
                 return None
         for name, n in state["text"].items():
             if (directory / name).stat().st_size < n:
