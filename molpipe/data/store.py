@@ -183,16 +183,10 @@ class GraphStore:
         """Drop the pages this process mapped from the store's files (they stay in the page
         cache, and a later read maps them again): pages read once per epoch would otherwise
         count in the process's RSS until the kernel needs them."""
-        if not hasattr(mmap, "MADV_DONTNEED"):
-            return
         maps = list(self._maps)
         if "smiles" in self.__dict__ and isinstance(self.smiles._text, mmap.mmap):
             maps.append(self.smiles._text)
-        for m in maps:
-            try:
-                m.madvise(mmap.MADV_DONTNEED)
-            except (OSError, ValueError):            # closed or not madvisable: leave it
-                pass
+        _dont_need(maps)
 
     def with_targets(self, names: Sequence[str]) -> "GraphStore":
         """The same store, its targets restricted to (and ordered as) ``names``."""
@@ -249,15 +243,21 @@ def release_pages(store) -> None:
     if callable(own):
         own()
         return
+    _dont_need(value._mmap for value in vars(store).values()
+               if isinstance(value, np.memmap) and getattr(value, "_mmap", None) is not None
+               and getattr(value, "mode", None) in ("r", "readonly"))
+
+
+def _dont_need(maps) -> None:
+    """Advise every mapping in ``maps`` MADV_DONTNEED where the platform has it; a mapping
+    closed or not madvisable is left as it is (releasing pages is only a saving)."""
     if not hasattr(mmap, "MADV_DONTNEED"):
         return
-    for value in vars(store).values():
-        m = getattr(value, "_mmap", None) if isinstance(value, np.memmap) else None
-        if m is not None and getattr(value, "mode", None) in ("r", "readonly"):
-            try:
-                m.madvise(mmap.MADV_DONTNEED)
-            except (OSError, ValueError):     # closed or not madvisable: leave it
-                pass
+    for m in maps:
+        try:
+            m.madvise(mmap.MADV_DONTNEED)
+        except (OSError, ValueError):
+            pass
 
 
 def _reopen(path: str, targets: list[str]) -> GraphStore:
