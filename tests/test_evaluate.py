@@ -137,36 +137,6 @@ def test_evaluate_a_store_equals_its_file(run_dir, tmp_path):
         assert by_store["metrics"]["ring"][m] == pytest.approx(v, abs=1e-6), m
 
 
-def _mapped_kib(path):
-    """KiB of ``path``'s memory mappings resident in this process (/proc/self/smaps)."""
-    total, inside = 0, False
-    with open("/proc/self/smaps") as f:
-        for line in f:
-            if "-" in line.split(" ", 1)[0]:                 # a mapping's first line
-                inside = line.rstrip().endswith(str(path))
-            elif inside and line.startswith("Rss:"):
-                total += int(line.split()[1])
-    return total
-
-
-@pytest.mark.skipif(not Path("/proc/self/smaps").exists(), reason="Linux /proc only")
-def test_release_pages_drops_what_a_pass_read(tmp_path):
-    from molpipe.data.store import release_pages
-
-    np.save(tmp_path / "V.npy", np.arange(1 << 20, dtype=np.float32))     # 4 MiB
-
-    class Store:
-        pass
-
-    store = Store()
-    store._V = np.load(tmp_path / "V.npy", mmap_mode="r")
-    assert float(np.asarray(store._V).sum()) > 0
-    assert _mapped_kib(tmp_path / "V.npy") >= 4000
-    release_pages(store)
-    assert _mapped_kib(tmp_path / "V.npy") == 0
-    assert store._V[12345] == 12345                        # still readable: faulted back
-
-
 def test_store_pages_released_between_blocks(run_dir, monkeypatch):
     from molpipe.inference import evaluate as ev
 

@@ -187,21 +187,6 @@ def _rss_file_kib() -> int:
         return next(int(line.split()[1]) for line in f if line.startswith("RssFile"))
 
 
-@pytest.mark.skipif(not hasattr(mmap, "MADV_DONTNEED"), reason="no madvise here")
-def test_release_pages_gives_back_the_mapped_pages_a_pass_read(tmp_path):
-    path = tmp_path / "a.npy"
-    np.save(path, np.ones((32 << 20) // 8))                # 32 MiB
-    arrays = type("Store", (), {})()
-    arrays.V = np.load(path, mmap_mode="r")
-    before = _rss_file_kib()
-    assert float(arrays.V.sum()) == arrays.V.size
-    read = _rss_file_kib()
-    release_pages(arrays)
-    after = _rss_file_kib()
-    assert read - before > 24 << 10 and read - after > 24 << 10, (before, read, after)
-    assert float(arrays.V.sum()) == arrays.V.size                   # still readable
-
-
 def test_predictions_in_blocks_are_those_of_one_pass(esol):
     from molpipe.training.engines import gather_predictions
     from molpipe.training.session import Session

@@ -2,13 +2,15 @@
 
 import csv
 import json
+import mmap
+import os
 
 import numpy as np
 import pytest
 
 from molpipe.chem.featurize import FEATURIZER_VERSION, featurize
 from molpipe.data.errors import DataError
-from molpipe.data.store import GraphStore, build_store, open_data
+from molpipe.data.store import GraphStore, build_store, open_data, release_pages
 
 from .conftest import CSV_ROWS
 
@@ -291,3 +293,35 @@ def test_release_pages_gives_back_what_a_pass_mapped(tmp_path):
     assert read - after > mapped_kib // 2, (before, read, after, mapped_kib)
     again = store.pack(np.arange(len(store)))                         # still readable
     assert np.array_equal(again.V, whole.V) and np.array_equal(again.src, whole.src)
+
+
+def _mapped_kib(path) -> int:
+    """KiB of ``path``'s memory mappings resident in this process (/proc/self/smaps)."""
+    total, inside = 0, False
+    with open("/proc/self/smaps") as f:
+        for line in f:
+            if "-" in line.split(" ", 1)[0]:                 # a mapping's first line
+                inside = line.rstrip().endswith(str(path))
+            elif inside and line.startswith("Rss:"):
+                total += int(line.split()[1])
+    return total
+
+
+@pytest.mark.skipif(not hasattr(mmap, "MADV_DONTNEED") or not os.path.exists("/proc/self/smaps"),
+                    reason="no madvise or /proc here")
+def test_release_pages_of_a_store_without_the_method_drops_its_memmaps(tmp_path):
+    """``release_pages`` falls back to the read-only ``np.memmap`` attributes of a store with
+    no ``release_pages`` method: every page of the file leaves this process, still readable."""
+    path, n = tmp_path / "V.npy", 4 << 20
+    np.save(path, np.arange(n, dtype=np.float64))                    # 32 MiB
+    store = type("Store", (), {})()
+    store._V = np.load(path, mmap_mode="r")
+    before = _rss_file_kib()
+    assert float(store._V.sum()) == n * (n - 1) / 2
+    read = _rss_file_kib()
+    assert _mapped_kib(path) >= 32000
+    release_pages(store)
+    after = _rss_file_kib()
+    assert _mapped_kib(path) == 0
+    assert read - before > 24 << 10 and read - after > 24 << 10, (before, read, after)
+    assert store._V[12345] == 12345 and float(store._V.sum()) == n * (n - 1) / 2   # faulted back
