@@ -23,16 +23,15 @@ import tempfile
 import time
 from pathlib import Path
 
-from scale.common import ROOT
+from scale.common import ROOT, child_env
 
 
 def _env() -> dict:
-    return {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1",
-            "OPENBLAS_NUM_THREADS": "1", "COLUMNS": "200"}
+    return {**child_env(), "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "COLUMNS": "200"}
 
 
 def _load() -> list[float]:
-    return [float(x) for x in Path("/proc/loadavg").read_text().split()[:3]]
+    return list(os.getloadavg())
 
 
 # -- replicas: data-parallel replicas over MPI ---------------------------------------------------
