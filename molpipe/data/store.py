@@ -65,6 +65,10 @@ class SmilesColumn(Sequence):
     def __len__(self) -> int:
         return self._offsets.shape[0] - 1
 
+    def head(self, n: int) -> "SmilesColumn":
+        """The first ``n`` SMILES, as lazy as these."""
+        return SmilesColumn(self._path, self._offsets[:n + 1])
+
     def __getitem__(self, i):
         if isinstance(i, slice):
             return [self[k] for k in range(*i.indices(len(self)))]

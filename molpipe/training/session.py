@@ -121,7 +121,7 @@ def prepare(config: TrainConfig, progress=None) -> Prepared:
     if config.loss == "mve" and task != "regression":
         raise ValueError(f"--loss mve (a mean and a variance per target) is for regression; "
                          f"{config.data}'s targets are all 0/1 ({task}): use --loss mse")
-    smiles = _Prefix(store, len(store) if config.limit is None else min(config.limit, len(store)))
+    smiles = store.smiles.head(len(store) if config.limit is None else min(config.limit, len(store)))
     if config.split_column is not None:
         split = column_split(store, config.split_column, len(smiles))
     else:
@@ -137,24 +137,6 @@ def network_config(c: TrainConfig, task: str) -> NetworkConfig:
                          aggregation=c.aggregation, dropout=c.dropout,
                          readout_features=c.readout_features, propagate=c.propagate,
                          loss=c.loss)
-
-
-class _Prefix(Sequence):
-    """The first ``n`` SMILES of ``store``, each read when indexed (a split that needs only
-    their number never reads one)."""
-
-    def __init__(self, store, n: int):
-        self.store, self.n = store, n
-
-    def __len__(self) -> int:
-        return self.n
-
-    def __getitem__(self, i):
-        if isinstance(i, slice):
-            return [self[j] for j in range(*i.indices(self.n))]
-        if not -self.n <= i < self.n:
-            raise IndexError(i)
-        return self.store.smiles[i % self.n]
 
 
 def make_items(prep: Prepared, rows: np.ndarray, size: int, rng, next_key: int):

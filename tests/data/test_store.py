@@ -88,6 +88,10 @@ def test_smiles_are_a_lazy_sequence(mixed_csv, tmp_path):
     assert smiles[np.array([4, 1])] == [MIXED[4], MIXED[1]] and smiles != MIXED[:-1]
     with pytest.raises(IndexError):
         smiles[len(MIXED)]
+    head = smiles.head(3)                     # --limit's prefix: as lazy, and bounded
+    assert len(head) == 3 and head == MIXED[:3] and head[-1] == MIXED[2]
+    with pytest.raises(IndexError):
+        head[3]
 
 
 def test_rejects_and_counts(bad_csv, tmp_path):
