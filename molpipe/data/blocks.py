@@ -291,16 +291,22 @@ def smi_blocks(lines: ByteLines, n: int) -> Iterator[Block]:
 
 
 def sdf_blocks(lines: ByteLines, n: int) -> Iterator[Block]:
-    """Blocks of ``n`` whole SDF records (newlines made ``\\n``)."""
+    """Blocks of ``n`` whole SDF records (newlines made ``\\n``).
+
+    A record without its ``$$$$`` line is whole only at a clean end of the file: after a
+    read failure (a cut gzip file) the stream ends at the last ``$$$$``, so that a cut record
+    is neither kept half nor, once the file is whole again, resumed from its middle."""
     while True:
-        pos, found = 0, 0
+        pos, found, whole = 0, 0, 0
         while found < n:
             end = lines.end_of_line(pos)
             if end is None:
                 break
             if lines.buf.startswith(b"$$$$", pos):
-                found += 1
+                found, whole = found + 1, end
             pos = end
+        if lines.error is not None:
+            pos = whole
         if pos == 0:
             if lines.error is not None:
                 raise lines.error

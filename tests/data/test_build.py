@@ -3,6 +3,7 @@ redone (nothing written twice), SMILES / Parquet / SDF inputs."""
 
 import csv
 import gzip
+import io
 import json
 import sys
 
@@ -174,6 +175,38 @@ def test_sdf_gz_store_in_blocks(tmp_path):
     store = GraphStore.open(tmp_path / "s")
     assert store.source_row.tolist() == [1, 3, 4, 5, 6, 7]
     assert list(store.smiles)[:2] == ["CCO", "Oc1ccccc1"] and store.targets[1, 0] == 2.0
+
+
+def test_sdf_gz_cut_inside_a_record_resumes_at_that_record(tmp_path):
+    """A cut after ``M  END`` of record 201: that record is neither kept half (its target
+    lost) nor, with the file whole again, resumed from its middle (an extra reject)."""
+    from .conftest import _record
+
+    records = [_record(BASE[i % 2], {"y": str(i)}) for i in range(360)]
+    text = "".join(records).encode()
+    cut = len("".join(records[:200])) + records[200].index("M  END\n") + len("M  END\n")
+    packed = io.BytesIO()
+    with gzip.GzipFile(fileobj=packed, mode="wb", mtime=0) as g:
+        g.write(text[:cut])
+        g.flush()                                                  # every byte before the cut
+        whole_to_cut = packed.tell()
+        g.write(text[cut:])
+    full = packed.getvalue()
+    path = tmp_path / "m.sdf.gz"
+    path.write_bytes(full)
+    fresh = tmp_path / "fresh"
+    build_store(path, fresh, n_jobs=1, chunk_size=30)
+    path.write_bytes(full[:whole_to_cut])                          # a cut download
+    out = tmp_path / "store"
+    with pytest.raises(DataError) as err:
+        build_store(path, out, n_jobs=1, chunk_size=30)
+    assert str(path) in str(err.value) and "truncated gzip" in str(err.value)
+    assert "rows 1-200 are kept" in str(err.value)
+    path.write_bytes(full)
+    summary = build_store(path, out, n_jobs=2, chunk_size=30)
+    assert summary["resumed_from_row"] == 200
+    assert (summary["rows_read"], summary["rows_rejected"]) == (360, 0)
+    assert_same_store(out, fresh)
 
 
 def test_parquet_store(tmp_path):
