@@ -38,12 +38,14 @@ class Block:
     payload : what ``records.featurize_block`` reads.
     end : the input position after this block (bytes of the decompressed file; Parquet: rows).
     digest : sha256 hex of the input up to ``end``.
+    source : the input file (named by the errors of the blocks' featurizing).
     """
 
     kind: str
     payload: object
     end: int
     digest: str
+    source: Path
 
 
 def _gunzip(f) -> Iterator[bytes]:
@@ -184,7 +186,7 @@ class ByteLines:
 
 
 def _block(lines: ByteLines, kind: str, payload) -> Block:
-    return Block(kind, payload, lines.position, lines.hash.hexdigest())
+    return Block(kind, payload, lines.position, lines.hash.hexdigest(), lines.path)
 
 
 def _take_valid(lines: ByteLines, k: int) -> str | None:

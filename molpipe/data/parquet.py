@@ -4,6 +4,7 @@ column, target columns), streamed by record batches."""
 from __future__ import annotations
 
 import hashlib
+import itertools
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -28,6 +29,22 @@ def _file(path: Path):
         return pq.ParquetFile(path)
     except Exception as err:                       # pyarrow's ArrowInvalid, OSError, ...
         raise DataError(f"{path}: not a readable Parquet file ({err})") from None
+
+
+def _batches(path: Path, f, n: int, columns: list[str]) -> Iterator:
+    """The record batches of ``n`` rows of ``f``'s ``columns``: pages are read only here, so
+    a page that cannot be read is a DataError naming the rows before it."""
+    batches, position = f.iter_batches(batch_size=n, columns=columns), 0
+    while True:
+        try:
+            batch = next(batches, None)
+        except Exception as err:                   # pyarrow's ArrowInvalid, OSError, ...
+            raise DataError(f"{path}: not a readable Parquet file after row {position} "
+                            f"({err})") from None
+        if batch is None:
+            return
+        position += batch.num_rows
+        yield batch
 
 
 def parquet_rows(path: Path) -> int:
@@ -71,7 +88,7 @@ def parquet_blocks(table, n: int, state: dict | None) -> tuple[Iterator, bool]:
     columns = [table.smiles_column, *table.target_names]
     h = hashlib.sha256()
     position = 0
-    batches = f.iter_batches(batch_size=n, columns=columns)
+    batches = _batches(table.path, f, n, columns)
     pending = []
     resumed = False
     if state is not None:
@@ -89,14 +106,14 @@ def parquet_blocks(table, n: int, state: dict | None) -> tuple[Iterator, bool]:
         if not resumed:
             f = _file(table.path)
             h, position, pending = hashlib.sha256(), 0, []
-            batches = f.iter_batches(batch_size=n, columns=columns)
+            batches = _batches(table.path, f, n, columns)
 
     def blocks():
         nonlocal position
-        for batch in [*pending, *batches]:
+        for batch in itertools.chain(pending, batches):    # streamed, not listed first
             values = [batch.column(c).to_pylist() for c in range(len(columns))]
             h.update(repr(values).encode())
             position += batch.num_rows
-            yield Block("columns", (values[0], values[1:]), position, h.hexdigest())
+            yield Block("columns", (values[0], values[1:]), position, h.hexdigest(), table.path)
 
     return blocks(), resumed

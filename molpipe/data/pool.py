@@ -106,8 +106,9 @@ def featurize_blocks(spec: Spec, blocks: Iterator[Block], n_jobs: int
                     yield head.block, result, head.final
                     continue
                 if dead > MAX_DEAD_ROWS:
-                    raise DataError(f"featurizing processes died on {dead} rows, each alone; "
-                                    "stopping (is the machine out of memory?)")
+                    raise DataError(f"{head.block.source}: featurizing processes died on "
+                                    f"{dead} rows, each alone; stopping (is the machine out "
+                                    "of memory?)")
                 row, rec = recs[0]
                 result = dead_row(spec, rec, row, "killed by a signal or crashed")
             pending.popleft()

@@ -150,6 +150,19 @@ def test_row_that_always_kills_its_worker_is_rejected(tmp_path, monkeypatch):
         assert_same_graph(store[i], featurize(store.smiles[i]))
 
 
+def test_too_many_rows_killing_their_workers_stop_the_build(tmp_path, monkeypatch):
+    from molpipe.data import pool
+
+    path = tmp_path / "k.csv"
+    path.write_text(rows_text(30))                                 # rows 5, 17, 29 kill
+    monkeypatch.setenv(KILL_ENV, "F/C=C/F")
+    monkeypatch.setattr(pool, "MAX_DEAD_ROWS", 1)
+    with pytest.raises(DataError) as err:
+        build_store(path, tmp_path / "s", n_jobs=2, chunk_size=4)
+    assert str(err.value).startswith(f"{path}: featurizing processes died on 2 rows, each "
+                                     "alone; stopping (is the machine out of memory?)")
+
+
 def test_smi_and_smi_gz_stores(tmp_path):
     text = "smiles name\nCCO ethanol\n# comment\n\nC1CC broken\nc1ccccc1 benzene\n"
     for name, data in (("m.smi", text.encode()), ("m.smi.gz", gzip.compress(text.encode()))):
@@ -232,6 +245,27 @@ def test_parquet_store(tmp_path):
     with open(tmp_path / "s" / "rejects.csv", newline="") as f:
         reasons = {r["reason"] for r in csv.DictReader(f)}
     assert reasons == {"unparsable SMILES", "empty SMILES"}
+
+
+def test_parquet_unreadable_page_names_the_file_and_the_rows_before(tmp_path):
+    """A cut file loses its footer (and cannot be opened); a damaged row group is met only
+    while the batches are read."""
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "m.parquet"
+    pq.write_table(pa.table({"smiles": ["CCO", "CCN"] * 100, "y": [1.0] * 200}), path,
+                   row_group_size=100)
+    data = bytearray(path.read_bytes())
+    for column in range(2):                                        # row group 2: garbage
+        chunk = pq.ParquetFile(path).metadata.row_group(1).column(column)
+        start = chunk.dictionary_page_offset or chunk.data_page_offset
+        data[start:start + chunk.total_compressed_size] = b"\xff" * chunk.total_compressed_size
+    path.write_bytes(bytes(data))
+    with pytest.raises(DataError) as err:
+        build_store(path, tmp_path / "s", n_jobs=1, chunk_size=50)
+    assert str(err.value).startswith(f"{path}: not a readable Parquet file after row 100 (")
+    assert "rows 1-100 are kept" in str(err.value)
 
 
 def test_parquet_without_pyarrow_says_what_to_install(tmp_path, monkeypatch):
