@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from molpipe.data.errors import DataError
-from molpipe.data.text import match_name
+from molpipe.data.text import match_name, smiles_column_of
 
 
 def _pyarrow(path: Path):
@@ -59,16 +59,7 @@ def open_parquet(path: Path, smiles_column: str | None, targets):
     pa, _ = _pyarrow(path)
     schema = _file(path).schema_arrow
     names = list(schema.names)
-    if smiles_column is None:
-        found = [c for c in names if c.strip().lower() == "smiles"]
-        if len(found) != 1:
-            shown = ", ".join(repr(c) for c in names)
-            what = "several SMILES columns" if found else "no 'smiles' column"
-            raise DataError(f"{path}: {what}; available: {shown}; name one with "
-                            "--smiles-column")
-        smiles_column = found[0]
-    else:
-        smiles_column = match_name(smiles_column, names, path, "SMILES column")
+    smiles_column = smiles_column_of(names, smiles_column, path)
     if targets is None:
         targets = [f.name for f in schema if f.name != smiles_column and (
             pa.types.is_integer(f.type) or pa.types.is_floating(f.type)

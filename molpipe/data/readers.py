@@ -41,7 +41,8 @@ from molpipe.chem.featurize import FeaturizationError
 from molpipe.data.errors import DataError
 from molpipe.data.sdf import iter_sdf, sdf_targets
 from molpipe.data.text import (GZIP_ERRORS, PEEK_ROWS, NotNumbers, Row, gzip_error, is_gzip,
-                               match_name, numeric_columns, open_text, to_float, utf8_error)
+                               match_name, numeric_columns, open_text, smiles_column_of,
+                               to_float, utf8_error)
 
 CSV_SUFFIXES = (".csv",)
 SDF_SUFFIXES = (".sdf", ".sd")
@@ -209,20 +210,9 @@ def _open_csv(path: Path, smiles_column: str | None, targets) -> Table:
             raise DataError(f"{path}: duplicate column name {name!r} (columns {seen[name]} and "
                             f"{k}); rename one so the columns are not ambiguous")
         seen[name] = k
-    if smiles_column is None:
-        smiles = [c for c in header if c.strip().lower() == "smiles"]
-        if not smiles:
-            shown = ", ".join(repr(c) for c in header)
-            found = (f" (the header line has no {delimiter!r}: is the delimiter another "
-                     "character?)" if len(header) == 1 else "")
-            raise DataError(f"{path}: no 'smiles' column; available: {shown}{found}; "
-                            "name one with --smiles-column")
-        if len(smiles) > 1:
-            raise DataError(f"{path}: several SMILES columns ({', '.join(map(repr, smiles))}); "
-                            "name one with --smiles-column")
-        smiles_column = smiles[0]
-    else:
-        smiles_column = match_name(smiles_column, header, path, "SMILES column")
+    hint = (f" (the header line has no {delimiter!r}: is the delimiter another character?)"
+            if len(header) == 1 else "")
+    smiles_column = smiles_column_of(header, smiles_column, path, hint)
     if targets is None:
         records = [dict(zip(header, row)) for row in peek if _fit(row, len(header))]
         targets = [c for c in numeric_columns(header, records) if c != smiles_column]

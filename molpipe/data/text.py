@@ -99,6 +99,22 @@ def match_name(name: str, available: list[str], path: Path, what: str) -> str:
     raise DataError(f"{path}: no {what} {name!r}; available: {shown}")
 
 
+def smiles_column_of(columns, chosen: str | None, path: Path, hint: str = "") -> str:
+    """The SMILES column of a CSV or Parquet file: ``chosen`` (see ``match_name``), else the
+    one column named ``smiles`` (any case); ``hint`` ends the message when there is none."""
+    if chosen is not None:
+        return match_name(chosen, list(columns), path, "SMILES column")
+    found = [c for c in columns if c.strip().lower() == "smiles"]
+    if len(found) > 1:
+        raise DataError(f"{path}: several SMILES columns ({', '.join(map(repr, found))}); "
+                        "name one with --smiles-column")
+    if not found:
+        shown = ", ".join(repr(c) for c in columns)
+        raise DataError(f"{path}: no 'smiles' column; available: {shown}{hint}; "
+                        "name one with --smiles-column")
+    return found[0]
+
+
 @dataclass
 class NotNumbers:
     """Target cells read as NaN that were not empty, not an NA marker and not a number.

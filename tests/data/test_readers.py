@@ -56,6 +56,21 @@ def test_no_smiles_column(tmp_path):
         open_table(path)
 
 
+def test_parquet_smiles_column_is_chosen_as_in_a_csv(tmp_path):
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "m.parquet"
+    several = "several SMILES columns ('SMILES', ' smiles '); name one with --smiles-column"
+    none = "no 'smiles' column; available: 'structure', 'y'; name one with --smiles-column"
+    for columns, message in ((("SMILES", " smiles ", "y"), several), (("structure", "y"), none)):
+        pq.write_table(pa.table({c: ["CCO"] for c in columns}), path)
+        with pytest.raises(DataError) as err:
+            open_table(path)
+        assert str(err.value) == f"{path}: {message}"
+        assert open_table(path, smiles_column="Y").smiles_column == "y"
+
+
 @pytest.mark.parametrize("name, content, match", [
     ("empty.csv", b"", "empty file"),
     ("data.txt", b"smiles\nC\n", "not a CSV, SMILES, SDF or Parquet file"),
