@@ -55,6 +55,15 @@ _OTHER_DELIMITERS = (";", "\t", "|")
 FIELD_LIMIT = 16 << 20
 
 
+def smi_words(line: str, first: bool) -> list[str] | None:
+    """A SMILES file's ``line`` split in [SMILES, rest] (rest if any), or None if it is not a
+    row: blank, a ``#`` comment, or (the ``first`` line of the file) a ``smiles`` header.
+    The one rule for ``build_store`` and ``molpipe fingerprint``."""
+    words = line.split(None, 1)
+    if not words or words[0].startswith("#") or (first and words[0].lower() == "smiles"):
+        return None
+    return words
+
 
 @dataclass(frozen=True)
 class Table:

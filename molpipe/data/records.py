@@ -19,7 +19,7 @@ from rdkit import Chem
 
 from molpipe.chem.batch import as_arrays, featurize_batch
 from molpipe.chem.featurize import FeaturizationError
-from molpipe.data.readers import _fit
+from molpipe.data.readers import _fit, smi_words
 from molpipe.data.text import NA, is_number, to_float
 
 #: test hook: a featurizing *worker process* kills itself (SIGKILL) on this SMILES; with
@@ -72,11 +72,9 @@ def records(spec: Spec, kind: str, payload) -> list:
             if line.endswith("\r"):
                 line = line[:-1]
             if spec.kind == "smi":
-                words = line.split(None, 1)
-                if (not words or words[0].startswith("#")
-                        or (first and n == 0 and words[0].lower() == "smiles")):
-                    continue
-                out.append(words[0])
+                words = smi_words(line, first and n == 0)
+                if words:
+                    out.append(words[0])
             elif line:
                 out.append(line.split(spec.delimiter))
         return out

@@ -13,11 +13,8 @@ import numpy as np
 
 from molpipe.data.errors import DataError
 from molpipe.data.npyfile import HEADER, npy_header
+from molpipe.data.readers import SMI_SUFFIXES, smi_words
 from molpipe.inference.files import InputFile, open_input
-
-#: SMILES files: one molecule a line, ``SMILES [name ...]`` separated by white space
-SMI_SUFFIXES = (".smi", ".smiles")
-
 
 # -- input ----------------------------------------------------------------------------------
 
@@ -50,10 +47,7 @@ def _smi_rows(path: Path) -> Iterator:
     try:
         with open_text(path) as f:
             for n, line in enumerate(f):
-                words = line.split(None, 1)
-                if not words or words[0].startswith("#"):
-                    continue
-                if n == 0 and words[0].lower() == "smiles":
+                if (words := smi_words(line, n == 0)) is None:
                     continue
                 name = words[1].strip() if len(words) > 1 else ""
                 yield [words[0], name], words[0]
