@@ -20,7 +20,7 @@ from rdkit import Chem
 from molpipe.chem.batch import as_arrays, featurize_batch
 from molpipe.chem.featurize import FeaturizationError
 from molpipe.data.readers import _fit, smi_words
-from molpipe.data.text import NA, is_number, to_float
+from molpipe.data.text import not_a_number, to_float
 
 #: test hook: a featurizing *worker process* kills itself (SIGKILL) on this SMILES; with
 #: ``KILL_ONCE`` naming a file, only the first time (it creates the file)
@@ -48,14 +48,6 @@ class Spec:
     smiles: int = 0
     targets: tuple = ()
     rounds: tuple[int, int] = (2, 6)
-
-
-def not_a_number(text) -> bool:
-    """Whether a target cell read as NaN is a value that is not a number (``NotNumbers``)."""
-    if not isinstance(text, str):
-        return False
-    text = text.strip()
-    return bool(text) and text.lower() not in NA and not is_number(text)
 
 
 def records(spec: Spec, kind: str, payload) -> list:

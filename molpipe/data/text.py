@@ -68,6 +68,15 @@ def is_number(text: str) -> bool:
     return True
 
 
+def not_a_number(text) -> bool:
+    """Whether a target cell read as NaN is a value that is not a number: text that is not
+    empty nor an NA marker (a Parquet cell that is not text never is)."""
+    if not isinstance(text, str):
+        return False
+    text = text.strip()
+    return bool(text) and text.lower() not in NA and not is_number(text)
+
+
 def to_float(text: str | None) -> float:
     try:
         value = float(text)
@@ -147,9 +156,9 @@ class NotNumbers:
 
     def check(self, j: int, row: int, text: str | None) -> None:
         """Note target ``j``'s cell ``text`` of ``row`` if it is a value that is not a number."""
-        text = (text or "").strip()
-        if not text or text.lower() in NA or is_number(text):
+        if not not_a_number(text):
             return
+        text = text.strip()
         self.count[j] += 1
         cut = self.VALUE_CHARS
         text = text if len(text) <= cut else text[:cut - 1] + "…"
