@@ -189,15 +189,12 @@ def _block(lines: ByteLines, kind: str, payload) -> Block:
     return Block(kind, payload, lines.position, lines.hash.hexdigest(), lines.path)
 
 
-def _take_valid(lines: ByteLines, k: int) -> str | None:
+def _take_valid(lines: ByteLines, k: int) -> str:
     """Take and decode the first ``k`` bytes, or only its lines before the first that is not
-    UTF-8 (None if that is the first); that line's DataError is raised at the next call."""
+    UTF-8 (the file's BOM dropped); that line's DataError is raised now if it is the first,
+    else at the next call (so that the rows before it are featurized first)."""
     good = lines.valid_prefix(k)
-    if good == k:
-        first = lines.position == 0
-        text = lines.take(k).decode("utf-8")
-        return text[1:] if first and text.startswith("\ufeff") else text
-    if good == 0:
+    if k and not good:
         lines.decode(lines.buf[:k])                      # raises the DataError
     first = lines.position == 0
     text = lines.take(good).decode("utf-8")
