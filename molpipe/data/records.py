@@ -50,6 +50,10 @@ class Spec:
     rounds: tuple[int, int] = (2, 6)
 
 
+_BARE_CR = ("a carriage return inside the line (old Mac line ends?): a SMILES file has one "
+            "molecule a line, lines ending in \\n or \\r\\n")
+
+
 def records(spec: Spec, kind: str, payload) -> list:
     """The block's records, one per row: CSV fields lists (or a FeaturizationError), SMILES
     (the first word of a SMILES file's line), SDF records (lists of lines) or Parquet
@@ -65,7 +69,9 @@ def records(spec: Spec, kind: str, payload) -> list:
                 line = line[:-1]
             if spec.kind == "smi":
                 words = smi_words(line, first and n == 0)
-                if words:
+                if words and "\r" in line:      # not a name: more molecules, on bare \r ends
+                    out.append(FeaturizationError(_BARE_CR))
+                elif words:
                     out.append(words[0])
             elif line:
                 out.append(line.split(spec.delimiter))

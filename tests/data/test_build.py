@@ -320,3 +320,18 @@ def test_cli_preprocess_says_it_resumed(big_gz, tmp_path):
     assert result.exit_code == 0, result.output
     assert "resuming" in result.output and "resumed after row" in result.output
     assert "3000 rows read" in result.output
+
+
+def test_a_smiles_file_with_bare_carriage_returns_is_rejected_with_its_reason(tmp_path):
+    """Old Mac line ends make the file one line; its molecules are not silently read as
+    the first one's name: the row goes to rejects, saying why."""
+    path = tmp_path / "mac.smi"
+    path.write_bytes(b"CCO ethanol\rc1ccccc1\rCCN\r")
+    summary = build_store(path, tmp_path / "s", n_jobs=1)
+    assert (summary["rows_read"], summary["rows_kept"], summary["rows_rejected"]) == (1, 0, 1)
+    with open(tmp_path / "s" / "rejects.csv", newline="") as f:
+        (row,) = list(csv.DictReader(f))
+    assert row["row"] == "1" and "carriage return" in row["reason"]
+    path.write_bytes(b"CCO ethanol\r\nc1ccccc1\r\nCCN\r\n")           # \r\n: three rows
+    summary = build_store(path, tmp_path / "t", n_jobs=1)
+    assert (summary["rows_read"], summary["rows_kept"]) == (3, 3)
