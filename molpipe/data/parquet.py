@@ -28,7 +28,12 @@ def _file(path: Path):
     try:
         return pq.ParquetFile(path)
     except Exception as err:                       # pyarrow's ArrowInvalid, OSError, ...
-        raise DataError(f"{path}: not a readable Parquet file ({err})") from None
+        raise DataError(f"{path}: not a readable Parquet file ({_one_line(err)})") from None
+
+
+def _one_line(err: Exception) -> str:
+    """pyarrow's message (which may run over several lines) on one line."""
+    return " ".join(str(err).split())
 
 
 def _batches(path: Path, f, n: int, columns: list[str]) -> Iterator:
@@ -40,7 +45,7 @@ def _batches(path: Path, f, n: int, columns: list[str]) -> Iterator:
             batch = next(batches, None)
         except Exception as err:                   # pyarrow's ArrowInvalid, OSError, ...
             raise DataError(f"{path}: not a readable Parquet file after row {position} "
-                            f"({err})") from None
+                            f"({_one_line(err)})") from None
         if batch is None:
             return
         position += batch.num_rows
