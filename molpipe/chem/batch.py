@@ -121,8 +121,3 @@ def _take(c: C.Compact, off: dict, k0: int, k1: int) -> C.Compact:
         has_rings=c.has_rings[k0:k1])
 
 
-def as_arrays(c: C.Compact) -> dict[str, np.ndarray]:
-    """The store's per-atom/bond/ring arrays of ``c``, by file name."""
-    return {"atoms": c.atoms, "fragment": c.fragment, "bonds": c.bonds,
-            "bond_codes": c.bond_codes, "ring_atoms": c.ring_atoms, "ring_sizes": c.ring_sizes,
-            "ring_system": c.ring_system}

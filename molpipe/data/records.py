@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 from rdkit import Chem
 
-from molpipe.chem.batch import as_arrays, featurize_batch
+from molpipe.chem.batch import featurize_batch
 from molpipe.chem.featurize import FeaturizationError
 from molpipe.data.readers import _fit, smi_words
 from molpipe.data.text import not_a_number, to_float
@@ -154,7 +154,7 @@ def featurize_block(spec: Spec, kind: str, payload) -> dict:
     """Featurize one block: its rows' compact arrays, targets, SMILES, rejects and cells.
 
     Returns a dict: ``n_rows``; ``rows`` (k,) int64 the kept rows (1-based in the block);
-    the ``batch.as_arrays`` arrays and n_atoms, n_bonds, n_rings, n_ring_atoms, n_rounds,
+    the ``Compact.arrays()`` and n_atoms, n_bonds, n_rings, n_ring_atoms, n_rounds,
     has_rings; ``targets`` (k, n_t) float32; ``smiles`` the kept SMILES, one a line;
     ``rejects`` [(row, text, reason)]; ``cells`` [(row, target index, cell)] not numbers.
     """
@@ -191,7 +191,7 @@ def featurize_block(spec: Spec, kind: str, payload) -> dict:
            "cells": cells, "n_atoms": codes.n_atoms, "n_bonds": codes.n_bonds,
            "n_rings": codes.n_rings, "n_ring_atoms": codes.n_ring_atoms,
            "n_rounds": codes.n_rounds, "has_rings": codes.has_rings}
-    out.update(as_arrays(codes))
+    out.update(codes.arrays())
     return out
 
 
