@@ -29,7 +29,7 @@ from contextlib import contextmanager
 from typing import Callable
 
 from molpipe.kernels import one_blas_thread
-from molpipe.runtime.message import CONTROL, STOP, Message, destination
+from molpipe.runtime.message import CONTROL, STOP, Kind, Message, destination
 from molpipe.runtime.worker import Worker
 
 
@@ -148,7 +148,10 @@ class _TwoLaneQueue:
             urgent, other = self._lanes
             while not (urgent or other):
                 self._ready.wait()
-            if urgent and not (other and self._run >= self.burst):
+            # STOP, last in its lane, also waits for the urgent lane: a worker that stops
+            # has handled every message sent before it (a RETIRE, say)
+            if urgent and not (other and self._run >= self.burst
+                               and other[0].kind is not Kind.STOP):
                 self._run += 1
                 return urgent.popleft()
             self._run = 0

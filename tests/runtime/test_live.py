@@ -150,3 +150,17 @@ def test_a_requests_messages_overtake_queued_training_work():
         q.put(Message(Kind.EVAL, ("e", k), version=3))
     q.put(Message(Kind.FORWARD, ("t", 9)))
     assert [q.get().key for _ in range(6)][4] == ("t", 9)
+
+
+def test_stop_waits_for_the_urgent_lane():
+    """The burst rule lets other work through after a run of urgent messages; STOP, the last
+    message a worker takes, must not: a RETIRE queued before it would be lost."""
+    from molpipe.runtime.message import STOP, Kind, Message
+    from molpipe.runtime.threads import _TwoLaneQueue
+
+    q = _TwoLaneQueue(lambda m: m.version is not None, burst=2)
+    for v in range(5):
+        q.put(Message(Kind.RETIRE, version=v))
+    q.put(STOP)
+    got = [q.get() for _ in range(6)]
+    assert [m.version for m in got[:5]] == list(range(5)) and got[5] is STOP
